@@ -1,0 +1,1 @@
+"""Agent base class, built-in roles and the role registry (installed as ``swarm.agents``)."""

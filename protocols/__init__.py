@@ -1,0 +1,1 @@
+"""Interaction protocols and the protocol registry (installed as ``swarm.protocols``)."""
