@@ -50,7 +50,7 @@ class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     pass
 
 
-class SwarmSection(_Section):
+class SwarmSection(_Section, frozen=True):
     """What the swarm is called, how long it runs and where its history goes."""
 
     name: Name
@@ -59,7 +59,7 @@ class SwarmSection(_Section):
     lineage: str = "runs/{name}/lineage"
 
 
-class TinyModelSection(_Section):
+class TinyModelSection(_Section, frozen=True):
     """Shape of the tiny model built on the fly when ``model.path`` is ``tiny``."""
 
     layers: PosInt = 2
@@ -68,7 +68,7 @@ class TinyModelSection(_Section):
     seed: NonNegInt = 0
 
 
-class ModelSection(_Section):
+class ModelSection(_Section, frozen=True):
     """The base model and the engine that serves it."""
 
     path: str = "tiny"
@@ -83,7 +83,7 @@ class ModelSection(_Section):
     openai_url: str | None = None
 
 
-class LoraSection(_Section):
+class LoraSection(_Section, frozen=True):
     """LoRA adapter shape and the local fine-tuning budget of each round."""
 
     rank: Annotated[int, msgspec.Meta(ge=1, le=256)] = 8
@@ -97,7 +97,7 @@ class LoraSection(_Section):
     batch_size: PosInt = 16
 
 
-class AgentGroup(_Section):
+class AgentGroup(_Section, frozen=True):
     """A group of ``count`` agents sharing a role, a data recipe and LoRA settings."""
 
     name: Name
@@ -108,7 +108,7 @@ class AgentGroup(_Section):
     lora: LoraSection = msgspec.field(default_factory=LoraSection)
 
 
-class MatchmakerSection(_Section):
+class MatchmakerSection(_Section, frozen=True):
     """Which pairing strategy runs and its parameters."""
 
     kind: Literal["linucb", "greedy", "random"] = "linucb"
@@ -117,7 +117,7 @@ class MatchmakerSection(_Section):
     max_pairs: PosInt | None = None
 
 
-class ProtocolSection(_Section):
+class ProtocolSection(_Section, frozen=True):
     """The round logic and how knowledge flows inside a pair."""
 
     name: Name = "knexa"
@@ -125,7 +125,7 @@ class ProtocolSection(_Section):
     merge_weight: Fraction = 0.5
 
 
-class TransportSection(_Section):
+class TransportSection(_Section, frozen=True):
     """Addresses, limits and security of the ZeroMQ data plane."""
 
     host: str = "127.0.0.1"
@@ -137,7 +137,7 @@ class TransportSection(_Section):
     liveness: Annotated[int, msgspec.Meta(ge=1, le=100)] = 3
 
 
-class LauncherSection(_Section):
+class LauncherSection(_Section, frozen=True):
     """Where the processes run and how failures are handled."""
 
     kind: Literal["local", "ray"] = "local"
@@ -145,7 +145,7 @@ class LauncherSection(_Section):
     max_restarts: NonNegInt = 3
 
 
-class SwarmConfig(_Section):
+class SwarmConfig(_Section, frozen=True):
     """A whole swarm config."""
 
     swarm: SwarmSection
@@ -323,7 +323,31 @@ def _explain(message: str, raw: Mapping[str, Any]) -> str:
         return f"{_dotted(path)}.{missing.group(1)}: required key is missing"
     found, value = _lookup(raw, path)
     got = f" (got {_show(value)})" if found else ""
-    return f"{_dotted(path)}: {what[0].lower()}{what[1:]}{got}"
+    choices = _choices(_dotted(path))
+    allowed = f"; allowed: {', '.join(map(repr, choices))}" if choices else ""
+    return f"{_dotted(path)}: {what[0].lower()}{what[1:]}{got}{allowed}"
+
+
+def _choices(dotted: str) -> tuple[Any, ...]:
+    """The allowed values of a ``Literal`` field at a dotted key path, else ``()``."""
+    info: Any = msgspec.inspect.type_info(SwarmConfig)
+    for part in dotted.split("."):
+        while isinstance(info, msgspec.inspect.ListType | msgspec.inspect.UnionType):
+            if isinstance(info, msgspec.inspect.ListType):
+                info = info.item_type
+            else:
+                info = next(t for t in info.types if not isinstance(t, msgspec.inspect.NoneType))
+        if part.isdigit():
+            continue
+        if not isinstance(info, msgspec.inspect.StructType):
+            return ()
+        fields = {f.name: f.type for f in info.fields}
+        if part not in fields:
+            return ()
+        info = fields[part]
+    if isinstance(info, msgspec.inspect.UnionType):
+        info = next(t for t in info.types if not isinstance(t, msgspec.inspect.NoneType))
+    return tuple(info.values) if isinstance(info, msgspec.inspect.LiteralType) else ()
 
 
 def _dotted(path: str) -> str:

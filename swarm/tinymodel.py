@@ -4,9 +4,10 @@ The folder is a real Hugging Face model: ``config.json``,
 ``model.safetensors``, a byte-level BPE tokenizer trained here on a built-in
 corpus, and a chat template. transformers, peft and vLLM load it unchanged.
 
-Letters and digits are pre-tokenized one character each (the BPE merges only
-whitespace and punctuation runs), so a model this small can learn
-character-level skills such as reversing or sorting a string.
+Digits are pre-tokenized one per token (as LLaMA does), so a model this small
+can learn arithmetic digit by digit; words are ordinary byte-level BPE pieces
+learnt from a synthetic corpus that fills the whole vocabulary, so every id
+the model can emit decodes to text.
 
 The same arguments give byte-identical weights.
 """
@@ -84,11 +85,10 @@ def build_tiny_model(dest: str | Path, spec: TinySpec | None = None) -> Path:
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        torch_dtype="float32",
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
-        model = LlamaForCausalLM(config)
+        model = LlamaForCausalLM(config)  # type: ignore[no-untyped-call]
     model.save_pretrained(str(dest), safe_serialization=True)
     (dest / "swarm_tiny.json").write_text(json.dumps(spec.__dict__, indent=2) + "\n")
     return dest
@@ -110,8 +110,8 @@ def _train_tokenizer(spec: TinySpec):  # type: ignore[no-untyped-def]
     tok = Tokenizer(models.BPE(unk_token=None, byte_fallback=False))
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [
-            pre_tokenizers.Split(Regex(r"[A-Za-z0-9]"), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            pre_tokenizers.Split(Regex(r"[0-9]"), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
         ]
     )
     tok.decoder = decoders.ByteLevel()
@@ -122,7 +122,7 @@ def _train_tokenizer(spec: TinySpec):  # type: ignore[no-untyped-def]
         show_progress=False,
     )
     tok.train_from_iterator(_corpus(spec.seed), trainer=trainer)
-    fast = PreTrainedTokenizerFast(
+    fast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=tok,
         bos_token="<|bos|>",
         eos_token="<|eos|>",
@@ -135,18 +135,30 @@ def _train_tokenizer(spec: TinySpec):  # type: ignore[no-untyped-def]
 
 
 def _corpus(seed: int) -> list[str]:
-    """A small deterministic corpus: prose-like lines, numbers and task-like prompts."""
+    """A deterministic corpus: pseudo-words from syllables, real words, numbers, symbols.
+
+    Varied enough that BPE training fills any vocabulary up to 65536 ids.
+    """
     rng = random.Random(seed)
+    onsets = ["", "b", "c", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v",
+              "w", "z", "st", "tr", "pl", "ch", "sh", "th", "br", "gr"]
+    vowels = ["a", "e", "i", "o", "u", "ai", "ea", "ou", "io"]
+    codas = ["", "", "n", "r", "s", "t", "l", "m", "nd", "st", "ng"]
     words = (
         "the a of to and in is that for it as with was on be by this are from at or "
         "agent swarm learn adapter model round pair teacher student reverse sort add "
         "count question answer what is the sum of letters word number list"
     ).split()
+    for _ in range(3000):
+        syllables = rng.randint(1, 3)
+        words.append("".join(rng.choice(onsets) + rng.choice(vowels) + rng.choice(codas)
+                             for _ in range(syllables)))
     lines = []
-    for _ in range(4000):
+    for _ in range(6000):
         n = rng.randint(3, 14)
-        lines.append(" ".join(rng.choice(words) for _ in range(n)) + rng.choice(".?!:;,"))
-        lines.append(f"{rng.randint(0, 999)} + {rng.randint(0, 999)} = ")
-        lines.append("".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(3, 8))))
+        line = " ".join(rng.choice(words) for _ in range(n))
+        lines.append(line.capitalize() + rng.choice(".?!:;,"))
+        lines.append(f"{rng.randint(0, 999)} + {rng.randint(0, 999)} = {rng.randint(0, 1998)}")
+        lines.append(" ".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(3, 8))))
         lines.append(rng.choice(["  ", "\n", "\t", " -> ", " = ", "(", ")", "[", "]", "{", "}"]))
     return lines
