@@ -13,6 +13,7 @@ __all__ = [
     "WireError",
     "TransportError",
     "PeerUnavailable",
+    "RemoteError",
     "TransferError",
     "AdapterError",
     "BackendError",
@@ -40,9 +41,17 @@ class ConfigError(SwarmError):
 
 
 class WireError(SwarmError):
-    """Bytes that are not a valid message: garbage, truncated, oversize, unknown type or version."""
+    """Bytes that are not a valid message: garbage, truncated, oversize, unknown type or version.
+
+    ``kind`` names the case (``garbage, truncated, unknown_type, bad_version,
+    invalid, frames, oversize``); the ``Error`` reply's code is ``wire.<kind>``.
+    """
 
     code = "wire"
+
+    def __init__(self, reason: str, kind: str = "invalid") -> None:
+        self.kind = kind
+        super().__init__(reason)
 
 
 class TransportError(SwarmError):
@@ -55,6 +64,17 @@ class PeerUnavailable(TransportError):
     """The peer is unknown, unroutable or stopped answering heartbeats."""
 
     code = "peer_unavailable"
+
+
+class RemoteError(TransportError):
+    """The peer answered a request with an ``Error`` message; ``code`` and ``reason`` are its."""
+
+    code = "remote"
+
+    def __init__(self, code: str, reason: str) -> None:
+        self.remote_code = code
+        self.reason = reason
+        super().__init__(f"{code}: {reason}")
 
 
 class TransferError(TransportError):

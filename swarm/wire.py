@@ -1,0 +1,436 @@
+"""The wire format: typed, versioned messages encoded as msgpack.
+
+A ZeroMQ message is multipart ``[envelope][payload]*``. The envelope frame is
+one msgpack map: a frozen ``msgspec.Struct`` from the tagged union ``Message``
+(tag field ``type``, the class name), whose fields are the envelope
+(``version, msg_id, correlation_id, sender, recipient, round, sent_at, ack``)
+followed by the flat body of that type. Large binary payloads (adapter bytes,
+committed files) never go inside msgpack; they travel as separate zero-copy
+frames after the envelope, and ``payload_frames(msg)`` says how many a message
+carries. An envelope frame may also hold a msgpack array of payload-free
+messages (a batch), which is how the hot path coalesces small messages.
+
+``decode`` takes untrusted frames and raises nothing but ``WireError``, whose
+``kind`` (``garbage, truncated, unknown_type, bad_version, invalid, frames,
+oversize``) becomes the ``code`` of the ``Error`` reply.
+
+Example::
+
+    msg = Chat(sender="a1", recipient="b7", role="user", content="hi")
+    frames = encode(msg)                  # [envelope]
+    decoded, payload = decode(frames)     # (Chat(...), [])
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from typing import Annotated, Any, Union
+
+import msgspec
+
+from swarm.errors import WireError
+
+__all__ = [
+    "VERSION",
+    "Message",
+    "Join",
+    "Welcome",
+    "Leave",
+    "Heartbeat",
+    "Ack",
+    "Profile",
+    "Pairing",
+    "Reward",
+    "AdapterOffer",
+    "AdapterRequest",
+    "AdapterChunk",
+    "AdapterAck",
+    "Chat",
+    "KGNode",
+    "KGEdge",
+    "KGDelta",
+    "Commit",
+    "Committed",
+    "GenRequest",
+    "Generate",
+    "Generated",
+    "Example",
+    "Train",
+    "Trained",
+    "Error",
+    "MESSAGE_TYPES",
+    "AnyMessage",
+    "Frame",
+    "new_id",
+    "encode",
+    "encode_batch",
+    "decode",
+    "decode_envelope",
+    "payload_frames",
+    "error_reply",
+]
+
+#: Wire protocol version; a message with any other version is refused.
+VERSION = 1
+
+#: A frame as the transport hands it around: bytes, a memoryview, or a zmq.Frame.
+Frame = Any
+
+
+_Count = Annotated[int, msgspec.Meta(ge=0)]
+
+
+def new_id() -> str:
+    """A fresh 96-bit random message id (hex)."""
+    return os.urandom(12).hex()
+
+
+class Message(
+    msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag=True
+):
+    """The envelope every message carries; subclasses add a flat typed body.
+
+    ``ack=True`` asks the receiving transport to acknowledge the message with an
+    ``Ack`` and to deliver it at most once (de-duplicated by ``msg_id``); the
+    sending transport retries it until acknowledged.
+    """
+
+    version: int = VERSION
+    msg_id: str = msgspec.field(default_factory=new_id)
+    correlation_id: str | None = None
+    sender: str = ""
+    recipient: str = ""
+    round: int = -1
+    sent_at: float = msgspec.field(default_factory=time.time)
+    ack: bool = False
+
+
+# -- membership ---------------------------------------------------------------
+
+
+class Join(Message, frozen=True, kw_only=True):
+    """A process announces itself and the agents it hosts."""
+
+    agent_ids: list[str] = []
+    role: str = ""
+    endpoint: str = ""
+    capabilities: dict[str, str] = {}
+
+
+class Welcome(Message, frozen=True, kw_only=True):
+    """The coordinator accepts a ``Join``: swarm name, peers' endpoints, heartbeat period."""
+
+    swarm: str = ""
+    peers: dict[str, str] = {}
+    heartbeat_ms: int = 1000
+
+
+class Leave(Message, frozen=True, kw_only=True):
+    """Agents (or a whole process) leave the swarm."""
+
+    agent_ids: list[str] = []
+    reason: str = ""
+
+
+class Heartbeat(Message, frozen=True, kw_only=True):
+    """Liveness signal (Paranoid Pirate); handled by the transport, never delivered."""
+
+
+class Ack(Message, frozen=True, kw_only=True):
+    """Transport-level acknowledgement of the message whose id is ``correlation_id``."""
+
+
+# -- matchmaking ----------------------------------------------------------------
+
+
+class Profile(Message, frozen=True, kw_only=True):
+    """An agent's profile vector (and the named metrics it was built from)."""
+
+    agent_id: str = ""
+    vector: list[float] = []
+    metrics: dict[str, float] = {}
+
+
+class Pairing(Message, frozen=True, kw_only=True):
+    """The pairs chosen for a round, each ``(teacher, student)``."""
+
+    pairs: list[tuple[str, str]] = []
+
+
+class Reward(Message, frozen=True, kw_only=True):
+    """The reward a student reports for a pairing."""
+
+    teacher: str = ""
+    student: str = ""
+    value: float = 0.0
+    metrics: dict[str, float] = {}
+
+
+# -- adapters -------------------------------------------------------------------
+
+
+class AdapterOffer(Message, frozen=True, kw_only=True):
+    """A sender offers an adapter (content hash, size) to a receiver."""
+
+    sha256: str = ""
+    size: _Count = 0
+    agent_id: str = ""
+    meta: dict[str, str] = {}
+
+
+class AdapterRequest(Message, frozen=True, kw_only=True):
+    """Receiver asks for the bytes from ``offset`` and grants ``credit`` chunks."""
+
+    sha256: str = ""
+    offset: _Count = 0
+    credit: _Count = 0
+    chunk_bytes: Annotated[int, msgspec.Meta(ge=1)] = 1 << 20
+
+
+class AdapterChunk(Message, frozen=True, kw_only=True):
+    """Bytes ``[offset, offset+len)`` of an adapter; the bytes are the one payload frame."""
+
+    sha256: str = ""
+    offset: _Count = 0
+
+
+class AdapterAck(Message, frozen=True, kw_only=True):
+    """Receiver progress: bytes held, more credit, and at the end whether sha256 matched."""
+
+    sha256: str = ""
+    received: _Count = 0
+    credit: _Count = 0
+    done: bool = False
+    ok: bool = True
+
+
+# -- agents, knowledge, lineage -----------------------------------------------------
+
+
+class Chat(Message, frozen=True, kw_only=True):
+    """One chat turn between agents."""
+
+    role: str = "user"
+    content: str = ""
+    in_reply_to: str | None = None
+
+
+class KGNode(msgspec.Struct, frozen=True, kw_only=True):
+    """A knowledge-graph node (goal, subgoal, step, fact, ...)."""
+
+    id: str
+    kind: str = "fact"
+    label: str = ""
+    attrs: dict[str, str] = {}
+
+
+class KGEdge(msgspec.Struct, frozen=True, kw_only=True):
+    """A directed knowledge-graph edge."""
+
+    src: str
+    dst: str
+    kind: str = "related"
+
+
+class KGDelta(Message, frozen=True, kw_only=True):
+    """Nodes and edges an agent added to its knowledge graph."""
+
+    agent_id: str = ""
+    nodes: list[KGNode] = []
+    edges: list[KGEdge] = []
+
+
+class Commit(Message, frozen=True, kw_only=True):
+    """Ask the lineage writer to commit files on a branch; file ``i`` is payload frame ``i``."""
+
+    branch: str = ""
+    paths: list[str] = []
+    message: str = ""
+
+
+class Committed(Message, frozen=True, kw_only=True):
+    """The commit a ``Commit`` produced."""
+
+    branch: str = ""
+    commit: str = ""
+
+
+# -- serving and training ------------------------------------------------------------
+
+
+class GenRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """One generation: prompt, adapter by content hash (``None`` = base model), sampling."""
+
+    prompt: str
+    adapter: str | None = None
+    max_tokens: int = 64
+    temperature: float = 0.0
+    agent_id: str = ""
+
+
+class Generate(Message, frozen=True, kw_only=True):
+    """A batch of generation requests for the model server."""
+
+    requests: list[GenRequest] = []
+
+
+class Generated(Message, frozen=True, kw_only=True):
+    """Completions, one per request of the ``Generate`` it answers, in order."""
+
+    texts: list[str] = []
+
+
+class Example(msgspec.Struct, frozen=True, kw_only=True):
+    """One training example."""
+
+    prompt: str
+    completion: str
+
+
+class Train(Message, frozen=True, kw_only=True):
+    """Fine-tune an agent's LoRA adapter on examples, starting from ``base_adapter``."""
+
+    agent_id: str = ""
+    base_adapter: str | None = None
+    examples: list[Example] = []
+    hyper: dict[str, float | int | str] = {}
+
+
+class Trained(Message, frozen=True, kw_only=True):
+    """The adapter (content hash) a ``Train`` produced, with training metrics."""
+
+    agent_id: str = ""
+    adapter: str = ""
+    metrics: dict[str, float] = {}
+
+
+class Error(Message, frozen=True, kw_only=True):
+    """An error crossing a process boundary as data."""
+
+    code: str = "error"
+    reason: str = ""
+    in_reply_to: str | None = None
+
+
+MESSAGE_TYPES: tuple[type[Message], ...] = (
+    Join, Welcome, Leave, Heartbeat, Ack, Profile, Pairing, Reward,
+    AdapterOffer, AdapterRequest, AdapterChunk, AdapterAck, Chat, KGDelta,
+    Commit, Committed, Generate, Generated, Train, Trained, Error,
+)  # fmt: skip
+
+AnyMessage = Union[  # noqa: UP007 (msgspec needs a real Union object here)
+    Join, Welcome, Leave, Heartbeat, Ack, Profile, Pairing, Reward,
+    AdapterOffer, AdapterRequest, AdapterChunk, AdapterAck, Chat, KGDelta,
+    Commit, Committed, Generate, Generated, Train, Trained, Error,
+]  # fmt: skip
+
+_ENCODER = msgspec.msgpack.Encoder()
+_DECODER: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(
+    Union[AnyMessage, list[AnyMessage]]  # noqa: UP007
+)
+
+
+def payload_frames(msg: Message) -> int:
+    """How many payload frames follow the envelope of ``msg``."""
+    if isinstance(msg, AdapterChunk):
+        return 1
+    if isinstance(msg, Commit):
+        return len(msg.paths)
+    return 0
+
+
+def encode(msg: Message, payload: Sequence[Frame] = ()) -> list[Frame]:
+    """The frames of one message: ``[envelope, *payload]``.
+
+    Raises:
+        WireError: the number of payload frames does not match the message type.
+    """
+    if len(payload) != payload_frames(msg):
+        raise WireError(
+            f"{type(msg).__name__} carries {payload_frames(msg)} payload frame(s), "
+            f"got {len(payload)}",
+            kind="frames",
+        )
+    return [_ENCODER.encode(msg), *payload]
+
+
+def encode_batch(msgs: Sequence[Message]) -> bytes:
+    """One envelope frame holding several payload-free messages."""
+    return _ENCODER.encode(list(msgs))
+
+
+def decode_envelope(data: Frame) -> Message | list[Message]:
+    """Decode one envelope frame (a message or a batch) from untrusted bytes.
+
+    Raises:
+        WireError: and nothing else, whatever the bytes.
+    """
+    try:
+        result: Message | list[Message] = _DECODER.decode(data)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        kind = "unknown_type" if text.endswith(".type`") else "invalid"
+        raise WireError(f"invalid envelope: {text}", kind=kind) from None
+    except msgspec.DecodeError as exc:
+        text = str(exc)
+        kind = "truncated" if "truncated" in text else "garbage"
+        raise WireError(f"undecodable envelope: {text}", kind=kind) from None
+    except Exception as exc:  # a decoder must never leak another type
+        raise WireError(f"undecodable envelope: {exc!r}", kind="garbage") from None
+    if isinstance(result, list):
+        for item in result:
+            _check(item)
+        return result
+    _check(result)
+    return result
+
+
+def decode(frames: Sequence[Frame]) -> tuple[Message, list[Frame]]:
+    """Decode ``[envelope, *payload]`` of one (non-batch) message from untrusted frames.
+
+    Raises:
+        WireError: and nothing else, whatever the frames.
+    """
+    if not frames:
+        raise WireError("empty message", kind="truncated")
+    msg = decode_envelope(frames[0])
+    if isinstance(msg, list):
+        raise WireError("a batch where one message was expected", kind="invalid")
+    payload = list(frames[1:])
+    if len(payload) != payload_frames(msg):
+        raise WireError(
+            f"{type(msg).__name__} needs {payload_frames(msg)} payload frame(s), "
+            f"got {len(payload)}",
+            kind="frames",
+        )
+    return msg, payload
+
+
+def _check(msg: Message) -> None:
+    if msg.version != VERSION:
+        raise WireError(
+            f"unsupported version {msg.version} (this side speaks {VERSION})", kind="bad_version"
+        )
+
+
+def error_reply(exc: Exception, to: Message | None, sender: str = "") -> Error:
+    """The ``Error`` message answering ``to`` (or an unreadable message) with ``exc``.
+
+    The code is ``wire.<kind>`` for a ``WireError``, otherwise the error's ``code``.
+    """
+    kind = getattr(exc, "kind", None)
+    code = f"wire.{kind}" if isinstance(exc, WireError) else str(getattr(exc, "code", "error"))
+    reason = str(exc)[:500]
+    if to is None:
+        return Error(sender=sender, code=code, reason=reason)
+    return Error(
+        sender=sender,
+        recipient=to.sender,
+        round=to.round,
+        correlation_id=to.msg_id,
+        in_reply_to=to.msg_id,
+        code=code,
+        reason=reason,
+    )
