@@ -1,1 +1,16 @@
-"""Agent base class, built-in roles and the role registry (installed as ``swarm.agents``)."""
+"""Agents, built-in roles and the role registry (installed as ``swarm.agents``)."""
+
+from swarm.agents.base import Agent, AgentSpec, HostServices, Outcome, Report, Sample
+from swarm.agents.registry import ROLES, get_role, role
+
+__all__ = [
+    "Agent",
+    "AgentSpec",
+    "HostServices",
+    "Outcome",
+    "Report",
+    "Sample",
+    "ROLES",
+    "get_role",
+    "role",
+]

@@ -1,0 +1,64 @@
+"""The protocol hooks. The coordinator owns the round loop; a protocol answers its hooks.
+
+A round is: every agent's local step (``Agent.local_update``), then the
+protocol's ``pairs`` hook chooses ``(teacher, student)`` pairs from the
+reports (usually through the matchmaker), then each student runs the
+protocol's ``exchange`` hook on its host, and the outcome's reward goes back
+to the matchmaker. A protocol that exchanges nothing returns no pairs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from swarm.agents.base import Agent, HostServices, Outcome, Report
+
+__all__ = ["Protocol", "orient"]
+
+
+class Protocol:
+    """Base of round protocols; subclasses override ``pairs`` and ``exchange``."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, settings: Any) -> None:
+        self.settings = settings
+
+    def pairs(
+        self,
+        round: int,
+        reports: Mapping[str, Report],
+        profiles: Mapping[str, np.ndarray],
+        matchmaker: Any,
+        max_pairs: int,
+    ) -> list[tuple[str, str]]:
+        """Return ``(teacher, student)`` pairs for this round (default: none)."""
+        return []
+
+    async def exchange(
+        self,
+        student: Agent,
+        teacher: str,
+        teacher_adapter: str | None,
+        teacher_skills: Sequence[str],
+        host: HostServices,
+    ) -> Outcome:
+        """Let ``student`` take knowledge from ``teacher`` on the student's host."""
+        return await student.learn_from(teacher, teacher_adapter, host)
+
+
+def orient(pair: tuple[str, str], reports: Mapping[str, Report]) -> tuple[str, str]:
+    """The teacher/student rule: the agent with the higher held-out score teaches.
+
+    Ties go to the lexicographically smaller id as teacher, so the rule is
+    deterministic and symmetric in the order the matchmaker returned the pair.
+    """
+    a, b = pair
+    sa, sb = reports[a].score, reports[b].score
+    if sa > sb or (sa == sb and a < b):
+        return a, b
+    return b, a

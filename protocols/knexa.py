@@ -1,0 +1,87 @@
+"""``knexa``: matchmaker-paired knowledge exchange between PEFT agents (after KNEXA-FL).
+
+Each round every agent trains its LoRA adapter on its local data and reports
+its held-out score; the matchmaker pairs agents over their profiles; in each
+pair the higher-scoring agent teaches (``orient``); the student takes the
+teacher's knowledge either by merging the teacher's adapter into its own
+(``exchange: merge``) or by fine-tuning on the teacher's answers to prompts
+of the teacher's skills (``exchange: distill``); the student's change in
+held-out score is the pair's reward, which the matchmaker learns from.
+A student keeps what it learnt only if its score did not drop.
+
+With ``matchmaker.kind: random`` this is the random-pairing baseline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from swarm.protocols.base import Protocol, orient
+from swarm.protocols.registry import protocol
+
+if TYPE_CHECKING:
+    from swarm.agents.base import Agent, HostServices, Outcome, Report
+
+__all__ = ["Knexa"]
+
+
+@protocol("knexa")
+class Knexa(Protocol):
+    """Pairs from the matchmaker; exchange by adapter merge or distillation."""
+
+    def pairs(
+        self,
+        round: int,
+        reports: Mapping[str, Report],
+        profiles: Mapping[str, np.ndarray],
+        matchmaker: Any,
+        max_pairs: int,
+    ) -> list[tuple[str, str]]:
+        chosen = matchmaker.select(profiles, max_pairs, round)
+        return [orient(pair, reports) for pair in chosen]
+
+    async def exchange(
+        self,
+        student: Agent,
+        teacher: str,
+        teacher_adapter: str | None,
+        teacher_skills: Sequence[str],
+        host: HostServices,
+    ) -> Outcome:
+        if self.settings.exchange == "distill":
+            return await _distill(student, teacher, teacher_adapter, teacher_skills, host)
+        return await student.learn_from(
+            teacher, teacher_adapter, host, weight=self.settings.merge_weight
+        )
+
+
+async def _distill(
+    student: Agent,
+    teacher: str,
+    teacher_adapter: str | None,
+    skills: Sequence[str],
+    host: HostServices,
+) -> Outcome:
+    """Fine-tune the student on the teacher's greedy answers to fresh prompts of its skills."""
+    from swarm.agents.base import Outcome, Sample
+    from swarm.tasks import make_dataset
+
+    before = student.score
+    if not student.learns or teacher_adapter is None or not skills:
+        return Outcome(student.id, teacher, before, before, student.adapter, False)
+    key = f"{student.id}|{teacher}|{len(student.history)}".encode()
+    seed = int.from_bytes(hashlib.sha256(key).digest()[:8], "little")
+    prompts = [ex.prompt for ex in make_dataset(list(skills), 64, np.random.default_rng(seed))]
+    answers = await host.generate(prompts, teacher_adapter, max_tokens=16)
+    samples = [Sample(p, a.strip(), "distill") for p, a in zip(prompts, answers, strict=True)]
+    candidate = await host.train(student.id, student.adapter, samples, student.spec.hyper)
+    after = await student.evaluate(host, candidate)
+    keep = student.accepts(before, after)
+    if keep:
+        student.adapter, student.score = candidate, after
+    parents = tuple(p for p in (student.adapter, teacher_adapter) if p)
+    return Outcome(student.id, teacher, before, after, student.adapter, keep, parents)
