@@ -1,6 +1,6 @@
 """Agents, built-in roles and the role registry (installed as ``swarm.agents``)."""
 
-from swarm.agents.base import Agent, AgentSpec, HostServices, Outcome, Report, Sample
+from swarm.agents.base import Agent, AgentSpec, HostServices, Outcome, Report
 from swarm.agents.registry import ROLES, get_role, role
 
 __all__ = [
@@ -9,7 +9,6 @@ __all__ = [
     "HostServices",
     "Outcome",
     "Report",
-    "Sample",
     "ROLES",
     "get_role",
     "role",

@@ -19,17 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from swarm.knowledge import KnowledgeGraph
+from swarm.tasks import Example, exact_match
 
-__all__ = ["Agent", "AgentSpec", "HostServices", "Report", "Outcome", "Sample"]
-
-
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """One prompt/answer pair of an agent's data."""
-
-    prompt: str
-    answer: str
-    skill: str = ""
+__all__ = ["Agent", "AgentSpec", "HostServices", "Report", "Outcome"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,8 +32,8 @@ class AgentSpec:
     role: str = "learner"
     group: str = ""
     skills: tuple[str, ...] = ()
-    train: tuple[Sample, ...] = ()
-    heldout: tuple[Sample, ...] = ()
+    train: tuple[Example, ...] = ()
+    heldout: tuple[Example, ...] = ()
     hyper: dict[str, Any] = field(default_factory=dict)
 
 
@@ -77,7 +69,7 @@ class HostServices(Protocol):
     """What a host offers its agents; implemented by ``swarm.host`` (and by test doubles)."""
 
     async def train(
-        self, agent_id: str, base_adapter: str | None, samples: Sequence[Sample], hyper: dict[str, Any]
+        self, agent_id: str, base_adapter: str | None, examples: Sequence[Example], hyper: dict[str, Any]
     ) -> str:
         """Fine-tune (or continue) a LoRA adapter; returns the new adapter's sha256."""
         ...
@@ -132,9 +124,12 @@ class Agent:
         if not heldout:
             return 0.0
         use = self.adapter if adapter is None else adapter
-        width = max(len(s.answer) for s in heldout)
+        width = max(len(s.completion) for s in heldout)
         outputs = await host.generate([s.prompt for s in heldout], use, max_tokens=width + 2)
-        hits = sum(_clean(out) == s.answer for out, s in zip(outputs, heldout, strict=True))
+        hits = sum(
+            exact_match(_first_line(out), s.completion)
+            for out, s in zip(outputs, heldout, strict=True)
+        )
         return hits / len(heldout)
 
     async def local_update(self, host: HostServices) -> Report:
@@ -170,5 +165,5 @@ class Agent:
         return after >= before
 
 
-def _clean(text: str) -> str:
-    return text.strip().split("\n", 1)[0].strip()
+def _first_line(text: str) -> str:
+    return text.strip().split("\n", 1)[0]

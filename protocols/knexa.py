@@ -67,8 +67,8 @@ async def _distill(
     host: HostServices,
 ) -> Outcome:
     """Fine-tune the student on the teacher's greedy answers to fresh prompts of its skills."""
-    from swarm.agents.base import Outcome, Sample
-    from swarm.tasks import make_dataset
+    from swarm.agents.base import Outcome
+    from swarm.tasks import Example, make_dataset
 
     before = student.score
     if not student.learns or teacher_adapter is None or not skills:
@@ -77,7 +77,7 @@ async def _distill(
     seed = int.from_bytes(hashlib.sha256(key).digest()[:8], "little")
     prompts = [ex.prompt for ex in make_dataset(list(skills), 64, np.random.default_rng(seed))]
     answers = await host.generate(prompts, teacher_adapter, max_tokens=16)
-    samples = [Sample(p, a.strip(), "distill") for p, a in zip(prompts, answers, strict=True)]
+    samples = [Example(p, " " + a.strip(), "distill") for p, a in zip(prompts, answers, strict=True)]
     candidate = await host.train(student.id, student.adapter, samples, student.spec.hyper)
     after = await student.evaluate(host, candidate)
     keep = student.accepts(before, after)
