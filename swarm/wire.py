@@ -60,6 +60,13 @@ __all__ = [
     "Train",
     "Trained",
     "Error",
+    "AgentReport",
+    "Assignment",
+    "PairOutcome",
+    "Step",
+    "StepDone",
+    "Status",
+    "StatusReport",
     "MESSAGE_TYPES",
     "AnyMessage",
     "Frame",
@@ -314,16 +321,81 @@ class Error(Message, frozen=True, kw_only=True):
     in_reply_to: str | None = None
 
 
+
+# -- rounds: the coordinator drives hosts through the phases of a round ------
+
+
+class AgentReport(msgspec.Struct, frozen=True, kw_only=True):
+    """One agent's state after a step: adapter, held-out score, metrics."""
+
+    agent_id: str
+    adapter: str | None = None
+    score: float = 0.0
+    metrics: dict[str, float] = {}
+    skills: list[str] = []
+
+
+class Assignment(msgspec.Struct, frozen=True, kw_only=True):
+    """One pair of an exchange step: who teaches whom, and the teacher's adapter."""
+
+    teacher: str
+    student: str
+    teacher_adapter: str | None = None
+    teacher_skills: list[str] = []
+
+
+class PairOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """What a student made of its teacher: scores before/after, adapter kept, parents."""
+
+    teacher: str
+    student: str
+    before: float = 0.0
+    after: float = 0.0
+    accepted: bool = False
+    adapter: str | None = None
+    parents: list[str] = []
+
+
+class Step(Message, frozen=True, kw_only=True):
+    """Coordinator -> host: run ``phase`` (``local`` or ``exchange``) of ``round``."""
+
+    phase: str = "local"
+    agent_ids: list[str] = []
+    assignments: list[Assignment] = []
+    adapters: dict[str, str] = {}
+
+
+class StepDone(Message, frozen=True, kw_only=True):
+    """Host -> coordinator: the reports and outcomes of a step, and agents that failed."""
+
+    phase: str = "local"
+    reports: list[AgentReport] = []
+    outcomes: list[PairOutcome] = []
+    failed: dict[str, str] = {}
+
+
+class Status(Message, frozen=True, kw_only=True):
+    """A client asks the coordinator for the swarm's status."""
+
+
+class StatusReport(Message, frozen=True, kw_only=True):
+    """The coordinator's status: members, round, last pairings and rewards, as JSON text."""
+
+    json: str = "{}"
+
+
 MESSAGE_TYPES: tuple[type[Message], ...] = (
     Join, Welcome, Leave, Heartbeat, Ack, Profile, Pairing, Reward,
     AdapterOffer, AdapterRequest, AdapterChunk, AdapterAck, Chat, KGDelta,
     Commit, Committed, Generate, Generated, Train, Trained, Error,
+    Step, StepDone, Status, StatusReport,
 )  # fmt: skip
 
 AnyMessage = Union[  # noqa: UP007 (msgspec needs a real Union object here)
     Join, Welcome, Leave, Heartbeat, Ack, Profile, Pairing, Reward,
     AdapterOffer, AdapterRequest, AdapterChunk, AdapterAck, Chat, KGDelta,
     Commit, Committed, Generate, Generated, Train, Trained, Error,
+    Step, StepDone, Status, StatusReport,
 ]  # fmt: skip
 
 _ENCODER = msgspec.msgpack.Encoder()
