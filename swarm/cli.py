@@ -22,6 +22,7 @@ __all__ = ["main", "build_parser"]
 # Modules that each add one command group (``register(subparsers)``).
 _GROUPS = (
     "swarm.cli_basic",
+    "swarm.cli_run",
 )
 
 

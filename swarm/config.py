@@ -57,6 +57,7 @@ class SwarmSection(_Section, frozen=True):
     seed: NonNegInt = 0
     rounds: PosInt = 5
     lineage: str = "runs/{name}/lineage"
+    heldout: PosInt = 64
 
 
 class TinyModelSection(_Section, frozen=True):
@@ -141,6 +142,7 @@ class LauncherSection(_Section, frozen=True):
     """Where the processes run and how failures are handled."""
 
     kind: Literal["local", "ray"] = "local"
+    hosts: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 1
     restart: bool = True
     max_restarts: NonNegInt = 3
 
@@ -165,6 +167,11 @@ class SwarmConfig(_Section, frozen=True):
     def lineage_dir(self) -> Path:
         """The lineage directory with ``{name}`` filled in."""
         return Path(self.swarm.lineage.format(name=self.swarm.name)).expanduser()
+
+    @property
+    def run_dir(self) -> Path:
+        """Where a run keeps its processes' files: the lineage directory's parent."""
+        return self.lineage_dir.parent
 
 
 def load_config(path: str | Path, overrides: Iterable[str] = ()) -> SwarmConfig:

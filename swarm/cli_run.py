@@ -1,0 +1,170 @@
+"""CLI commands ``swarm run`` and ``swarm status``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from swarm.config import SwarmConfig, load_config
+from swarm.errors import SwarmError
+
+__all__ = ["register", "run_swarm"]
+
+
+def register(sub: Any) -> None:
+    """Add the ``run`` and ``status`` commands."""
+    run = sub.add_parser(
+        "run",
+        help="launch a swarm from a config and show its progress",
+        description="Validate FILE, start the model server, coordinator and hosts, show live "
+        "progress, commit every round to the lineage, and print a summary. Ctrl-C stops every "
+        "process started and keeps every round already committed.",
+    )
+    run.add_argument("file", type=Path, help="YAML swarm config")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config key (repeatable)")
+    run.add_argument("--resume", action="store_true",
+                     help="continue an existing lineage from its last committed round")
+    run.set_defaults(handler=_run)
+
+    status = sub.add_parser("status", help="members, round, last pairings and rewards of a running swarm",
+                            description="Ask the coordinator of a running swarm for its status.")
+    status.add_argument("file", type=Path, help="the YAML config the swarm was started with")
+    status.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    status.add_argument("--json", action="store_true", help="print raw JSON")
+    status.set_defaults(handler=_status)
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = load_config(args.file, args.overrides)
+    summary = run_swarm(config, resume=args.resume, console=Console(stderr=False))
+    return 0 if summary is not None else 130
+
+
+def run_swarm(config: SwarmConfig, resume: bool = False,
+              console: Console | None = None) -> dict[str, Any] | None:
+    """Launch ``config`` locally, show progress, return the summary (None if interrupted)."""
+    from swarm.launcher import LocalLauncher
+
+    console = console or Console()
+    launcher = LocalLauncher(config, resume=resume)
+    with console.status("preparing the run (building the tiny model on first use)"):
+        run_dir = launcher.prepare()
+    console.print(f"[bold]swarm {config.swarm.name}[/]: {config.agent_count} agents, "
+                  f"{config.swarm.rounds} rounds, protocol {config.protocol.name}, "
+                  f"matchmaker {config.matchmaker.kind}; run dir {run_dir}")
+    launcher.start()
+    try:
+        code = asyncio.run(_watch(config, launcher, console))
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]: stopping every process; committed rounds are kept")
+        return None
+    finally:
+        launcher.stop()
+    if code != 0:
+        raise SwarmError(f"the coordinator exited with code {code}; see {run_dir / 'logs'}")
+    summary: dict[str, Any] = json.loads((run_dir / "summary.json").read_text())
+    _print_summary(config, summary, console)
+    return summary
+
+
+async def _watch(config: SwarmConfig, launcher: Any, console: Console) -> int:
+    from swarm.transport import Subscriber, TransportOptions, endpoint
+
+    options = TransportOptions.from_config(config.transport)
+    started, last_msgs = time.time(), 0
+    async with Subscriber("cli", endpoint(config.transport, 1), options=options) as events:
+        while True:
+            code = launcher.poll()
+            if code is not None:
+                return int(code)
+            try:
+                batch = await events.recv_batch(timeout=0.5)
+            except TimeoutError:
+                continue
+            for inc in batch:
+                body = json.loads(getattr(inc.msg, "content", "{}") or "{}")
+                topic = inc.peer.decode(errors="replace")
+                if topic == "scores":
+                    rate = (body["messages"] - last_msgs) / max(body["seconds"], 1e-3)
+                    last_msgs = body["messages"]
+                    _print_round(body, rate, console)
+                elif topic == "round":
+                    console.print(f"[dim]round {body['round']}: {body['members']} host(s), "
+                                  f"{time.time() - started:.0f} s in[/]")
+
+
+def _print_round(body: dict[str, Any], rate: float, console: Console) -> None:
+    pairs = ", ".join(f"{t}->{s}" for t, s in body["pairs"]) or "none"
+    rewards = ", ".join(f"{r['student']} {r['reward']:+.2f}{'' if r['accepted'] else ' (kept own)'}"
+                        for r in body["rewards"]) or "none"
+    scores = " ".join(f"{a}={v:.2f}" for a, v in body["scores"].items())
+    console.print(f"[bold]round {body['round']}[/] mean score {body['mean_score']:.3f} "
+                  f"({body['seconds']:.1f} s, {rate:.0f} msgs/s)")
+    console.print(f"  pairs (teacher->student): {pairs}")
+    console.print(f"  rewards: {rewards}")
+    console.print(f"  scores: {scores}")
+    if body["unavailable"]:
+        console.print(f"  [yellow]unavailable: {', '.join(body['unavailable'])}[/]")
+
+
+def _print_summary(config: SwarmConfig, summary: dict[str, Any], console: Console) -> None:
+    history = summary.get("history", [])
+    table = Table(title=f"swarm {config.swarm.name}: held-out exact match per agent")
+    table.add_column("agent")
+    for rec in history:
+        table.add_column(f"r{rec['round']}", justify="right")
+    agents = sorted({a for rec in history for a in rec["scores"]})
+    for agent in agents:
+        table.add_row(agent, *(f"{rec['scores'].get(agent, float('nan')):.2f}" for rec in history))
+    table.add_row("[bold]mean[/]", *(f"[bold]{rec['mean_score']:.3f}[/]" for rec in history))
+    console.print(table)
+    lineage = summary["lineage"]
+    console.print(f"lineage: {lineage}")
+    console.print("inspect it with:")
+    console.print(f"  swarm lineage log {lineage} --agent {agents[0] if agents else 'ID'}")
+    console.print(f"  swarm lineage graph {lineage} --out phylogeny.png")
+    console.print(f"  git -C {lineage} log --graph --all --oneline")
+
+
+def _status(args: argparse.Namespace) -> int:
+    config = load_config(args.file, args.overrides)
+    status = asyncio.run(_ask_status(config))
+    if args.json:
+        print(json.dumps(status, indent=1))
+        return 0
+    print(f"swarm {status['swarm']}: round {status['round']} of {status['rounds']}")
+    for host, agents in status["members"].items():
+        print(f"  {host}: {len(agents)} agents ({', '.join(agents[:6])}{' ...' if len(agents) > 6 else ''})")
+    last = status.get("last") or {}
+    if last:
+        print(f"last round {last['round']}: mean score {last['mean_score']:.3f}")
+        for r in last["rewards"]:
+            print(f"  {r['teacher']} -> {r['student']}: reward {r['reward']:+.3f}")
+    return 0
+
+
+async def _ask_status(config: SwarmConfig) -> dict[str, Any]:
+    from swarm.transport import Client, TransportOptions, endpoint
+    from swarm.wire import Status, StatusReport
+
+    options = TransportOptions.from_config(config.transport)
+    address = endpoint(config.transport, 0)
+    async with Client("status-cli", address, options) as client:
+        try:
+            reply = await client.request(Status(sender="status-cli"), timeout=5.0)
+        except SwarmError:
+            print(f"swarm: error: no swarm answers at {address}", file=sys.stderr)
+            raise SystemExit(2) from None
+    if not isinstance(reply.msg, StatusReport):
+        raise SwarmError(f"unexpected answer {type(reply.msg).__name__}")
+    result: dict[str, Any] = json.loads(reply.msg.json)
+    return result

@@ -1,0 +1,289 @@
+"""The coordinator: registry, matchmaker, round driver and sole lineage writer.
+
+One per swarm. Hosts connect to its control ``Server`` and ``Join`` with the
+agents they hold; the coordinator drives every round (DESIGN.md section 1):
+
+1. ``Step(phase="local")`` to every live host: agents train and report scores;
+2. the protocol's ``pairs`` hook picks ``(teacher, student)`` pairs from the
+   reports and the profiles (through the matchmaker);
+3. ``Step(phase="exchange")`` to the hosts of the students: each student takes
+   knowledge from its teacher and reports the outcome;
+4. rewards go to the matchmaker; adapters, pairings, rewards and matchmaker
+   state are committed to the lineage; an event is published.
+
+A host that dies or times out mid-round is dropped from that round (its
+agents are unavailable) and the round completes with the others. The
+coordinator never touches weights (DESIGN.md: a matchmaker, not a parameter
+server).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from swarm.config import SwarmConfig
+from swarm.errors import PeerUnavailable, RemoteError, SwarmError
+from swarm.recorder import Recorder
+from swarm.transport import Incoming, Publisher, Server, TransportOptions, endpoint
+from swarm.wire import (
+    AgentReport,
+    Assignment,
+    Heartbeat,
+    Join,
+    Leave,
+    PairOutcome,
+    Status,
+    StatusReport,
+    Step,
+    StepDone,
+    Welcome,
+)
+
+__all__ = ["Coordinator", "Member", "CONTROL_OFFSET", "EVENTS_OFFSET"]
+
+log = logging.getLogger(__name__)
+
+CONTROL_OFFSET = 0  # port offsets from transport.base_port
+EVENTS_OFFSET = 1
+
+
+@dataclass
+class Member:
+    """A connected host and the agents it holds."""
+
+    host: str
+    peer: bytes
+    agents: list[str]
+    skills: dict[str, list[str]] = field(default_factory=dict)
+    joined_at: float = field(default_factory=time.time)
+
+
+class Coordinator:
+    """Owns the round loop. ``run()`` serves hosts and drives ``config.swarm.rounds`` rounds."""
+
+    def __init__(
+        self,
+        config: SwarmConfig,
+        expected_agents: list[str],
+        recorder: Recorder,
+        options: TransportOptions | None = None,
+        step_timeout: float = 600.0,
+    ) -> None:
+        from swarm.protocols.registry import get_protocol
+
+        self.config = config
+        self.expected = list(expected_agents)
+        self.recorder = recorder
+        self.options = options or TransportOptions.from_config(config.transport)
+        self.step_timeout = step_timeout
+        self.protocol = get_protocol(config.protocol.name)(config.protocol)
+        self.members: dict[str, Member] = {}
+        self.reports: dict[str, AgentReport] = {}
+        self.adapters: dict[str, str] = dict(recorder.adapters())
+        self.round = recorder.next_round()
+        self.last: dict[str, Any] = {}
+        self.messages = 0
+        self._joined = asyncio.Event()
+        self._server: Server | None = None
+        self._events: Publisher | None = None
+
+    async def run(self) -> dict[str, Any]:
+        """Serve hosts and run the remaining rounds; returns the final summary."""
+        address = endpoint(self.config.transport, CONTROL_OFFSET)
+        events = endpoint(self.config.transport, EVENTS_OFFSET)
+        async with Server("coordinator", address, self.options) as server, Publisher(
+            "coordinator", events, self.options
+        ) as pub:
+            self._server, self._events = server, pub
+            serving = asyncio.ensure_future(self._serve(server))
+            try:
+                await self._wait_for_hosts()
+                while self.round < self.config.swarm.rounds:
+                    await self.run_round(self.round)
+                    self.round += 1
+                summary = self.summary()
+                await self._publish("done", summary)
+                await asyncio.sleep(0.2)  # let the last event leave
+                return summary
+            finally:
+                serving.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await serving
+                self.recorder.close()
+
+    async def _serve(self, server: Server) -> None:
+        while True:
+            for inc in await server.recv_batch():
+                self.messages += 1
+                try:
+                    await self._handle(server, inc)
+                except SwarmError as exc:
+                    log.warning("coordinator: %s from %r: %s", type(inc.msg).__name__, inc.peer, exc)
+
+    async def _handle(self, server: Server, inc: Incoming) -> None:
+        msg = inc.msg
+        if isinstance(msg, Join):
+            self._join(inc, msg)
+            await server.reply(inc, Welcome(sender="coordinator", swarm=self.config.swarm.name,
+                                            heartbeat_ms=self.options.heartbeat_ms))
+        elif isinstance(msg, Leave):
+            self.members.pop(msg.sender, None)
+        elif isinstance(msg, Status):
+            await server.reply(inc, StatusReport(sender="coordinator",
+                                                 json=json.dumps(self.status())))
+        elif not isinstance(msg, Heartbeat):
+            log.debug("coordinator: ignoring %s", type(msg).__name__)
+
+    def _join(self, inc: Incoming, msg: Join) -> None:
+        unknown = [a for a in msg.agent_ids if a not in self.expected]
+        if unknown:
+            raise SwarmError(f"host {msg.sender!r} joined with unknown agents {unknown[:5]}")
+        skills = json.loads(msg.capabilities.get("skills", "{}"))
+        self.members[msg.sender] = Member(msg.sender, inc.peer, list(msg.agent_ids), skills)
+        log.info("coordinator: host %s joined with %d agents", msg.sender, len(msg.agent_ids))
+        if self._placed() >= set(self.expected):
+            self._joined.set()
+
+    def _placed(self) -> set[str]:
+        return {a for m in self.members.values() for a in m.agents}
+
+    async def _wait_for_hosts(self, timeout: float = 300.0) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._joined.wait(), timeout)
+        if not self.members:
+            raise SwarmError(f"no host joined within {timeout:.0f} s")
+
+    # -- the round -----------------------------------------------------------------
+
+    async def run_round(self, rnd: int) -> dict[str, Any]:
+        """Run one round: local step, pairing, exchange, rewards, commit."""
+        started = time.time()
+        await self._publish("round", {"round": rnd, "members": len(self.members)})
+        local = await self._step_all(rnd, "local", {
+            host: Step(phase="local", agent_ids=m.agents,
+                       adapters={a: self.adapters[a] for a in m.agents if a in self.adapters})
+            for host, m in self.members.items()
+        })
+        reports = {r.agent_id: r for done in local.values() for r in done.reports}
+        self.reports.update(reports)
+        for r in reports.values():
+            if r.adapter:
+                self.adapters[r.agent_id] = r.adapter
+        profiles = self._profiles(reports)
+        max_pairs = self.config.matchmaker.max_pairs or len(reports) // 2
+        pairs = self.protocol.pairs(rnd, _as_reports(reports), profiles,
+                                    self.recorder.matchmaker, max_pairs)
+        await self._publish("pairs", {"round": rnd, "pairs": pairs})
+        outcomes = await self._exchange(rnd, pairs, reports)
+        for o in outcomes:
+            self.recorder.matchmaker.update((o.teacher, o.student), profiles, o.after - o.before)
+            if o.accepted and o.adapter:
+                self.adapters[o.student] = o.adapter
+        record = self._record(rnd, reports, pairs, outcomes, local, started)
+        self.recorder.commit_round(rnd, reports, outcomes, record)
+        self.last = record
+        await self._publish("scores", record)
+        return record
+
+    async def _exchange(
+        self, rnd: int, pairs: list[tuple[str, str]], reports: Mapping[str, AgentReport]
+    ) -> list[PairOutcome]:
+        by_host: dict[str, list[Assignment]] = {}
+        for teacher, student in pairs:
+            host = self._host_of(student)
+            if host is None:
+                continue
+            by_host.setdefault(host, []).append(Assignment(
+                teacher=teacher, student=student, teacher_adapter=reports[teacher].adapter,
+                teacher_skills=reports[teacher].skills))
+        done = await self._step_all(rnd, "exchange", {
+            host: Step(phase="exchange", assignments=items) for host, items in by_host.items()
+        })
+        return [o for d in done.values() for o in d.outcomes]
+
+    async def _step_all(self, rnd: int, phase: str, steps: Mapping[str, Step]) -> dict[str, StepDone]:
+        async def one(host: str, step: Step) -> tuple[str, StepDone | None]:
+            member = self.members.get(host)
+            if member is None or self._server is None:
+                return host, None
+            step = msgspec.structs.replace(step, sender="coordinator", recipient=host, round=rnd)
+            try:
+                inc = await self._server.request(step, peer=member.peer,
+                                                 timeout=self.step_timeout, reliable=True)
+            except (PeerUnavailable, RemoteError) as exc:
+                log.warning("coordinator: host %s dropped from round %d %s: %s",
+                            host, rnd, phase, exc)
+                self.members.pop(host, None)
+                return host, None
+            return host, inc.msg if isinstance(inc.msg, StepDone) else None
+
+        results = await asyncio.gather(*(one(h, s) for h, s in steps.items()))
+        return {h: d for h, d in results if d is not None}
+
+    def _host_of(self, agent: str) -> str | None:
+        return next((h for h, m in self.members.items() if agent in m.agents), None)
+
+    def _profiles(self, reports: Mapping[str, AgentReport]) -> dict[str, np.ndarray]:
+        return self.recorder.profiles(reports)
+
+    def _record(self, rnd: int, reports: Mapping[str, AgentReport], pairs: list[tuple[str, str]],
+                outcomes: list[PairOutcome], local: Mapping[str, StepDone],
+                started: float) -> dict[str, Any]:
+        failed = {a: why for d in local.values() for a, why in d.failed.items()}
+        missing = sorted(set(self.expected) - set(reports) - set(failed))
+        scores = {a: r.score for a, r in sorted(reports.items())}
+        for o in outcomes:
+            if o.accepted:
+                scores[o.student] = o.after
+        return {
+            "round": rnd,
+            "scores": scores,
+            "mean_score": float(np.mean(list(scores.values()))) if scores else 0.0,
+            "local_scores": {a: r.score for a, r in sorted(reports.items())},
+            "pairs": [list(p) for p in pairs],
+            "rewards": [{"teacher": o.teacher, "student": o.student,
+                         "reward": o.after - o.before, "accepted": o.accepted} for o in outcomes],
+            "unavailable": missing + sorted(failed),
+            "seconds": round(time.time() - started, 3),
+            "messages": self.messages,
+        }
+
+    def status(self) -> dict[str, Any]:
+        """Members, round, last pairings and rewards (what ``swarm status`` prints)."""
+        return {
+            "swarm": self.config.swarm.name,
+            "round": self.round,
+            "rounds": self.config.swarm.rounds,
+            "members": {h: m.agents for h, m in self.members.items()},
+            "last": self.last,
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """Final scores per agent and the lineage location."""
+        return {"rounds": self.round, "last": self.last,
+                "lineage": str(self.recorder.path)}
+
+    async def _publish(self, topic: str, body: Mapping[str, Any]) -> None:
+        if self._events is None:
+            return
+        from swarm.wire import Chat
+
+        with contextlib.suppress(SwarmError):
+            await self._events.publish(topic, Chat(sender="coordinator", role=topic,
+                                                   content=json.dumps(body, default=str)))
+
+
+def _as_reports(reports: Mapping[str, AgentReport]) -> dict[str, Any]:
+    from swarm.agents.base import Report
+
+    return {a: Report(a, r.adapter, r.score, dict(r.metrics)) for a, r in reports.items()}

@@ -1,0 +1,202 @@
+"""An agent host: one process holding many agents as plain objects.
+
+The host connects to the coordinator (control) and to the machine's model
+server, both through one ``Client`` each: thousands of agents share these two
+sockets, the envelope's ``sender``/``recipient`` name the agent. It answers
+the coordinator's ``Step`` requests by running the phase for each of its
+agents concurrently, and implements ``HostServices`` for them (training and
+generation on the model server, adapter fetch and merge on the machine's
+adapter store).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from swarm.agents.base import Agent, AgentSpec
+from swarm.config import SwarmConfig
+from swarm.errors import AdapterError, SwarmError
+from swarm.tasks import Example
+from swarm.transport import Client, Incoming, TransportOptions, endpoint
+from swarm.wire import (
+    AgentReport,
+    Assignment,
+    Chat,
+    Generate,
+    Generated,
+    GenRequest,
+    Join,
+    PairOutcome,
+    Step,
+    StepDone,
+    Train,
+    Trained,
+)
+from swarm.wire import Example as WireExample
+
+__all__ = ["Host", "MODEL_OFFSET"]
+
+log = logging.getLogger(__name__)
+
+MODEL_OFFSET = 2  # port offset of the machine's model server
+
+
+class Host:
+    """Holds agents, runs their steps, and offers them ``HostServices``."""
+
+    def __init__(
+        self,
+        host_id: str,
+        config: SwarmConfig,
+        specs: Sequence[AgentSpec],
+        store_root: Path,
+        options: TransportOptions | None = None,
+    ) -> None:
+        from swarm.agents.registry import get_role
+        from swarm.protocols.registry import get_protocol
+
+        self.host_id = host_id
+        self.config = config
+        self.options = options or TransportOptions.from_config(config.transport)
+        self.agents: dict[str, Agent] = {s.agent_id: get_role(s.role)(s) for s in specs}
+        self.protocol = get_protocol(config.protocol.name)(config.protocol)
+        self.store_root = store_root
+        self._model: Client | None = None
+
+    async def run(self) -> None:
+        """Join the swarm and answer steps until the coordinator goes away or a stop."""
+        control = endpoint(self.config.transport, 0)
+        model = endpoint(self.config.transport, MODEL_OFFSET)
+        async with Client(self.host_id, control, self.options) as coord, Client(
+            self.host_id, model, self.options
+        ) as self._model:
+            skills = {a: list(ag.spec.skills) for a, ag in self.agents.items()}
+            await coord.request(Join(sender=self.host_id, agent_ids=list(self.agents),
+                                     role="host", capabilities={"skills": json.dumps(skills)}),
+                                timeout=120.0, reliable=True)
+            log.info("host %s: joined with %d agents", self.host_id, len(self.agents))
+            pending: set[asyncio.Task[None]] = set()
+            while True:
+                for inc in await coord.recv_batch():
+                    task = asyncio.ensure_future(self._answer(coord, inc))
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+
+    async def _answer(self, coord: Client, inc: Incoming) -> None:
+        msg = inc.msg
+        if isinstance(msg, Step):
+            done = await self.step(msg)
+            await coord.reply(inc, done)
+        elif isinstance(msg, Chat) and msg.recipient in self.agents:
+            reply = await self.agents[msg.recipient].on_chat(msg.sender, msg.content)
+            if reply is not None:
+                await coord.reply(inc, Chat(sender=msg.recipient, content=reply,
+                                            in_reply_to=msg.msg_id))
+
+    async def step(self, step: Step) -> StepDone:
+        """Run one phase of a round for the agents it names."""
+        if step.phase == "local":
+            return await self._local(step)
+        if step.phase == "exchange":
+            return await self._exchange(step)
+        raise SwarmError(f"unknown step phase {step.phase!r}")
+
+    async def _local(self, step: Step) -> StepDone:
+        for agent_id, sha in step.adapters.items():
+            agent = self.agents.get(agent_id)
+            if agent is not None and agent.adapter is None:
+                agent.adapter = sha  # resume from the last committed adapter
+        ids = [a for a in step.agent_ids if a in self.agents]
+        results = await asyncio.gather(*(self.agents[a].local_update(self) for a in ids),
+                                       return_exceptions=True)
+        reports, failed = [], {}
+        for agent_id, result in zip(ids, results, strict=True):
+            if isinstance(result, BaseException):
+                failed[agent_id] = f"{type(result).__name__}: {result}"
+                continue
+            reports.append(AgentReport(agent_id=agent_id, adapter=result.adapter,
+                                       score=result.score, metrics=dict(result.metrics),
+                                       skills=list(self.agents[agent_id].spec.skills)))
+        return StepDone(sender=self.host_id, phase="local", reports=reports, failed=failed)
+
+    async def _exchange(self, step: Step) -> StepDone:
+        todo = [a for a in step.assignments if a.student in self.agents]
+        results = await asyncio.gather(*(self._learn(a) for a in todo), return_exceptions=True)
+        outcomes, failed = [], {}
+        for item, result in zip(todo, results, strict=True):
+            if isinstance(result, BaseException):
+                failed[item.student] = f"{type(result).__name__}: {result}"
+            else:
+                outcomes.append(result)
+        return StepDone(sender=self.host_id, phase="exchange", outcomes=outcomes, failed=failed)
+
+    async def _learn(self, item: Assignment) -> PairOutcome:
+        out = await self.protocol.exchange(self.agents[item.student], item.teacher,
+                                           item.teacher_adapter, item.teacher_skills, self)
+        return PairOutcome(teacher=out.teacher, student=out.student, before=out.before,
+                           after=out.after, accepted=out.accepted, adapter=out.adapter,
+                           parents=list(out.parents))
+
+    # -- HostServices ----------------------------------------------------------------
+
+    async def train(self, agent_id: str, base_adapter: str | None,
+                    examples: Sequence[Example], hyper: dict[str, Any]) -> str:
+        """Train on the model server; returns the new adapter's sha256."""
+        msg = Train(sender=agent_id, agent_id=agent_id, base_adapter=base_adapter,
+                    examples=[WireExample(prompt=e.prompt, completion=e.completion)
+                              for e in examples], hyper=hyper)
+        reply = await self._server().request(msg, timeout=600.0, reliable=True)
+        if not isinstance(reply.msg, Trained):
+            raise SwarmError(f"model server answered Train with {type(reply.msg).__name__}")
+        return reply.msg.adapter
+
+    async def generate(self, prompts: Sequence[str], adapter: str | None,
+                       max_tokens: int) -> list[str]:
+        """Greedy completions on the model server."""
+        msg = Generate(sender=self.host_id, requests=[
+            GenRequest(prompt=p, adapter=adapter, max_tokens=max_tokens, temperature=0.0)
+            for p in prompts])
+        reply = await self._server().request(msg, timeout=300.0, reliable=True)
+        if not isinstance(reply.msg, Generated):
+            raise SwarmError(f"model server answered Generate with {type(reply.msg).__name__}")
+        return list(reply.msg.texts)
+
+    async def fetch_adapter(self, sha: str, owner: str) -> None:
+        """Adapters of one machine live in its shared store; check it holds ``sha``."""
+        from swarm.adapters import AdapterStore
+
+        if not AdapterStore(self.store_root).has(sha):
+            raise AdapterError(f"adapter {sha[:12]} of {owner} is not in this machine's store")
+
+    async def merge(self, student: str, teacher: str, weight: float) -> str:
+        """Merge two stored adapters off the event loop; returns the merged adapter's sha256."""
+        return await asyncio.to_thread(self._merge_sync, student, teacher, weight)
+
+    def _merge_sync(self, student: str, teacher: str, weight: float) -> str:
+        from swarm.adapters import AdapterStore
+        from swarm.merging import merge_adapters
+
+        store = AdapterStore(self.store_root)
+        with tempfile.TemporaryDirectory(dir=self.store_root) as tmp:
+            out = merge_adapters(store.path(student), store.path(teacher), weight,
+                                 "linear", Path(tmp) / "merged")
+            sha: str = store.put(out).sha256
+            return sha
+
+    def _server(self) -> Client:
+        if self._model is None:
+            raise SwarmError("host is not connected to a model server")
+        return self._model
+
+
+async def run_host(host: Host) -> None:
+    """Run a host until cancelled (the process entry point wraps this)."""
+    with contextlib.suppress(asyncio.CancelledError):
+        await host.run()

@@ -1,0 +1,159 @@
+"""The ``local`` launcher: the swarm's processes as watched subprocesses on this machine.
+
+It writes the run directory (the resolved config and the host assignment, as
+JSON), starts the model server, the coordinator and the hosts as
+``python -m swarm.proc ROLE`` subprocesses, restarts a host that dies (up to
+``launcher.max_restarts`` times), and on Ctrl-C or SIGTERM stops every process
+it started, with their children (each runs in its own process group), so
+nothing is orphaned. The lineage is written by the coordinator, which
+commits each round before it starts the next one, so stopping loses nothing
+already committed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+
+from swarm.config import SwarmConfig
+from swarm.errors import SwarmError
+from swarm.population import assign_hosts, build_population
+
+__all__ = ["LocalLauncher", "Child", "resolve_model"]
+
+
+@dataclass
+class Child:
+    """One started process and how to start it again."""
+
+    name: str
+    argv: list[str]
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    started: list[float] = field(default_factory=list)
+
+
+class LocalLauncher:
+    """Start, watch and stop the processes of one swarm on this machine."""
+
+    def __init__(self, config: SwarmConfig, resume: bool = False) -> None:
+        self.config = config
+        self.resume = resume
+        self.run_dir = config.run_dir
+        self.children: dict[str, Child] = {}
+        self._stopping = False
+
+    def prepare(self) -> Path:
+        """Write ``config.json`` and ``hosts.json`` into the run directory; returns it."""
+        lineage = self.config.lineage_dir
+        if lineage.exists() and any(lineage.iterdir()) and not self.resume:
+            raise SwarmError(
+                f"{lineage} already holds a lineage: pass --resume to continue it, "
+                f"or set swarm.lineage (or swarm.name) to start a new one"
+            )
+        (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "adapters").mkdir(parents=True, exist_ok=True)
+        model = resolve_model(self.config, self.run_dir.parent / ".models")
+        (self.run_dir / "model.txt").write_text(str(model))
+        (self.run_dir / "config.json").write_bytes(msgspec.json.encode(self.config))
+        specs = build_population(self.config)
+        hosts = assign_hosts(specs, self.config.launcher.hosts)
+        (self.run_dir / "hosts.json").write_text(
+            json.dumps([[s.agent_id for s in h] for h in hosts], indent=1))
+        return self.run_dir
+
+    def start(self) -> None:
+        """Start the model server, the coordinator and every host."""
+        base = [sys.executable, "-m", "swarm.proc"]
+        run = ["--run-dir", str(self.run_dir)]
+        self._spawn(Child("model-server", [*base, "model-server", *run],
+                          self.run_dir / "logs" / "model-server.log"))
+        coord = [*base, "coordinator", *run, *(["--resume"] if self.resume else [])]
+        self._spawn(Child("coordinator", coord, self.run_dir / "logs" / "coordinator.log"))
+        for i in range(self.config.launcher.hosts):
+            self._spawn(Child(f"host-{i}", [*base, "host", *run, "--index", str(i)],
+                              self.run_dir / "logs" / f"host-{i}.log"))
+
+    def _spawn(self, child: Child) -> None:
+        with open(child.log, "ab") as log:
+            child.proc = subprocess.Popen(child.argv, stdout=log, stderr=subprocess.STDOUT,
+                                          stdin=subprocess.DEVNULL, start_new_session=True)
+        child.started.append(time.time())
+        self.children[child.name] = child
+
+    def poll(self) -> int | None:
+        """Check children once: restart dead hosts; the coordinator's exit code when it ends."""
+        for child in list(self.children.values()):
+            proc = child.proc
+            if proc is None or proc.poll() is None:
+                continue
+            if child.name == "coordinator":
+                return proc.returncode
+            if self._stopping:
+                continue
+            if child.name.startswith("host-") and self.config.launcher.restart \
+                    and child.restarts < self.config.launcher.max_restarts:
+                child.restarts += 1
+                self._spawn(child)
+            elif child.name == "model-server" or child.name.startswith("host-"):
+                raise SwarmError(f"{child.name} exited with code {proc.returncode}; "
+                                 f"see {child.log}")
+        return None
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Stop every process started (and its children): SIGTERM, then SIGKILL after ``grace``."""
+        self._stopping = True
+        order = ["coordinator", *[n for n in self.children if n.startswith("host-")],
+                 "model-server"]
+        for name in order:
+            self._signal(name, signal.SIGTERM)
+        deadline = time.time() + grace
+        for name in order:
+            proc = self.children[name].proc if name in self.children else None
+            if proc is None:
+                continue
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(max(0.1, deadline - time.time()))
+            self._signal(name, signal.SIGKILL)  # the process group: engine workers included
+            proc.wait()
+
+    def _signal(self, name: str, sig: signal.Signals) -> None:
+        child = self.children.get(name)
+        if child is None or child.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.proc.pid, sig)
+
+    def pids(self) -> dict[str, int]:
+        """The pid of each running child."""
+        return {n: c.proc.pid for n, c in self.children.items()
+                if c.proc is not None and c.proc.poll() is None}
+
+
+def resolve_model(config: SwarmConfig, cache: Path) -> Path:
+    """The base model folder: ``model.path``, or a tiny model built once into ``cache``."""
+    if config.model.path != "tiny":
+        path = Path(config.model.path).expanduser()
+        if config.model.backend != "openai" and not path.exists():
+            raise SwarmError(f"model.path: {path} does not exist (use 'tiny' to build one)")
+        return path
+    from swarm.tinymodel import TinySpec, build_tiny_model
+
+    spec = TinySpec(**msgspec.to_builtins(config.model.tiny))
+    key = "-".join(f"{k}{v}" for k, v in sorted(msgspec.to_builtins(config.model.tiny).items()))
+    dest = cache / f"tiny-{key}"
+    if not (dest / "model.safetensors").exists():
+        tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
+        build_tiny_model(tmp, spec)
+        tmp.rename(dest)
+    return dest.resolve()

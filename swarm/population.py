@@ -1,0 +1,68 @@
+"""The agents of a swarm, built deterministically from its config.
+
+Agent ids are ``<group>-<i>``. Each agent's local training data is drawn from
+its group's skills with a generator seeded by the swarm seed and the agent's
+index, so the same config always gives the same data (non-IID when groups
+have different skills). Every agent is scored on one shared held-out mixture
+of all the swarm's skills, with any prompt that occurs in some agent's
+training data removed, so a score measures generalisation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from swarm.agents.base import AgentSpec
+from swarm.config import SwarmConfig
+from swarm.errors import ConfigError
+from swarm.tasks import Example, make_dataset, skill_names
+
+__all__ = ["build_population", "assign_hosts"]
+
+
+def build_population(config: SwarmConfig) -> list[AgentSpec]:
+    """Every agent of the swarm with its role, skills, data and LoRA settings.
+
+    Raises:
+        ConfigError: a group names an unknown skill or no skill at all.
+    """
+    known = set(skill_names())
+    for i, group in enumerate(config.agents):
+        bad = [s for s in group.skills if s not in known]
+        if bad or not group.skills:
+            what = f"unknown skill(s) {bad}" if bad else "no skills"
+            raise ConfigError(f"agents.{i}.skills: {what} (known: {', '.join(sorted(known))})")
+    seed = config.swarm.seed
+    specs: list[tuple[str, str, str, list[str], list[Example]]] = []
+    index = 0
+    for group in config.agents:
+        for k in range(group.count):
+            rng = np.random.default_rng([seed, 1, index])
+            data = make_dataset(group.skills, group.examples, rng)
+            specs.append((f"{group.name}-{k}", group.role, group.name, group.skills, data))
+            index += 1
+    seen = {ex.prompt for *_, data in specs for ex in data}
+    all_skills = sorted({s for g in config.agents for s in g.skills})
+    pool = make_dataset(all_skills, config.swarm.heldout * 3, np.random.default_rng([seed, 2]))
+    heldout = tuple([ex for ex in pool if ex.prompt not in seen][: config.swarm.heldout])
+    lora = {g.name: asdict_lora(g.lora) for g in config.agents}
+    return [
+        AgentSpec(agent_id=aid, role=role, group=name, skills=tuple(skills), train=tuple(data),
+                  heldout=heldout, hyper=lora[name])
+        for aid, role, name, skills, data in specs
+    ]
+
+
+def asdict_lora(section: object) -> dict[str, object]:
+    """LoRA settings as plain data for a ``Train`` message."""
+    import msgspec
+
+    data: dict[str, object] = msgspec.to_builtins(section)
+    return data
+
+
+def assign_hosts(specs: list[AgentSpec], hosts: int) -> list[list[AgentSpec]]:
+    """Deal agents to ``hosts`` hosts round-robin (groups spread over hosts)."""
+    return [specs[i::hosts] for i in range(hosts)]
+
+

@@ -1,0 +1,87 @@
+"""Process entry points started by the launchers: ``python -m swarm.proc ROLE --run-dir D``.
+
+Each process reads the run directory written by the launcher (``config.json``,
+``hosts.json``, ``model.txt``: JSON and text, never pickle), logs to
+``D/logs/ROLE.log`` through its stdout, and stops cleanly on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from swarm.config import SwarmConfig
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one swarm process until it finishes or receives SIGTERM."""
+    parser = argparse.ArgumentParser(prog="python -m swarm.proc")
+    parser.add_argument("role", choices=["coordinator", "host", "model-server"])
+    parser.add_argument("--run-dir", type=Path, required=True)
+    parser.add_argument("--index", type=int, default=0, help="host index (host only)")
+    parser.add_argument("--resume", action="store_true", help="continue the lineage (coordinator)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
+                        format=f"%(asctime)s {args.role} %(levelname)s %(name)s: %(message)s")
+    config = msgspec.json.decode((args.run_dir / "config.json").read_bytes(), type=SwarmConfig)
+    runner = {"coordinator": _coordinator, "host": _host, "model-server": _model_server}[args.role]
+    try:
+        asyncio.run(_until_signalled(runner(config, args)))
+    except Exception:
+        logging.getLogger("swarm.proc").exception("%s failed", args.role)
+        return 1
+    return 0
+
+
+async def _until_signalled(work: Coroutine[Any, Any, None]) -> None:
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(work)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        await task
+    except asyncio.CancelledError:
+        logging.getLogger("swarm.proc").info("stopped by signal")
+
+
+async def _coordinator(config: SwarmConfig, args: argparse.Namespace) -> None:
+    from swarm.coordinator import Coordinator
+    from swarm.recorder import Recorder
+
+    hosts = json.loads((args.run_dir / "hosts.json").read_text())
+    expected = [a for host in hosts for a in host]
+    recorder = Recorder.open(config, args.run_dir, resume=args.resume)
+    summary = await Coordinator(config, expected, recorder).run()
+    (args.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+
+
+async def _host(config: SwarmConfig, args: argparse.Namespace) -> None:
+    from swarm.host import Host
+    from swarm.population import build_population
+
+    hosts = json.loads((args.run_dir / "hosts.json").read_text())
+    mine = set(hosts[args.index])
+    specs = [s for s in build_population(config) if s.agent_id in mine]
+    await Host(f"host-{args.index}", config, specs, args.run_dir / "adapters").run()
+
+
+async def _model_server(config: SwarmConfig, args: argparse.Namespace) -> None:
+    from swarm.serving.server import serve
+
+    model = Path((args.run_dir / "model.txt").read_text().strip())
+    await serve(config, model, args.run_dir / "adapters")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,166 @@
+"""What the coordinator remembers: lineage, matchmaker and profiles of one swarm run.
+
+The ``Recorder`` is the coordinator's single point of contact with the
+lineage store (it is the sole writer). Each round is one atomic batch:
+
+- a commit on ``agent/<id>`` for every agent whose adapter changed in the
+  local step (its adapter pointer and profile);
+- a merge commit on ``agent/<student>`` with ``agent/<teacher>`` as second
+  parent for every exchange the student kept, so ``git log --graph --all``
+  shows who learnt from whom;
+- a commit on ``swarm`` with ``rounds/<n>.json`` (pairings, rewards, scores)
+  and ``matchmaker/state.json``;
+
+then held-out scores are attached as git notes. A restarted coordinator
+(``--resume``) reads the last round, the matchmaker state and every agent's
+last adapter back from the lineage.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from swarm.config import SwarmConfig
+from swarm.errors import LineageError
+from swarm.lineage import SWARM_BRANCH, CommitSpec, LineageStore, agent_branch
+from swarm.wire import AgentReport, PairOutcome
+
+__all__ = ["Recorder"]
+
+
+class Recorder:
+    """Lineage writer, matchmaker and profile builder of one run."""
+
+    def __init__(self, config: SwarmConfig, store: LineageStore, adapter_root: Path,
+                 matchmaker: Any, profiler: Any) -> None:
+        self.config = config
+        self.store = store
+        self.adapter_root = adapter_root
+        self.matchmaker = matchmaker
+        self.profiler = profiler
+        self._committed: dict[str, str] = {}  # agent -> adapter sha at its branch tip
+
+    @property
+    def path(self) -> Path:
+        """The lineage directory."""
+        return self.store.path
+
+    @classmethod
+    def open(cls, config: SwarmConfig, run_dir: Path, resume: bool = False) -> Recorder:
+        """Open (or create) the lineage of ``config``; with ``resume`` read its state back."""
+        from swarm.matchmaker import make_matchmaker, matchmaker_from_state
+        from swarm.profiles import ProfileBuilder
+
+        store = LineageStore.open(config.lineage_dir, create=True)
+        profiler = ProfileBuilder(skills=_all_skills(config))
+        state = _read_json(store, SWARM_BRANCH, "matchmaker/state.json") if resume else None
+        if state is not None:
+            matchmaker = matchmaker_from_state(state)
+        else:
+            mm = config.matchmaker
+            matchmaker = make_matchmaker(mm.kind, profiler.dim, lam=mm.lam, beta0=mm.beta0,
+                                         seed=config.swarm.seed)
+        recorder = cls(config, store, run_dir / "adapters", matchmaker, profiler)
+        recorder._committed = recorder.adapters()
+        return recorder
+
+    def adapters(self) -> dict[str, str]:
+        """Each agent's last committed adapter sha, restored into the machine's store if missing."""
+        from swarm.adapters import AdapterStore
+
+        out: dict[str, str] = {}
+        store = AdapterStore(self.adapter_root)
+        for ref in self.store.refs("refs/heads/agent/"):
+            agent = ref.removeprefix("refs/heads/agent/")
+            pointer = _read_json(self.store, f"agent/{agent}", f"agents/{agent}/adapter.json")
+            if pointer is None:
+                continue
+            sha = str(pointer["sha256"])
+            if not store.has(sha):
+                tmp = self.adapter_root / f".restore-{sha[:16]}"
+                store.put(self.store.get_adapter(pointer, tmp))
+            out[agent] = sha
+        return out
+
+    def next_round(self) -> int:
+        """The first round not yet committed (0 for a new lineage)."""
+        record = _read_json(self.store, SWARM_BRANCH, "rounds/latest.json")
+        return 0 if record is None else int(record["round"]) + 1
+
+    def profiles(self, reports: Mapping[str, AgentReport]) -> dict[str, np.ndarray]:
+        """The matchmaker's profile vector of each reporting agent."""
+        return {a: self.profiler.build(r) for a, r in reports.items()}
+
+    def commit_round(self, rnd: int, reports: Mapping[str, AgentReport],
+                     outcomes: Sequence[PairOutcome], record: Mapping[str, Any]) -> None:
+        """Commit one round atomically (see the module docstring), then its score notes."""
+        specs: list[CommitSpec] = []
+        for agent, report in sorted(reports.items()):
+            if report.adapter and report.adapter != self._committed.get(agent):
+                parents = [self._committed[agent]] if agent in self._committed else []
+                pointer = self._pointer(report.adapter, agent, rnd, parents)
+                specs.append(CommitSpec(
+                    agent_branch(agent), self._files(agent, pointer, report.score, rnd),
+                    f"round {rnd}: {agent} trained on its local data (score {report.score:.3f})"))
+                self._committed[agent] = report.adapter
+        for o in outcomes:
+            if not (o.accepted and o.adapter) or o.adapter == self._committed.get(o.student):
+                continue
+            pointer = self._pointer(o.adapter, o.student, rnd, list(o.parents))
+            specs.append(CommitSpec(
+                agent_branch(o.student), self._files(o.student, pointer, o.after, rnd),
+                f"round {rnd}: {o.student} learnt from {o.teacher} "
+                f"(score {o.before:.3f} -> {o.after:.3f})",
+                parents=[agent_branch(o.student), agent_branch(o.teacher)]))
+            self._committed[o.student] = o.adapter
+        body = dict(record)
+        specs.append(CommitSpec(SWARM_BRANCH, {
+            f"rounds/{rnd:05d}.json": body,
+            "rounds/latest.json": body,
+            "matchmaker/state.json": self.matchmaker.state(),
+        }, f"round {rnd}: mean score {record['mean_score']:.3f}, {len(outcomes)} exchange(s)"))
+        shas = self.store.commit_many(specs)
+        notes = {sha: {"round": rnd, "score": _score_of(spec)} for sha, spec in zip(shas, specs, strict=False)
+                 if spec.branch != SWARM_BRANCH}
+        if notes:
+            self.store.note_many(notes)
+
+    def _pointer(self, sha: str, agent: str, rnd: int, parents: list[str]) -> dict[str, Any]:
+        from swarm.adapters import AdapterStore
+
+        folder = AdapterStore(self.adapter_root).path(sha)
+        return self.store.put_adapter(folder, {"parents": parents, "agent": agent, "round": rnd,
+                                               "base_model": self.config.model.path})
+
+    @staticmethod
+    def _files(agent: str, pointer: Mapping[str, Any], score: float,
+               rnd: int) -> dict[str, Any]:
+        return {f"agents/{agent}/adapter.json": pointer,
+                f"agents/{agent}/profile.json": {"round": rnd, "score": score}}
+
+    def close(self) -> None:
+        """Flush and release the lineage."""
+        self.store.close()
+
+
+def _score_of(spec: CommitSpec) -> float:
+    for path, value in spec.files.items():
+        if path.endswith("profile.json") and isinstance(value, Mapping):
+            return float(value["score"])
+    return float("nan")
+
+
+def _read_json(store: Any, ref: str, path: str) -> Any:
+    try:
+        return json.loads(store.show(ref, path))
+    except LineageError:
+        return None
+
+
+def _all_skills(config: SwarmConfig) -> list[str]:
+    return sorted({s for g in config.agents for s in g.skills})
