@@ -1,0 +1,300 @@
+"""ZeroMQ transport: one socket per role per process, typed messages, reliable delivery.
+
+Usage (the coordinator, a host and a model server of issue 7 look like this)::
+
+    opts = TransportOptions.from_config(cfg.transport, security=CurveSecurity.load(...))
+    # coordinator: one ROUTER for control, one PUB for events
+    async with Server("coordinator", endpoint(cfg.transport, 0), opts) as ctl, \\
+               Publisher("coordinator", endpoint(cfg.transport, 1), opts) as events:
+        for inc in await ctl.recv_batch():            # Join, Profile, Reward, Commit, ...
+            if isinstance(inc.msg, Join):
+                await ctl.reply(inc, Welcome(swarm="demo", peers=book))
+        await events.publish("round", Pairing(round=3, pairs=[("a1", "b7")]))
+
+    # agent host: thousands of agents share one Client per remote process;
+    # sender/recipient name agents, the transport never opens a socket per agent
+    async with Client("host-0", endpoint(cfg.transport, 0), opts) as coord, \\
+               Client("host-0", model_server_ep, opts) as model:
+        await coord.send_reliable(Reward(sender="b7", teacher="a1", student="b7", value=0.4))
+        out = await model.request(Generate(sender="b7", requests=[GenRequest(prompt="2+2=")]))
+        inc = await coord.recv()                      # inc.msg.recipient says which agent
+
+    # model server: batches naturally, answers each request with reply()
+    async with Server("model-0", model_server_ep, opts) as srv:
+        while True:
+            batch = await srv.recv_batch(max_items=256)
+            for inc in batch:
+                await srv.reply(inc, Generated(texts=run(inc.msg.requests)))
+
+Roles: ``Server`` is a ROUTER that binds (coordinator, hosts, model servers),
+``Client`` a DEALER that connects to one server, ``Publisher``/``Subscriber``
+carry best-effort events. Adapter bytes go through ``swarm.transfer``.
+
+Reliability. ``Client`` runs the Paranoid Pirate pattern: it heartbeats every
+``heartbeat_ms``, counts down ``liveness`` for each silent period, declares the
+server dead at zero (pending requests fail with ``PeerUnavailable``) and
+reconnects on a fresh socket with exponential backoff. ``Server`` heartbeats
+every peer it knows and forgets peers silent for ``liveness`` periods; its
+socket is ``ROUTER_MANDATORY`` so a message to an unknown or gone peer raises
+``PeerUnavailable`` instead of vanishing. ``send_reliable`` and
+``request(reliable=True)`` set ``ack`` on the envelope: the receiver
+acknowledges, de-duplicates by ``msg_id`` (and answers a duplicate request with
+its cached reply); the sender retries until acknowledged.
+
+Limits. ``MAXMSGSIZE`` is always set (libzmq drops the connection of a peer
+sending a bigger frame) and a multipart message whose frames add up to more
+than ``max_message_bytes`` gets an ``Error(code="wire.oversize")`` reply.
+High-water marks are 100,000 messages each way on control sockets: a burst
+from thousands of agents fits (at ~200 B that is ~20 MB per peer), and past it
+``send`` waits for room (up to the liveness timeout) instead of dropping;
+``Publisher`` drops past its mark because events are best effort. Adapter
+chunks are bounded by credit, not by the HWM.
+
+Hot path. The reader awaits readiness once, then drains up to
+``drain_batch`` messages with non-blocking receives and decodes each with
+msgspec; awaiting each ``recv()`` is 7x slower (see DESIGN.md section 4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+
+import zmq
+import zmq.asyncio
+
+from swarm.endpoint import Endpoint, Incoming, TransportOptions, endpoint
+from swarm.errors import PeerUnavailable
+from swarm.wire import Error, Frame, Heartbeat, Message, encode
+
+__all__ = [
+    "TransportOptions",
+    "Incoming",
+    "Endpoint",
+    "Server",
+    "Client",
+    "Publisher",
+    "Subscriber",
+    "endpoint",
+]
+
+
+class Server(Endpoint):
+    """A ROUTER that binds: answers requests and routes by agent id.
+
+    Every message received teaches the route ``msg.sender -> peer``;
+    ``send(msg)`` without ``peer`` routes by ``msg.recipient``.
+    ``on_peer_lost(peer)`` is called when a peer misses ``liveness`` heartbeats.
+    """
+
+    _kind = zmq.ROUTER
+    _prefix = 1
+
+    def __init__(
+        self, name: str, address: str, options: TransportOptions | None = None,
+        context: zmq.asyncio.Context | None = None,
+        on_peer_lost: Callable[[bytes], None] | None = None,
+    ) -> None:
+        super().__init__(name, address, options, context)
+        self.peers: dict[bytes, float] = {}
+        self.routes: dict[str, bytes] = {}
+        self._on_peer_lost = on_peer_lost
+        self._now = 0.0
+
+    async def start(self) -> None:
+        """Bind and start the reader and the heartbeat loop."""
+        await super().start()
+        self._tasks.append(asyncio.ensure_future(self._heartbeat_loop()))
+
+    def route(self, agent_id: str, peer: bytes) -> None:
+        """Route messages for ``agent_id`` to ``peer``."""
+        self.routes[agent_id] = peer
+
+    def _configure(self, sock: zmq.asyncio.Socket) -> None:
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        sock.setsockopt(zmq.ROUTING_ID, self.name.encode())
+        if self.options.security is not None:
+            self.options.security.server_socket(sock, self._ctx)
+        sock.bind(self.address)
+
+    def _route(self, msg: Message, peer: bytes | None) -> list[Frame]:
+        if peer is None:
+            peer = self.routes.get(msg.recipient)
+            if peer is None:
+                raise PeerUnavailable(f"{self.name}: no route to {msg.recipient!r}")
+        return [peer]
+
+    def _on_traffic(self, peer: bytes, msg: Message) -> None:
+        if peer not in self.peers:
+            self._send_now(peer, encode(Heartbeat(sender=self.name)))  # lets the client see us at once
+        self.peers[peer] = self._now or asyncio.get_running_loop().time()
+        if msg.sender:
+            self.routes[msg.sender] = peer
+
+    async def _heartbeat_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        period = self.options.heartbeat_ms / 1000.0
+        while True:
+            await asyncio.sleep(period)
+            now = loop.time()
+            self._now = 0.0
+            beat = encode(Heartbeat(sender=self.name))
+            for peer, seen in list(self.peers.items()):
+                if now - seen > self.options.timeout_s:
+                    self._forget(peer)
+                else:
+                    self._send_now(peer, beat)
+
+    def _forget(self, peer: bytes) -> None:
+        del self.peers[peer]
+        for agent in [a for a, p in self.routes.items() if p == peer]:
+            del self.routes[agent]
+        if self._on_peer_lost is not None:
+            self._on_peer_lost(peer)
+
+
+class Client(Endpoint):
+    """A DEALER connected to one server, kept alive by the Paranoid Pirate pattern.
+
+    ``up`` is true once the server has been heard since the last (re)connect.
+    Listeners added with ``on_down`` run when the server is declared dead.
+    """
+
+    _kind = zmq.DEALER
+
+    def __init__(
+        self, name: str, address: str, options: TransportOptions | None = None,
+        context: zmq.asyncio.Context | None = None, server_key: bytes | None = None,
+    ) -> None:
+        super().__init__(name, address, options, context)
+        self.server_key = server_key
+        self._up = asyncio.Event()
+        self._heard = False
+        self._down_listeners: list[Callable[[], None]] = []
+        self.reconnects = 0
+
+    @property
+    def up(self) -> bool:
+        """Whether the server answered since the last (re)connect."""
+        return self._up.is_set()
+
+    async def start(self) -> None:
+        """Connect and start the reader and the heartbeat loop."""
+        await super().start()
+        self._tasks.append(asyncio.ensure_future(self._heartbeat_loop()))
+
+    async def wait_up(self, timeout: float | None = None) -> None:
+        """Wait until the server is heard. Raises ``PeerUnavailable`` after ``timeout``."""
+        try:
+            await asyncio.wait_for(self._up.wait(), timeout)
+        except TimeoutError:
+            raise PeerUnavailable(f"{self.name}: {self.address} not reachable") from None
+
+    def on_down(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` each time the server is declared dead."""
+        self._down_listeners.append(listener)
+
+    def _configure(self, sock: zmq.asyncio.Socket) -> None:
+        sock.setsockopt(zmq.ROUTING_ID, self.name.encode())
+        sock.setsockopt(zmq.IMMEDIATE, 1)  # no queueing towards a server that is not there
+        sock.setsockopt(zmq.RECONNECT_IVL, self.options.heartbeat_ms)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, self.options.backoff_max_ms)
+        if self.options.security is not None:
+            self.options.security.client_socket(sock, self.server_key)
+        sock.connect(self.address)
+
+    def _route(self, msg: Message, peer: bytes | None) -> list[Frame]:
+        return []
+
+    def _on_traffic(self, peer: bytes, msg: Message) -> None:
+        self._heard = True
+        if not self._up.is_set():
+            self._up.set()
+
+    async def _heartbeat_loop(self) -> None:
+        period = self.options.heartbeat_ms / 1000.0
+        liveness = self.options.liveness
+        backoff = period
+        self._send_now(b"", encode(Heartbeat(sender=self.name)))
+        while True:
+            await asyncio.sleep(period)
+            self._send_now(b"", encode(Heartbeat(sender=self.name)))
+            if self._heard:
+                self._heard = False
+                liveness, backoff = self.options.liveness, period
+                continue
+            liveness -= 1
+            if liveness > 0:
+                continue
+            self._declare_down()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.options.backoff_max_ms / 1000.0)
+            self._reconnect()
+            liveness = self.options.liveness
+
+    def _declare_down(self) -> None:
+        was_up = self._up.is_set()
+        self._up.clear()
+        for hook in list(self._pending.values()):
+            hook(Incoming(Error(code=PeerUnavailable.code, reason="peer down"), [], b""))
+        if was_up:
+            for listener in list(self._down_listeners):
+                listener()
+
+    def _reconnect(self) -> None:
+        """Drop the socket (and whatever it queued) and connect a fresh one."""
+        self.reconnects += 1
+        old = self._sock
+        self._open()
+        if old is not None:
+            old.close(linger=0)
+        self._send_now(b"", encode(Heartbeat(sender=self.name)))
+
+
+class Publisher(Endpoint):
+    """A PUB that binds: best-effort events, dropped past the HWM for slow subscribers."""
+
+    _kind = zmq.PUB
+
+    async def start(self) -> None:
+        """Bind (no reader: a PUB socket receives nothing)."""
+        self._open()
+
+    def _configure(self, sock: zmq.asyncio.Socket) -> None:
+        if self.options.security is not None:
+            self.options.security.server_socket(sock, self._ctx)
+        sock.bind(self.address)
+
+    async def publish(self, topic: str, msg: Message, payload: Sequence[Frame] = ()) -> None:
+        """Publish ``msg`` under ``topic`` (subscribers filter by topic prefix)."""
+        await self.send(msg, payload, peer=topic.encode())
+
+    def _route(self, msg: Message, peer: bytes | None) -> list[Frame]:
+        return [peer or b""]
+
+
+class Subscriber(Endpoint):
+    """A SUB that connects to a publisher; ``Incoming.peer`` is the topic."""
+
+    _kind = zmq.SUB
+    _prefix = 1
+
+    def __init__(
+        self, name: str, address: str, topics: Sequence[str] = ("",),
+        options: TransportOptions | None = None, context: zmq.asyncio.Context | None = None,
+        server_key: bytes | None = None,
+    ) -> None:
+        super().__init__(name, address, options, context)
+        self.topics = list(topics)
+        self.server_key = server_key
+
+    def _configure(self, sock: zmq.asyncio.Socket) -> None:
+        for topic in self.topics:
+            sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
+        if self.options.security is not None:
+            self.options.security.client_socket(sock, self.server_key)
+        sock.connect(self.address)
+
+    def _send_now(self, peer: bytes, frames: list[Frame]) -> bool:
+        return False  # a SUB socket cannot answer

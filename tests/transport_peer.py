@@ -1,0 +1,137 @@
+"""A small server process for the transport tests: ``python tests/transport_peer.py ...``.
+
+Modes: ``echo`` answers every message with a copy of itself (an ``Error`` for a
+``Chat`` to an agent it does not host); ``receiver`` also takes adapters and
+appends ``<sha256> <size>`` to ``--log`` for each one handed to the
+application. Prints ``READY`` once bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import msgspec
+
+from swarm.security import CurveSecurity
+from swarm.transfer import AdapterReceiver, ReceivedAdapter
+from swarm.transport import Incoming, Server, TransportOptions
+from swarm.wire import Chat, Error, new_id
+
+
+class Peer:
+    """A running ``transport_peer.py`` process; ``start()`` waits for READY."""
+
+    def __init__(self, mode: str, bind: str, *args: str) -> None:
+        self.argv = [sys.executable, str(Path(__file__)), mode, "--bind", bind, *args]
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self, timeout: float = 30.0) -> Peer:
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, text=True,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if line.strip() == "READY":
+                return self
+            if not line and self.proc.poll() is not None:
+                break
+        self.stop()
+        raise RuntimeError(f"peer did not start: {self.argv}")
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def __enter__(self) -> Peer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _echo(inc: Incoming, agents: set[str]) -> tuple[object, list[object]]:
+    msg = inc.msg
+    if isinstance(msg, Chat) and agents and msg.recipient not in agents:
+        return Error(code="unknown_recipient", reason=f"no agent {msg.recipient!r} here",
+                     in_reply_to=msg.msg_id), []
+    copy = msgspec.structs.replace(msg, msg_id=new_id(), ack=False, sent_at=time.time(),
+                                   sender=msg.recipient, recipient=msg.sender)
+    return copy, [bytes(p) for p in inc.payload]
+
+
+async def main(args: argparse.Namespace) -> None:
+    security = CurveSecurity.load(args.curve) if args.curve else None
+    opts = TransportOptions(heartbeat_ms=args.hb, liveness=args.liveness,
+                            max_message_bytes=args.max_bytes, security=security)
+    agents = set(args.agents.split(",")) if args.agents else set()
+    async with Server(args.name, args.bind, opts) as server:
+        if args.mode == "receiver":
+            receiver = AdapterReceiver(server, on_adapter=lambda a: _log(args.log, a),
+                                       window=args.window, chunk_bytes=args.chunk,
+                                       max_bytes=args.max_adapter)
+            if args.delay_ms:
+                _slow_down(server, receiver, args.delay_ms / 1000.0)
+        print("READY", flush=True)
+        while True:
+            for inc in await server.recv_batch():
+                reply, payload = _echo(inc, agents)
+                await server.reply(inc, reply, payload)  # type: ignore[arg-type]
+
+
+def _log(path: str, adapter: ReceivedAdapter) -> None:
+    with open(path, "a") as fh:
+        fh.write(f"{adapter.sha256} {len(adapter.data)}\n")
+
+
+def _slow_down(server: Server, receiver: AdapterReceiver, delay: float) -> None:
+    """Make the receiver slow so a test can kill it in the middle of a transfer."""
+    from swarm.wire import AdapterChunk
+
+    take = receiver._on_chunk
+
+    def slow(inc: Incoming) -> None:
+        time.sleep(delay)
+        take(inc)
+
+    server.add_hook(AdapterChunk, slow)
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("mode", choices=["echo", "receiver"])
+    parser.add_argument("--bind", required=True)
+    parser.add_argument("--name", default="peer")
+    parser.add_argument("--hb", type=int, default=100)
+    parser.add_argument("--liveness", type=int, default=3)
+    parser.add_argument("--max-bytes", type=int, default=1 << 20)
+    parser.add_argument("--agents", default="")
+    parser.add_argument("--curve", default="")
+    parser.add_argument("--log", default="")
+    parser.add_argument("--window", type=int, default=8)
+    parser.add_argument("--chunk", type=int, default=1 << 20)
+    parser.add_argument("--max-adapter", type=int, default=1 << 30)
+    parser.add_argument("--delay-ms", type=float, default=0.0)
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(_parse(sys.argv[1:])))
