@@ -82,6 +82,7 @@ class ModelSection(_Section, frozen=True):
     gpu_memory_utilization: Fraction = 0.3
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     openai_url: str | None = None
+    server: str | None = None  # address of a running model server to share; None: start one
 
 
 class LoraSection(_Section, frozen=True):

@@ -73,7 +73,7 @@ class Host:
     async def run(self) -> None:
         """Join the swarm and answer steps until the coordinator goes away or a stop."""
         control = endpoint(self.config.transport, 0)
-        model = endpoint(self.config.transport, MODEL_OFFSET)
+        model = self.config.model.server or endpoint(self.config.transport, MODEL_OFFSET)
         async with Client(self.host_id, control, self.options) as coord, Client(
             self.host_id, model, self.options
         ) as self._model:

@@ -51,16 +51,20 @@ class LocalLauncher:
         self.resume = resume
         self.run_dir = config.run_dir
         self.children: dict[str, Child] = {}
+        self.archived: Path | None = None  # where an earlier run in run_dir was moved
         self._stopping = False
 
     def prepare(self) -> Path:
         """Write ``config.json`` and ``hosts.json`` into the run directory; returns it."""
         lineage = self.config.lineage_dir
-        if lineage.exists() and any(lineage.iterdir()) and not self.resume:
-            raise SwarmError(
-                f"{lineage} already holds a lineage: pass --resume to continue it, "
-                f"or set swarm.lineage (or swarm.name) to start a new one"
-            )
+        if self.resume and not (lineage / "HEAD").is_file():
+            raise SwarmError(f"--resume: {lineage} holds no lineage to continue")
+        if not self.resume and self.run_dir.exists() and any(self.run_dir.iterdir()):
+            # A new run never overwrites an old one: the old run is kept beside it.
+            kept = self.run_dir.with_name(
+                f"{self.run_dir.name}.{time.strftime('%Y%m%d-%H%M%S')}")
+            self.run_dir.rename(kept)
+            self.archived = kept
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
         (self.run_dir / "adapters").mkdir(parents=True, exist_ok=True)
         model = resolve_model(self.config, self.run_dir.parent / ".models")
@@ -76,8 +80,9 @@ class LocalLauncher:
         """Start the model server, the coordinator and every host."""
         base = [sys.executable, "-m", "swarm.proc"]
         run = ["--run-dir", str(self.run_dir)]
-        self._spawn(Child("model-server", [*base, "model-server", *run],
-                          self.run_dir / "logs" / "model-server.log"))
+        if self.config.model.server is None:
+            self._spawn(Child("model-server", [*base, "model-server", *run],
+                              self.run_dir / "logs" / "model-server.log"))
         coord = [*base, "coordinator", *run, *(["--resume"] if self.resume else [])]
         self._spawn(Child("coordinator", coord, self.run_dir / "logs" / "coordinator.log"))
         for i in range(self.config.launcher.hosts):
@@ -114,7 +119,7 @@ class LocalLauncher:
         """Stop every process started (and its children): SIGTERM, then SIGKILL after ``grace``."""
         self._stopping = True
         order = ["coordinator", *[n for n in self.children if n.startswith("host-")],
-                 "model-server"]
+                 *(["model-server"] if "model-server" in self.children else [])]
         for name in order:
             self._signal(name, signal.SIGTERM)
         deadline = time.time() + grace
