@@ -83,6 +83,7 @@ class ModelSection(_Section, frozen=True):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     openai_url: str | None = None
     server: str | None = None  # address of a running model server to share; None: start one
+    adapter_store: str | None = None  # the machine's adapter store; None: <run dir>/adapters
 
 
 class LoraSection(_Section, frozen=True):
@@ -173,6 +174,13 @@ class SwarmConfig(_Section, frozen=True):
     def run_dir(self) -> Path:
         """Where a run keeps its processes' files: the lineage directory's parent."""
         return self.lineage_dir.parent
+
+    @property
+    def adapter_store(self) -> Path:
+        """The content-addressed adapter store shared by the model server and the hosts."""
+        if self.model.adapter_store is not None:
+            return Path(self.model.adapter_store).expanduser()
+        return self.run_dir / "adapters"
 
 
 def load_config(path: str | Path, overrides: Iterable[str] = ()) -> SwarmConfig:

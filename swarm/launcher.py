@@ -66,7 +66,7 @@ class LocalLauncher:
             self.run_dir.rename(kept)
             self.archived = kept
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "adapters").mkdir(parents=True, exist_ok=True)
+        self.config.adapter_store.mkdir(parents=True, exist_ok=True)
         model = resolve_model(self.config, self.run_dir.parent / ".models")
         (self.run_dir / "model.txt").write_text(str(model))
         (self.run_dir / "config.json").write_bytes(msgspec.json.encode(self.config))

@@ -61,7 +61,7 @@ async def _coordinator(config: SwarmConfig, args: argparse.Namespace) -> None:
 
     hosts = json.loads((args.run_dir / "hosts.json").read_text())
     expected = [a for host in hosts for a in host]
-    recorder = Recorder.open(config, args.run_dir, resume=args.resume)
+    recorder = Recorder.open(config, resume=args.resume)
     summary = await Coordinator(config, expected, recorder).run()
     (args.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
 
@@ -73,14 +73,14 @@ async def _host(config: SwarmConfig, args: argparse.Namespace) -> None:
     hosts = json.loads((args.run_dir / "hosts.json").read_text())
     mine = set(hosts[args.index])
     specs = [s for s in build_population(config) if s.agent_id in mine]
-    await Host(f"host-{args.index}", config, specs, args.run_dir / "adapters").run()
+    await Host(f"host-{args.index}", config, specs, config.adapter_store).run()
 
 
 async def _model_server(config: SwarmConfig, args: argparse.Namespace) -> None:
     from swarm.serving.server import serve
 
     model = Path((args.run_dir / "model.txt").read_text().strip())
-    await serve(config, model, args.run_dir / "adapters")
+    await serve(config, model, config.adapter_store)
 
 
 if __name__ == "__main__":

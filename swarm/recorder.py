@@ -51,7 +51,7 @@ class Recorder:
         return self.store.path
 
     @classmethod
-    def open(cls, config: SwarmConfig, run_dir: Path, resume: bool = False) -> Recorder:
+    def open(cls, config: SwarmConfig, resume: bool = False) -> Recorder:
         """Open (or create) the lineage of ``config``; with ``resume`` read its state back."""
         from swarm.matchmaker import make_matchmaker, matchmaker_from_state
         from swarm.profiles import ProfileBuilder
@@ -65,7 +65,7 @@ class Recorder:
             mm = config.matchmaker
             matchmaker = make_matchmaker(mm.kind, profiler.dim, lam=mm.lam, beta0=mm.beta0,
                                          seed=config.swarm.seed)
-        recorder = cls(config, store, run_dir / "adapters", matchmaker, profiler)
+        recorder = cls(config, store, config.adapter_store, matchmaker, profiler)
         recorder._committed = recorder.adapters()
         return recorder
 
