@@ -91,7 +91,8 @@ class Coordinator:
         self.reports: dict[str, AgentReport] = {}
         self.adapters: dict[str, str] = dict(recorder.adapters())
         self.round = recorder.next_round()
-        self.last: dict[str, Any] = {}
+        self.history: list[dict[str, Any]] = recorder.history()
+        self.last: dict[str, Any] = self.history[-1] if self.history else {}
         self.messages = 0
         self._joined = asyncio.Event()
         self._server: Server | None = None
@@ -192,6 +193,7 @@ class Coordinator:
         record = self._record(rnd, reports, pairs, outcomes, local, started)
         self.recorder.commit_round(rnd, reports, outcomes, record)
         self.last = record
+        self.history.append(record)
         await self._publish("scores", record)
         return record
 
@@ -270,7 +272,7 @@ class Coordinator:
 
     def summary(self) -> dict[str, Any]:
         """Final scores per agent and the lineage location."""
-        return {"rounds": self.round, "last": self.last,
+        return {"rounds": self.round, "history": self.history,
                 "lineage": str(self.recorder.path)}
 
     async def _publish(self, topic: str, body: Mapping[str, Any]) -> None:

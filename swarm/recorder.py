@@ -92,6 +92,12 @@ class Recorder:
         record = _read_json(self.store, SWARM_BRANCH, "rounds/latest.json")
         return 0 if record is None else int(record["round"]) + 1
 
+    def history(self) -> list[dict[str, Any]]:
+        """Every committed round record, in order."""
+        last = self.next_round()
+        records = (_read_json(self.store, SWARM_BRANCH, f"rounds/{r:05d}.json") for r in range(last))
+        return [r for r in records if r is not None]
+
     def profiles(self, reports: Mapping[str, AgentReport]) -> dict[str, np.ndarray]:
         """The matchmaker's profile vector of each reporting agent."""
         return {a: self.profiler.build(r) for a, r in reports.items()}
