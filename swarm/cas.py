@@ -1,0 +1,151 @@
+"""A content-addressed store for large binaries (adapter weights), keyed by sha256.
+
+Layout: ``<root>/sha256/<first two hex>/<remaining 62 hex>``. A blob is
+written to ``<root>/tmp/``, hashed while it is copied, fsynced, renamed into
+place and its directory fsynced, so a reader sees a blob whole or not at all,
+and a blob that is there is durable. Storing the same bytes twice stores them
+once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from swarm.errors import LineageError
+
+__all__ = ["ContentStore", "sha256_file"]
+
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    """The sha256 hex digest of a file's bytes, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ContentStore:
+    """Durable, deduplicated blobs addressed by their sha256."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def path(self, sha256: str) -> Path:
+        """Where the blob ``sha256`` lives (whether or not it is stored)."""
+        if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+            raise LineageError(f"{sha256!r} is not a lowercase sha256 hex digest")
+        return self.root / "sha256" / sha256[:2] / sha256[2:]
+
+    def has(self, sha256: str) -> bool:
+        """Whether the blob is stored."""
+        return self.path(sha256).is_file()
+
+    def put_bytes(self, data: bytes) -> tuple[str, int]:
+        """Store ``data``; return ``(sha256, size)``. A blob already stored is not rewritten."""
+        sha = hashlib.sha256(data).hexdigest()
+        if not self.has(sha):
+            self._install(sha, lambda fh: fh.write(data))
+        return sha, len(data)
+
+    def put_file(self, source: Path) -> tuple[str, int]:
+        """Store a file's bytes (streamed, hashed while copied); return ``(sha256, size)``."""
+        tmp_dir = self.root / "tmp"
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        h = hashlib.sha256()
+        size = 0
+        fd, tmp_name = tempfile.mkstemp(dir=tmp_dir, prefix="put-")
+        try:
+            with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+                while chunk := src.read(_CHUNK):
+                    h.update(chunk)
+                    size += len(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            sha = h.hexdigest()
+            if not self.has(sha):
+                self._move_in(Path(tmp_name), sha)
+        finally:
+            if os.path.exists(tmp_name):
+                os.unlink(tmp_name)
+        return sha, size
+
+    def _install(self, sha: str, write: object) -> None:
+        tmp_dir = self.root / "tmp"
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=tmp_dir, prefix="put-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                write(out)  # type: ignore[operator]
+                out.flush()
+                os.fsync(out.fileno())
+            self._move_in(Path(tmp_name), sha)
+        finally:
+            if os.path.exists(tmp_name):
+                os.unlink(tmp_name)
+
+    def _move_in(self, tmp: Path, sha: str) -> None:
+        final = self.path(sha)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, final)
+        _fsync_dir(final.parent)
+
+    def get(self, sha256: str, dest: Path) -> Path:
+        """Copy the blob to ``dest`` (atomically: temp file then rename); return ``dest``.
+
+        Raises:
+            LineageError: the blob is not stored.
+        """
+        src = self.path(sha256)
+        if not src.is_file():
+            raise LineageError(f"adapter blob {sha256} is not in the content store {self.root}")
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+        return dest
+
+    def read(self, sha256: str) -> bytes:
+        """The blob's bytes (for small blobs such as adapter configs)."""
+        src = self.path(sha256)
+        if not src.is_file():
+            raise LineageError(f"blob {sha256} is not in the content store {self.root}")
+        return src.read_bytes()
+
+    def verify(self, sha256: str) -> bool:
+        """Whether the blob is stored and its bytes still hash to its name."""
+        return self.has(sha256) and sha256_file(self.path(sha256)) == sha256
+
+    def __iter__(self) -> Iterator[str]:
+        """Every stored sha256."""
+        base = self.root / "sha256"
+        if not base.is_dir():
+            return
+        for sub in sorted(base.iterdir()):
+            for blob in sorted(sub.iterdir()):
+                yield sub.name + blob.name
+
+    def clean_tmp(self) -> None:
+        """Remove temp files left by a writer that died mid-copy (call with the writer lock)."""
+        tmp_dir = self.root / "tmp"
+        if tmp_dir.is_dir():
+            for leftover in tmp_dir.iterdir():
+                leftover.unlink(missing_ok=True)

@@ -1,0 +1,386 @@
+"""The lineage store: a plain Git repository recording every adapter, artifact and round.
+
+Layout of each commit's tree (DESIGN.md section 7)::
+
+    agents/<agent_id>/adapter.json    pointer: sha256, size, base model, rank, parents
+    agents/<agent_id>/profile.json
+    agents/<agent_id>/kg.json         knowledge graph, node-link JSON
+    artifacts/<name>/...              shared artifacts that agents evolve
+    matchmaker/state.json             (on the ``swarm`` branch)
+    rounds/<n>.json                   (on the ``swarm`` branch)
+
+Refs: one branch per agent, ``refs/heads/agent/<id>``; the swarm-wide branch
+``refs/heads/swarm`` (HEAD) holds rounds and matchmaker state; merges are merge
+commits with every partner as a parent; evaluation results are git notes
+(``refs/notes/commits`` unless told otherwise); promoted versions are annotated
+tags ``refs/tags/<name>``; a pruned line keeps its history under
+``refs/pruned/agent/<id>`` (an annotated tag holding the reason) and leaves the
+active branches. Every commit message ends with a ``Lineage-Branch:`` trailer
+naming the branch it was made on.
+
+Adapter weights live in a content-addressed store (``cas/``), deduplicated by
+sha256; git holds only the pointer.
+
+One writer (``LineageStore.open(path, writer=True)``, guarded by an flock on
+``lineage.lock``) and any number of lock-free readers (``LineageReader`` or
+``LineageStore.open(path, writer=False)``). A write returns only once it is
+durable: objects are fsynced in a pack before refs move with an atomic
+compare-and-swap transaction (``core.fsync`` covers git's own ref writes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from swarm.errors import LineageError
+from swarm.gitbatch import FileValue, ObjectBatch, check_ref_name, split_paths
+from swarm.gitwriter import (
+    CatFile,
+    RefUpdater,
+    encode_commit,
+    encode_tag,
+    parse_commit_tree,
+    signature,
+    write_pack,
+)
+from swarm.lineage_read import (
+    POINTER_FORMAT,
+    TRAILER,
+    DiffEntry,
+    LineageReader,
+    LogEntry,
+    branch_ref,
+)
+from swarm.lineage_repo import SWARM_BRANCH, ensure_config, init_repo, recover, take_lock
+
+__all__ = [
+    "LineageStore",
+    "LineageReader",
+    "CommitSpec",
+    "LogEntry",
+    "DiffEntry",
+    "FileValue",
+    "SWARM_BRANCH",
+    "agent_branch",
+]
+
+def agent_branch(agent_id: str) -> str:
+    """The branch of an agent: ``agent/<agent_id>``."""
+    return f"agent/{agent_id}"
+
+
+@dataclass(frozen=True)
+class CommitSpec:
+    """One commit of a batch (see ``LineageStore.commit`` for the fields)."""
+
+    branch: str
+    files: Mapping[str, FileValue]
+    message: str
+    parents: Sequence[str] | None = None
+    author: str | None = None
+    when: float | None = None
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+
+class LineageStore(LineageReader):
+    """The lineage writer (and reader). Create with ``LineageStore.open``."""
+
+    def __init__(self, path: Path, lock_fd: int | None, maintain_every: int = 64) -> None:
+        super().__init__(path)
+        self._lock_fd = lock_fd
+        keep = () if lock_fd is None else (lock_fd,)
+        self._cat = CatFile(self.git_dir, keep)
+        self._refs = RefUpdater(self.git_dir, keep)
+        self._tips: dict[str, str] = {}
+        self._batch = ObjectBatch(self._cat)
+        self._maintain_every = maintain_every
+        self._packs = 0
+        if lock_fd is not None:
+            recover(self.git_dir)
+            self.cas.clean_tmp()
+            self._tips = self.refs()
+
+    @classmethod
+    def open(
+        cls,
+        path: Path | str,
+        *,
+        create: bool = False,
+        writer: bool = True,
+        lock_timeout: float = 30.0,
+        maintain_every: int = 64,
+    ) -> LineageStore:
+        """Open (or with ``create`` make) the lineage directory ``path``.
+
+        With ``writer`` this process becomes the single writer: it takes the
+        directory's lock (waiting up to ``lock_timeout`` seconds) and cleans up
+        after a writer that died. ``maintain_every`` batches trigger a
+        ``maintain()``.
+
+        Raises:
+            LineageError: not a lineage directory, or another writer holds it.
+        """
+        path = Path(path)
+        if create and not (path / "HEAD").is_file():
+            init_repo(path)
+        if not (path / "HEAD").is_file():
+            raise LineageError(f"{path} is not a lineage directory (use create=True)")
+        lock_fd = take_lock(path / "lineage.lock", lock_timeout) if writer else None
+        try:
+            if writer:
+                ensure_config(path)
+            return cls(path, lock_fd, maintain_every)
+        except BaseException:
+            if lock_fd is not None:
+                os.close(lock_fd)
+            raise
+
+    @property
+    def writable(self) -> bool:
+        """Whether this handle is the writer."""
+        return self._lock_fd is not None
+
+    # -- writes ---------------------------------------------------------------
+
+    def commit(
+        self,
+        branch: str,
+        files: Mapping[str, FileValue],
+        message: str,
+        *,
+        parents: Sequence[str] | None = None,
+        author: str | None = None,
+        when: float | None = None,
+    ) -> str:
+        """Commit ``files`` on ``branch`` and return the commit sha once it is durable.
+
+        Args:
+            branch: ``agent/<id>``, ``swarm`` or a full ref; created if missing.
+            files: ``{path: content}`` applied on top of the first parent's tree;
+                bytes or str are stored as is, a mapping as JSON, None deletes the path.
+            message: the commit message (a ``Lineage-Branch`` trailer is appended).
+            parents: explicit parents (shas or names); default: the branch tip.
+                The first parent's tree is the base; more parents make a merge.
+            author: ``"Name"`` or ``"Name <email>"`` (default ``swarm``).
+            when: unix time of the commit (default now).
+
+        Raises:
+            LineageError: bad path, unknown parent, lost compare-and-swap.
+        """
+        spec = CommitSpec(branch, files, message, parents, author, when)
+        return self.commit_many([spec])[0]
+
+    def commit_many(self, specs: Sequence[CommitSpec]) -> list[str]:
+        """Commit a batch in order, all-or-nothing: one pack, one atomic ref transaction.
+
+        Returns the commit shas, once every one of them is durable.
+        """
+        self._need_writer()
+        tips = dict(self._tips)
+        try:
+            shas = [self._build_commit(spec, tips) for spec in specs]
+            self._publish(tips)
+        finally:
+            self._batch.clear()
+        return shas
+
+    def merge(
+        self,
+        branch: str,
+        others: Sequence[str],
+        files: Mapping[str, FileValue],
+        message: str,
+        *,
+        author: str | None = None,
+    ) -> str:
+        """A merge commit on ``branch`` whose parents are its tip and each of ``others``.
+
+        The tree is ``branch``'s tree with ``files`` applied (the merged adapter's pointer).
+        """
+        ref = branch_ref(branch)
+        if ref not in self._tips:
+            raise LineageError(f"cannot merge into {branch!r}: no such branch")
+        parents = [self._tips[ref], *(self._batch.resolve(o, self._tips) for o in others)]
+        return self.commit(branch, files, message, parents=parents, author=author)
+
+    def put_adapter(
+        self, source: Path | bytes, meta: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Store adapter weights in the content store; return the pointer to commit.
+
+        ``source`` is a PEFT folder (``adapter_model.safetensors`` and, if present,
+        ``adapter_config.json``, both stored) or the safetensors bytes. ``meta``
+        may give ``base_model``, ``rank``, ``parents`` (parent adapters' sha256)
+        and any extra JSON keys; base model and rank default to the config's.
+        """
+        meta = dict(meta or {})
+        config: dict[str, Any] = {}
+        config_sha = None
+        if isinstance(source, bytes):
+            sha, size = self.cas.put_bytes(source)
+        else:
+            folder = Path(source)
+            weights = folder / "adapter_model.safetensors"
+            if not weights.is_file():
+                raise LineageError(f"{folder} holds no adapter_model.safetensors")
+            sha, size = self.cas.put_file(weights)
+            if (folder / "adapter_config.json").is_file():
+                raw = (folder / "adapter_config.json").read_bytes()
+                config = json.loads(raw)
+                config_sha = self.cas.put_bytes(raw)[0]
+        return {
+            "format": POINTER_FORMAT,
+            "sha256": sha,
+            "size": size,
+            "base_model": meta.pop("base_model", config.get("base_model_name_or_path")),
+            "rank": meta.pop("rank", config.get("r")),
+            "parents": list(meta.pop("parents", [])),
+            "config_sha256": config_sha,
+            **meta,
+        }
+
+    def note(self, commit: str, data: FileValue, namespace: str = "commits") -> str:
+        """Attach ``data`` (JSON for a mapping) as the git note of ``commit``; return the notes commit."""
+        return self.note_many({commit: data}, namespace)
+
+    def note_many(self, items: Mapping[str, FileValue], namespace: str = "commits") -> str:
+        """Attach several notes in one notes commit (replacing earlier notes of those commits)."""
+        files: dict[str, FileValue] = {}
+        for commit, data in items.items():
+            sha = self._batch.resolve(commit, self._tips)
+            files[f"{sha[:2]}/{sha[2:]}"] = data
+        return self.commit(f"refs/notes/{namespace}", files, "Notes added by swarm lineage")
+
+    def promote(self, ref: str, name: str, message: str = "", *, author: str | None = None) -> str:
+        """Mark ``ref``'s commit as promoted with the annotated tag ``name``; return the commit.
+
+        Raises:
+            LineageError: the tag exists already or ``ref`` is unknown.
+        """
+        self._need_writer()
+        target = self._batch.resolve(ref, self._tips)
+        tag_ref = f"refs/tags/{name}"
+        check_ref_name(tag_ref)
+        if tag_ref in self._tips:
+            raise LineageError(f"tag {name!r} exists already")
+        self._write_tag(tag_ref, name, target, message or f"promoted {name}", author)
+        return target
+
+    def prune(self, branch: str, reason: str, *, author: str | None = None) -> str:
+        """Retire ``branch``: its line moves to ``refs/pruned/...`` with ``reason``; nothing is deleted.
+
+        Returns the ref that now holds the pruned line.
+        """
+        self._need_writer()
+        ref = branch_ref(branch)
+        if not ref.startswith("refs/heads/") or ref not in self._tips:
+            raise LineageError(f"cannot prune {branch!r}: no such branch")
+        short = ref[len("refs/heads/") :]
+        pruned, n = f"refs/pruned/{short}", 1
+        while pruned in self._tips:
+            n += 1
+            pruned = f"refs/pruned/{short}.{n}"
+        self._write_tag(pruned, short, self._tips[ref], reason or "pruned", author, drop=ref)
+        return pruned
+
+    def _write_tag(
+        self, ref: str, name: str, target: str, message: str, author: str | None,
+        drop: str | None = None,
+    ) -> None:
+        tagger = signature(author or "swarm", time.time())
+        body = encode_tag(target, "commit", name, tagger, message.rstrip("\n") + "\n")
+        tips = dict(self._tips)
+        tips[ref] = self._batch.add("tag", body)
+        if drop is not None:
+            del tips[drop]
+        try:
+            self._publish(tips)
+        finally:
+            self._batch.clear()
+
+    def maintain(self) -> None:
+        """Keep reads fast: roll small packs together and extend the commit-graph file.
+
+        Safe while readers run (git repacks are designed for that).
+        """
+        self._need_writer()
+        keep = () if self._lock_fd is None else (self._lock_fd,)
+        for args in (
+            ["repack", "-d", "-q", "--geometric=2"],
+            ["commit-graph", "write", "--reachable", "--split", "--no-progress"],
+        ):
+            proc = subprocess.run(
+                ["git", "--git-dir", str(self.git_dir), *args],
+                capture_output=True,
+                pass_fds=keep,
+                check=False,
+            )
+            if proc.returncode != 0:
+                raise LineageError(f"git {args[0]} failed: {proc.stderr.decode().strip()}")
+        self._packs = 0
+
+    def flush(self) -> None:
+        """Nothing to do: every write is durable when it returns. Kept for symmetry."""
+
+    def close(self) -> None:
+        """Stop the writer's git processes and release the writer lock (idempotent)."""
+        self._cat.close()
+        self._refs.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> LineageStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals ------------------------------------------------------------
+
+    def _need_writer(self) -> None:
+        if self._lock_fd is None:
+            raise LineageError("this lineage handle is read-only (open it with writer=True)")
+
+    def _build_commit(self, spec: CommitSpec, tips: dict[str, str]) -> str:
+        ref = branch_ref(spec.branch)
+        check_ref_name(ref)
+        if spec.parents is None:
+            parents = [tips[ref]] if ref in tips else []
+        else:
+            parents = [self._batch.resolve(p, tips) for p in spec.parents]
+        base = parse_commit_tree(self._batch.object(parents[0])[1]) if parents else None
+        tree = self._batch.edit_tree(base, split_paths(spec.files)) or self._batch.add("tree", b"")
+        message = spec.message.rstrip("\n") + "\n"
+        if ref.startswith("refs/heads/"):
+            message += f"\n{TRAILER}: {ref[len('refs/heads/'):]}\n"
+        sig = signature(spec.author or "swarm", time.time() if spec.when is None else spec.when)
+        sha = self._batch.add("commit", encode_commit(tree, parents, sig, sig, message))
+        tips[ref] = sha
+        return sha
+
+    def _publish(self, tips: dict[str, str]) -> None:
+        """Make the pending objects durable, then move the changed refs atomically."""
+        updates: dict[str, tuple[str | None, str | None]] = {}
+        for ref in tips.keys() | self._tips.keys():
+            old, new = self._tips.get(ref), tips.get(ref)
+            if old != new:
+                updates[ref] = (old, new)
+        if write_pack(self.git_dir, self._batch.pending) is not None:
+            self._packs += 1
+        try:
+            self._refs.apply(updates)
+        except LineageError:
+            self._tips = self.refs()
+            raise
+        self._tips = tips
+        if self._packs >= self._maintain_every:
+            self.maintain()

@@ -1,0 +1,100 @@
+"""Setting up a lineage directory: create it, configure durability, take the writer lock.
+
+A lineage directory is a bare git repository (readable with plain ``git -C
+DIR log --graph --all``) plus ``cas/`` (adapter blobs) and ``lineage.lock``
+(the writer's flock). The writer's git children inherit the lock, so a new
+writer waits until every process of a dead writer is gone before it cleans up.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from swarm.errors import LineageError
+
+__all__ = ["GIT_CONFIG", "SWARM_BRANCH", "init_repo", "ensure_config", "take_lock", "recover"]
+
+SWARM_BRANCH = "swarm"
+GIT_CONFIG = {
+    # Git fsyncs loose objects, packs, their indexes, commit-graphs and ref files
+    # before renaming them into place (git 2.36+ knows these components).
+    "core.fsync": "objects,reference,derived-metadata",
+    "core.fsyncMethod": "fsync",
+    # Nothing may prune or repack behind the writer's back; it maintains explicitly.
+    "gc.auto": "0",
+    "repack.writeBitmaps": "false",
+    "core.logAllRefUpdates": "false",
+    "swarm.lineage": "1",
+}
+
+
+def init_repo(path: Path) -> None:
+    """Create the lineage directory ``path`` (bare repo, HEAD -> the swarm branch, ``cas/``)."""
+    path.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        ["git", "init", "-q", "--bare", str(path)], capture_output=True, check=False
+    )
+    if proc.returncode != 0:
+        raise LineageError(f"git init {path} failed: {proc.stderr.decode().strip()}")
+    subprocess.run(
+        ["git", "--git-dir", str(path), "symbolic-ref", "HEAD", f"refs/heads/{SWARM_BRANCH}"],
+        check=True,
+    )
+    ensure_config(path)
+    (path / "description").write_text("swarm lineage store\n")
+    (path / "cas").mkdir(exist_ok=True)
+
+
+def ensure_config(path: Path) -> None:
+    """Set the durability and housekeeping options every writer relies on."""
+    current = subprocess.run(
+        ["git", "--git-dir", str(path), "config", "--list", "--local"],
+        capture_output=True, check=False,
+    ).stdout.decode()
+    have = dict(ln.partition("=")[::2] for ln in current.splitlines())
+    for key, value in GIT_CONFIG.items():
+        if have.get(key.lower()) != value:
+            subprocess.run(
+                ["git", "--git-dir", str(path), "config", key, value],
+                check=True, capture_output=True,
+            )
+
+
+def take_lock(lock_path: Path, timeout: float) -> int:
+    """Take the writer's flock on ``lock_path``; return its fd (close it to release).
+
+    Raises:
+        LineageError: another writer still holds it after ``timeout`` seconds.
+    """
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise LineageError(f"another writer holds {lock_path}") from None
+            time.sleep(0.05)
+
+
+def recover(git_dir: Path) -> None:
+    """Remove what a dead writer left half-done. Call only while holding the writer lock.
+
+    Left-overs are temp files of an unfinished pack, a pack whose index was never
+    renamed into place (so no reader ever saw it) and ref lock files.
+    """
+    pack_dir = git_dir / "objects" / "pack"
+    for leftover in pack_dir.glob("tmp_*"):
+        leftover.unlink(missing_ok=True)
+    for pack in pack_dir.glob("*.pack"):
+        if not pack.with_suffix(".idx").exists():
+            pack.unlink(missing_ok=True)
+    for lock in (git_dir / "refs").rglob("*.lock"):
+        lock.unlink(missing_ok=True)
+    (git_dir / "packed-refs.lock").unlink(missing_ok=True)
