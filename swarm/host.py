@@ -22,17 +22,19 @@ from typing import Any
 
 from swarm.agents.base import Agent, AgentSpec
 from swarm.config import SwarmConfig
-from swarm.errors import AdapterError, SwarmError
+from swarm.errors import AdapterError, PeerUnavailable, SwarmError
 from swarm.tasks import Example
-from swarm.transport import Client, Incoming, TransportOptions, endpoint
+from swarm.transport import Client, Incoming, Server, TransportOptions, endpoint
 from swarm.wire import (
     AgentReport,
     Assignment,
     Chat,
+    Error,
     Generate,
     Generated,
     GenRequest,
     Join,
+    Message,
     PairOutcome,
     Step,
     StepDone,
@@ -41,11 +43,12 @@ from swarm.wire import (
 )
 from swarm.wire import Example as WireExample
 
-__all__ = ["Host", "MODEL_OFFSET"]
+__all__ = ["Host", "MODEL_OFFSET", "PEER_OFFSET"]
 
 log = logging.getLogger(__name__)
 
 MODEL_OFFSET = 2  # port offset of the machine's model server
+PEER_OFFSET = 10  # host i serves direct peer messages at base_port + PEER_OFFSET + i
 
 
 class Host:
@@ -58,6 +61,7 @@ class Host:
         specs: Sequence[AgentSpec],
         store_root: Path,
         options: TransportOptions | None = None,
+        peer_address: str | None = None,
     ) -> None:
         from swarm.agents.registry import get_role
         from swarm.protocols.registry import get_protocol
@@ -68,6 +72,7 @@ class Host:
         self.agents: dict[str, Agent] = {s.agent_id: get_role(s.role)(s) for s in specs}
         self.protocol = get_protocol(config.protocol.name)(config.protocol)
         self.store_root = store_root
+        self.peer_address = peer_address
         self._model: Client | None = None
 
     async def run(self) -> None:
@@ -83,6 +88,8 @@ class Host:
                                 timeout=120.0, reliable=True)
             log.info("host %s: joined with %d agents", self.host_id, len(self.agents))
             pending: set[asyncio.Task[None]] = set()
+            if self.peer_address is not None:
+                pending.add(asyncio.ensure_future(self.serve_peers(self.peer_address)))
             while True:
                 for inc in await coord.recv_batch():
                     task = asyncio.ensure_future(self._answer(coord, inc))
@@ -99,6 +106,40 @@ class Host:
             if reply is not None:
                 await coord.reply(inc, Chat(sender=msg.recipient, content=reply,
                                             in_reply_to=msg.msg_id))
+
+    async def serve_peers(self, address: str) -> None:
+        """Answer direct peer messages (``Chat`` to one of our agents) until cancelled.
+
+        The hot path: a batch of incoming chats is handled together and the
+        replies to each peer leave coalesced in one frame (``send_batch``). A
+        chat for an agent this host does not hold gets an ``Error`` reply.
+        """
+        async with Server(self.host_id, address, self.options) as server:
+            while True:
+                batch = await server.recv_batch(max_items=4096)
+                replies: dict[bytes, list[Message]] = {}
+                for inc in batch:
+                    answer = await self._peer_message(inc)
+                    if answer is not None:
+                        replies.setdefault(inc.peer, []).append(answer)
+                for peer, msgs in replies.items():
+                    with contextlib.suppress(SwarmError):
+                        await server.send_batch(msgs, peer=peer)
+
+    async def _peer_message(self, inc: Incoming) -> Message | None:
+        msg = inc.msg
+        if not isinstance(msg, Chat):
+            return None
+        agent = self.agents.get(msg.recipient)
+        if agent is None:
+            return Error(sender=self.host_id, recipient=msg.sender, code=PeerUnavailable.code,
+                         reason=f"no agent {msg.recipient!r} on {self.host_id}",
+                         in_reply_to=msg.msg_id, correlation_id=msg.msg_id)
+        text = await agent.on_chat(msg.sender, msg.content)
+        if text is None:
+            return None
+        return Chat(sender=agent.id, recipient=msg.sender, role="assistant", content=text,
+                    in_reply_to=msg.msg_id, correlation_id=msg.msg_id)
 
     async def step(self, step: Step) -> StepDone:
         """Run one phase of a round for the agents it names."""

@@ -67,13 +67,15 @@ async def _coordinator(config: SwarmConfig, args: argparse.Namespace) -> None:
 
 
 async def _host(config: SwarmConfig, args: argparse.Namespace) -> None:
-    from swarm.host import Host
+    from swarm.host import PEER_OFFSET, Host
     from swarm.population import build_population
+    from swarm.transport import endpoint
 
     hosts = json.loads((args.run_dir / "hosts.json").read_text())
     mine = set(hosts[args.index])
     specs = [s for s in build_population(config) if s.agent_id in mine]
-    await Host(f"host-{args.index}", config, specs, config.adapter_store).run()
+    peers = endpoint(config.transport, PEER_OFFSET + args.index)
+    await Host(f"host-{args.index}", config, specs, config.adapter_store, peer_address=peers).run()
 
 
 async def _model_server(config: SwarmConfig, args: argparse.Namespace) -> None:
