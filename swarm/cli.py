@@ -23,6 +23,7 @@ __all__ = ["main", "build_parser"]
 _GROUPS = (
     "swarm.cli_basic",
     "swarm.cli_run",
+    "swarm.cli_lineage",
 )
 
 
