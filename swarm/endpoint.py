@@ -34,7 +34,7 @@ from swarm.wire import (
     payload_frames,
 )
 
-__all__ = ["TransportOptions", "Incoming", "Endpoint", "endpoint"]
+__all__ = ["TransportOptions", "Incoming", "Endpoint", "endpoint", "down_signal", "DOWN"]
 
 log = logging.getLogger(__name__)
 Hook = Callable[["Incoming"], None]
@@ -108,6 +108,7 @@ class Endpoint:
         self._hooks: dict[type[Message], Hook] = {}
         self._seen: OrderedDict[str, list[Frame] | None] = OrderedDict()
         self._tasks: list[asyncio.Task[None]] = []
+        self._reader: asyncio.Task[None] | None = None
         self._closed = False
 
     async def __aenter__(self) -> Any:
@@ -120,11 +121,14 @@ class Endpoint:
     async def start(self) -> None:
         """Open the socket and start the background reader."""
         self._open()
-        self._tasks.append(asyncio.ensure_future(self._read_loop()))
+        self._reader = asyncio.ensure_future(self._read_loop())
 
     async def close(self) -> None:
         """Stop background tasks and close the socket with ``linger=0``."""
         self._closed = True
+        if self._reader is not None:
+            self._tasks.append(self._reader)
+            self._reader = None
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -135,7 +139,7 @@ class Endpoint:
             self._sock.close(linger=0)
             self._sock = self._sync = None
         for hook in list(self._pending.values()):
-            hook(Incoming(Error(code=PeerUnavailable.code, reason="closed"), [], b""))
+            hook(down_signal("closed"))
 
     def add_hook(self, msg_type: type[Message], hook: Hook) -> None:
         """Route every incoming message of ``msg_type`` to ``hook`` instead of the inbox."""
@@ -183,8 +187,6 @@ class Endpoint:
                 self._room.clear()
                 await self._room.wait()
             await sock.poll(self.options.heartbeat_ms, zmq.POLLIN)  # type: ignore[call-arg]
-            if sock is not self._sock:
-                continue  # reconnected meanwhile
             if self._drain() and self._inbox and self._waiter and not self._waiter.done():
                 self._waiter.set_result(None)
 
@@ -332,24 +334,53 @@ class Endpoint:
 
     async def _send_frames(self, frames: list[Frame]) -> None:
         sock = self._sync
-        if sock is None:
-            raise PeerUnavailable(f"{self.name}: transport is not connected")
-        while True:
+        if sock is not None:  # the fast path: room in the pipe
             try:
                 sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
                 return
             except zmq.Again:
                 pass
             except zmq.ZMQError as exc:
-                if exc.errno == zmq.EHOSTUNREACH:
-                    raise PeerUnavailable(f"{self.name}: peer {frames[0]!r} is unreachable") from None
-                raise TransportError(f"{self.name}: send failed: {exc}") from None
-            assert self._sock is not None
-            if not await self._sock.poll(self.options.timeout_s * 1000, zmq.POLLOUT):  # type: ignore[call-arg]
+                self._raise_send_error(exc, frames)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.options.timeout_s
+        while True:
+            left = deadline - loop.time()
+            if self._closed or left <= 0:
                 raise PeerUnavailable(f"{self.name}: no room to send for {self.options.timeout_s} s")
+            await self._writable(min(left, self.options.heartbeat_ms / 1000.0))
             sock = self._sync
             if sock is None:
-                raise PeerUnavailable(f"{self.name}: transport closed")
+                continue
+            try:
+                sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
+                return
+            except zmq.Again:
+                pass
+            except zmq.ZMQError as exc:
+                self._raise_send_error(exc, frames)
+
+    def _raise_send_error(self, exc: zmq.ZMQError, frames: list[Frame]) -> None:
+        if exc.errno == zmq.EHOSTUNREACH:
+            raise PeerUnavailable(f"{self.name}: peer {frames[0]!r} is unreachable") from None
+        if exc.errno == zmq.ENOTSOCK:
+            return  # closed under us by a reconnect: the caller retries on the new socket
+        raise TransportError(f"{self.name}: send failed: {exc}") from None
+
+    async def _writable(self, timeout_s: float) -> None:
+        """Wait until the socket may take a message; a reconnect ends the wait early."""
+        sock = self._sock
+        if sock is None:
+            await asyncio.sleep(timeout_s)
+            return
+        try:
+            await sock.poll(timeout_s * 1000, zmq.POLLOUT)  # type: ignore[call-arg]
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+        except zmq.ZMQError:
+            pass  # socket closed by a reconnect
 
     async def reply(self, to: Incoming, msg: Message, payload: Sequence[Frame] = ()) -> None:
         """Answer ``to``: fills ``correlation_id``, ``recipient`` and ``round`` from it."""
@@ -366,57 +397,62 @@ class Endpoint:
         """Send ``msg`` and wait for the message that answers it.
 
         With ``reliable`` the envelope asks for an ack and the request is resent
-        (same ``msg_id``) every liveness period until answered; the receiver
-        answers a duplicate with its cached reply and never delivers it twice.
+        (same ``msg_id``) every liveness period, across reconnects, until
+        answered; the receiver answers a duplicate with its cached reply and
+        never delivers it twice.
 
         Raises:
             RemoteError: the answer is an ``Error``.
-            PeerUnavailable: no answer within ``timeout`` or the peer died.
+            PeerUnavailable: no answer within ``timeout``, or (unless reliable) the peer died.
         """
         if reliable:
             msg = msgspec.structs.replace(msg, ack=True)
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Incoming] = loop.create_future()
-        self.expect(msg.msg_id, lambda inc: _settle(fut, inc, ack_ok=False))
-        deadline = loop.time() + timeout
-        try:
-            while True:
-                await self.send(msg, payload, peer)
-                wait = min(deadline - loop.time(), self.options.timeout_s if reliable else timeout)
-                done, _ = await asyncio.wait([fut], timeout=max(wait, 0.0))
-                if done:
-                    return _unwrap(fut.result())
-                if not reliable or loop.time() >= deadline:
-                    raise PeerUnavailable(f"{self.name}: no answer to {type(msg).__name__} "
-                                          f"within {timeout} s")
-        finally:
-            self.expect(msg.msg_id, None)
+        return await self._exchange(msg, payload, peer, timeout, reliable, ack_ok=False)
 
     async def send_reliable(
         self, msg: Message, payload: Sequence[Frame] = (), peer: bytes | None = None,
         timeout: float = 60.0,
     ) -> None:
-        """Send a must-not-lose message: resent until the receiver acknowledges it.
+        """Send a must-not-lose message: resent, across reconnects, until acknowledged.
 
         Raises:
             PeerUnavailable: not acknowledged within ``timeout``.
         """
         msg = msgspec.structs.replace(msg, ack=True)
+        await self._exchange(msg, payload, peer, timeout, retry=True, ack_ok=True)
+
+    async def _exchange(
+        self, msg: Message, payload: Sequence[Frame], peer: bytes | None, timeout: float,
+        retry: bool, ack_ok: bool,
+    ) -> Incoming:
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Incoming] = loop.create_future()
-        self.expect(msg.msg_id, lambda inc: _settle(fut, inc, ack_ok=True))
         deadline = loop.time() + timeout
-        try:
-            while not fut.done():
-                with contextlib.suppress(PeerUnavailable):
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise PeerUnavailable(f"{self.name}: no answer to {type(msg).__name__} "
+                                      f"within {timeout} s")
+            fut: asyncio.Future[Incoming | None] = loop.create_future()
+            self.expect(msg.msg_id, lambda inc, f=fut: _settle(f, inc, ack_ok))  # type: ignore[misc]
+            timer = loop.call_later(min(left, self.options.timeout_s) if retry else left,
+                                    _settle, fut, None, True)
+            try:
+                try:
                     await self.send(msg, payload, peer)
-                wait = min(deadline - loop.time(), self.options.timeout_s)
-                await asyncio.wait([fut], timeout=max(wait, 0.0))
-                if not fut.done() and loop.time() >= deadline:
-                    raise PeerUnavailable(f"{self.name}: {type(msg).__name__} not acknowledged")
-            _unwrap(fut.result())
-        finally:
-            self.expect(msg.msg_id, None)
+                except PeerUnavailable:
+                    if not retry:
+                        raise
+                inc = await fut
+            finally:
+                timer.cancel()
+                self.expect(msg.msg_id, None)
+            if inc is not None and not _is_down(inc):
+                return _unwrap(inc)
+            if not retry:
+                reason = "peer down" if inc is not None else f"no answer within {timeout} s"
+                raise PeerUnavailable(f"{self.name}: {type(msg).__name__}: {reason}")
+            if inc is not None:  # down: give the reconnect a heartbeat before resending
+                await asyncio.sleep(min(self.options.heartbeat_ms / 1000.0, max(left, 0.0)))
 
     # -- sockets --------------------------------------------------------------------
 
@@ -435,8 +471,20 @@ class Endpoint:
         """Role-specific options, security and bind/connect."""
 
 
-def _settle(fut: asyncio.Future[Incoming], inc: Incoming, ack_ok: bool) -> None:
-    if fut.done() or (isinstance(inc.msg, Ack) and not ack_ok):
+DOWN = "transport.down"
+
+
+def down_signal(reason: str) -> Incoming:
+    """What pending requests receive when the peer is declared dead or the endpoint closes."""
+    return Incoming(Error(code=DOWN, reason=reason), [], b"")
+
+
+def _is_down(inc: Incoming) -> bool:
+    return inc.peer == b"" and isinstance(inc.msg, Error) and inc.msg.code == DOWN
+
+
+def _settle(fut: asyncio.Future[Incoming | None], inc: Incoming | None, ack_ok: bool) -> None:
+    if fut.done() or (inc is not None and isinstance(inc.msg, Ack) and not ack_ok):
         return
     fut.set_result(inc)
 
@@ -445,4 +493,3 @@ def _unwrap(inc: Incoming) -> Incoming:
     if isinstance(inc.msg, Error):
         raise RemoteError(inc.msg.code, inc.msg.reason)
     return inc
-

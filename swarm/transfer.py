@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from swarm.endpoint import Endpoint, Incoming
+from swarm.endpoint import DOWN, Endpoint, Incoming
 from swarm.errors import PeerUnavailable, RemoteError, TransferError
 from swarm.transport import Client
 from swarm.wire import AdapterAck, AdapterChunk, AdapterOffer, AdapterRequest, Error, Message
@@ -125,7 +125,7 @@ class AdapterSender:
         except TimeoutError:
             raise PeerUnavailable("receiver went silent") from None
         if isinstance(inc.msg, Error):
-            if inc.msg.code == PeerUnavailable.code:
+            if inc.msg.code == DOWN:
                 raise PeerUnavailable(inc.msg.reason)
             raise TransferError(str(RemoteError(inc.msg.code, inc.msg.reason)))
         return inc.msg

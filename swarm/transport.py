@@ -63,9 +63,9 @@ from collections.abc import Callable, Sequence
 import zmq
 import zmq.asyncio
 
-from swarm.endpoint import Endpoint, Incoming, TransportOptions, endpoint
+from swarm.endpoint import Endpoint, Incoming, TransportOptions, down_signal, endpoint
 from swarm.errors import PeerUnavailable
-from swarm.wire import Error, Frame, Heartbeat, Message, encode
+from swarm.wire import Frame, Heartbeat, Message, encode
 
 __all__ = [
     "TransportOptions",
@@ -237,7 +237,7 @@ class Client(Endpoint):
         was_up = self._up.is_set()
         self._up.clear()
         for hook in list(self._pending.values()):
-            hook(Incoming(Error(code=PeerUnavailable.code, reason="peer down"), [], b""))
+            hook(down_signal("peer down"))
         if was_up:
             for listener in list(self._down_listeners):
                 listener()
@@ -245,10 +245,12 @@ class Client(Endpoint):
     def _reconnect(self) -> None:
         """Drop the socket (and whatever it queued) and connect a fresh one."""
         self.reconnects += 1
-        old = self._sock
+        if self._reader is not None:
+            self._reader.cancel()
+        if self._sock is not None:
+            self._sock.close(linger=0)
         self._open()
-        if old is not None:
-            old.close(linger=0)
+        self._reader = asyncio.ensure_future(self._read_loop())
         self._send_now(b"", encode(Heartbeat(sender=self.name)))
 
 

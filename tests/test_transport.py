@@ -1,0 +1,249 @@
+"""Transport: routing by agent id, ROUTER_MANDATORY, heartbeats, reconnects, acks, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+
+from swarm.config import TransportSection
+from swarm.errors import PeerUnavailable, WireError
+from swarm.transport import (
+    Client,
+    Publisher,
+    Server,
+    Subscriber,
+    TransportOptions,
+    endpoint,
+)
+from swarm.wire import Chat, Commit, Heartbeat, Pairing, Reward, decode, encode
+from tests.transport_peer import Peer
+
+HB = 100
+OPTS = TransportOptions(heartbeat_ms=HB, liveness=3, max_message_bytes=1 << 20)
+
+
+def run(coro: Coroutine[Any, Any, None], timeout: float = 60) -> None:
+    asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+@pytest.fixture
+def address(tmp_path: Path) -> str:
+    return f"ipc://{tmp_path}/srv.ipc"
+
+
+@pytest.fixture
+def echo(address: str) -> Iterator[Peer]:
+    with Peer("echo", address, "--hb", str(HB), "--max-bytes", str(1 << 20)) as peer:
+        yield peer
+
+
+def test_options_and_endpoint_from_config() -> None:
+    section = TransportSection(heartbeat_ms=250, liveness=4, max_message_bytes=4096)
+    opts = TransportOptions.from_config(section)
+    assert (opts.heartbeat_ms, opts.liveness, opts.max_message_bytes) == (250, 4, 4096)
+    assert opts.timeout_s == 1.0
+    assert endpoint(section, 2) == "tcp://127.0.0.1:47002"
+
+
+def test_many_agents_share_one_client_and_replies_route_by_agent(echo: Peer, address: str) -> None:
+    async def main() -> None:
+        async with Client("host-a", address, OPTS) as cli:
+            replies = await asyncio.gather(*[
+                cli.request(Chat(sender=f"agent-{i}", recipient="b", content=str(i)), timeout=10)
+                for i in range(200)
+            ])
+            for i, inc in enumerate(replies):
+                assert inc.msg.recipient == f"agent-{i}" and inc.msg.content == str(i)
+
+    run(main())
+
+
+def test_server_routes_by_recipient_and_refuses_unknown_peers(address: str) -> None:
+    async def main() -> None:
+        async with Server("srv", address, OPTS) as srv, Client("host-b", address, OPTS) as cli:
+            await cli.wait_up(10)
+            await cli.send(Chat(sender="agent-7", content="hello"))
+            first = await srv.recv(timeout=10)
+            assert srv.routes["agent-7"] == first.peer == b"host-b"
+            await srv.send(Chat(sender="srv", recipient="agent-7", content="routed"))
+            got = await cli.recv(timeout=10)
+            assert got.msg.content == "routed"
+            with pytest.raises(PeerUnavailable):
+                await srv.send(Chat(recipient="agent-unknown"))
+            with pytest.raises(PeerUnavailable):  # ROUTER_MANDATORY: unroutable raises
+                await srv.send(Chat(recipient="x"), peer=b"no-such-peer")
+
+    run(main())
+
+
+def test_oversize_send_is_refused_locally(address: str) -> None:
+    async def main() -> None:
+        async with Client("host-c", address, OPTS) as cli:
+            with pytest.raises(WireError) as info:
+                await cli.send(Commit(paths=["big"]), [b"x" * (2 << 20)])
+            assert info.value.kind == "oversize"
+
+    run(main())
+
+
+def test_frame_over_maxmsgsize_is_dropped_and_receiver_keeps_running(
+    echo: Peer, address: str
+) -> None:
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.linger, sock.rcvtimeo = 0, 2000
+    sock.connect(address)
+    try:
+        sock.send_multipart(encode(Commit(paths=["big"]), [b"x" * (2 << 20)]))
+        with pytest.raises(zmq.Again):  # libzmq cut that connection: no reply at all
+            while True:
+                msg, _ = decode(sock.recv_multipart())
+                assert isinstance(msg, Heartbeat)
+    finally:
+        sock.close(0)
+    assert echo.alive
+
+    async def main() -> None:
+        async with Client("host-d", address, OPTS) as cli:
+            inc = await cli.request(Chat(sender="a", content="after"), timeout=10)
+            assert inc.msg.content == "after"
+
+    run(main())
+
+
+def test_client_notices_a_killed_server_and_reconnects_after_restart(
+    echo: Peer, address: str
+) -> None:
+    async def main() -> None:
+        async with Client("host-e", address, OPTS) as cli:
+            await cli.wait_up(10)
+            downs: list[float] = []
+            cli.on_down(lambda: downs.append(asyncio.get_running_loop().time()))
+            assert echo.proc is not None
+            echo.proc.send_signal(signal.SIGSTOP)  # hung: connection up, nothing answers
+            with pytest.raises(PeerUnavailable):  # failed by the heartbeat timeout, not the 30 s
+                await cli.request(Chat(sender="a", content="never answered"), timeout=30)
+            assert len(downs) == 1 and not cli.up
+            echo.kill()
+            await asyncio.to_thread(echo.start)
+            await cli.wait_up(30)
+            assert cli.reconnects >= 1
+            inc = await cli.request(Chat(sender="a", content="back"), timeout=10)
+            assert inc.msg.content == "back"
+
+    run(main())
+
+
+def test_send_reliable_survives_a_restart_and_is_acked(echo: Peer, address: str) -> None:
+    async def main() -> None:
+        async with Client("host-f", address, OPTS) as cli:
+            await cli.wait_up(10)
+            echo.kill()
+            task = asyncio.ensure_future(
+                cli.send_reliable(Reward(sender="s", teacher="t", student="s", value=0.5),
+                                  timeout=30)
+            )
+            await asyncio.sleep(0.5)
+            assert not task.done()  # nobody acknowledged it yet
+            await asyncio.to_thread(echo.start)
+            await task  # acknowledged by the restarted server
+            echoed = await cli.recv(timeout=10)  # and delivered to its application
+            assert isinstance(echoed.msg, Reward) and echoed.msg.value == 0.5
+
+    run(main())
+
+
+def test_duplicates_are_delivered_once_and_answered_from_cache(echo: Peer, address: str) -> None:
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.linger, sock.rcvtimeo = 0, 5000
+    sock.connect(address)
+
+    def replies() -> list[Any]:
+        out = []
+        for _ in range(2):
+            while True:
+                msg, _ = decode(sock.recv_multipart())
+                if not isinstance(msg, Heartbeat):
+                    out.append(msg)
+                    break
+        return out
+
+    try:
+        msg = Chat(sender="a", recipient="b", content="once", ack=True)
+        sock.send_multipart(encode(msg))
+        first = replies()  # an Ack and the echo
+        assert {type(m).__name__ for m in first} == {"Ack", "Chat"}
+        echo_reply = next(m for m in first if isinstance(m, Chat))
+        sock.send_multipart(encode(msg))  # the same msg_id again
+        again, _ = decode(sock.recv_multipart())
+        while isinstance(again, Heartbeat):
+            again, _ = decode(sock.recv_multipart())
+        assert again == echo_reply  # the cached reply, not a second delivery
+        sock.rcvtimeo = 1000
+        with pytest.raises(zmq.Again):
+            while True:
+                extra, _ = decode(sock.recv_multipart())
+                assert isinstance(extra, Heartbeat)
+    finally:
+        sock.close(0)
+
+
+def test_server_forgets_a_silent_peer(address: str) -> None:
+    async def main() -> None:
+        lost: list[bytes] = []
+        async with Server("srv", address, OPTS, on_peer_lost=lost.append) as srv:
+            sock = zmq.Context.instance().socket(zmq.DEALER)
+            sock.linger = 0
+            sock.setsockopt(zmq.ROUTING_ID, b"mute")
+            sock.connect(address)
+            sock.send_multipart(encode(Chat(sender="quiet-agent")))
+            await srv.recv(timeout=10)
+            assert b"mute" in srv.peers and srv.routes["quiet-agent"] == b"mute"
+            for _ in range(100):
+                if lost:
+                    break
+                await asyncio.sleep(OPTS.timeout_s / 10)
+            sock.close(0)
+            assert lost == [b"mute"] and "quiet-agent" not in srv.routes
+            with pytest.raises(PeerUnavailable):
+                await srv.send(Chat(recipient="quiet-agent"))
+
+    run(main())
+
+
+def test_publish_subscribe_filters_by_topic(tmp_path: Path) -> None:
+    address = f"ipc://{tmp_path}/pub.ipc"
+
+    async def main() -> None:
+        async with Publisher("coord", address, OPTS) as pub, \
+                Subscriber("host", address, ["round"], OPTS) as sub:
+            for _ in range(200):  # a SUB joins asynchronously (slow joiner)
+                await pub.publish("round", Pairing(round=0, pairs=[("a", "b")]))
+                await pub.publish("other", Chat(content="filtered"))
+                try:
+                    inc = await sub.recv(timeout=0.05)
+                    break
+                except TimeoutError:
+                    continue
+            assert inc.peer == b"round" and isinstance(inc.msg, Pairing)
+            assert inc.msg.pairs == [("a", "b")]
+
+    run(main())
+
+
+def test_send_batch_delivers_every_message(echo: Peer, address: str) -> None:
+    async def main() -> None:
+        async with Client("host-g", address, OPTS) as cli:
+            await cli.wait_up(10)
+            await cli.send_batch([Chat(sender=f"a{i}", content=str(i)) for i in range(50)])
+            got: list[str] = []
+            while len(got) < 50:
+                got += [inc.msg.content for inc in await cli.recv_batch(timeout=10)]
+            assert sorted(got, key=int) == [str(i) for i in range(50)]
+
+    run(main())
