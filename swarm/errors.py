@@ -16,6 +16,16 @@ __all__ = [
     "RemoteError",
     "TransferError",
     "AdapterError",
+    "AdapterFormatError",
+    "AdapterPickleError",
+    "AdapterCorruptError",
+    "AdapterKeyError",
+    "AdapterDtypeError",
+    "AdapterRankError",
+    "AdapterShapeError",
+    "AdapterNonFiniteError",
+    "AdapterNormError",
+    "AdapterNotFound",
     "BackendError",
     "TrainingError",
     "LineageError",
@@ -84,9 +94,69 @@ class TransferError(TransportError):
 
 
 class AdapterError(SwarmError):
-    """An adapter is unusable; subclasses in ``swarm.adapters`` name the exact problem."""
+    """An adapter is unusable; the subclasses below name the exact problem."""
 
     code = "adapter"
+
+
+class AdapterFormatError(AdapterError):
+    """An adapter folder lacks a file or its ``adapter_config.json`` is not a usable LoRA config."""
+
+    code = "adapter.format"
+
+
+class AdapterPickleError(AdapterError):
+    """An adapter ships pickle weights (``.bin``, ``.pt``); refused without ever unpickling."""
+
+    code = "adapter.pickle"
+
+
+class AdapterCorruptError(AdapterError):
+    """``adapter_model.safetensors`` is truncated or its header is malformed."""
+
+    code = "adapter.corrupt"
+
+
+class AdapterKeyError(AdapterError):
+    """A tensor name matches no LoRA module of the base model and the config, or one is missing."""
+
+    code = "adapter.key"
+
+
+class AdapterDtypeError(AdapterError):
+    """A tensor has a dtype other than float32, float16 or bfloat16."""
+
+    code = "adapter.dtype"
+
+
+class AdapterRankError(AdapterError):
+    """A LoRA factor's rank disagrees with ``adapter_config.json`` or with its partner factor."""
+
+    code = "adapter.rank"
+
+
+class AdapterShapeError(AdapterError):
+    """A LoRA factor's input or output size does not fit the base model's layer."""
+
+    code = "adapter.shape"
+
+
+class AdapterNonFiniteError(AdapterError):
+    """A tensor holds NaN or infinity."""
+
+    code = "adapter.nonfinite"
+
+
+class AdapterNormError(AdapterError):
+    """A layer's weight update ``scale * B @ A`` exceeds the norm bound."""
+
+    code = "adapter.norm"
+
+
+class AdapterNotFound(AdapterError):
+    """No adapter with this content hash is in the store."""
+
+    code = "adapter.not_found"
 
 
 class BackendError(SwarmError):
