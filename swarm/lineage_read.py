@@ -283,9 +283,13 @@ class LineageReader:
                 if blob in seen:
                     continue
                 seen.add(blob)
-                pointer = json.loads(self.git("cat-file", "blob", blob))
-                for key in ("sha256", "config_sha256"):
-                    sha = pointer.get(key)
-                    if sha and not self.cas.verify(sha):
-                        problems.append(f"adapter blob {sha} ({row.split(chr(9))[1]}) missing or corrupt")
+                where = row.split("\t", 1)[1]
+                try:
+                    pointer = json.loads(self.git("cat-file", "blob", blob))
+                    for key in ("sha256", "config_sha256"):
+                        sha = pointer.get(key)
+                        if sha and not self.cas.verify(sha):
+                            problems.append(f"{where}: adapter blob {sha} missing or corrupt")
+                except (ValueError, AttributeError, LineageError) as exc:
+                    problems.append(f"{where}: not a valid adapter pointer ({exc})")
         return problems

@@ -1,0 +1,336 @@
+"""The lineage store on real git repositories: writes, reads, crash safety, concurrency, leaks."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from swarm.errors import LineageError
+from swarm.lineage import CommitSpec, LineageReader, LineageStore
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "--git-dir", str(repo), *args], capture_output=True, check=True
+    ).stdout.decode()
+
+
+def assert_fsck_clean(repo: Path) -> None:
+    proc = subprocess.run(
+        ["git", "--git-dir", str(repo), "fsck", "--strict", "--no-progress"],
+        capture_output=True, check=False,
+    )
+    out = (proc.stdout + proc.stderr).decode()
+    assert proc.returncode == 0, out
+    bad = [ln for ln in out.splitlines() if ln.split(" ")[0] in ("error:", "warning:", "missing", "broken")]
+    assert not bad, out
+
+
+def wait_for_writer_tree_to_exit(repo: Path) -> None:
+    """Block until no process of a dead writer still holds the writer lock.
+
+    The writer's git helpers inherit the lock; a ``git repack`` it started runs to
+    its end after the writer is killed, and ``git fsck`` itself misreports packs
+    that a running repack is renaming.
+    """
+    fd = os.open(repo / "lineage.lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    finally:
+        os.close(fd)
+
+
+@pytest.fixture()
+def store(tmp_path: Path) -> Iterator[LineageStore]:
+    s = LineageStore.open(tmp_path / "lineage", create=True)
+    yield s
+    s.close()
+
+
+def test_commit_show_log_diff_checkout(store: LineageStore, tmp_path: Path) -> None:
+    a1 = store.commit("agent/a", {"agents/a/profile.json": {"skill": 1},
+                                  "agents/a/kg.json": "{}"}, "a joins", author="alice")
+    a2 = store.commit("agent/a", {"agents/a/profile.json": {"skill": 2},
+                                  "agents/a/kg.json": None, "artifacts/x/code.py": b"print(1)\n"},
+                      "a learns")
+    assert store.show_json("a", "agents/a/profile.json") == {"skill": 2}
+    assert store.show(a1, "agents/a/kg.json") == b"{}"
+    with pytest.raises(LineageError, match="no file"):
+        store.show(a2, "agents/a/kg.json")
+    log = store.log("a")
+    assert [e.sha for e in log] == [a2, a1]
+    assert log[1].author == "alice <alice@swarm.local>" and log[0].branch == "agent/a"
+    assert log[0].message == "a learns" and log[0].parents == (a1,)
+    assert store.ancestry("agent/a") == [a2, a1]
+    changes = {(d.status, d.path) for d in store.diff(a1, a2)}
+    assert changes == {("M", "agents/a/profile.json"), ("D", "agents/a/kg.json"),
+                       ("A", "artifacts/x/code.py")}
+    assert "+print(1)" in store.patch(a1, a2)
+    out = store.checkout("a", tmp_path / "co")
+    assert (out / "artifacts/x/code.py").read_bytes() == b"print(1)\n"
+    assert not (out / "agents/a/kg.json").exists()
+    # Plain git reads the same thing.
+    assert git(store.git_dir, "show", "agent/a:agents/a/profile.json") == '{\n  "skill": 2\n}\n'
+    assert "Lineage-Branch: agent/a" in git(store.git_dir, "log", "-1", "--format=%B", "agent/a")
+    assert_fsck_clean(store.git_dir)
+
+
+def test_bad_inputs_are_refused(store: LineageStore) -> None:
+    for path in ("a/../b", ".git/config", "a//b", "x/.gitmodules"):
+        with pytest.raises(LineageError):
+            store.commit("agent/a", {path: b"x"}, "bad")
+    with pytest.raises(LineageError, match="both a file and a folder"):
+        store.commit("agent/a", {"a": b"1", "a/b": b"2"}, "bad")
+    with pytest.raises(LineageError, match="ref name"):
+        store.commit("agent/a b", {"f": b"x"}, "bad")
+    with pytest.raises(LineageError):
+        store.commit("agent/a", {"f": b"x"}, "bad", parents=["no-such-thing"])
+    with pytest.raises(LineageError, match="no commit"):
+        store.log("ghost")
+    assert store.refs("refs/heads") == {}  # nothing half-written
+
+
+def test_merge_notes_promote_prune(store: LineageStore) -> None:
+    a = store.commit("agent/a", {"agents/a/adapter.json": {"v": "a"}}, "a")
+    b = store.commit("agent/b", {"agents/b/adapter.json": {"v": "b"}}, "b")
+    m = store.merge("agent/a", ["agent/b"], {"agents/a/adapter.json": {"v": "ab"}}, "merge")
+    assert git(store.git_dir, "rev-list", "--parents", "-1", m).split() == [m, a, b]
+    store.note(m, {"score": 0.75})
+    assert json.loads(git(store.git_dir, "notes", "show", m)) == {"score": 0.75}
+    assert json.loads(store.get_note(m) or b"") == {"score": 0.75}
+    store.note_many({a: {"score": 0.1}, m: {"score": 0.8}})
+    assert json.loads(git(store.git_dir, "notes", "show", m)) == {"score": 0.8}
+    assert store.promote("agent/a", "best-1", "top of round 1") == m
+    with pytest.raises(LineageError, match="exists"):
+        store.promote("agent/b", "best-1")
+    assert git(store.git_dir, "rev-parse", "best-1^{commit}").strip() == m
+    pruned = store.prune("agent/b", "weak")
+    assert pruned == "refs/pruned/agent/b"
+    refs = store.refs()
+    assert "refs/heads/agent/b" not in refs and pruned in refs
+    assert git(store.git_dir, "rev-parse", f"{pruned}^{{commit}}").strip() == b
+    assert "weak" in git(store.git_dir, "cat-file", "-p", pruned)
+    assert store.resolve("b") == b  # a pruned line can still be read
+    # A new agent b can start over; pruning it again keeps both records.
+    store.commit("agent/b", {"agents/b/adapter.json": {"v": "b2"}}, "b again")
+    assert store.prune("agent/b", "weak again") == "refs/pruned/agent/b.2"
+    assert_fsck_clean(store.git_dir)
+
+
+def test_batch_is_atomic_and_sees_its_own_commits(store: LineageStore) -> None:
+    shas = store.commit_many([
+        CommitSpec("agent/a", {"f": b"1"}, "a1"),
+        CommitSpec("agent/b", {"g": b"1"}, "b fork", parents=["agent/a"]),
+        CommitSpec("agent/a", {"f": b"2"}, "a2"),
+    ])
+    assert store.ancestry("b") == [shas[1], shas[0]]
+    assert store.show("a", "f") == b"2" and store.show("b", "f") == b"1"
+    before = store.refs()
+    with pytest.raises(LineageError):
+        store.commit_many([CommitSpec("agent/a", {"f": b"3"}, "ok"),
+                           CommitSpec("agent/a", {"../x": b"3"}, "bad")])
+    assert store.refs() == before
+
+
+def test_lost_compare_and_swap_is_reported_then_recovered(store: LineageStore) -> None:
+    a1 = store.commit("agent/a", {"f": b"1"}, "a1")
+    a2 = store.commit("agent/a", {"f": b"2"}, "a2")
+    git(store.git_dir, "update-ref", "refs/heads/agent/a", a1)  # someone moved the ref
+    with pytest.raises(LineageError, match="refused"):
+        store.commit("agent/a", {"f": b"3"}, "a3")
+    a3 = store.commit("agent/a", {"f": b"3"}, "a3 retried")
+    assert store.ancestry("a") == [a3, a1] and a2 not in store.ancestry("a")
+
+
+def test_one_writer_many_readers(store: LineageStore, tmp_path: Path) -> None:
+    with pytest.raises(LineageError, match="another writer"):
+        LineageStore.open(store.path, lock_timeout=0.2)
+    reader = LineageStore.open(store.path, writer=False)
+    with pytest.raises(LineageError, match="read-only"):
+        reader.commit("agent/a", {"f": b"1"}, "x")
+    with pytest.raises(LineageError, match="not a lineage"):
+        LineageStore.open(tmp_path / "nowhere")
+
+
+def _tiny_adapter(folder: Path, payload: bytes) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "adapter_model.safetensors").write_bytes(payload)
+    (folder / "adapter_config.json").write_text(
+        json.dumps({"r": 8, "base_model_name_or_path": "tiny", "peft_type": "LORA"})
+    )
+    return folder
+
+
+def test_adapter_stored_twice_is_stored_once(store: LineageStore, tmp_path: Path) -> None:
+    payload = os.urandom(1 << 20)
+    p1 = store.put_adapter(_tiny_adapter(tmp_path / "one", payload), {"parents": ["f" * 64]})
+    p2 = store.put_adapter(_tiny_adapter(tmp_path / "two", payload))
+    p3 = store.put_adapter(payload, {"rank": 8, "base_model": "tiny"})
+    assert p1["sha256"] == p2["sha256"] == p3["sha256"]
+    assert (p1["rank"], p1["base_model"], p1["parents"]) == (8, "tiny", ["f" * 64])
+    assert len(list(store.cas)) == 2  # weights once, config once
+    cas_bytes = sum(f.stat().st_size for f in (store.path / "cas").rglob("*") if f.is_file())
+    assert cas_bytes < len(payload) + 4096
+    store.commit("agent/a", {"agents/a/adapter.json": p1}, "a trains")
+    store.commit("agent/b", {"agents/b/adapter.json": p2}, "b gets the same weights")
+    out = store.get_adapter(store.show_json("b", "agents/b/adapter.json"), tmp_path / "got")
+    assert (out / "adapter_model.safetensors").read_bytes() == payload
+    assert json.loads((out / "adapter_config.json").read_text())["r"] == 8
+    co = store.checkout("a", tmp_path / "co", adapters=True)
+    assert (co / "agents/a/adapter/adapter_model.safetensors").read_bytes() == payload
+    assert store.fsck() == []
+    blob = store.cas.path(p1["sha256"])
+    blob.chmod(0o644)
+    blob.write_bytes(b"corrupt")
+    assert any("missing or corrupt" in p for p in store.fsck())
+
+
+_READER = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from swarm.lineage import LineageReader
+    repo, stop = Path(sys.argv[1]), Path(sys.argv[2])
+    r = LineageReader(repo)
+    checks, last = 0, -1
+    while not stop.exists():
+        if "refs/heads/agent/w" not in r.refs("refs/heads"):
+            continue
+        tip = r.resolve("w")
+        a = r.show_json(tip, "agents/w/a.json")["n"]
+        b = r.show_json(tip, "agents/w/b.json")["n"]
+        assert a == b, ("torn commit", a, b)
+        assert a >= last, ("went back in time", a, last)
+        log = r.log("w", limit=3)
+        assert log[0].sha != tip or log[0].message == f"n={a}", log[0]
+        assert len(r.ancestry(tip)) == a + 1, "ancestry does not match the counter"
+        last = a
+        checks += 1
+    print(checks)
+""")
+
+
+def test_readers_never_see_torn_state_or_locks(tmp_path: Path) -> None:
+    repo, stop = tmp_path / "lineage", tmp_path / "stop"
+    store = LineageStore.open(repo, create=True, maintain_every=8)
+    readers = [
+        subprocess.Popen([sys.executable, "-c", _READER, str(repo), str(stop)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
+    try:
+        n = 0
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:
+            batch = [CommitSpec("agent/w", {"agents/w/a.json": {"n": n + i},
+                                            "agents/w/b.json": {"n": n + i}}, f"n={n + i}")
+                     for i in range(random.randint(1, 5))]
+            store.commit_many(batch)
+            n += len(batch)
+    finally:
+        stop.touch()
+        outs = [p.communicate(timeout=60) for p in readers]
+        store.close()
+    for proc, (out, err) in zip(readers, outs, strict=True):
+        assert proc.returncode == 0, err.decode()
+        assert int(out) > 10  # the readers really overlapped the writer
+    assert len(LineageReader(repo).ancestry("w")) == n
+
+
+_CRASH_CHILD = textwrap.dedent("""
+    import random, sys
+    from swarm.lineage import CommitSpec, LineageStore
+    repo, seed = sys.argv[1], int(sys.argv[2])
+    rng = random.Random(seed)
+    store = LineageStore.open(repo, create=True, maintain_every=6)
+    done = 0
+    while done < 1000:
+        specs = []
+        for _ in range(rng.randint(1, 8)):
+            agent = f"agent/{rng.randrange(5)}"
+            files = {f"agents/{agent[6:]}/adapter.json": {"seed": seed, "i": done + len(specs)},
+                     f"rounds/{done + len(specs)}.json": b"x" * rng.randrange(200)}
+            specs.append(CommitSpec(agent, files, f"{seed}:{done + len(specs)}"))
+        if rng.random() < 0.1 and len(store.refs("refs/heads")) > 1:
+            a, b = rng.sample(sorted(store.refs("refs/heads")), 2)
+            sha = store.merge(a, [b], {"merged": b"1"}, "merge")
+            print(sha, a, flush=True)
+            done += 1
+            continue
+        for spec, sha in zip(specs, store.commit_many(specs)):
+            print(sha, "refs/heads/" + spec.branch, flush=True)
+        done += len(specs)
+    store.close()
+""")
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_instants_loses_no_acknowledged_commit(tmp_path: Path) -> None:
+    repo = tmp_path / "lineage"
+    rng = random.Random(1234)
+    acked: dict[str, str] = {}
+    kills = 0
+    for run in range(22):
+        child = subprocess.Popen([sys.executable, "-c", _CRASH_CHILD, str(repo), str(run)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(rng.uniform(0.4, 3.5))
+        if child.poll() is None:
+            child.send_signal(signal.SIGKILL)
+            kills += 1
+        out, _ = child.communicate(timeout=60)
+        lines = out.decode().splitlines()
+        complete = lines if out.endswith(b"\n") else lines[:-1]  # a torn last line is no ack
+        last_per_branch = {}
+        for line in complete:
+            sha, ref = line.split()
+            acked[sha] = ref
+            last_per_branch[ref] = sha
+        wait_for_writer_tree_to_exit(repo)
+        assert_fsck_clean(repo)
+        reachable = set(git(repo, "rev-list", "--all").split())
+        missing = set(acked) - reachable
+        assert not missing, f"run {run}: {len(missing)} acknowledged commits lost"
+        for ref, sha in last_per_branch.items():
+            assert sha in set(git(repo, "rev-list", ref).split()), f"run {run}: {ref} went back"
+    assert kills >= 20
+    assert len(acked) > 1000
+
+
+def test_fds_and_children_stay_bounded_over_10k_commits(store: LineageStore) -> None:
+    me = psutil.Process()
+    for i in range(2):  # warm up: both git helpers running, a maintenance done
+        store.commit_many([CommitSpec("agent/a", {"agents/a/kg.json": {"i": i}}, f"{i}")])
+    store.maintain()
+    total = 2
+    fds, kids = me.num_fds(), len(me.children(recursive=True))
+    peak_fds, peak_kids = fds, kids
+    for batch in range(90):
+        specs = [CommitSpec(f"agent/{(batch + i) % 7}", {f"agents/{i % 7}/kg.json": {"i": i}},
+                            f"{batch}:{i}") for i in range(100)]
+        store.commit_many(specs)
+        total += len(specs)
+        peak_fds = max(peak_fds, me.num_fds())
+        peak_kids = max(peak_kids, len(me.children(recursive=True)))
+    for i in range(998):
+        store.commit(f"agent/{i % 3}", {"rounds/last.json": {"i": i}}, f"single {i}")
+        total += 1
+        if i % 50 == 0:
+            peak_fds = max(peak_fds, me.num_fds())
+            peak_kids = max(peak_kids, len(me.children(recursive=True)))
+    assert total == 10_000
+    assert peak_fds <= fds and me.num_fds() <= fds
+    assert peak_kids <= kids and len(me.children(recursive=True)) <= kids
+    count = int(git(store.git_dir, "rev-list", "--count", "--branches"))
+    assert count == total
+    assert len(list((store.git_dir / "objects/pack").glob("*.pack"))) < 64  # maintenance ran
