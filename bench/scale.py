@@ -1,0 +1,276 @@
+"""How many agents fit in one host process, and how fast do they chat?
+
+One host process (this script again, with ``--serve N``) holds N agents of a
+chat role defined here, plus one reserved stats agent, and serves direct peer
+messages (``Host.serve_peers``). The driver (this process) sends ``Chat``
+messages to random agents through a transport ``Client``, coalesced with
+``send_batch``, keeping a bounded window in flight, and counts the replies.
+
+Figures: replies per second with 1,000 and 10,000 agents; memory per agent,
+``(RSS with N agents - RSS with 0 agents) / N`` measured in the host after a
+``gc.collect()`` (the stats agent answers a chat with its RSS); the host's
+RSS after the 10,000-agent traffic. Baseline, in the same run: a raw pyzmq
+DEALER/ROUTER echo of frames of the same size, batched and windowed the same
+way, so ``msgs_vs_raw_pyzmq`` is the runtime's share of bare ZeroMQ.
+
+    python bench/scale.py            # 3 repeats of 100,000 messages per size
+    python bench/scale.py --quick    # 1 repeat of 20,000 messages per size
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import zmq
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.common import write_result  # noqa: E402
+from swarm.agents.base import Agent, AgentSpec  # noqa: E402
+from swarm.agents.registry import role  # noqa: E402
+from swarm.transport import Client, TransportOptions  # noqa: E402
+from swarm.wire import Chat, encode_batch  # noqa: E402
+
+STATS_ID = "__stats__"  # reserved agent: answers any chat with the host's RSS and CPU time
+TEXT = "hello, how are you doing today?"  # what the driver says
+REPLY = "fine, thanks"  # what every chat agent answers
+GIB = 1 << 30
+
+
+@role("scale_chat")
+class ScaleChat(Agent):
+    """Answers every chat with a short text."""
+
+    __slots__ = ()
+
+    async def on_chat(self, sender: str, content: str) -> str | None:
+        """Count the message and reply."""
+        self.inbox += 1
+        return REPLY
+
+
+@role("scale_stats")
+class ScaleStats(Agent):
+    """The reserved stats agent: replies with the host's RSS (after a gc) and CPU seconds."""
+
+    __slots__ = ()
+
+    async def on_chat(self, sender: str, content: str) -> str | None:
+        """Collect garbage, then report ``{"rss": bytes, "cpu_s": seconds}``."""
+        gc.collect()
+        proc = psutil.Process()
+        cpu = proc.cpu_times()
+        return json.dumps({"rss": proc.memory_info().rss, "cpu_s": cpu.user + cpu.system})
+
+
+# -- the host process -------------------------------------------------------------------
+
+
+def serve(n_agents: int, address: str) -> None:
+    """Run one host with ``n_agents`` chat agents and the stats agent until killed."""
+    from swarm.config import parse_config
+    from swarm.host import Host
+
+    config = parse_config({"swarm": {"name": "scale"},
+                           "agents": [{"name": "g", "count": 1, "skills": ["add"]}],
+                           "protocol": {"name": "local"}})
+    specs = [AgentSpec(agent_id=f"a{i}", role="scale_chat") for i in range(n_agents)]
+    specs.append(AgentSpec(agent_id=STATS_ID, role="scale_stats"))
+    host = Host("scale-host", config, specs, Path(tempfile.gettempdir()))
+    del specs
+    asyncio.run(host.serve_peers(address))
+
+
+def raw_echo(address: str) -> None:
+    """The baseline server: a pyzmq ROUTER echoing every message back as it came."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.bind(address)
+    while True:
+        sock.send_multipart(sock.recv_multipart(copy=False), copy=False)
+
+
+@contextmanager
+def process(*args: str) -> Iterator[subprocess.Popen[bytes]]:
+    """This script started again with ``args``; terminated (then killed) on exit."""
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *args])
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def free_address() -> str:
+    """A TCP address on localhost with a port that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+# -- the driver -------------------------------------------------------------------------
+
+
+async def host_stats(client: Client) -> dict[str, float]:
+    """Ask the stats agent for the host's RSS and CPU seconds."""
+    reply = await client.request(Chat(sender="driver", recipient=STATS_ID, content="stats"),
+                                 timeout=60.0)
+    assert isinstance(reply.msg, Chat), reply.msg
+    stats: dict[str, float] = json.loads(reply.msg.content)
+    return stats
+
+
+async def pump(client: Client, n_agents: int, total: int, batch: int, window: int,
+               rng: np.random.Generator) -> float:
+    """Send ``total`` chats to random agents, ``window`` at most in flight; seconds taken."""
+    ids = [f"a{i}" for i in range(n_agents)]
+    sent = received = 0
+    start = time.perf_counter()
+    while received < total:
+        while sent < total and sent - received < window:
+            picks = rng.integers(n_agents, size=min(batch, total - sent))
+            await client.send_batch([Chat(sender="driver", recipient=ids[i], content=TEXT)
+                                     for i in picks])
+            sent += len(picks)
+        for inc in await client.recv_batch(max_items=window, timeout=60.0):
+            if not isinstance(inc.msg, Chat):
+                raise RuntimeError(f"host answered {inc.msg!r}")
+            received += 1
+    return time.perf_counter() - start
+
+
+async def measure_host(address: str, n_agents: int, runs: list[int], batch: int,
+                       window: int, seed: int) -> dict[str, Any]:
+    """Connect to a started host: idle stats, then timed pumps, then stats again."""
+    rng = np.random.default_rng(seed)
+    async with Client("driver", address, TransportOptions()) as client:
+        start = time.perf_counter()
+        await client.wait_up(timeout=120.0)
+        up_s = time.perf_counter() - start
+        idle = await host_stats(client)
+        rates = []
+        if n_agents:
+            await pump(client, n_agents, min(runs[0], 5000), batch, window, rng)  # warm-up
+            for total in runs:
+                rates.append(total / await pump(client, n_agents, total, batch, window, rng))
+        busy = await host_stats(client)
+    return {"up_s": up_s, "idle": idle, "busy": busy, "rates": rates}
+
+
+def run_host(n_agents: int, runs: list[int], batch: int, window: int,
+             seed: int) -> dict[str, Any]:
+    """Start a host with ``n_agents`` agents, measure it, stop it."""
+    address = free_address()
+    with process("--serve", str(n_agents), "--address", address):
+        return asyncio.run(measure_host(address, n_agents, runs, batch, window, seed))
+
+
+def run_raw(runs: list[int], batch: int, window: int, frame_bytes: int) -> list[float]:
+    """Messages per second through a raw pyzmq echo, ``batch`` messages per frame."""
+    address = free_address()
+    frame = bytes(frame_bytes)
+    rates = []
+    with process("--raw-echo", "--address", address):
+        ctx = zmq.Context()
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVTIMEO, 60_000)
+        sock.connect(address)
+        try:
+            sock.send(frame)  # warm-up: wait for the echo server to be up
+            sock.recv()
+            for total in runs:
+                frames = -(-total // batch)
+                start = time.perf_counter()
+                sent = received = 0
+                while received < frames:
+                    while sent < frames and (sent - received) * batch < window:
+                        sock.send(frame, copy=False)
+                        sent += 1
+                    sock.recv(copy=False)
+                    received += 1
+                rates.append(frames * batch / (time.perf_counter() - start))
+        finally:
+            sock.close(linger=0)
+            ctx.term()
+    return rates
+
+
+def batch_bytes(batch: int) -> int:
+    """The size of one coalesced frame of ``batch`` chats as the driver sends them."""
+    msgs = [Chat(sender="driver", recipient=f"a{i}", content=TEXT) for i in range(batch)]
+    return len(encode_batch(msgs))
+
+
+def main() -> None:
+    """Measure, print the table, write ``bench/results/scale.json``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1 repeat of 20,000 messages")
+    parser.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--raw-echo", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--address", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, default=256, help="chats per coalesced frame")
+    parser.add_argument("--window", type=int, default=8192, help="chats in flight at most")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if args.serve is not None:
+        serve(args.serve, args.address)
+        return
+    if args.raw_echo:
+        raw_echo(args.address)
+        return
+    runs = [20_000] if args.quick else [100_000] * 3
+    sizes = {"1k": 1_000, "10k": 10_000}
+    empty = run_host(0, runs, args.batch, args.window, args.seed)
+    hosts = {k: run_host(n, runs, args.batch, args.window, args.seed) for k, n in sizes.items()}
+    raw = run_raw(runs, args.batch, args.window, batch_bytes(args.batch))
+    report(args, runs, sizes, empty, hosts, raw)
+
+
+def report(args: argparse.Namespace, runs: list[int], sizes: dict[str, int],
+           empty: dict[str, Any], hosts: dict[str, dict[str, Any]], raw: list[float]) -> None:
+    """Turn the measurements into BENCH.md's figures, ratios and goals."""
+    figures: dict[str, Any] = {}
+    for key, n in sizes.items():
+        h = hosts[key]
+        figures[f"msgs_per_s_{key}_agents"] = round(statistics.median(h["rates"]))
+        figures[f"bytes_per_agent_{key}"] = round((h["idle"]["rss"] - empty["idle"]["rss"]) / n)
+        figures[f"host_rss_idle_bytes_{key}"] = int(h["idle"]["rss"])
+        figures[f"host_rss_bytes_{key}"] = int(max(h["idle"]["rss"], h["busy"]["rss"]))
+        cpu = h["busy"]["cpu_s"] - h["idle"]["cpu_s"]
+        figures[f"host_cpu_us_per_msg_{key}"] = round(cpu / (sum(runs) + 5000) * 1e6, 2)
+        figures[f"host_start_s_{key}"] = round(h["up_s"], 2)
+    figures["host_rss_bytes_0_agents"] = int(empty["idle"]["rss"])
+    figures["raw_pyzmq_msgs_per_s"] = round(statistics.median(raw))
+    figures["runs_msgs_per_s_10k_agents"] = [round(r) for r in hosts["10k"]["rates"]]
+    ratios = {"msgs_vs_raw_pyzmq": figures["msgs_per_s_10k_agents"] / figures["raw_pyzmq_msgs_per_s"],
+              "msgs_10k_vs_1k_agents": figures["msgs_per_s_10k_agents"] / figures["msgs_per_s_1k_agents"]}
+    params = {"agents": list(sizes.values()), "messages_per_run": runs[0], "repeats": len(runs),
+              "batch": args.batch, "window": args.window, "chat_bytes": len(TEXT),
+              "frame_bytes": batch_bytes(args.batch), "quick": args.quick, "seed": args.seed}
+    write_result("scale", params, figures, ratios, {"host_rss_bytes_10k": f"<= {GIB}"})
+
+
+if __name__ == "__main__":
+    main()
