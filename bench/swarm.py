@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from bench.common import write_result  # noqa: E402
 from swarm.cli_run import run_swarm  # noqa: E402
 from swarm.config import load_config  # noqa: E402
-from swarm.launcher import resolve_model  # noqa: E402
+from swarm.launcher import start_model_server  # noqa: E402
 from swarm.transport import endpoint  # noqa: E402
 
 SETTINGS = {
@@ -88,17 +88,8 @@ def main() -> None:
 
 
 def _start_model_server(config: Any, run_dir: Path) -> subprocess.Popen[bytes]:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "logs").mkdir(exist_ok=True)
-    model = resolve_model(config, ROOT / "runs" / ".models")
-    (run_dir / "model.txt").write_text(str(model))
     shared = msgspec.structs.replace(config.model, adapter_store=str(run_dir.parent / "adapters"))
-    (run_dir / "config.json").write_bytes(
-        msgspec.json.encode(msgspec.structs.replace(config, model=shared)))
-    log = open(run_dir / "logs" / "model-server.log", "ab")  # noqa: SIM115 (lives with the child)
-    return subprocess.Popen([sys.executable, "-m", "swarm.proc", "model-server", "--run-dir",
-                             str(run_dir)], stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return start_model_server(msgspec.structs.replace(config, model=shared), run_dir)
 
 
 def _quiet_run(config: Any) -> dict[str, Any]:

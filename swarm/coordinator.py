@@ -95,6 +95,7 @@ class Coordinator:
         self.last: dict[str, Any] = self.history[-1] if self.history else {}
         self.messages = 0
         self._joined = asyncio.Event()
+        self._inflight: dict[str, asyncio.Task[Incoming]] = {}
         self._server: Server | None = None
         self._events: Publisher | None = None
 
@@ -102,7 +103,8 @@ class Coordinator:
         """Serve hosts and run the remaining rounds; returns the final summary."""
         address = endpoint(self.config.transport, CONTROL_OFFSET)
         events = endpoint(self.config.transport, EVENTS_OFFSET)
-        async with Server("coordinator", address, self.options) as server, Publisher(
+        async with Server("coordinator", address, self.options,
+                          on_peer_lost=self._lost) as server, Publisher(
             "coordinator", events, self.options
         ) as pub:
             self._server, self._events = server, pub
@@ -149,11 +151,24 @@ class Coordinator:
         unknown = [a for a in msg.agent_ids if a not in self.expected]
         if unknown:
             raise SwarmError(f"host {msg.sender!r} joined with unknown agents {unknown[:5]}")
+        self._drop(msg.sender, "joined again: its earlier incarnation's work is lost")
         skills = json.loads(msg.capabilities.get("skills", "{}"))
         self.members[msg.sender] = Member(msg.sender, inc.peer, list(msg.agent_ids), skills)
         log.info("coordinator: host %s joined with %d agents", msg.sender, len(msg.agent_ids))
         if self._placed() >= set(self.expected):
             self._joined.set()
+
+    def _lost(self, peer: bytes) -> None:
+        host = next((h for h, m in self.members.items() if m.peer == peer), None)
+        if host is not None:
+            self._drop(host, "missed its heartbeats")
+            self.members.pop(host, None)
+
+    def _drop(self, host: str, why: str) -> None:
+        task = self._inflight.pop(host, None)
+        if task is not None and not task.done():
+            log.warning("coordinator: host %s %s; dropped from this round", host, why)
+            task.cancel()
 
     def _placed(self) -> set[str]:
         return {a for m in self.members.values() for a in m.agents}
@@ -219,14 +234,23 @@ class Coordinator:
             if member is None or self._server is None:
                 return host, None
             step = msgspec.structs.replace(step, sender="coordinator", recipient=host, round=rnd)
+            task = asyncio.ensure_future(self._server.request(
+                step, peer=member.peer, timeout=self.step_timeout, reliable=True))
+            self._inflight[host] = task
             try:
-                inc = await self._server.request(step, peer=member.peer,
-                                                 timeout=self.step_timeout, reliable=True)
+                inc = await task
+            except asyncio.CancelledError:
+                if not task.cancelled():
+                    raise  # we are being cancelled ourselves
+                return host, None
             except (PeerUnavailable, RemoteError) as exc:
                 log.warning("coordinator: host %s dropped from round %d %s: %s",
                             host, rnd, phase, exc)
                 self.members.pop(host, None)
                 return host, None
+            finally:
+                if self._inflight.get(host) is task:
+                    del self._inflight[host]
             return host, inc.msg if isinstance(inc.msg, StepDone) else None
 
         results = await asyncio.gather(*(one(h, s) for h, s in steps.items()))

@@ -28,7 +28,7 @@ from swarm.config import SwarmConfig
 from swarm.errors import SwarmError
 from swarm.population import assign_hosts, build_population
 
-__all__ = ["LocalLauncher", "Child", "resolve_model"]
+__all__ = ["LocalLauncher", "Child", "resolve_model", "start_model_server", "write_run_files"]
 
 
 @dataclass
@@ -67,9 +67,7 @@ class LocalLauncher:
             self.archived = kept
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
         self.config.adapter_store.mkdir(parents=True, exist_ok=True)
-        model = resolve_model(self.config, self.run_dir.parent / ".models")
-        (self.run_dir / "model.txt").write_text(str(model))
-        (self.run_dir / "config.json").write_bytes(msgspec.json.encode(self.config))
+        write_run_files(self.config, self.run_dir)
         specs = build_population(self.config)
         hosts = assign_hosts(specs, self.config.launcher.hosts)
         (self.run_dir / "hosts.json").write_text(
@@ -90,9 +88,7 @@ class LocalLauncher:
                               self.run_dir / "logs" / f"host-{i}.log"))
 
     def _spawn(self, child: Child) -> None:
-        with open(child.log, "ab") as log:
-            child.proc = subprocess.Popen(child.argv, stdout=log, stderr=subprocess.STDOUT,
-                                          stdin=subprocess.DEVNULL, start_new_session=True)
+        child.proc = spawn(child.argv, child.log)
         child.started.append(time.time())
         self.children[child.name] = child
 
@@ -143,6 +139,32 @@ class LocalLauncher:
         """The pid of each running child."""
         return {n: c.proc.pid for n, c in self.children.items()
                 if c.proc is not None and c.proc.poll() is None}
+
+
+def write_run_files(config: SwarmConfig, run_dir: Path) -> None:
+    """Write what every process of a run reads: ``config.json`` and ``model.txt``."""
+    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    model = resolve_model(config, run_dir.parent / ".models")
+    (run_dir / "model.txt").write_text(str(model))
+    (run_dir / "config.json").write_bytes(msgspec.json.encode(config))
+
+
+def spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+    """Start a child in its own process group (so it can be stopped with its children)."""
+    with open(log, "ab") as out:
+        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def start_model_server(config: SwarmConfig, run_dir: Path) -> subprocess.Popen[bytes]:
+    """Start a model server on its own, e.g. to share one engine across several runs.
+
+    Point runs at it with ``model.server`` set to its address and the same
+    ``model.adapter_store``.
+    """
+    write_run_files(config, run_dir)
+    argv = [sys.executable, "-m", "swarm.proc", "model-server", "--run-dir", str(run_dir)]
+    return spawn(argv, run_dir / "logs" / "model-server.log")
 
 
 def resolve_model(config: SwarmConfig, cache: Path) -> Path:

@@ -1,0 +1,196 @@
+"""The swarm end to end: real processes, real model server, real training, real lineage.
+
+One model server (a real vLLM engine) is shared by the module's runs through
+``model.server``; every run starts its own coordinator and hosts as
+subprocesses through the local launcher.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from swarm.cli_run import run_swarm
+from swarm.config import SwarmConfig, load_config
+from swarm.launcher import LocalLauncher, start_model_server
+from swarm.lineage import LineageReader
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = ROOT / "tests" / "configs" / "small.yaml"
+
+
+def _free_base_port() -> int:
+    for _ in range(100):
+        base = random.randint(20000, 50000)
+        ok = True
+        for offset in (0, 1, 2, 10, 11, 12):
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", base + offset))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise RuntimeError("no free port range")
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
+    """A model server process for the module; yields the overrides that point runs at it."""
+    work = tmp_path_factory.mktemp("swarm")
+    port = _free_base_port()
+    config = load_config(SMALL, [f"transport.base_port={port}",
+                                 f"model.adapter_store={work / 'adapters'}",
+                                 f"swarm.lineage={work / 'server' / 'lineage'}"])
+    proc = start_model_server(config, work / "server")
+    overrides = [f"model.server=tcp://127.0.0.1:{port + 2}",
+                 f"model.adapter_store={work / 'adapters'}"]
+    yield overrides
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _config(tmp_path: Path, shared: list[str], *extra: str) -> SwarmConfig:
+    return load_config(SMALL, [*shared, f"swarm.lineage={tmp_path / 'run' / 'lineage'}",
+                               f"transport.base_port={_free_base_port()}", *extra])
+
+
+def _quiet(config: SwarmConfig, resume: bool = False) -> dict[str, Any]:
+    import io
+
+    from rich.console import Console
+
+    summary = run_swarm(config, resume=resume, console=Console(file=io.StringIO()))
+    assert summary is not None
+    return summary
+
+
+def _git(lineage: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(lineage), *args], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def test_rounds_learn_and_land_in_the_lineage(tmp_path: Path, shared_server: list[str]) -> None:
+    config = _config(tmp_path, shared_server)
+
+    summary = _quiet(config)
+
+    history = summary["history"]
+    reader = LineageReader(config.lineage_dir)
+    assert [r["round"] for r in history] == [0, 1]
+    assert history[-1]["mean_score"] > 0.0
+    for rnd in (0, 1):
+        record = json.loads(reader.show("swarm", f"rounds/{rnd:05d}.json"))
+        assert record["pairs"] == history[rnd]["pairs"]
+        assert len(record["rewards"]) == len(record["pairs"])
+    state = json.loads(reader.show("swarm", "matchmaker/state.json"))
+    assert state  # the matchmaker's state rides with every round
+    for agent in ("arith-0", "arith-1", "text-0", "text-1"):
+        pointer = json.loads(reader.show(f"agent/{agent}", f"agents/{agent}/adapter.json"))
+        assert len(pointer["sha256"]) == 64
+        assert reader.cas.has(pointer["sha256"])
+    accepted = [r for rec in history for r in rec["rewards"] if r["accepted"]]
+    merges = _git(config.lineage_dir, "rev-list", "--merges", "--all").split()
+    assert len(merges) == len(accepted)
+    assert "fsck" not in _git(config.lineage_dir, "fsck", "--strict")
+
+
+def test_host_killed_mid_round_is_restarted_and_resumes(tmp_path: Path,
+                                                        shared_server: list[str]) -> None:
+    config = _config(tmp_path, shared_server, "launcher.hosts=2", "swarm.rounds=3")
+    launcher = LocalLauncher(config)
+    launcher.prepare()
+    launcher.start()
+    try:
+        _wait_for_round(config, 0)
+        victim = launcher.pids()["host-1"]
+        os.killpg(victim, signal.SIGKILL)
+        code = _wait_for_exit(launcher)
+    finally:
+        launcher.stop()
+
+    assert code == 0
+    assert launcher.children["host-1"].restarts == 1
+    reader = LineageReader(config.lineage_dir)
+    records = [json.loads(reader.show("swarm", f"rounds/{r:05d}.json")) for r in range(3)]
+    host1 = set(json.loads((config.run_dir / "hosts.json").read_text())[1])
+    assert host1 & set(records[1]["unavailable"])  # the round went on without them
+    assert set(records[1]["scores"]) == set(records[0]["scores"]) - host1
+    assert host1 <= set(records[2]["scores"])  # back after the restart
+    for agent in host1:  # resumed from the last committed adapter, not from scratch
+        log = reader.log(agent)
+        pointers = [json.loads(reader.show(e.commit, f"agents/{agent}/adapter.json"))
+                    for e in log]
+        assert pointers[0]["parents"], f"{agent} restarted without its committed adapter"
+
+
+def test_coordinator_killed_then_resumed(tmp_path: Path, shared_server: list[str]) -> None:
+    config = _config(tmp_path, shared_server, "swarm.rounds=3")
+    launcher = LocalLauncher(config)
+    launcher.prepare()
+    launcher.start()
+    try:
+        _wait_for_round(config, 0)
+        os.kill(launcher.pids()["coordinator"], signal.SIGKILL)
+        assert _wait_for_exit(launcher) == -signal.SIGKILL
+    finally:
+        launcher.stop()
+    reader = LineageReader(config.lineage_dir)
+    committed = json.loads(reader.show("swarm", "rounds/latest.json"))["round"]
+    state_before = json.loads(reader.show("swarm", "matchmaker/state.json"))
+
+    from swarm.recorder import Recorder
+
+    restored = Recorder.open(config, resume=True)
+    assert restored.matchmaker.state() == state_before
+    assert restored.next_round() == committed + 1
+    restored.close()
+    summary = _quiet(config, resume=True)
+
+    assert [r["round"] for r in summary["history"]] == [0, 1, 2]
+    assert summary["history"][committed] == json.loads(
+        reader.show("swarm", f"rounds/{committed:05d}.json"))
+
+
+def _wait_for_round(config: SwarmConfig, rnd: int, timeout: float = 600.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if (config.lineage_dir / "HEAD").exists():
+            try:
+                latest = json.loads(LineageReader(config.lineage_dir).show("swarm",
+                                                                          "rounds/latest.json"))
+                if latest["round"] >= rnd:
+                    return
+            except Exception:  # not committed yet
+                pass
+        time.sleep(0.5)
+    raise TimeoutError(f"round {rnd} not committed within {timeout} s")
+
+
+def _wait_for_exit(launcher: LocalLauncher, timeout: float = 900.0) -> int:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        code = launcher.poll()
+        if code is not None:
+            return code
+        time.sleep(0.3)
+    raise TimeoutError("the swarm did not finish")
+
+
