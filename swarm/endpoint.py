@@ -104,11 +104,14 @@ class Endpoint:
         self._inbox: deque[Incoming] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._room = asyncio.Event()
-        self._pending: dict[str, Hook] = {}
+        self._pending: dict[str, Hook] = {}  # msg_id -> hook taking its replies
+        self._acks: dict[str, Hook] = {}  # msg_id -> hook taking its Ack
+        self._answered: OrderedDict[str, None] = OrderedDict()  # reliable requests done
         self._hooks: dict[type[Message], Hook] = {}
         self._seen: OrderedDict[str, list[Frame] | None] = OrderedDict()
         self._tasks: list[asyncio.Task[None]] = []
         self._reader: asyncio.Task[None] | None = None
+        self._now = 0.0  # loop time of the current drain, stamped on traffic
         self._closed = False
 
     async def __aenter__(self) -> Any:
@@ -138,7 +141,7 @@ class Endpoint:
         if self._sock is not None:
             self._sock.close(linger=0)
             self._sock = self._sync = None
-        for hook in list(self._pending.values()):
+        for hook in [*self._pending.values(), *self._acks.values()]:
             hook(down_signal("closed"))
 
     def add_hook(self, msg_type: type[Message], hook: Hook) -> None:
@@ -180,6 +183,7 @@ class Endpoint:
             self._waiter = None
 
     async def _read_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while not self._closed:
             sock = self._sock
             assert sock is not None
@@ -187,6 +191,7 @@ class Endpoint:
                 self._room.clear()
                 await self._room.wait()
             await sock.poll(self.options.heartbeat_ms, zmq.POLLIN)  # type: ignore[call-arg]
+            self._now = loop.time()
             if self._drain() and self._inbox and self._waiter and not self._waiter.done():
                 self._waiter.set_result(None)
 
@@ -242,11 +247,17 @@ class Endpoint:
             return
         inc = Incoming(msg, payload, peer)
         corr = msg.correlation_id
-        if corr is not None and corr in self._pending:
-            self._pending[corr](inc)
+        if kind is Ack:  # only ever consumed by send_reliable
+            hook = self._acks.get(corr or "")
+            if hook is not None:
+                hook(inc)
             return
-        if kind is Ack:
-            return
+        if corr is not None:
+            if corr in self._pending:
+                self._pending[corr](inc)
+                return
+            if corr in self._answered:
+                return  # a late copy of an answer already taken (reliable request resent)
         hook = self._hooks.get(kind)
         if hook is not None:
             hook(inc)
@@ -255,15 +266,15 @@ class Endpoint:
 
     def _duplicate(self, peer: bytes, msg: Message) -> bool:
         """Ack a must-not-lose message; True (and resend the cached reply) if seen before."""
+        self._send_now(peer, encode(self._ack_for(msg)))
         if msg.msg_id in self._seen:
             cached = self._seen[msg.msg_id]
-            frames = cached if cached is not None else encode(self._ack_for(msg))
-            self._send_now(peer, frames)
+            if cached is not None:
+                self._send_now(peer, cached)
             return True
         self._seen[msg.msg_id] = None
         if len(self._seen) > self.options.dedup_window:
             self._seen.popitem(last=False)
-        self._send_now(peer, encode(self._ack_for(msg)))
         return False
 
     def _ack_for(self, msg: Message) -> Ack:
@@ -407,7 +418,7 @@ class Endpoint:
         """
         if reliable:
             msg = msgspec.structs.replace(msg, ack=True)
-        return await self._exchange(msg, payload, peer, timeout, reliable, ack_ok=False)
+        return await self._exchange(msg, payload, peer, timeout, reliable, ack_only=False)
 
     async def send_reliable(
         self, msg: Message, payload: Sequence[Frame] = (), peer: bytes | None = None,
@@ -419,11 +430,11 @@ class Endpoint:
             PeerUnavailable: not acknowledged within ``timeout``.
         """
         msg = msgspec.structs.replace(msg, ack=True)
-        await self._exchange(msg, payload, peer, timeout, retry=True, ack_ok=True)
+        await self._exchange(msg, payload, peer, timeout, retry=True, ack_only=True)
 
     async def _exchange(
         self, msg: Message, payload: Sequence[Frame], peer: bytes | None, timeout: float,
-        retry: bool, ack_ok: bool,
+        retry: bool, ack_only: bool,
     ) -> Incoming:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -433,9 +444,10 @@ class Endpoint:
                 raise PeerUnavailable(f"{self.name}: no answer to {type(msg).__name__} "
                                       f"within {timeout} s")
             fut: asyncio.Future[Incoming | None] = loop.create_future()
-            self.expect(msg.msg_id, lambda inc, f=fut: _settle(f, inc, ack_ok))  # type: ignore[misc]
+            waiting = self._acks if ack_only else self._pending
+            waiting[msg.msg_id] = lambda inc, f=fut: _settle(f, inc)  # type: ignore[misc]
             timer = loop.call_later(min(left, self.options.timeout_s) if retry else left,
-                                    _settle, fut, None, True)
+                                    _settle, fut, None)
             try:
                 try:
                     await self.send(msg, payload, peer)
@@ -445,8 +457,12 @@ class Endpoint:
                 inc = await fut
             finally:
                 timer.cancel()
-                self.expect(msg.msg_id, None)
+                waiting.pop(msg.msg_id, None)
             if inc is not None and not _is_down(inc):
+                if retry and not ack_only:
+                    self._answered[msg.msg_id] = None
+                    if len(self._answered) > 1024:
+                        self._answered.popitem(last=False)
                 return _unwrap(inc)
             if not retry:
                 reason = "peer down" if inc is not None else f"no answer within {timeout} s"
@@ -483,8 +499,8 @@ def _is_down(inc: Incoming) -> bool:
     return inc.peer == b"" and isinstance(inc.msg, Error) and inc.msg.code == DOWN
 
 
-def _settle(fut: asyncio.Future[Incoming | None], inc: Incoming | None, ack_ok: bool) -> None:
-    if fut.done() or (inc is not None and isinstance(inc.msg, Ack) and not ack_ok):
+def _settle(fut: asyncio.Future[Incoming | None], inc: Incoming | None) -> None:
+    if fut.done():
         return
     fut.set_result(inc)
 

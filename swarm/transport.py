@@ -99,7 +99,6 @@ class Server(Endpoint):
         self.peers: dict[bytes, float] = {}
         self.routes: dict[str, bytes] = {}
         self._on_peer_lost = on_peer_lost
-        self._now = 0.0
 
     async def start(self) -> None:
         """Bind and start the reader and the heartbeat loop."""
@@ -128,7 +127,7 @@ class Server(Endpoint):
     def _on_traffic(self, peer: bytes, msg: Message) -> None:
         if peer not in self.peers:
             self._send_now(peer, encode(Heartbeat(sender=self.name)))  # lets the client see us at once
-        self.peers[peer] = self._now or asyncio.get_running_loop().time()
+        self.peers[peer] = self._now
         if msg.sender:
             self.routes[msg.sender] = peer
 
@@ -138,7 +137,6 @@ class Server(Endpoint):
         while True:
             await asyncio.sleep(period)
             now = loop.time()
-            self._now = 0.0
             beat = encode(Heartbeat(sender=self.name))
             for peer, seen in list(self.peers.items()):
                 if now - seen > self.options.timeout_s:
@@ -170,7 +168,7 @@ class Client(Endpoint):
         super().__init__(name, address, options, context)
         self.server_key = server_key
         self._up = asyncio.Event()
-        self._heard = False
+        self._last_heard = 0.0
         self._down_listeners: list[Callable[[], None]] = []
         self.reconnects = 0
 
@@ -208,35 +206,43 @@ class Client(Endpoint):
         return []
 
     def _on_traffic(self, peer: bytes, msg: Message) -> None:
-        self._heard = True
+        self._last_heard = self._now
         if not self._up.is_set():
             self._up.set()
 
     async def _heartbeat_loop(self) -> None:
+        """Heartbeat every period; dead after ``liveness`` silent periods; reconnect with backoff."""
+        loop = asyncio.get_running_loop()
         period = self.options.heartbeat_ms / 1000.0
-        liveness = self.options.liveness
         backoff = period
-        self._send_now(b"", encode(Heartbeat(sender=self.name)))
+        self._last_heard = next_beat = loop.time()
         while True:
-            await asyncio.sleep(period)
-            self._send_now(b"", encode(Heartbeat(sender=self.name)))
-            if self._heard:
-                self._heard = False
-                liveness, backoff = self.options.liveness, period
-                continue
-            liveness -= 1
-            if liveness > 0:
+            now = loop.time()
+            if now >= next_beat:
+                self._send_now(b"", encode(Heartbeat(sender=self.name)))
+                next_beat = now + period
+            if self.liveness > 0:
+                deadline = self._last_heard + self.options.timeout_s
+                if self._up.is_set():
+                    backoff = period
+                await asyncio.sleep(max(min(next_beat, deadline) - now, 0.001))
                 continue
             self._declare_down()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.options.backoff_max_ms / 1000.0)
             self._reconnect()
-            liveness = self.options.liveness
+            self._last_heard = next_beat = loop.time()
+
+    @property
+    def liveness(self) -> int:
+        """Heartbeat periods left before the server is declared dead (Paranoid Pirate)."""
+        silent = asyncio.get_running_loop().time() - self._last_heard
+        return max(self.options.liveness - int(silent * 1000 // self.options.heartbeat_ms), 0)
 
     def _declare_down(self) -> None:
         was_up = self._up.is_set()
         self._up.clear()
-        for hook in list(self._pending.values()):
+        for hook in [*self._pending.values(), *self._acks.values()]:
             hook(down_signal("peer down"))
         if was_up:
             for listener in list(self._down_listeners):
