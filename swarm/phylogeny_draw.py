@@ -75,7 +75,7 @@ def render(
         title or f"swarm lineage: {total} commits{shown}, {len(lanes)} lanes, {merges} merges",
         loc="left", fontsize=12, fontweight="bold", color="#333333",
     )
-    ax.legend(handles=_legend(), loc="upper right", bbox_to_anchor=(1.0, 1.18), ncol=4,
+    ax.legend(handles=_legend(), loc="upper right", bbox_to_anchor=(1.0, 1.18), ncol=6,
               frameon=False, fontsize=8)
     fig.tight_layout()
     fig.savefig(dest)
@@ -150,4 +150,6 @@ def _legend() -> list[Line2D]:
         mark("D", "#4C72B0", "#222222", "merge", 7),
         mark("*", "#F2C12E", "#7A5C00", "promoted", 13),
         mark("X", "#D62728", "#D62728", "pruned"),
+        Line2D([], [], color="#777777", lw=2, label="fork"),
+        Line2D([], [], color="#777777", lw=2, ls=(0, (3, 2)), label="merged in"),
     ]
