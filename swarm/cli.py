@@ -24,6 +24,7 @@ _GROUPS = (
     "swarm.cli_basic",
     "swarm.cli_run",
     "swarm.cli_lineage",
+    "swarm.cli_keys",
 )
 
 
