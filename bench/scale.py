@@ -165,9 +165,7 @@ async def measure_host(address: str, n_agents: int, runs: list[int], batch: int,
     """Connect to a started host: idle stats, then timed pumps, then stats again."""
     rng = np.random.default_rng(seed)
     async with Client("driver", address, TransportOptions()) as client:
-        start = time.perf_counter()
         await client.wait_up(timeout=120.0)
-        up_s = time.perf_counter() - start
         idle = await host_stats(client)
         rates = []
         if n_agents:
@@ -175,7 +173,7 @@ async def measure_host(address: str, n_agents: int, runs: list[int], batch: int,
             for total in runs:
                 rates.append(total / await pump(client, n_agents, total, batch, window, rng))
         busy = await host_stats(client)
-    return {"up_s": up_s, "idle": idle, "busy": busy, "rates": rates}
+    return {"idle": idle, "busy": busy, "rates": rates}
 
 
 def run_host(n_agents: int, runs: list[int], batch: int, window: int,
@@ -260,7 +258,6 @@ def report(args: argparse.Namespace, runs: list[int], sizes: dict[str, int],
         figures[f"host_rss_bytes_{key}"] = int(max(h["idle"]["rss"], h["busy"]["rss"]))
         cpu = h["busy"]["cpu_s"] - h["idle"]["cpu_s"]
         figures[f"host_cpu_us_per_msg_{key}"] = round(cpu / (sum(runs) + 5000) * 1e6, 2)
-        figures[f"host_start_s_{key}"] = round(h["up_s"], 2)
     figures["host_rss_bytes_0_agents"] = int(empty["idle"]["rss"])
     figures["raw_pyzmq_msgs_per_s"] = round(statistics.median(raw))
     figures["runs_msgs_per_s_10k_agents"] = [round(r) for r in hosts["10k"]["rates"]]
