@@ -74,6 +74,7 @@ class Host:
         self.store_root = store_root
         self.peer_address = peer_address
         self._model: Client | None = None
+        self._merger: Any = None  # a swarm.merging.Merger, loaded on the first merge
 
     async def run(self) -> None:
         """Join the swarm and answer steps until the coordinator goes away or a stop."""
@@ -222,12 +223,15 @@ class Host:
 
     def _merge_sync(self, student: str, teacher: str, weight: float) -> str:
         from swarm.adapters import AdapterStore
-        from swarm.merging import merge_adapters
+        from swarm.merging import Merger, merge_adapters
 
         store = AdapterStore(self.store_root)
+        if self._merger is None:
+            config = json.loads((store.path(student) / "adapter_config.json").read_text())
+            self._merger = Merger(config["base_model_name_or_path"])
         with tempfile.TemporaryDirectory(dir=self.store_root) as tmp:
             out = merge_adapters(store.path(student), store.path(teacher), weight,
-                                 "linear", Path(tmp) / "merged")
+                                 "linear", Path(tmp) / "merged", merger=self._merger)
             sha: str = store.put(out).sha256
             return sha
 
