@@ -7,6 +7,8 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +54,12 @@ def _run(args: argparse.Namespace) -> int:
 def run_swarm(config: SwarmConfig, resume: bool = False,
               console: Console | None = None) -> dict[str, Any] | None:
     """Launch ``config`` locally, show progress, return the summary (None if interrupted)."""
+    from swarm.inline import InlineLauncher
     from swarm.launcher import LocalLauncher
 
     console = console or Console()
-    launcher = LocalLauncher(config, resume=resume)
+    kind = InlineLauncher if config.launcher.kind == "inline" else LocalLauncher
+    launcher = kind(config, resume=resume)
     with console.status("preparing the run (building the tiny model on first use)"):
         run_dir = launcher.prepare()
     console.print(f"[bold]swarm {config.swarm.name}[/]: {config.agent_count} agents, "
@@ -65,7 +69,7 @@ def run_swarm(config: SwarmConfig, resume: bool = False,
         console.print(f"[dim]the previous run was kept in {launcher.archived}[/]")
     launcher.start()
     try:
-        code = asyncio.run(_watch(config, launcher, console))
+        code = _run_sync(_watch(config, launcher, console))
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: stopping every process; committed rounds are kept")
         return None
@@ -76,6 +80,16 @@ def run_swarm(config: SwarmConfig, resume: bool = False,
     summary: dict[str, Any] = json.loads((run_dir / "summary.json").read_text())
     _print_summary(config, summary, console)
     return summary
+
+
+def _run_sync(coro: Coroutine[Any, Any, int]) -> int:
+    """``asyncio.run`` that also works where a loop already runs (Jupyter): in a thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 async def _watch(config: SwarmConfig, launcher: Any, console: Console) -> int:
@@ -139,7 +153,7 @@ def _print_summary(config: SwarmConfig, summary: dict[str, Any], console: Consol
 
 def _status(args: argparse.Namespace) -> int:
     config = load_config(args.file, args.overrides)
-    status = asyncio.run(_ask_status(config))
+    status = _run_sync(_ask_status(config))  # type: ignore[arg-type]
     if args.json:
         print(json.dumps(status, indent=1))
         return 0

@@ -143,7 +143,7 @@ class TransportSection(_Section, frozen=True):
 class LauncherSection(_Section, frozen=True):
     """Where the processes run and how failures are handled."""
 
-    kind: Literal["local", "ray"] = "local"
+    kind: Literal["local", "inline"] = "local"
     hosts: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 1
     restart: bool = True
     max_restarts: NonNegInt = 3

@@ -78,14 +78,18 @@ class LocalLauncher:
         """Start the model server, the coordinator and every host."""
         base = [sys.executable, "-m", "swarm.proc"]
         run = ["--run-dir", str(self.run_dir)]
-        if self.config.model.server is None:
-            self._spawn(Child("model-server", [*base, "model-server", *run],
-                              self.run_dir / "logs" / "model-server.log"))
+        self._start_model_server()
         coord = [*base, "coordinator", *run, *(["--resume"] if self.resume else [])]
         self._spawn(Child("coordinator", coord, self.run_dir / "logs" / "coordinator.log"))
         for i in range(self.config.launcher.hosts):
             self._spawn(Child(f"host-{i}", [*base, "host", *run, "--index", str(i)],
                               self.run_dir / "logs" / f"host-{i}.log"))
+
+    def _start_model_server(self) -> None:
+        if self.config.model.server is None:
+            argv = [sys.executable, "-m", "swarm.proc", "model-server", "--run-dir",
+                    str(self.run_dir)]
+            self._spawn(Child("model-server", argv, self.run_dir / "logs" / "model-server.log"))
 
     def _spawn(self, child: Child) -> None:
         child.proc = spawn(child.argv, child.log)
@@ -114,7 +118,8 @@ class LocalLauncher:
     def stop(self, grace: float = 10.0) -> None:
         """Stop every process started (and its children): SIGTERM, then SIGKILL after ``grace``."""
         self._stopping = True
-        order = ["coordinator", *[n for n in self.children if n.startswith("host-")],
+        order = [*(["coordinator"] if "coordinator" in self.children else []),
+                 *[n for n in self.children if n.startswith("host-")],
                  *(["model-server"] if "model-server" in self.children else [])]
         for name in order:
             self._signal(name, signal.SIGTERM)
