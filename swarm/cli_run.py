@@ -10,7 +10,7 @@ import time
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.table import Table
@@ -19,6 +19,8 @@ from swarm.config import SwarmConfig, load_config
 from swarm.errors import SwarmError
 
 __all__ = ["register", "run_swarm"]
+
+T = TypeVar("T")
 
 
 def register(sub: Any) -> None:
@@ -82,7 +84,7 @@ def run_swarm(config: SwarmConfig, resume: bool = False,
     return summary
 
 
-def _run_sync(coro: Coroutine[Any, Any, int]) -> int:
+def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run`` that also works where a loop already runs (Jupyter): in a thread."""
     try:
         asyncio.get_running_loop()
@@ -153,7 +155,7 @@ def _print_summary(config: SwarmConfig, summary: dict[str, Any], console: Consol
 
 def _status(args: argparse.Namespace) -> int:
     config = load_config(args.file, args.overrides)
-    status = _run_sync(_ask_status(config))  # type: ignore[arg-type]
+    status = _run_sync(_ask_status(config))
     if args.json:
         print(json.dumps(status, indent=1))
         return 0
