@@ -26,6 +26,8 @@ One writer (``LineageStore.open(path, writer=True)``, guarded by an flock on
 ``LineageStore.open(path, writer=False)``). A write returns only once it is
 durable: objects are fsynced in a pack before refs move with an atomic
 compare-and-swap transaction (``core.fsync`` covers git's own ref writes).
+A batch moves its refs all or none, though a reader may see one branch of a
+multi-branch batch move before another. One thread owns the writer.
 """
 
 from __future__ import annotations
@@ -58,7 +60,20 @@ from swarm.lineage_read import (
     LogEntry,
     branch_ref,
 )
-from swarm.lineage_repo import SWARM_BRANCH, ensure_config, init_repo, recover, take_lock
+from swarm.lineage_repo import (
+    MATCHMAKER_PATH,
+    SWARM_BRANCH,
+    adapter_path,
+    agent_branch,
+    artifact_path,
+    ensure_config,
+    init_repo,
+    kg_path,
+    profile_path,
+    recover,
+    round_path,
+    take_lock,
+)
 
 __all__ = [
     "LineageStore",
@@ -68,13 +83,14 @@ __all__ = [
     "DiffEntry",
     "FileValue",
     "SWARM_BRANCH",
+    "MATCHMAKER_PATH",
     "agent_branch",
+    "adapter_path",
+    "profile_path",
+    "kg_path",
+    "round_path",
+    "artifact_path",
 ]
-
-def agent_branch(agent_id: str) -> str:
-    """The branch of an agent: ``agent/<agent_id>``."""
-    return f"agent/{agent_id}"
-
 
 @dataclass(frozen=True)
 class CommitSpec:

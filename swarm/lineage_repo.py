@@ -16,9 +16,54 @@ from pathlib import Path
 
 from swarm.errors import LineageError
 
-__all__ = ["GIT_CONFIG", "SWARM_BRANCH", "init_repo", "ensure_config", "take_lock", "recover"]
+__all__ = [
+    "GIT_CONFIG",
+    "SWARM_BRANCH",
+    "MATCHMAKER_PATH",
+    "agent_branch",
+    "adapter_path",
+    "profile_path",
+    "kg_path",
+    "round_path",
+    "artifact_path",
+    "init_repo",
+    "ensure_config",
+    "take_lock",
+    "recover",
+]
 
 SWARM_BRANCH = "swarm"
+MATCHMAKER_PATH = "matchmaker/state.json"
+
+
+def agent_branch(agent_id: str) -> str:
+    """The branch of an agent: ``agent/<agent_id>``."""
+    return f"agent/{agent_id}"
+
+
+def adapter_path(agent_id: str) -> str:
+    """Where an agent's adapter pointer lives: ``agents/<id>/adapter.json``."""
+    return f"agents/{agent_id}/adapter.json"
+
+
+def profile_path(agent_id: str) -> str:
+    """Where an agent's profile lives: ``agents/<id>/profile.json``."""
+    return f"agents/{agent_id}/profile.json"
+
+
+def kg_path(agent_id: str) -> str:
+    """Where an agent's knowledge graph (node-link JSON) lives: ``agents/<id>/kg.json``."""
+    return f"agents/{agent_id}/kg.json"
+
+
+def round_path(n: int) -> str:
+    """Where round ``n``'s record lives on the swarm branch: ``rounds/<n>.json``."""
+    return f"rounds/{int(n)}.json"
+
+
+def artifact_path(name: str, relpath: str) -> str:
+    """Where a file of a shared artifact lives: ``artifacts/<name>/<relpath>``."""
+    return f"artifacts/{name}/{relpath.lstrip('/')}"
 GIT_CONFIG = {
     # Git fsyncs loose objects, packs, their indexes, commit-graphs and ref files
     # before renaming them into place (git 2.36+ knows these components).
