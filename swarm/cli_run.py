@@ -148,8 +148,8 @@ def _print_summary(config: SwarmConfig, summary: dict[str, Any], console: Consol
     lineage = summary["lineage"]
     console.print(f"lineage: {lineage}")
     console.print("inspect it with:")
-    console.print(f"  swarm lineage log {lineage} --agent {agents[0] if agents else 'ID'}")
-    console.print(f"  swarm lineage graph {lineage} --out phylogeny.png")
+    console.print(f"  swarm lineage log -C {lineage} {agents[0] if agents else 'AGENT'}")
+    console.print(f"  swarm lineage graph -C {lineage} -o phylogeny.png")
     console.print(f"  git -C {lineage} log --graph --all --oneline")
 
 
