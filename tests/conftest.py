@@ -27,14 +27,24 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def vllm_engine(tiny_model: Path) -> Iterator[Any]:
-    """One real vLLM engine with LoRA enabled on the tiny model, shared by the session."""
-    from vllm import LLM
+def adapter_paths() -> Any:
+    """The session backend's resolver: ``adapter_paths.add(sha256, folder)`` makes an adapter
+    servable by ``vllm_backend``."""
+    from swarm.serving import MappingResolver
 
-    engine = LLM(
-        model=str(tiny_model),
-        enable_lora=True,
+    return MappingResolver()
+
+
+@pytest.fixture(scope="session")
+def vllm_backend(tiny_model: Path, adapter_paths: Any) -> Iterator[Any]:
+    """The session's one real vLLM engine (LoRA on, 8 adapters per step), as a ``VLLMBackend``."""
+    from swarm.serving.vllm_backend import VLLMBackend
+
+    backend = VLLMBackend(
+        tiny_model,
+        adapter_paths,
         max_loras=8,
+        max_cpu_loras=16,
         max_lora_rank=16,
         max_model_len=512,
         gpu_memory_utilization=0.3,
@@ -42,5 +52,11 @@ def vllm_engine(tiny_model: Path) -> Iterator[Any]:
         enforce_eager=True,
         seed=0,
     )
-    yield engine
-    del engine
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(vllm_backend: Any) -> Any:
+    """The raw ``vllm.LLM`` of the session's ``vllm_backend`` (the same engine)."""
+    return vllm_backend.engine

@@ -1,0 +1,125 @@
+"""The ``Backend`` protocol every inference engine implements, and its result type.
+
+A backend serves many agents' LoRA adapters on one base model. A request
+names its adapter by content hash (the sha256 of the adapter's
+``adapter_model.safetensors`` bytes; ``None`` is the base model), never by a
+reusable name, so a new version of an adapter is a new hash and can never be
+answered with stale weights. A backend finds the folder of a hash through a
+``Resolver`` (the adapter store, or a plain mapping in tests).
+
+Requests are ``swarm.wire.GenRequest`` structs, the same objects that arrive
+in a ``Generate`` message, so the model server hands them on unconverted.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import msgspec
+
+from swarm.errors import AdapterError, BackendError
+from swarm.wire import GenRequest
+
+__all__ = [
+    "GenRequest",
+    "GenResult",
+    "Backend",
+    "Resolver",
+    "MappingResolver",
+    "check_ref",
+    "check_requests",
+]
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+#: Finds the PEFT folder of an adapter by content hash; raises ``AdapterError`` if unknown.
+Resolver = Callable[[str], Path]
+
+
+class GenResult(msgspec.Struct, frozen=True, kw_only=True):
+    """One completion: its text, the generated token ids (empty where a backend cannot
+    tell them) and why generation stopped (``"stop"``, ``"length"`` or ``None``)."""
+
+    text: str
+    token_ids: list[int] = []
+    finish_reason: str | None = None
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """An inference engine serving a base model and many LoRA adapters at once."""
+
+    name: str
+
+    def generate(self, requests: Sequence[GenRequest]) -> list[GenResult]:
+        """Complete every request (one batch, adapters mixed); results in request order.
+
+        Raises:
+            AdapterError: an adapter is unknown or invalid.
+            BackendError: the engine failed or a request is malformed.
+        """
+        ...
+
+    def load_adapter(self, ref: str) -> None:
+        """Make the adapter with content hash ``ref`` ready to serve (idempotent)."""
+        ...
+
+    def unload_adapter(self, ref: str) -> None:
+        """Drop the adapter ``ref`` from the engine (a no-op when it is not loaded)."""
+        ...
+
+    def loaded_adapters(self) -> list[str]:
+        """Hashes of the adapters held now, least recently used first."""
+        ...
+
+    def close(self) -> None:
+        """Release the engine and its memory."""
+        ...
+
+
+class MappingResolver:
+    """A ``Resolver`` over a mutable mapping of content hash to adapter folder."""
+
+    def __init__(self, paths: Mapping[str, Path | str] | None = None) -> None:
+        self._paths = {ref: Path(p) for ref, p in (paths or {}).items()}
+
+    def add(self, ref: str, folder: Path | str) -> str:
+        """Map ``ref`` to ``folder``; returns ``ref``."""
+        self._paths[check_ref(ref)] = Path(folder)
+        return ref
+
+    def __call__(self, ref: str) -> Path:
+        try:
+            return self._paths[ref]
+        except KeyError:
+            raise AdapterError(f"unknown adapter {ref[:12]}: not in this resolver") from None
+
+
+def check_ref(ref: str) -> str:
+    """Return ``ref`` if it is a sha256 hex digest.
+
+    Raises:
+        AdapterError: ``ref`` is not 64 lowercase hex digits.
+    """
+    if not isinstance(ref, str) or not _SHA256.match(ref):
+        raise AdapterError(f"adapter ref {ref!r} is not a sha256 hex digest")
+    return ref
+
+
+def check_requests(requests: Sequence[GenRequest]) -> None:
+    """Refuse malformed requests before they reach an engine.
+
+    Raises:
+        AdapterError: an adapter ref is not a sha256 digest.
+        BackendError: ``max_tokens`` < 1 or ``temperature`` < 0.
+    """
+    for i, req in enumerate(requests):
+        if req.max_tokens < 1:
+            raise BackendError(f"request {i}: max_tokens must be >= 1, got {req.max_tokens}")
+        if req.temperature < 0:
+            raise BackendError(f"request {i}: temperature must be >= 0, got {req.temperature}")
+        if req.adapter is not None:
+            check_ref(req.adapter)

@@ -1,0 +1,302 @@
+"""Serving: the backends on the tiny model and the model server over real ZeroMQ sockets.
+
+The vLLM tests share the session's one engine (``vllm_backend`` in conftest).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import subprocess
+import sys
+from collections.abc import Coroutine, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from swarm.config import ModelSection
+from swarm.errors import AdapterError, BackendError, RegistryError, RemoteError
+from swarm.serving import BACKENDS, GenResult, MappingResolver, create_backend
+from swarm.serving.base import Backend, check_requests
+from swarm.serving.server import ModelServer, ServerThread, TrainOutcome
+from swarm.transport import Client
+from swarm.wire import Chat, Generate, Generated, GenRequest, Train, Trained
+from tests.support import random_lora
+
+ROOT = Path(__file__).resolve().parent.parent
+PROMPTS = [f"agent {i} says reverse a b c =" for i in range(8)]
+
+
+def sha(folder: Path) -> str:
+    return hashlib.sha256((folder / "adapter_model.safetensors").read_bytes()).hexdigest()
+
+
+def run(coro: Coroutine[Any, Any, Any], timeout: float = 120) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+@pytest.fixture
+def address(tmp_path: Path) -> str:
+    return f"ipc://{tmp_path}/model.ipc"
+
+
+@pytest.fixture(scope="module")
+def loras(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory, adapter_paths: Any) -> list[str]:
+    """Eight random adapters, servable by the session backend; their content hashes."""
+    root = tmp_path_factory.mktemp("loras")
+    refs = []
+    for i in range(8):
+        folder = random_lora(tiny_model, root / f"a{i}", seed=100 + i)
+        refs.append(adapter_paths.add(sha(folder), folder))
+    return refs
+
+
+def ask(address: str, jobs: list[dict[str, Any]]) -> dict[str, str]:
+    """Run a host process whose agents ask the model server concurrently."""
+    out = subprocess.run([sys.executable, "-m", "tests.serving_agents", address], cwd=ROOT,
+                         input=json.dumps(jobs), capture_output=True, text=True, timeout=180)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    result: dict[str, str] = json.loads(out.stdout)
+    return result
+
+
+# -- units around the backends ------------------------------------------------------
+
+
+class FakeBackend:
+    """Echoes ``adapter:prompt``; knows one adapter. For the server's own logic only."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.known = {"a" * 64}
+        self.batches: list[list[GenRequest]] = []
+
+    def generate(self, requests: Sequence[GenRequest]) -> list[GenResult]:
+        self.batches.append(list(requests))
+        return [GenResult(text=f"{(r.adapter or 'base')[:4]}:{r.prompt}") for r in requests]
+
+    def load_adapter(self, ref: str) -> None:
+        if ref not in self.known:
+            raise AdapterError(f"unknown adapter {ref[:8]}")
+
+    def unload_adapter(self, ref: str) -> None:
+        pass
+
+    def loaded_adapters(self) -> list[str]:
+        return sorted(self.known)
+
+    def close(self) -> None:
+        pass
+
+
+def test_malformed_requests_and_refs_are_typed_errors() -> None:
+    resolver = MappingResolver()
+
+    with pytest.raises(AdapterError, match="sha256"):
+        check_requests([GenRequest(prompt="x", adapter="not-a-hash")])
+    with pytest.raises(BackendError, match="max_tokens"):
+        check_requests([GenRequest(prompt="x", max_tokens=0)])
+    with pytest.raises(AdapterError, match="unknown adapter"):
+        resolver("b" * 64)
+    assert isinstance(FakeBackend(), Backend)
+
+
+def test_backend_registry_names_and_refusals() -> None:
+    assert {"vllm", "hf", "openai"} <= set(BACKENDS.names())
+    with pytest.raises(RegistryError, match="unknown backend"):
+        create_backend(ModelSection(backend="nope"), Path("."), MappingResolver())  # type: ignore[arg-type]
+    with pytest.raises(BackendError, match="openai_url"):
+        create_backend(ModelSection(backend="openai"), Path("."), MappingResolver())
+
+
+def test_server_batches_messages_and_isolates_a_bad_adapter(address: str) -> None:
+    backend = FakeBackend()
+    server = ModelServer(backend, address, window_s=5.0, max_batch=3)
+
+    async def main() -> list[Any]:
+        async with Client("host-1", address) as client:
+            good = [Generate(sender=f"ag{i}", requests=[GenRequest(prompt=f"p{i}", adapter=ref)])
+                    for i, ref in enumerate([None, "a" * 64])]  # fmt: skip
+            bad = Generate(sender="ag9", requests=[GenRequest(prompt="p9", adapter="c" * 64)])
+            return await asyncio.gather(*(client.request(m) for m in [*good, bad]),
+                                        return_exceptions=True)  # fmt: skip
+
+    with ServerThread(server):
+        first, second, third = run(main())
+
+    assert isinstance(first.msg, Generated) and first.msg.texts == ["base:p0"]
+    assert second.msg.texts == ["aaaa:p1"]
+    assert isinstance(third, RemoteError) and third.remote_code == "adapter"
+    assert len(backend.batches) == 1 and len(backend.batches[0]) == 2
+    assert server.stats.last_batch_requests == 2 and server.stats.errors == 1
+
+
+def test_server_answers_train_and_unsupported_messages(address: str) -> None:
+    jobs: list[Train] = []
+
+    def trainer(job: Train) -> TrainOutcome:
+        jobs.append(job)
+        return TrainOutcome(adapter="d" * 64, metrics={"loss": 0.5})
+
+    async def main(server_address: str) -> tuple[Any, Any]:
+        async with Client("host-1", server_address) as client:
+            trained = await client.request(Train(sender="ag1", agent_id="ag1"))
+            with pytest.raises(RemoteError) as refused:
+                await client.request(Chat(sender="ag1", content="hi"))
+            return trained, refused.value
+
+    with ServerThread(ModelServer(FakeBackend(), address, trainer=trainer)):
+        trained, refused = run(main(address))
+    other = address.replace("model.ipc", "untrained.ipc")
+    with ServerThread(ModelServer(FakeBackend(), other)), pytest.raises(RemoteError) as no_trainer:
+        run(main(other))
+
+    assert isinstance(trained.msg, Trained) and trained.msg.adapter == "d" * 64
+    assert trained.msg.metrics == {"loss": 0.5} and jobs[0].agent_id == "ag1"
+    assert refused.remote_code == "backend.unsupported"
+    assert no_trainer.value.remote_code == "training"
+
+
+# -- the vLLM backend and the model server on a real engine ------------------------------
+
+
+@pytest.mark.slow
+def test_model_server_serves_8_agents_with_8_adapters_in_one_batch(
+    vllm_backend: Any, loras: list[str], address: str
+) -> None:
+    alone = {
+        f"agent{i}": vllm_backend.generate([GenRequest(prompt=p, adapter=ref, max_tokens=12)])[0].text
+        for i, (p, ref) in enumerate(zip(PROMPTS, loras, strict=True))
+    }
+    jobs = [{"agent": f"agent{i}", "prompt": p, "adapter": ref, "max_tokens": 12}
+            for i, (p, ref) in enumerate(zip(PROMPTS, loras, strict=True))]  # fmt: skip
+    server = ModelServer(vllm_backend, address, window_s=60.0, max_batch=8)
+
+    with ServerThread(server):
+        hosts = [subprocess.Popen([sys.executable, "-m", "tests.serving_agents", address], cwd=ROOT,
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                 for _ in range(2)]  # fmt: skip
+        for k, host in enumerate(hosts):  # both hosts get their jobs before either is awaited
+            assert host.stdin is not None
+            host.stdin.write(json.dumps(jobs[k::2]))
+            host.stdin.close()
+        outs = [host.stdout.read() for host in hosts if host.stdout is not None]
+        assert [host.wait(timeout=60) for host in hosts] == [0, 0]
+    answers = {agent: text for out in outs for agent, text in json.loads(out).items()}
+
+    assert answers == alone
+    assert len(set(alone.values())) == 8
+    assert server.stats.batches == 1
+    assert server.stats.last_batch_requests == 8 and server.stats.last_batch_adapters == 8
+
+
+@pytest.mark.slow
+def test_base_requests_mixed_with_adapters_get_base_answers(vllm_backend: Any, loras: list[str]) -> None:
+    base_alone = [r.token_ids for r in vllm_backend.generate([GenRequest(prompt=p) for p in PROMPTS[:3]])]
+    mixed = vllm_backend.generate(
+        [GenRequest(prompt=p) for p in PROMPTS[:3]]
+        + [GenRequest(prompt=p, adapter=ref) for p, ref in zip(PROMPTS, loras, strict=True)]
+    )
+
+    assert [r.token_ids for r in mixed[:3]] == base_alone
+    assert all(r.token_ids != b for r, b in zip(mixed[3:6], base_alone, strict=True))
+
+
+@pytest.mark.slow
+def test_replaced_adapter_is_served_by_its_new_hash_never_stale(
+    vllm_backend: Any, adapter_paths: Any, tiny_model: Path, tmp_path: Path
+) -> None:
+    old = random_lora(tiny_model, tmp_path / "v1", seed=201)
+    new = random_lora(tiny_model, tmp_path / "v2", seed=202)
+    request = GenRequest(prompt=PROMPTS[0], max_tokens=12)
+    expected_new = _served(vllm_backend, adapter_paths, new, request)
+    vllm_backend.unload_adapter(sha(new))
+    agent_dir = tmp_path / "agent-adapter"  # one folder the agent keeps rewriting
+    _copy_adapter(old, agent_dir)
+    old_text = _served(vllm_backend, adapter_paths, agent_dir, request)
+
+    _copy_adapter(new, agent_dir)  # retrained in place: same folder, new bytes, new hash
+    new_text = _served(vllm_backend, adapter_paths, agent_dir, request)
+
+    assert old_text != expected_new
+    assert new_text == expected_new
+    assert vllm_backend.lora_id(sha(new)) != vllm_backend.lora_id(sha(old))
+
+
+def _served(backend: Any, paths: Any, folder: Path, request: GenRequest) -> str:
+    ref = paths.add(sha(folder), folder)
+    text: str = backend.generate([GenRequest(prompt=request.prompt, adapter=ref,
+                                             max_tokens=request.max_tokens)])[0].text  # fmt: skip
+    return text
+
+
+def _copy_adapter(src: Path, dest: Path) -> None:
+    dest.mkdir(exist_ok=True)
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        (dest / name).write_bytes((src / name).read_bytes())
+
+
+@pytest.mark.slow
+def test_refused_adapter_errors_without_hurting_the_batch(
+    vllm_backend: Any, adapter_paths: Any, loras: list[str], tiny_model: Path, tmp_path: Path,
+    address: str,
+) -> None:
+    too_big = random_lora(tiny_model, tmp_path / "r32", seed=7, rank=32)
+    bad = adapter_paths.add(sha(too_big), too_big)
+    jobs = [{"agent": "good", "prompt": PROMPTS[1], "adapter": loras[1], "max_tokens": 8},
+            {"agent": "bad", "prompt": PROMPTS[1], "adapter": bad, "max_tokens": 8},
+            {"agent": "unknown", "prompt": PROMPTS[1], "adapter": "e" * 64, "max_tokens": 8}]
+    alone = vllm_backend.generate([GenRequest(prompt=PROMPTS[1], adapter=loras[1], max_tokens=8)])
+
+    with pytest.raises(AdapterError, match="rank"):
+        vllm_backend.load_adapter(bad)
+    with ServerThread(ModelServer(vllm_backend, address, window_s=0.5)):
+        answers = ask(address, jobs)
+
+    assert answers == {"good": alone[0].text, "bad": "error: adapter", "unknown": "error: adapter"}
+    assert bad not in vllm_backend.loaded_adapters()
+
+
+@pytest.mark.slow
+def test_unloaded_adapter_comes_back_under_a_fresh_id(vllm_backend: Any, loras: list[str]) -> None:
+    request = GenRequest(prompt=PROMPTS[2], adapter=loras[2], max_tokens=8)
+    before = vllm_backend.generate([request])[0].token_ids
+    first_id = vllm_backend.lora_id(loras[2])
+
+    vllm_backend.unload_adapter(loras[2])
+    gone = loras[2] not in vllm_backend.loaded_adapters()
+    after = vllm_backend.generate([request])[0].token_ids
+
+    assert gone and after == before
+    assert vllm_backend.lora_id(loras[2]) not in (None, first_id)
+
+
+# -- the transformers + peft backend -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hf_backend(tiny_model: Path, adapter_paths: Any) -> Iterator[Any]:
+    from swarm.serving.hf_backend import HFBackend
+
+    backend = HFBackend(tiny_model, adapter_paths, max_adapters=2)
+    yield backend
+    backend.close()
+
+
+@pytest.mark.slow
+def test_hf_gives_vllm_greedy_tokens_for_base_and_adapters(
+    hf_backend: Any, vllm_backend: Any, loras: list[str]
+) -> None:
+    requests = [GenRequest(prompt=p, max_tokens=12) for p in PROMPTS[:3]] + [
+        GenRequest(prompt=p, adapter=ref, max_tokens=12)
+        for p, ref in zip(PROMPTS[:3], loras[:3], strict=True)
+    ]
+
+    hf = [r.token_ids for r in hf_backend.generate(requests)]
+    vllm = [r.token_ids for r in vllm_backend.generate(requests)]
+
+    assert hf == vllm
+    assert len(hf_backend.loaded_adapters()) == 2  # the LRU kept its size over 3 adapters
