@@ -54,9 +54,9 @@ __all__ = [
     "matchmaker_from_state",
     "pair_features",
     "pair_dim",
-    "pair_scores",
     "ucb_matrix",
     "greedy_disjoint_pairs",
+    "improve_pairs",
     "orient_by_score",
     "orient_pairs",
 ]
@@ -92,34 +92,36 @@ def pair_features(p_i: np.ndarray, p_j: np.ndarray) -> Array:
     return np.concatenate(([1.0], a + b, a * a + b * b, a * b))
 
 
-def pair_scores(profiles: Array, theta: Array, a_inv: Array, coef: float,
-                block: int = 128) -> Array:
-    """Score every pair ``i < j`` at once: ``theta^T x + coef * sqrt(x^T A^-1 x)``, x = phi(p_i, p_j).
+def ucb_matrix(profiles: Array, theta: Array, a_inv: Array, coef: float,
+               block: int = 128) -> Array:
+    """Score every pair at once: ``S[i, j] = theta^T x + coef * sqrt(x^T A^-1 x)``, x = phi(p_i, p_j).
 
-    Returns the scores flat, in the order of ``numpy.triu_indices(n, 1)``
-    The additive part of x is ``w_i + w_j`` with
-    ``w_i = [1/2, p_i, p_i**2]`` and the interaction part is ``m = p_i * p_j``,
-    so both terms are products of per-agent factors, computed as matrix
-    products over blocks of rows of the upper triangle (never a Python loop
-    over pairs)::
+    The additive part of x is ``w_i + w_j`` with ``w_i = [1/2, p_i, p_i**2]``
+    and the interaction part is ``m = p_i * p_j``, so both terms are products
+    of per-agent factors, computed as matrix products over blocks of rows of
+    the upper triangle (never a Python loop over pairs)::
 
         x^T M x = (w_i+w_j)^T Mww (w_i+w_j) + 2 (w_i+w_j)^T Mwm m + m^T Mmm m
 
     where the last term runs over the ``dim*(dim+1)/2`` monomials ``p_k p_l``.
+    The upper triangle is mirrored, so ``S`` is exactly symmetric; its
+    diagonal is ``-inf`` (no agent pairs with itself).
     """
     n = profiles.shape[0]
     mean_l, mean_r = _mean_factors(profiles, theta)
     width_l, width_r = _width_factors(profiles, a_inv) if coef != 0.0 else (None, None)
-    parts: list[Array] = []
-    for start in range(0, max(n - 1, 0), block):
+    out = np.zeros((n, n))
+    for start in range(0, n, block):
         stop = min(start + block, n)
-        upper = np.arange(n - start)[None, :] > np.arange(stop - start)[:, None]
-        vals = (mean_l[start:stop] @ mean_r[start:].T)[upper]
+        part = mean_l[start:stop] @ mean_r[start:].T
         if width_l is not None and width_r is not None:
-            quad = (width_l[start:stop] @ width_r[start:].T)[upper]
-            vals += coef * np.sqrt(np.maximum(quad, 0.0, out=quad), out=quad)
-        parts.append(vals)
-    return np.concatenate(parts) if parts else np.zeros(0)
+            quad = width_l[start:stop] @ width_r[start:].T
+            part += coef * np.sqrt(np.maximum(quad, 0.0, out=quad), out=quad)
+        out[start:stop, start:] = part
+    out = np.triu(out, 1)
+    out += out.T
+    np.fill_diagonal(out, -np.inf)
+    return out
 
 
 def _mean_factors(p: Array, theta: Array) -> tuple[Array, Array]:
@@ -150,21 +152,12 @@ def _width_factors(p: Array, a_inv: Array) -> tuple[Array, Array]:
             np.hstack([ones, g, w, p, vp, z]))
 
 
-def ucb_matrix(profiles: Array, theta: Array, a_inv: Array, coef: float) -> Array:
-    """``pair_scores`` as a symmetric ``(n, n)`` matrix, ``-inf`` on the diagonal."""
-    n = profiles.shape[0]
-    rows, cols = np.triu_indices(n, 1)
-    out = np.full((n, n), -np.inf)
-    out[rows, cols] = out[cols, rows] = pair_scores(profiles, theta, a_inv, coef)
-    return out
-
-
-def greedy_disjoint_pairs(vals: Array, n: int, max_pairs: int,
+def greedy_disjoint_pairs(score: Array, max_pairs: int,
                           rng: np.random.Generator) -> list[tuple[int, int, float]]:
-    """Greedy disjoint pairs of ``n`` agents, best first: ``(i, j, score)`` with i < j.
+    """Greedy disjoint pairs, best first: ``(i, j, score)`` with i < j.
 
-    ``vals`` holds the score of every pair in ``numpy.triu_indices(n, 1)``
-    order; a non-finite score means "never pair these two". The result is that
+    ``score`` is a symmetric ``(n, n)`` matrix (only its upper triangle is
+    read); a non-finite score means "never pair these two". The result is that
     of scanning all pairs by decreasing score (equal scores in an order drawn
     from ``rng``) and keeping each pair whose two agents are still free. To stay
     fast with ~500k pairs it works tier by tier: the top ``8n`` pairs are sorted
@@ -172,9 +165,11 @@ def greedy_disjoint_pairs(vals: Array, n: int, max_pairs: int,
     agents still free, and so on; the scan itself drops the pairs of taken agents
     chunk by chunk with one vectorized mask before its Python loop.
     """
+    n = score.shape[0]
     free = np.ones(n, dtype=bool)
     out: list[tuple[int, int, float]] = []
     rows, cols = _triu32(n)
+    vals = score[rows, cols]
     cand: NDArray[np.intp] | None = None  # None: every pair
     tier = 8 * n
     while len(out) < max_pairs:
@@ -194,6 +189,60 @@ def greedy_disjoint_pairs(vals: Array, n: int, max_pairs: int,
         cand = rest[free[rows[rest]] & free[cols[rest]]]
         tier *= 2
     return out
+
+
+def improve_pairs(pairs: list[tuple[int, int, float]], score: Array,
+                  sweeps: int) -> list[tuple[int, int, float]]:
+    """Raise the total score of disjoint pairs by swapping partners between two pairs (2-opt).
+
+    For pairs ``(a, b)`` and ``(c, d)`` the alternatives are ``(a, c) + (b, d)``
+    and ``(a, d) + (b, c)``. A sweep applies the best swaps that touch disjoint
+    pairs (best gain first); gains live in a ``(k, k)`` matrix whose rows are
+    recomputed only for the pairs the last sweep changed. It stops when no swap
+    gains or after ``sweeps`` sweeps. Greedy pairing alone can leave a lot on
+    the table (a pair that looked best can block two better ones); this closes
+    most of that gap. Returns the pairs best first.
+    """
+    k = len(pairs)
+    if k < 2 or sweeps <= 0:
+        return pairs
+    a = np.array([p[0] for p in pairs])
+    b = np.array([p[1] for p in pairs])
+    gain = np.empty((k, k))
+    changed = np.arange(k)
+    for _ in range(sweeps):
+        _gain_rows(gain, score, a, b, changed)
+        good = np.flatnonzero(gain > 1e-12)
+        if good.size == 0:
+            break
+        if good.size > 4 * k:  # at most k / 2 swaps fit in one sweep
+            good = good[np.argpartition(-gain.flat[good], 4 * k)[:4 * k]]
+        used = bytearray(k)
+        for t in good[np.argsort(-gain.flat[good], kind="stable")].tolist():
+            p, q = divmod(t, k)
+            if used[p] or used[q]:
+                continue
+            used[p] = used[q] = 1
+            if score[a[p], a[q]] + score[b[p], b[q]] >= score[a[p], b[q]] + score[b[p], a[q]]:
+                a[q], b[p] = b[p], a[q]
+            else:
+                a[q], b[q], b[p] = b[p], a[q], b[q]
+        changed = np.flatnonzero(np.frombuffer(bytes(used), dtype=np.uint8))
+    lo, hi, value = np.minimum(a, b), np.maximum(a, b), score[a, b]
+    return [(int(lo[t]), int(hi[t]), float(value[t])) for t in np.argsort(-value, kind="stable")]
+
+
+def _gain_rows(gain: Array, score: Array, a: NDArray[np.intp], b: NDArray[np.intp],
+               rows: NDArray[np.intp]) -> None:
+    """Recompute the swap gains of pairs ``rows`` against every pair (both triangles)."""
+    pair = score[a, b]
+    ar, br = a[rows][:, None], b[rows][:, None]
+    cross = score[ar, a[None, :]] + score[br, b[None, :]]
+    twist = score[ar, b[None, :]] + score[br, a[None, :]]
+    block = np.maximum(cross, twist) - (pair[rows][:, None] + pair[None, :])
+    block[np.arange(rows.size), rows] = -np.inf
+    gain[rows, :] = block
+    gain[:, rows] = block.T
 
 
 def _triu32(n: int) -> tuple[NDArray[np.int32], NDArray[np.int32]]:
@@ -274,6 +323,20 @@ def _check_select(max_pairs: int, round: int) -> None:
         raise MatchmakerError(f"round must be an integer >= 0, got {round!r}")
 
 
+def _check_update(pair: tuple[str, str], profiles: Mapping[str, np.ndarray], reward: float,
+                  dim: int | None) -> Array:
+    """The two profiles of an update's pair, ``(2, dim)``, once the arguments are checked."""
+    i, j = pair
+    if i == j:
+        raise MatchmakerError(f"a pair needs two different agents, got {pair!r}")
+    missing = [a for a in pair if a not in profiles]
+    if missing:
+        raise MatchmakerError(f"no profile for agent(s) {missing} of pair {pair!r}")
+    if not math.isfinite(float(reward)):
+        raise MatchmakerError(f"reward of pair {pair!r} is {reward!r}, not a finite number")
+    return _stack({i: profiles[i], j: profiles[j]}, dim)[1]
+
+
 def _rng_state(rng: np.random.Generator) -> dict[str, Any]:
     st = rng.bit_generator.state
     if st.get("bit_generator") != "PCG64":
@@ -331,18 +394,21 @@ class LinUCBMatchmaker:
         beta0: exploration weight; the bonus is ``beta0 / sqrt(round + 1)`` times the width.
         seed: seed of the tie-breaking generator, or the generator itself (PCG64).
         reinvert_every: recompute ``A^-1`` from ``A`` after this many updates (0: never).
+        refine: at most this many sweeps of ``improve_pairs`` after the greedy
+            pairing (0: the greedy pairing as it is).
     """
 
     kind: ClassVar[str] = "linucb"
 
     def __init__(self, dim: int, lam: float = 1.0, beta0: float = 1.0,
-                 seed: int | np.random.Generator | None = 0, reinvert_every: int = 1000) -> None:
-        if dim < 1 or not lam > 0 or not beta0 >= 0 or reinvert_every < 0:
-            raise MatchmakerError(f"need dim >= 1, lam > 0, beta0 >= 0, reinvert_every >= 0; got "
-                                  f"dim={dim}, lam={lam}, beta0={beta0}, "
-                                  f"reinvert_every={reinvert_every}")
+                 seed: int | np.random.Generator | None = 0, reinvert_every: int = 1000,
+                 refine: int = 16) -> None:
+        if dim < 1 or not lam > 0 or not beta0 >= 0 or reinvert_every < 0 or refine < 0:
+            raise MatchmakerError(f"need dim >= 1, lam > 0, beta0 >= 0, reinvert_every >= 0, "
+                                  f"refine >= 0; got dim={dim}, lam={lam}, beta0={beta0}, "
+                                  f"reinvert_every={reinvert_every}, refine={refine}")
         self.dim, self.lam, self.beta0 = int(dim), float(lam), float(beta0)
-        self.reinvert_every = int(reinvert_every)
+        self.reinvert_every, self.refine = int(reinvert_every), int(refine)
         size = pair_dim(self.dim)
         self.a = np.eye(size) * self.lam
         self.a_inv = np.eye(size) / self.lam
@@ -368,14 +434,16 @@ class LinUCBMatchmaker:
         ids, p = _stack(profiles, self.dim)
         if max_pairs == 0 or len(ids) < 2:
             return []
-        vals = pair_scores(p, self.theta, self.a_inv, self._coef(round))
-        chosen = greedy_disjoint_pairs(vals, len(ids), int(max_pairs), self.rng)
+        score = ucb_matrix(p, self.theta, self.a_inv, self._coef(round))
+        chosen = greedy_disjoint_pairs(score, int(max_pairs), self.rng)
+        chosen = improve_pairs(chosen, score, self.refine)
         return [(ids[i], ids[j]) for i, j, _ in chosen]
 
     def update(self, pair: tuple[str, str], profiles: Mapping[str, np.ndarray],
                reward: float) -> None:
         """Learn that ``pair`` earned ``reward``: ``A += x x^T``, ``b += r x``, A^-1 by Sherman-Morrison."""
-        x = self._context(pair, profiles, reward)
+        p = _check_update(pair, profiles, reward, self.dim)
+        x = pair_features(p[0], p[1])
         ax = self.a_inv @ x
         self.a_inv -= np.outer(ax, ax) / (1.0 + float(x @ ax))
         self.a += np.outer(x, x)
@@ -389,23 +457,10 @@ class LinUCBMatchmaker:
     def _coef(self, round: int) -> float:
         return self.beta0 / math.sqrt(round + 1)
 
-    def _context(self, pair: tuple[str, str], profiles: Mapping[str, np.ndarray],
-                 reward: float) -> Array:
-        i, j = pair
-        if i == j:
-            raise MatchmakerError(f"a pair needs two different agents, got {pair!r}")
-        missing = [a for a in pair if a not in profiles]
-        if missing:
-            raise MatchmakerError(f"no profile for agent(s) {missing} of pair {pair!r}")
-        if not math.isfinite(float(reward)):
-            raise MatchmakerError(f"reward of pair {pair!r} is {reward!r}, not a finite number")
-        _, p = _stack({i: profiles[i], j: profiles[j]}, self.dim)
-        return pair_features(p[0], p[1])
-
     def state(self) -> dict[str, Any]:
         """Everything needed to resume exactly, as JSON-ready lists, numbers and strings."""
         return {"kind": self.kind, "version": STATE_VERSION, "dim": self.dim, "lam": self.lam,
-                "beta0": self.beta0, "reinvert_every": self.reinvert_every,
+                "beta0": self.beta0, "reinvert_every": self.reinvert_every, "refine": self.refine,
                 "updates": self.updates, "a": self.a.tolist(), "a_inv": self.a_inv.tolist(),
                 "b": self.b.tolist(), "rng": _rng_state(self.rng)}
 
@@ -416,7 +471,8 @@ class LinUCBMatchmaker:
         try:
             out = cls.__new__(cls)
             LinUCBMatchmaker.__init__(out, int(state["dim"]), float(state["lam"]),
-                                      float(state["beta0"]), 0, int(state["reinvert_every"]))
+                                      float(state["beta0"]), 0, int(state["reinvert_every"]),
+                                      int(state["refine"]))
             out.updates = int(state["updates"])
         except (KeyError, TypeError, ValueError) as exc:
             raise MatchmakerError(f"bad matchmaker state: {exc!r}") from exc
@@ -434,8 +490,9 @@ class GreedyMatchmaker(LinUCBMatchmaker):
     kind: ClassVar[str] = "greedy"
 
     def __init__(self, dim: int, lam: float = 1.0, beta0: float = 0.0,
-                 seed: int | np.random.Generator | None = 0, reinvert_every: int = 1000) -> None:
-        super().__init__(dim, lam, 0.0, seed, reinvert_every)
+                 seed: int | np.random.Generator | None = 0, reinvert_every: int = 1000,
+                 refine: int = 16) -> None:
+        super().__init__(dim, lam, 0.0, seed, reinvert_every, refine)
 
 
 class RandomMatchmaker:
@@ -459,10 +516,7 @@ class RandomMatchmaker:
     def update(self, pair: tuple[str, str], profiles: Mapping[str, np.ndarray],
                reward: float) -> None:
         """Check the arguments; a random matchmaker learns nothing."""
-        missing = [a for a in pair if a not in profiles]
-        if missing or pair[0] == pair[1] or not math.isfinite(float(reward)):
-            raise MatchmakerError(f"bad update: pair {pair!r}, reward {reward!r}, "
-                                  f"agents without profile {missing}")
+        _check_update(pair, profiles, reward, self.dim)
 
     def state(self) -> dict[str, Any]:
         """The generator's state (and the profile length), JSON-ready."""
@@ -489,7 +543,7 @@ def make_matchmaker(kind: str, dim: int, *, lam: float = 1.0, beta0: float = 1.0
     """Build the matchmaker named by the config's ``matchmaker.kind``.
 
     ``lam`` and ``beta0`` apply to ``linucb`` (``greedy`` takes ``lam`` only,
-    ``random`` neither); extra ``params`` (``reinvert_every``) go to the
+    ``random`` neither); extra ``params`` (``reinvert_every``, ``refine``) go to the
     linear ones. ``max_pairs`` is not a matchmaker setting: the coordinator
     passes it to ``select``.
     """

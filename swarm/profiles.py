@@ -13,7 +13,7 @@ Layout, for ``metrics = (m_1 .. m_M)`` and ``skills = (s_1 .. s_K)``
     0          score            held-out evaluation score       clip to [0, 1]
     1          score_delta      score - previous score          clip to [-1, 1] (0 without a previous)
     2..1+M     metric:<m>       extra evaluation metric m      tanh(value / scale_m)   (0 if absent)
-    2+M..1+M+K skill:<s>        examples of skill s            fraction of the agent's examples (sum 1)
+    2+M..1+M+K skill:<s>        examples of skill s            share among the swarm skills (sum 1, or all 0)
     2+M+K      has_adapter      whether the agent has one      0 or 1
     3+M+K      adapter_norm     Frobenius norm of its update   tanh(norm / norm_scale)
     4+M+K      comm_cost        bytes it sent and received     log1p(bytes) / log1p(comm_scale), clip [0, 1]
