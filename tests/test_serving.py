@@ -298,5 +298,56 @@ def test_hf_gives_vllm_greedy_tokens_for_base_and_adapters(
     hf = [r.token_ids for r in hf_backend.generate(requests)]
     vllm = [r.token_ids for r in vllm_backend.generate(requests)]
 
+    held_for_batch = hf_backend.loaded_adapters()
+    hf_backend.generate([GenRequest(prompt=PROMPTS[3], adapter=loras[3], max_tokens=2)])
+
     assert hf == vllm
-    assert len(hf_backend.loaded_adapters()) == 2  # the LRU kept its size over 3 adapters
+    assert set(loras[:3]) <= set(held_for_batch)  # a batch keeps every adapter it needs
+    assert hf_backend.loaded_adapters()[-1] == loras[3] and len(hf_backend.loaded_adapters()) == 2
+
+
+# -- training on the model server --------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_trained_then_retrained_adapter_is_served_by_its_new_hash(
+    vllm_backend: Any, hf_backend: Any, adapter_paths: Any, tiny_model: Path, tmp_path: Path,
+    address: str,
+) -> None:
+    import numpy as np
+
+    from swarm.adapters import AdapterStore, AdapterValidator
+    from swarm.config import LoraSection
+    from swarm.serving.training_job import store_trainer
+    from swarm.tasks import make_dataset
+    from swarm.wire import Example
+
+    store = AdapterStore(tmp_path / "store", AdapterValidator(tiny_model, max_rank=16))
+    adapter_paths.chain(store.path)
+    lora = LoraSection(rank=8, steps=12, batch_size=8, learning_rate=5e-3)
+    trainer = store_trainer(tiny_model, store, lora=lora, seed=3)
+    data = make_dataset(["reverse"], 48, np.random.default_rng(0))
+    examples = [Example(prompt=e.prompt, completion=e.completion) for e in data[:40]]
+    prompts = [e.prompt for e in data[40:44]]
+
+    async def main() -> tuple[list[str], list[list[str]]]:
+        async with Client("host-1", address) as client:
+            first = await client.request(Train(sender="ag", agent_id="ag", examples=examples),
+                                         timeout=300)  # fmt: skip
+            again = Train(sender="ag", agent_id="ag", base_adapter=first.msg.adapter,
+                          examples=examples, hyper={"steps": 24, "learning_rate": 2e-2})
+            second = await client.request(again, timeout=300)
+            shas = [first.msg.adapter, second.msg.adapter]
+            replies = [await client.request(Generate(sender="ag", requests=[
+                GenRequest(prompt=p, adapter=ref, max_tokens=8) for p in prompts]))
+                for ref in shas]  # fmt: skip
+            return shas, [r.msg.texts for r in replies]
+
+    with ServerThread(ModelServer(vllm_backend, address, trainer=trainer)):
+        (v1, v2), (served1, served2) = run(main(), timeout=600)
+    expected = [[r.text for r in hf_backend.generate(
+        [GenRequest(prompt=p, adapter=ref, max_tokens=8) for p in prompts])] for ref in (v1, v2)]
+
+    assert v1 != v2 and store.has(v1) and store.has(v2)
+    assert served2 == expected[1] and served1 == expected[0]
+    assert served2 != served1

@@ -81,21 +81,32 @@ class Backend(Protocol):
 
 
 class MappingResolver:
-    """A ``Resolver`` over a mutable mapping of content hash to adapter folder."""
+    """A ``Resolver`` over a mutable mapping of content hash to adapter folder, asking
+    the resolvers it was ``chain``-ed to (adapter stores, say) for hashes it lacks."""
 
     def __init__(self, paths: Mapping[str, Path | str] | None = None) -> None:
         self._paths = {ref: Path(p) for ref, p in (paths or {}).items()}
+        self._fallbacks: list[Resolver] = []
 
     def add(self, ref: str, folder: Path | str) -> str:
         """Map ``ref`` to ``folder``; returns ``ref``."""
         self._paths[check_ref(ref)] = Path(folder)
         return ref
 
+    def chain(self, resolver: Resolver) -> None:
+        """Ask ``resolver`` (after the mapping and earlier fallbacks) for unknown hashes."""
+        self._fallbacks.append(resolver)
+
     def __call__(self, ref: str) -> Path:
-        try:
-            return self._paths[ref]
-        except KeyError:
-            raise AdapterError(f"unknown adapter {ref[:12]}: not in this resolver") from None
+        folder = self._paths.get(ref)
+        if folder is not None:
+            return folder
+        for resolver in self._fallbacks:
+            try:
+                return resolver(ref)
+            except AdapterError:
+                continue
+        raise AdapterError(f"unknown adapter {ref[:12]}: not in this resolver")
 
 
 def check_ref(ref: str) -> str:

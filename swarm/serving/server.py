@@ -10,7 +10,7 @@ however many agents it holds) with two request types from ``swarm.wire``:
   arrive while the engine is busy form the next batch. A message whose
   adapter is unknown or invalid gets an ``Error`` without failing the others.
 - ``Train(agent_id, base_adapter, examples, hyper)`` -> ``Trained(adapter,
-  metrics)``: jobs queue and run one at a time through the ``Trainer``; the new
+  metrics)``: jobs queue and run one at a time through the ``TrainFn``; the new
   adapter is served by its new hash from the next ``Generate`` on.
 
 The engine and the trainer run in their own threads so the event loop keeps
@@ -40,7 +40,7 @@ from swarm.wire import Error, Generate, Generated, Message, Train, Trained, erro
 if TYPE_CHECKING:
     from swarm.config import SwarmConfig
 
-__all__ = ["TrainOutcome", "Trainer", "ServerStats", "ModelServer", "ServerThread", "serve"]
+__all__ = ["TrainOutcome", "TrainFn", "ServerStats", "ModelServer", "ServerThread", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class TrainOutcome(NamedTuple):
 
 
 #: Runs one ``Train`` job to completion (blocking; called in the trainer thread).
-Trainer = Callable[[Train], TrainOutcome]
+TrainFn = Callable[[Train], TrainOutcome]
 
 
 @dataclass
@@ -96,7 +96,7 @@ class ModelServer:
         backend: Backend,
         address: str,
         *,
-        trainer: Trainer | None = None,
+        trainer: TrainFn | None = None,
         options: TransportOptions | None = None,
         context: zmq.asyncio.Context | None = None,
         name: str = "model-server",
@@ -272,14 +272,24 @@ class ServerThread:
 
 
 async def serve(config: SwarmConfig, model: Path, store_root: Path) -> None:
-    """Run the machine's model server for ``config`` until cancelled (``swarm.proc``)."""
-    from swarm.adapters import AdapterStore
+    """Run the machine's model server for ``config`` until cancelled (``swarm.proc``).
+
+    Adapters are resolved through the adapter store at ``store_root``; each is
+    validated against the base model (hash, keys, shapes, rank, finite values,
+    norm) the first time the engine loads it.
+    """
+    from swarm.adapters import AdapterStore, AdapterValidator
     from swarm.host import MODEL_OFFSET
     from swarm.serving import create_backend
     from swarm.serving.training_job import store_trainer
 
-    store = AdapterStore(store_root)
-    backend = create_backend(config.model, model, store.path)
+    store = AdapterStore(store_root, AdapterValidator(model, max_rank=config.model.max_lora_rank))
+
+    def resolve(ref: str) -> Path:
+        store.validate(ref)
+        return store.path(ref)
+
+    backend = create_backend(config.model, model, resolve)
     address = config.model.server or endpoint(config.transport, MODEL_OFFSET)
     options = TransportOptions.from_config(config.transport)
     trainer = store_trainer(model, store, seed=config.swarm.seed)

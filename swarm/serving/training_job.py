@@ -1,0 +1,85 @@
+"""Training on the model server: a ``Train`` message becomes a stored adapter.
+
+The thin boundary between the server (``swarm.serving.server``) and the
+trainer (``swarm.training``): ``store_trainer`` returns the ``TrainFn`` the
+server calls in its trainer thread, one job at a time. The base model is
+loaded once, on the first job. ``Train.hyper`` may override any field of the
+LoRA settings (``rank, alpha, dropout, target_modules, learning_rate, steps,
+batch_size``) and the ``seed``; the result is put into the adapter store and
+answered by its content hash, so the engine serves the new version by its new
+hash from the next request on.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from swarm.config import LoraSection
+from swarm.errors import TrainingError
+from swarm.serving.server import TrainFn, TrainOutcome
+from swarm.wire import Train
+
+if TYPE_CHECKING:
+    from swarm.adapters import AdapterStore
+
+__all__ = ["store_trainer", "lora_settings"]
+
+
+def store_trainer(
+    model: Path, store: AdapterStore, *, lora: LoraSection | None = None, seed: int = 0,
+    device: str = "cpu", progress: bool = False,
+) -> TrainFn:  # fmt: skip
+    """A ``TrainFn`` training on ``model`` and putting each adapter into ``store``.
+
+    Args:
+        lora: default LoRA settings (a job's ``hyper`` overrides them).
+        seed: the seed of jobs whose ``hyper`` has none.
+    """
+    defaults = lora or LoraSection()
+    state: dict[str, Any] = {}
+    lock = threading.Lock()
+
+    def run(job: Train) -> TrainOutcome:
+        from swarm.tasks import Example
+        from swarm.training import Trainer, TrainJob
+
+        with lock:
+            if "trainer" not in state:
+                state["trainer"] = Trainer(model, store=store, progress=progress, device=device)
+        trainer: Trainer = state["trainer"]
+        examples = [Example(prompt=e.prompt, completion=e.completion, skill="")
+                    for e in job.examples]  # fmt: skip
+        init = store.path(job.base_adapter) if job.base_adapter else None
+        job_seed = int(job.hyper.get("seed", seed))
+        with tempfile.TemporaryDirectory(prefix=".train-", dir=store.root) as tmp:
+            result = trainer.run(TrainJob(examples, lora_settings(defaults, job.hyper), job_seed,
+                                          Path(tmp) / "adapter", init, label=job.agent_id))  # fmt: skip
+        if result.ref is None:
+            raise TrainingError("the trainer did not store the adapter")
+        metrics = {"final_loss": result.final_loss, "seconds": result.seconds,
+                   "steps": float(len(result.losses))}  # fmt: skip
+        return TrainOutcome(result.ref.sha256, metrics)
+
+    return run
+
+
+def lora_settings(defaults: LoraSection, hyper: dict[str, Any]) -> LoraSection:
+    """``defaults`` with the LoRA fields present in ``hyper`` replaced.
+
+    Raises:
+        TrainingError: a value of the wrong type or out of range, naming the field.
+    """
+    fields = set(LoraSection.__struct_fields__)
+    merged: dict[str, Any] = msgspec.to_builtins(defaults)
+    for key, value in hyper.items():
+        if key in fields:
+            merged[key] = value.split(",") if key == "target_modules" and isinstance(value, str) else value
+    try:
+        return msgspec.convert(merged, LoraSection, strict=False)
+    except msgspec.ValidationError as exc:
+        raise TrainingError(f"bad training settings: {exc}") from None
