@@ -1,5 +1,7 @@
 """swarm: a runtime for swarms of LLM agents that learn from each other."""
 
+from __future__ import annotations
+
 from typing import TYPE_CHECKING, Any
 
 from swarm.errors import SwarmError
