@@ -8,29 +8,19 @@ the reward a pair earned; ``state``/``from_state`` round-trip through JSON
 exactly, random generator included, so a restarted coordinator makes the same
 next choices.
 
-Pair features. For profiles ``p_i, p_j`` of length ``dim`` the pair context is::
-
-    phi(p_i, p_j) = [1, p_i + p_j, p_i**2 + p_j**2, p_i * p_j]     (length 3*dim + 1)
-
-It is symmetric (``phi(p_i, p_j) == phi(p_j, p_i)`` exactly), the same at
-select and update time, and spans every symmetric quadratic function of the
-two profiles with a diagonal interaction: a per-agent level, a per-feature
-similarity ``p_i * p_j`` and a per-feature complementarity
-``(p_i - p_j)**2 = p_i**2 + p_j**2 - 2 p_i p_j``. Only interaction terms make
-pairing matter (with additive rewards every perfect matching is worth the
-same), and this is the smallest interaction whose uncertainty term can still be
-evaluated for all pairs with matrix products (see ``ucb_matrix``).
+Pair features (``swarm.pairing``): ``phi(p_i, p_j) = [1, p_i + p_j,
+p_i**2 + p_j**2, p_i * p_j]``, symmetric and the same at select and update time.
 
 LinUCB. With ``A = lam*I + sum x x^T`` and ``b = sum r x`` over the pairs
 seen, ``theta = A^-1 b`` and a pair scores
 ``theta^T x + (beta0 / sqrt(t)) * sqrt(x^T A^-1 x)`` with ``t = round + 1``
 (rounds count from 0). Pairs are taken greedily by score, disjoint, up to
-``max_pairs``. ``A^-1`` is kept by Sherman-Morrison rank-1 updates and
+``max_pairs``, then improved by partner swaps between two chosen pairs (2-opt,
+at most ``refine`` sweeps; ``refine=0`` keeps the greedy pairs). ``A^-1`` is kept by Sherman-Morrison rank-1 updates and
 recomputed from ``A`` every ``reinvert_every`` updates against drift.
 
-Ties (equal scores) are broken by the seeded generator: each ``select`` draws a
-random order of the agents, and among equal scores the pair earlier in that
-order wins. Teacher and student are decided afterwards by ``orient_pairs``
+Ties (equal scores) are broken by the matchmaker's seeded generator, whose
+state is part of ``state()``, so a run is reproducible. Teacher and student are decided afterwards by ``orient_pairs``
 (the higher evaluation score teaches).
 """
 
@@ -44,6 +34,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from swarm.errors import MatchmakerError
+from swarm.pairing import (
+    greedy_disjoint_pairs,
+    improve_pairs,
+    pair_dim,
+    pair_features,
+    ucb_matrix,
+)
 
 __all__ = [
     "Matchmaker",
@@ -76,203 +73,6 @@ class Matchmaker(Protocol):
     def state(self) -> dict[str, Any]: ...
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Matchmaker: ...
-
-
-# -- pair features and scores ---------------------------------------------------------
-
-
-def pair_dim(dim: int) -> int:
-    """Length of ``phi(p_i, p_j)`` for profiles of length ``dim``."""
-    return 3 * dim + 1
-
-
-def pair_features(p_i: np.ndarray, p_j: np.ndarray) -> Array:
-    """The symmetric pair context ``[1, p_i + p_j, p_i**2 + p_j**2, p_i * p_j]``."""
-    a, b = np.asarray(p_i, dtype=np.float64), np.asarray(p_j, dtype=np.float64)
-    return np.concatenate(([1.0], a + b, a * a + b * b, a * b))
-
-
-def ucb_matrix(profiles: Array, theta: Array, a_inv: Array, coef: float,
-               block: int = 128) -> Array:
-    """Score every pair at once: ``S[i, j] = theta^T x + coef * sqrt(x^T A^-1 x)``, x = phi(p_i, p_j).
-
-    The additive part of x is ``w_i + w_j`` with ``w_i = [1/2, p_i, p_i**2]``
-    and the interaction part is ``m = p_i * p_j``, so both terms are products
-    of per-agent factors, computed as matrix products over blocks of rows of
-    the upper triangle (never a Python loop over pairs)::
-
-        x^T M x = (w_i+w_j)^T Mww (w_i+w_j) + 2 (w_i+w_j)^T Mwm m + m^T Mmm m
-
-    where the last term runs over the ``dim*(dim+1)/2`` monomials ``p_k p_l``.
-    The upper triangle is mirrored, so ``S`` is exactly symmetric; its
-    diagonal is ``-inf`` (no agent pairs with itself).
-    """
-    n = profiles.shape[0]
-    mean_l, mean_r = _mean_factors(profiles, theta)
-    width_l, width_r = _width_factors(profiles, a_inv) if coef != 0.0 else (None, None)
-    out = np.zeros((n, n))
-    for start in range(0, n, block):
-        stop = min(start + block, n)
-        part = mean_l[start:stop] @ mean_r[start:].T
-        if width_l is not None and width_r is not None:
-            quad = width_l[start:stop] @ width_r[start:].T
-            part += coef * np.sqrt(np.maximum(quad, 0.0, out=quad), out=quad)
-        out[start:stop, start:] = part
-    out = np.triu(out, 1)
-    out += out.T
-    np.fill_diagonal(out, -np.inf)
-    return out
-
-
-def _mean_factors(p: Array, theta: Array) -> tuple[Array, Array]:
-    """``L, R`` with ``(L R^T)[i, j] = theta^T phi(p_i, p_j)``."""
-    n, d = p.shape
-    k = 2 * d + 1
-    w = np.hstack([np.full((n, 1), 0.5), p, p * p])
-    level = w @ theta[:k]
-    ones = np.ones((n, 1))
-    return (np.hstack([level[:, None], ones, p * theta[k:]]),
-            np.hstack([ones, level[:, None], p]))
-
-
-def _width_factors(p: Array, a_inv: Array) -> tuple[Array, Array]:
-    """``L, R`` with ``(L R^T)[i, j] = phi(p_i, p_j)^T A^-1 phi(p_i, p_j)``."""
-    n, d = p.shape
-    k = 2 * d + 1
-    m_ww, m_wm, m_mm = a_inv[:k, :k], a_inv[:k, k:], a_inv[k:, k:]
-    w = np.hstack([np.full((n, 1), 0.5), p, p * p])
-    wm = w @ m_ww
-    g = np.einsum("ij,ij->i", wm, w)[:, None]
-    vp = (w @ m_wm) * p
-    r, c = np.triu_indices(d)
-    z = p[:, r] * p[:, c]
-    zw = z * (m_mm[r, c] * np.where(r == c, 1.0, 2.0))
-    ones = np.ones((n, 1))
-    return (np.hstack([g, ones, 2.0 * wm, 2.0 * vp, 2.0 * p, zw]),
-            np.hstack([ones, g, w, p, vp, z]))
-
-
-def greedy_disjoint_pairs(score: Array, max_pairs: int,
-                          rng: np.random.Generator) -> list[tuple[int, int, float]]:
-    """Greedy disjoint pairs, best first: ``(i, j, score)`` with i < j.
-
-    ``score`` is a symmetric ``(n, n)`` matrix (only its upper triangle is
-    read); a non-finite score means "never pair these two". The result is that
-    of scanning all pairs by decreasing score (equal scores in an order drawn
-    from ``rng``) and keeping each pair whose two agents are still free. To stay
-    fast with ~500k pairs it works tier by tier: the top ``8n`` pairs are sorted
-    and scanned, then the next tier (twice as large) is drawn only from pairs of
-    agents still free, and so on; the scan itself drops the pairs of taken agents
-    chunk by chunk with one vectorized mask before its Python loop.
-    """
-    n = score.shape[0]
-    free = np.ones(n, dtype=bool)
-    out: list[tuple[int, int, float]] = []
-    rows, cols = _triu32(n)
-    vals = score[rows, cols]
-    cand: NDArray[np.intp] | None = None  # None: every pair
-    tier = 8 * n
-    while len(out) < max_pairs:
-        neg = -vals if cand is None else -vals[cand]
-        if neg.size == 0:
-            break
-        cut = np.partition(neg, tier - 1)[tier - 1] if neg.size > tier else np.inf
-        top = np.flatnonzero((neg <= cut) & np.isfinite(neg))
-        top = top if cand is None else cand[top]
-        top = rng.permutation(top)  # equal scores: their order follows this draw
-        top = top[np.argsort(-vals[top])]
-        _scan(rows[top], cols[top], vals[top], free, out, max_pairs)
-        if cut == np.inf:
-            break
-        rest = np.flatnonzero((neg > cut) & np.isfinite(neg))
-        rest = rest if cand is None else cand[rest]
-        cand = rest[free[rows[rest]] & free[cols[rest]]]
-        tier *= 2
-    return out
-
-
-def improve_pairs(pairs: list[tuple[int, int, float]], score: Array,
-                  sweeps: int) -> list[tuple[int, int, float]]:
-    """Raise the total score of disjoint pairs by swapping partners between two pairs (2-opt).
-
-    For pairs ``(a, b)`` and ``(c, d)`` the alternatives are ``(a, c) + (b, d)``
-    and ``(a, d) + (b, c)``. A sweep applies the best swaps that touch disjoint
-    pairs (best gain first); gains live in a ``(k, k)`` matrix whose rows are
-    recomputed only for the pairs the last sweep changed. It stops when no swap
-    gains or after ``sweeps`` sweeps. Greedy pairing alone can leave a lot on
-    the table (a pair that looked best can block two better ones); this closes
-    most of that gap. Returns the pairs best first.
-    """
-    k = len(pairs)
-    if k < 2 or sweeps <= 0:
-        return pairs
-    a = np.array([p[0] for p in pairs])
-    b = np.array([p[1] for p in pairs])
-    gain = np.empty((k, k))
-    changed = np.arange(k)
-    for _ in range(sweeps):
-        _gain_rows(gain, score, a, b, changed)
-        good = np.flatnonzero(gain > 1e-12)
-        if good.size == 0:
-            break
-        if good.size > 4 * k:  # at most k / 2 swaps fit in one sweep
-            good = good[np.argpartition(-gain.flat[good], 4 * k)[:4 * k]]
-        used = bytearray(k)
-        for t in good[np.argsort(-gain.flat[good], kind="stable")].tolist():
-            p, q = divmod(t, k)
-            if used[p] or used[q]:
-                continue
-            used[p] = used[q] = 1
-            if score[a[p], a[q]] + score[b[p], b[q]] >= score[a[p], b[q]] + score[b[p], a[q]]:
-                a[q], b[p] = b[p], a[q]
-            else:
-                a[q], b[q], b[p] = b[p], a[q], b[q]
-        changed = np.flatnonzero(np.frombuffer(bytes(used), dtype=np.uint8))
-    lo, hi, value = np.minimum(a, b), np.maximum(a, b), score[a, b]
-    return [(int(lo[t]), int(hi[t]), float(value[t])) for t in np.argsort(-value, kind="stable")]
-
-
-def _gain_rows(gain: Array, score: Array, a: NDArray[np.intp], b: NDArray[np.intp],
-               rows: NDArray[np.intp]) -> None:
-    """Recompute the swap gains of pairs ``rows`` against every pair (both triangles)."""
-    pair = score[a, b]
-    ar, br = a[rows][:, None], b[rows][:, None]
-    cross = score[ar, a[None, :]] + score[br, b[None, :]]
-    twist = score[ar, b[None, :]] + score[br, a[None, :]]
-    block = np.maximum(cross, twist) - (pair[rows][:, None] + pair[None, :])
-    block[np.arange(rows.size), rows] = -np.inf
-    gain[rows, :] = block
-    gain[:, rows] = block.T
-
-
-def _triu32(n: int) -> tuple[NDArray[np.int32], NDArray[np.int32]]:
-    """``numpy.triu_indices(n, 1)`` as int32, built without an ``(n, n)`` mask."""
-    length = np.arange(n - 1, -1, -1)
-    rows = np.repeat(np.arange(n, dtype=np.int32), length)
-    starts = (np.cumsum(length) - length).astype(np.int32)
-    cols = np.arange(rows.size, dtype=np.int32) - starts[rows] + rows + 1
-    return rows, cols
-
-
-def _scan(a: NDArray[np.int32], b: NDArray[np.int32], v: Array, free: NDArray[np.bool_],
-          out: list[tuple[int, int, float]], max_pairs: int, chunk: int = 1024) -> None:
-    """Sequential greedy over sorted candidates; marks the agents it pairs as taken.
-
-    Before each chunk, one vectorized mask drops the pairs of agents already
-    taken, so the Python loop only sees pairs that were free at the chunk's start.
-    """
-    taken = bytearray(free.size)
-    for start in range(0, a.size, chunk):
-        sa, sb, sv = a[start:start + chunk], b[start:start + chunk], v[start:start + chunk]
-        keep = free[sa] & free[sb]
-        for i, j, s in zip(sa[keep].tolist(), sb[keep].tolist(), sv[keep].tolist(), strict=True):
-            if taken[i] or taken[j]:
-                continue
-            taken[i] = taken[j] = 1
-            free[i] = free[j] = False
-            out.append((i, j, s))
-            if len(out) >= max_pairs:
-                return
 
 
 # -- orientation -----------------------------------------------------------------------
@@ -402,7 +202,7 @@ class LinUCBMatchmaker:
 
     def __init__(self, dim: int, lam: float = 1.0, beta0: float = 1.0,
                  seed: int | np.random.Generator | None = 0, reinvert_every: int = 1000,
-                 refine: int = 16) -> None:
+                 refine: int = 4) -> None:
         if dim < 1 or not lam > 0 or not beta0 >= 0 or reinvert_every < 0 or refine < 0:
             raise MatchmakerError(f"need dim >= 1, lam > 0, beta0 >= 0, reinvert_every >= 0, "
                                   f"refine >= 0; got dim={dim}, lam={lam}, beta0={beta0}, "
@@ -491,7 +291,7 @@ class GreedyMatchmaker(LinUCBMatchmaker):
 
     def __init__(self, dim: int, lam: float = 1.0, beta0: float = 0.0,
                  seed: int | np.random.Generator | None = 0, reinvert_every: int = 1000,
-                 refine: int = 16) -> None:
+                 refine: int = 4) -> None:
         super().__init__(dim, lam, 0.0, seed, reinvert_every, refine)
 
 

@@ -162,6 +162,35 @@ def test_greedy_pairing_equals_the_sequential_definition() -> None:
         assert [(i, j) for i, j, _ in got] == _reference_greedy(score, k)
 
 
+@pytest.mark.parametrize("shape", ["hub", "ties"])
+def test_greedy_pairing_is_exact_when_the_top_tier_is_not_enough(shape: str) -> None:
+    # a per-agent level dominates ("hub"): the top 8n pairs pair only the best agents,
+    # so the remaining pairs go through the score-range buckets
+    rng = np.random.default_rng(5)
+    n = 300
+    level = rng.normal(size=n)
+    score = level[:, None] + level[None, :] + 0.01 * rng.normal(size=(n, n))
+    if shape == "ties":
+        score = np.round(score, 1)
+    score = np.triu(score, 1)
+    score = score + score.T
+    np.fill_diagonal(score, -np.inf)
+    got = greedy_disjoint_pairs(score, n // 2, np.random.default_rng(0))
+    assert len(got) == n // 2
+    assert len({a for i, j, _ in got for a in (i, j)}) == n
+    values = [s for _, _, s in got]
+    assert values == sorted(values, reverse=True)
+    if shape == "hub":
+        assert [(i, j) for i, j, _ in got] == _reference_greedy(score, n // 2)
+    else:  # ties: a greedy scan in some order of equal scores, same seed same pairs
+        assert got == greedy_disjoint_pairs(score, n // 2, np.random.default_rng(0))
+        free = np.ones(n, dtype=bool)
+        for i, j, s in got:  # no free pair ever beat the pair taken
+            rest = score[np.ix_(free, free)]
+            assert s == rest.max()
+            free[i] = free[j] = False
+
+
 def test_improve_pairs_never_lowers_the_total_and_keeps_the_agents() -> None:
     rng = np.random.default_rng(8)
     for _ in range(20):
