@@ -16,12 +16,14 @@ seen, ``theta = A^-1 b`` and a pair scores
 ``theta^T x + (beta0 / sqrt(t)) * sqrt(x^T A^-1 x)`` with ``t = round + 1``
 (rounds count from 0). Pairs are taken greedily by score, disjoint, up to
 ``max_pairs``, then improved by partner swaps between two chosen pairs (2-opt,
-at most ``refine`` sweeps; ``refine=0`` keeps the greedy pairs). ``A^-1`` is kept by Sherman-Morrison rank-1 updates and
-recomputed from ``A`` every ``reinvert_every`` updates against drift.
+at most ``refine`` sweeps; ``refine=0`` keeps the greedy pairs as they are).
+``A^-1`` is kept by Sherman-Morrison rank-1 updates and recomputed from ``A``
+every ``reinvert_every`` updates against drift.
 
 Ties (equal scores) are broken by the matchmaker's seeded generator, whose
-state is part of ``state()``, so a run is reproducible. Teacher and student are decided afterwards by ``orient_pairs``
-(the higher evaluation score teaches).
+state is part of ``state()``, so a run is reproducible. Teacher and student
+are decided afterwards by ``orient_pairs`` (the higher evaluation score
+teaches; equal scores: the smaller id).
 """
 
 from __future__ import annotations
@@ -285,7 +287,10 @@ class LinUCBMatchmaker:
 
 
 class GreedyMatchmaker(LinUCBMatchmaker):
-    """Exploit-only baseline: the same linear model and pairing, no exploration bonus."""
+    """Exploit-only baseline: the same linear model and pairing, no exploration bonus.
+
+    ``beta0`` is accepted (so one config can name either kind) and ignored.
+    """
 
     kind: ClassVar[str] = "greedy"
 

@@ -60,16 +60,17 @@ def ucb_matrix(profiles: Array, theta: Array, a_inv: Array, coef: float,
     n = profiles.shape[0]
     mean_l, mean_r = _mean_factors(profiles, theta)
     width_l, width_r = _width_factors(profiles, a_inv) if coef != 0.0 else (None, None)
-    out = np.zeros((n, n))
+    out = np.empty((n, n))
     for start in range(0, n, block):
         stop = min(start + block, n)
         part = mean_l[start:stop] @ mean_r[start:].T
         if width_l is not None and width_r is not None:
             quad = width_l[start:stop] @ width_r[start:].T
             part += coef * np.sqrt(np.maximum(quad, 0.0, out=quad), out=quad)
+        square = np.triu(part[:, : stop - start], 1)  # mirror the diagonal block's upper half
+        part[:, : stop - start] = square + square.T
         out[start:stop, start:] = part
-    out = np.triu(out, 1)
-    out += out.T
+        out[start:, start:stop] = part.T
     np.fill_diagonal(out, -np.inf)
     return out
 
@@ -122,7 +123,7 @@ def greedy_disjoint_pairs(score: Array, max_pairs: int,
     if n < 2 or max_pairs <= 0:
         return out
     rows, cols = _triu32(n)
-    vals = score[rows, cols]
+    vals = score[np.triu(np.ones((n, n), dtype=bool), 1)]  # row-major: the order of rows, cols
     neg = -vals
     tier = 8 * n
     cut = np.partition(neg, tier - 1)[tier - 1] if neg.size > tier else np.inf
@@ -178,7 +179,7 @@ def improve_pairs(pairs: list[tuple[int, int, float]], score: Array,
     if k < 2 or sweeps <= 0:
         return pairs
     agents = np.array([p[0] for p in pairs] + [p[1] for p in pairs])
-    local = score[np.ix_(agents, agents)]  # pair p is (p, k + p) at first: contiguous blocks
+    local = score.take(agents, axis=0).take(agents, axis=1)  # pair p is (p, k + p) at first
     a, b = np.arange(k), np.arange(k, 2 * k)
     pair = local[a, b]
     gain = np.maximum(local[:k, :k] + local[k:, k:], local[:k, k:] + local[k:, :k])
