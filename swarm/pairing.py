@@ -145,9 +145,10 @@ def _buckets(idx: NDArray[np.intp], vals: Array, count: int = 64) -> list[NDArra
     if idx.size <= 4096:
         return [idx]
     lo, hi = float(vals.min()), float(vals.max())
-    if not hi > lo:
+    scale = count / (hi - lo) if hi > lo else 0.0
+    if not (0.0 < scale < np.inf and np.isfinite(hi - lo)):
         return [idx]
-    rank = np.minimum((hi - vals) * (count / (hi - lo)), count - 1).astype(np.uint8)
+    rank = np.minimum((hi - vals) * scale, count - 1).astype(np.uint8)
     order = idx[np.argsort(rank, kind="stable")]  # a radix sort on uint8
     return np.split(order, np.cumsum(np.bincount(rank, minlength=count))[:-1])
 
@@ -189,25 +190,32 @@ def improve_pairs(pairs: list[tuple[int, int, float]], score: Array,
     for _ in range(sweeps):
         if changed.size:
             _gain_rows(gain, local, a, b, changed)
-        good = np.flatnonzero(gain > 1e-12)
-        if good.size == 0:
+        changed = _apply_swaps(gain, local, a, b)
+        if changed.size == 0:
             break
-        if good.size > 4 * k:  # at most k / 2 swaps fit in one sweep
-            good = good[np.argpartition(-gain.flat[good], 4 * k)[:4 * k]]
-        used = bytearray(k)
-        for t in good[np.argsort(-gain.flat[good], kind="stable")].tolist():
-            p, q = divmod(t, k)
-            if used[p] or used[q]:
-                continue
-            used[p] = used[q] = 1
-            if local[a[p], a[q]] + local[b[p], b[q]] >= local[a[p], b[q]] + local[b[p], a[q]]:
-                a[q], b[p] = b[p], a[q]
-            else:
-                a[q], b[q], b[p] = b[p], a[q], b[q]
-        changed = np.flatnonzero(np.frombuffer(bytes(used), dtype=np.uint8))
     i, j, value = agents[a], agents[b], local[a, b]
     lo, hi = np.minimum(i, j), np.maximum(i, j)
     return [(int(lo[t]), int(hi[t]), float(value[t])) for t in np.argsort(-value, kind="stable")]
+
+
+def _apply_swaps(gain: Array, local: Array, a: NDArray[np.intp],
+                 b: NDArray[np.intp]) -> NDArray[np.intp]:
+    """Apply the best improving swaps between disjoint pairs, best gain first; the pairs changed."""
+    k = a.size
+    good = np.flatnonzero(gain > 1e-12)
+    if good.size > 4 * k:  # at most k / 2 swaps fit in one sweep
+        good = good[np.argpartition(-gain.flat[good], 4 * k)[:4 * k]]
+    used = bytearray(k)
+    for t in good[np.argsort(-gain.flat[good], kind="stable")].tolist():
+        p, q = divmod(t, k)
+        if used[p] or used[q]:
+            continue
+        used[p] = used[q] = 1
+        if local[a[p], a[q]] + local[b[p], b[q]] >= local[a[p], b[q]] + local[b[p], a[q]]:
+            a[q], b[p] = b[p], a[q]  # (a_p, a_q) + (b_p, b_q)
+        else:
+            a[q], b[q], b[p] = b[p], a[q], b[q]  # (a_p, b_q) + (b_p, a_q)
+    return np.flatnonzero(np.frombuffer(bytes(used), dtype=np.uint8))
 
 
 def _gain_rows(gain: Array, score: Array, a: NDArray[np.intp], b: NDArray[np.intp],
