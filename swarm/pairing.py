@@ -123,15 +123,16 @@ def greedy_disjoint_pairs(score: Array, max_pairs: int,
     if n < 2 or max_pairs <= 0:
         return out
     rows, cols = _triu32(n)
-    vals = score[np.triu(np.ones((n, n), dtype=bool), 1)]  # row-major: the order of rows, cols
+    upper = np.triu(np.ones((n, n), dtype=bool), 1)
+    vals = score[upper]  # row-major: the order of rows, cols
     neg = -vals
     tier = 8 * n
     cut = np.partition(neg, tier - 1)[tier - 1] if neg.size > tier else np.inf
     _scan_sorted(np.flatnonzero((neg <= cut) & np.isfinite(neg)), rows, cols, vals, free, out,
                  max_pairs, rng)
     if cut < np.inf and len(out) < max_pairs:
-        rest = np.flatnonzero((neg > cut) & np.isfinite(neg))
-        rest = rest[free[rows[rest]] & free[cols[rest]]]
+        both_free = (free[:, None] & free[None, :])[upper]  # sequential, unlike a gather
+        rest = np.flatnonzero((neg > cut) & np.isfinite(neg) & both_free)
         for part in _buckets(rest, vals[rest]):
             _scan_sorted(part[free[rows[part]] & free[cols[part]]], rows, cols, vals, free, out,
                          max_pairs, rng)
