@@ -1,43 +1,44 @@
-"""The machinery every transport role shares: socket options, reader, dispatch, acks.
+"""Socket I/O every transport role shares: options, the reader, the coalescing writer, the inbox.
 
-``swarm.transport`` builds the roles (``Server``, ``Client``, ``Publisher``,
-``Subscriber``) on ``Endpoint``; read its docstring first.
+``swarm.transport`` builds the roles on ``Endpoint``; read its docstring first.
+
+Reading: the socket's file descriptor is registered once with the event loop
+(``loop.add_reader``); its callback drains up to ``drain_batch`` messages with
+non-blocking receives and dispatches them, with no task switch per message.
+libzmq's descriptor is edge-triggered and a send may swallow the edge, so
+after every send and on every heartbeat tick the endpoint re-checks
+``EVENTS`` and schedules a drain if input is waiting.
+
+Writing: payload-free messages sent in the same event-loop pass to the same
+peer are coalesced into one frame (a msgpack array of the already encoded
+messages, flushed by ``call_soon`` or when ``max_batch`` messages or
+``max_batch_bytes`` are queued). When the socket is full the writer stalls:
+queued frames keep their order and ``send`` waits (backpressure) until there
+is room again or the liveness timeout passes (``PeerUnavailable``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import msgspec
 import zmq
-import zmq.asyncio
 
 from swarm.config import TransportSection
-from swarm.errors import PeerUnavailable, RemoteError, TransportError, WireError
+from swarm.errors import PeerUnavailable, WireError
 from swarm.security import CurveSecurity
-from swarm.wire import (
-    Ack,
-    Error,
-    Frame,
-    Heartbeat,
-    Message,
-    decode_envelope,
-    encode,
-    encode_batch,
-    error_reply,
-    payload_frames,
-)
+from swarm.wire import Frame, Message, decode_envelope, encode, error_reply, payload_frames
 
-__all__ = ["TransportOptions", "Incoming", "Endpoint", "endpoint", "down_signal", "DOWN"]
+__all__ = ["TransportOptions", "Incoming", "Endpoint", "endpoint"]
 
 log = logging.getLogger(__name__)
 Hook = Callable[["Incoming"], None]
+_ENCODE = msgspec.msgpack.Encoder().encode
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ class TransportOptions:
     liveness: int = 3
     hwm: int = 100_000
     drain_batch: int = 1024
+    max_batch: int = 512
+    max_batch_bytes: int = 256 * 1024
     inbox_max: int = 100_000
     dedup_window: int = 100_000
     backoff_max_ms: int = 32_000
@@ -86,31 +89,33 @@ class Incoming(NamedTuple):
 
 
 class Endpoint:
-    """Reader, dispatch, request/ack bookkeeping and send path shared by every role."""
+    """One ZeroMQ socket with a batched reader, a coalescing writer and an inbox."""
 
     _kind: int = zmq.DEALER
     _prefix = 0  # frames before the envelope: routing id (ROUTER) or topic (SUB)
 
     def __init__(
         self, name: str, address: str, options: TransportOptions | None = None,
-        context: zmq.asyncio.Context | None = None,
+        context: zmq.Context[Any] | None = None,
     ) -> None:
         self.name = name
         self.address = address
         self.options = options or TransportOptions()
-        self._ctx = context or zmq.asyncio.Context.instance()
-        self._sock: zmq.asyncio.Socket | None = None
-        self._sync: zmq.Socket[bytes] | None = None
+        self._ctx: zmq.Context[Any] = context or zmq.Context.instance()
+        self._sock: zmq.Socket[bytes] | None = None
+        self._fd = -1
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._inbox: deque[Incoming] = deque()
         self._waiter: asyncio.Future[None] | None = None
-        self._room = asyncio.Event()
-        self._pending: dict[str, Hook] = {}  # msg_id -> hook taking its replies
-        self._acks: dict[str, Hook] = {}  # msg_id -> hook taking its Ack
-        self._answered: OrderedDict[str, None] = OrderedDict()  # reliable requests done
+        self._paused = False
+        self._drain_due = False
+        self._out: dict[bytes, list[bytes]] = {}
+        self._out_n = self._out_bytes = 0
+        self._flush_handle: asyncio.Handle | None = None
+        self._stalled: deque[list[Frame]] = deque()
+        self._unstalled = asyncio.Event()
         self._hooks: dict[type[Message], Hook] = {}
-        self._seen: OrderedDict[str, list[Frame] | None] = OrderedDict()
         self._tasks: list[asyncio.Task[None]] = []
-        self._reader: asyncio.Task[None] | None = None
         self._now = 0.0  # loop time of the current drain, stamped on traffic
         self._closed = False
 
@@ -122,38 +127,26 @@ class Endpoint:
         await self.close()
 
     async def start(self) -> None:
-        """Open the socket and start the background reader."""
+        """Open the socket and register its reader with the running loop."""
+        self._loop = asyncio.get_running_loop()
         self._open()
-        self._reader = asyncio.ensure_future(self._read_loop())
 
     async def close(self) -> None:
-        """Stop background tasks and close the socket with ``linger=0``."""
+        """Flush what is queued (best effort), stop background tasks, close with ``linger=0``."""
+        if self._closed:
+            return
+        self._flush()
         self._closed = True
-        if self._reader is not None:
-            self._tasks.append(self._reader)
-            self._reader = None
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
-        if self._sock is not None:
-            self._sock.close(linger=0)
-            self._sock = self._sync = None
-        for hook in [*self._pending.values(), *self._acks.values()]:
-            hook(down_signal("closed"))
+        self._close_socket()
+        self._on_closed()
 
     def add_hook(self, msg_type: type[Message], hook: Hook) -> None:
         """Route every incoming message of ``msg_type`` to ``hook`` instead of the inbox."""
         self._hooks[msg_type] = hook
-
-    def expect(self, msg_id: str, hook: Hook | None) -> None:
-        """Route replies whose ``correlation_id`` is ``msg_id`` to ``hook`` (``None`` stops)."""
-        if hook is None:
-            self._pending.pop(msg_id, None)
-        else:
-            self._pending[msg_id] = hook
 
     # -- receiving ---------------------------------------------------------------
 
@@ -162,43 +155,62 @@ class Endpoint:
         while not self._inbox:
             await self._wait_inbox(timeout)
         item = self._inbox.popleft()
-        self._room.set()
+        self._resume_if_room()
         return item
 
-    async def recv_batch(self, max_items: int = 1024, timeout: float | None = None) -> list[Incoming]:
+    async def recv_batch(
+        self, max_items: int = 1024, timeout: float | None = None
+    ) -> list[Incoming]:
         """Every delivered message waiting (at least one, at most ``max_items``)."""
         while not self._inbox:
             await self._wait_inbox(timeout)
         n = min(max_items, len(self._inbox))
         items = [self._inbox.popleft() for _ in range(n)]
-        self._room.set()
+        self._resume_if_room()
         return items
 
     async def _wait_inbox(self, timeout: float | None) -> None:
-        loop = asyncio.get_running_loop()
-        self._waiter = loop.create_future()
+        assert self._loop is not None
+        self._waiter = self._loop.create_future()
         try:
             await asyncio.wait_for(self._waiter, timeout)
         finally:
             self._waiter = None
 
-    async def _read_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while not self._closed:
-            sock = self._sock
-            assert sock is not None
-            if len(self._inbox) >= self.options.inbox_max:
-                self._room.clear()
-                await self._room.wait()
-            await sock.poll(self.options.heartbeat_ms, zmq.POLLIN)  # type: ignore[call-arg]
-            self._now = loop.time()
-            if self._drain() and self._inbox and self._waiter and not self._waiter.done():
-                self._waiter.set_result(None)
+    def _resume_if_room(self) -> None:
+        if self._paused and len(self._inbox) < self.options.inbox_max // 2:
+            self._paused = False
+            self._schedule_drain()
 
-    def _drain(self) -> int:
-        """Receive and dispatch up to ``drain_batch`` messages without blocking."""
-        sock = self._sync
-        assert sock is not None
+    def _on_readable(self) -> None:
+        """Loop callback: drain a batch, wake the inbox reader, come back if more is waiting."""
+        self._drain_due = False
+        sock = self._sock
+        if sock is None or self._paused:
+            return
+        assert self._loop is not None
+        self._now = self._loop.time()
+        full = self._drain(sock) >= self.options.drain_batch
+        if self._inbox and self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+        if len(self._inbox) >= self.options.inbox_max:
+            self._paused = True  # backpressure: libzmq queues, then the HWM stops the sender
+        elif full:
+            self._schedule_drain()
+        self._flush()
+
+    def _schedule_drain(self) -> None:
+        if not self._drain_due and self._loop is not None:
+            self._drain_due = True
+            self._loop.call_soon(self._on_readable)
+
+    def _check_readable(self) -> None:
+        """A send may have consumed the descriptor's edge: look at EVENTS directly."""
+        sock = self._sock
+        if sock is not None and int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+            self._schedule_drain()
+
+    def _drain(self, sock: zmq.Socket[bytes]) -> int:
         n = 0
         prefix = self._prefix
         while n < self.options.drain_batch:
@@ -206,11 +218,17 @@ class Endpoint:
                 first = sock.recv(zmq.NOBLOCK)
             except zmq.Again:
                 break
+            except zmq.ZMQError:
+                break
             n += 1
-            frames: list[Frame] = [first]
+            frames: list[Frame]
+            if prefix:
+                peer, frames = first, [sock.recv()] if sock.rcvmore else []
+            else:
+                peer, frames = b"", [first]
             while sock.rcvmore:
-                frames.append(sock.recv() if len(frames) <= prefix else sock.recv(copy=False))
-            self._on_frames(frames[0] if prefix else b"", frames[prefix:])
+                frames.append(sock.recv(copy=False))
+            self._on_frames(peer, frames)
         return n
 
     def _on_frames(self, peer: bytes, frames: list[Frame]) -> None:
@@ -239,241 +257,183 @@ class Endpoint:
         self._dispatch(peer, env, payload)
 
     def _dispatch(self, peer: bytes, msg: Message, payload: list[Frame]) -> None:
-        self._on_traffic(peer, msg)
-        kind = type(msg)
-        if kind is Heartbeat:
-            return
-        if msg.ack and self._duplicate(peer, msg):
-            return
+        """Deliver one decoded message; roles add heartbeats, acks and replies."""
+        hook = self._hooks.get(type(msg))
         inc = Incoming(msg, payload, peer)
-        corr = msg.correlation_id
-        if kind is Ack:  # only ever consumed by send_reliable
-            hook = self._acks.get(corr or "")
-            if hook is not None:
-                hook(inc)
-            return
-        if corr is not None:
-            if corr in self._pending:
-                self._pending[corr](inc)
-                return
-            if corr in self._answered:
-                return  # a late copy of an answer already taken (reliable request resent)
-        hook = self._hooks.get(kind)
         if hook is not None:
             hook(inc)
         else:
             self._inbox.append(inc)
 
-    def _duplicate(self, peer: bytes, msg: Message) -> bool:
-        """Ack a must-not-lose message; True (and resend the cached reply) if seen before."""
-        self._send_now(peer, encode(self._ack_for(msg)))
-        if msg.msg_id in self._seen:
-            cached = self._seen[msg.msg_id]
-            if cached is not None:
-                self._send_now(peer, cached)
-            return True
-        self._seen[msg.msg_id] = None
-        if len(self._seen) > self.options.dedup_window:
-            self._seen.popitem(last=False)
-        return False
-
-    def _ack_for(self, msg: Message) -> Ack:
-        return Ack(sender=msg.recipient or self.name, recipient=msg.sender,
-                   correlation_id=msg.msg_id, round=msg.round)
-
     def _answer_error(self, peer: bytes, exc: WireError, to: Message | None) -> None:
-        log.warning("%s: refused a message from %r: %s", self.name, peer, exc)
-        self._send_now(peer, encode(error_reply(exc, to, sender=self.name)))
-
-    def _on_traffic(self, peer: bytes, msg: Message) -> None:
-        """Liveness and routing bookkeeping; roles override."""
+        log.info("%s: refused a message from %r: %s", self.name, peer, exc)
+        self._send_now(peer, [_ENCODE(error_reply(exc, to, sender=self.name))])
 
     # -- sending ------------------------------------------------------------------
 
-    def _route(self, msg: Message, peer: bytes | None) -> list[Frame]:
-        return []
+    def _dest(self, msg: Message, peer: bytes | None) -> bytes:
+        """Where ``msg`` goes: a routing id (ROUTER), a topic (PUB) or ``b""``."""
+        return b""
 
-    def _send_now(self, peer: bytes, frames: list[Frame]) -> bool:
-        """Best-effort non-blocking send (acks, errors, heartbeats); False if it could not go."""
-        if self._sync is None:
-            return False
-        head = [peer] if self._kind == zmq.ROUTER else []
-        try:
-            self._sync.send_multipart(head + frames, zmq.NOBLOCK, copy=False)
-        except zmq.ZMQError:
-            return False
-        return True
-
-    def send_nowait(
-        self, msg: Message, payload: Sequence[Frame] = (), peer: bytes | None = None
-    ) -> bool:
-        """Send without waiting, best effort: False if there is no room or no such peer."""
-        try:
-            head = self._route(msg, peer)
-        except PeerUnavailable:
-            return False
-        return self._send_now(head[0] if head else b"", encode(msg, payload))
+    def _head(self, dest: bytes) -> list[Frame]:
+        return [dest] if self._prefix or self._kind == zmq.PUB else []
 
     async def send(
         self, msg: Message, payload: Sequence[Frame] = (), peer: bytes | None = None
     ) -> None:
-        """Send one message now (no ack).
+        """Queue one message for sending (no ack); it leaves in this loop pass.
 
         Raises:
             WireError: the message is over ``max_message_bytes`` or has the wrong frames.
             PeerUnavailable: the peer is unknown, gone, or had no room for the timeout.
         """
-        frames = encode(msg, payload)
-        if len(payload) and sum(len(f) for f in frames) > self.options.max_message_bytes:
-            raise WireError("message over max_message_bytes", kind="oversize")
-        if len(frames[0]) > self.options.max_message_bytes:
+        dest = self._dest(msg, peer)
+        if payload or payload_frames(msg):
+            frames = encode(msg, payload)
+            if sum(len(f) for f in frames) > self.options.max_message_bytes:
+                raise WireError("message over max_message_bytes", kind="oversize")
+            self._flush()
+            await self._send_frames(self._head(dest) + frames)
+            self._sent(msg, frames)
+            return
+        data = _ENCODE(msg)
+        if len(data) > self.options.max_message_bytes:
             raise WireError("envelope over max_message_bytes", kind="oversize")
-        await self._send_frames(self._route(msg, peer) + frames)
-        self._cache_reply(msg, frames)
+        if self._stalled:
+            await self._wait_unstalled()
+        self._enqueue(dest, data)
+        self._sent(msg, [data])
 
     async def send_batch(self, msgs: Sequence[Message], peer: bytes | None = None) -> None:
-        """Send payload-free messages for one peer coalesced in one envelope frame."""
-        if msgs:
-            await self._send_frames(self._route(msgs[0], peer) + [encode_batch(msgs)])
+        """Send payload-free messages (for one peer) back to back; they share frames."""
+        for msg in msgs:
+            await self.send(msg, peer=peer)
 
-    def _cache_reply(self, msg: Message, frames: list[Frame]) -> bool:
-        corr = msg.correlation_id
-        if corr is not None and corr in self._seen:
-            self._seen[corr] = frames
+    def send_nowait(
+        self, msg: Message, payload: Sequence[Frame] = (), peer: bytes | None = None
+    ) -> bool:
+        """Send without waiting, best effort: False if there is no such peer or no room."""
+        try:
+            dest = self._dest(msg, peer)
+        except PeerUnavailable:
+            return False
+        return self._send_now(dest, encode(msg, payload))
+
+    def _sent(self, msg: Message, frames: list[Frame]) -> None:
+        """Hook after a message was handed to the writer (roles cache replies here)."""
+
+    def _send_now(self, dest: bytes, frames: list[Frame]) -> bool:
+        """Non-blocking send of control traffic (acks, errors, heartbeats, transfer replies)."""
+        if self._sock is None:
+            return False
+        if len(frames) == 1:
+            self._enqueue(dest, frames[0])
             return True
-        return False
+        self._flush()
+        return self._try_send(self._head(dest) + frames) is True
 
-    async def _send_frames(self, frames: list[Frame]) -> None:
-        sock = self._sync
-        if sock is not None:  # the fast path: room in the pipe
-            try:
-                sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
-                return
-            except zmq.Again:
-                pass
-            except zmq.ZMQError as exc:
-                self._raise_send_error(exc, frames)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.options.timeout_s
-        while True:
-            left = deadline - loop.time()
-            if self._closed or left <= 0:
-                raise PeerUnavailable(f"{self.name}: no room to send for {self.options.timeout_s} s")
-            await self._writable(min(left, self.options.heartbeat_ms / 1000.0))
-            sock = self._sync
-            if sock is None:
-                continue
-            try:
-                sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
-                return
-            except zmq.Again:
-                pass
-            except zmq.ZMQError as exc:
-                self._raise_send_error(exc, frames)
+    def _enqueue(self, dest: bytes, data: bytes) -> None:
+        queue = self._out.get(dest)
+        if queue is None:
+            queue = self._out[dest] = []
+        queue.append(data)
+        self._out_n += 1
+        self._out_bytes += len(data)
+        if self._out_n >= self.options.max_batch or self._out_bytes >= self.options.max_batch_bytes:
+            self._flush()
+        elif self._flush_handle is None and self._loop is not None:
+            self._flush_handle = self._loop.call_soon(self._flush)
 
-    def _raise_send_error(self, exc: zmq.ZMQError, frames: list[Frame]) -> None:
-        if exc.errno == zmq.EHOSTUNREACH:
-            raise PeerUnavailable(f"{self.name}: peer {frames[0]!r} is unreachable") from None
-        if exc.errno == zmq.ENOTSOCK:
-            return  # closed under us by a reconnect: the caller retries on the new socket
-        raise TransportError(f"{self.name}: send failed: {exc}") from None
+    def _flush(self) -> None:
+        """Send every queued message, one frame per peer (a batch when there are several)."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if not self._out:
+            return
+        out, self._out = self._out, {}
+        self._out_n = self._out_bytes = 0
+        for dest, datas in out.items():
+            frame = datas[0] if len(datas) == 1 else _array_header(len(datas)) + b"".join(datas)
+            frames = self._head(dest) + [frame]
+            if self._stalled or self._try_send(frames) is False:
+                self._stall(frames)
+        self._check_readable()
 
-    async def _writable(self, timeout_s: float) -> None:
-        """Wait until the socket may take a message; a reconnect ends the wait early."""
+    def _try_send(self, frames: list[Frame]) -> bool | None:
+        """True sent, False no room (retry later), None undeliverable (dropped, logged)."""
         sock = self._sock
         if sock is None:
-            await asyncio.sleep(timeout_s)
-            return
+            return False
+        last = len(frames) - 1
         try:
-            await sock.poll(timeout_s * 1000, zmq.POLLOUT)  # type: ignore[call-arg]
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise
-        except zmq.ZMQError:
-            pass  # socket closed by a reconnect
+            for i, frame in enumerate(frames):
+                sock.send(frame, zmq.NOBLOCK | (zmq.SNDMORE if i < last else 0), copy=False)
+        except zmq.Again:
+            return False
+        except zmq.ZMQError as exc:
+            if exc.errno == zmq.ENOTSOCK:
+                return False
+            log.warning("%s: dropped a message to %r: %s", self.name, frames[0][:64], exc)
+            return None
+        return True
 
-    async def reply(self, to: Incoming, msg: Message, payload: Sequence[Frame] = ()) -> None:
-        """Answer ``to``: fills ``correlation_id``, ``recipient`` and ``round`` from it."""
-        msg = msgspec.structs.replace(
-            msg, correlation_id=to.msg.msg_id, recipient=msg.recipient or to.msg.sender,
-            sender=msg.sender or to.msg.recipient, round=to.msg.round if msg.round < 0 else msg.round,
-        )
-        await self.send(msg, payload, peer=to.peer)
+    def _stall(self, frames: list[Frame]) -> None:
+        self._stalled.append(frames)
+        if len(self._stalled) == 1:
+            self._unstalled.clear()
+            self._tasks.append(asyncio.ensure_future(self._unstall()))
 
-    async def request(
-        self, msg: Message, payload: Sequence[Frame] = (), peer: bytes | None = None,
-        timeout: float = 30.0, reliable: bool = False,
-    ) -> Incoming:
-        """Send ``msg`` and wait for the message that answers it.
+    async def _unstall(self) -> None:
+        """Send stalled frames in order as room appears; drop them after the liveness timeout."""
+        assert self._loop is not None
+        deadline = self._loop.time() + self.options.timeout_s
+        delay = 1e-4
+        while self._stalled:
+            if self._try_send(self._stalled[0]) is not False:
+                self._stalled.popleft()
+                deadline = self._loop.time() + self.options.timeout_s
+                continue
+            if self._loop.time() > deadline:
+                log.warning("%s: dropped %d queued message(s): no room for %.1f s",
+                            self.name, len(self._stalled), self.options.timeout_s)
+                self._stalled.clear()
+                break
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.005)
+        self._unstalled.set()
+        self._check_readable()
 
-        With ``reliable`` the envelope asks for an ack and the request is resent
-        (same ``msg_id``) every liveness period, across reconnects, until
-        answered; the receiver answers a duplicate with its cached reply and
-        never delivers it twice.
+    async def _wait_unstalled(self) -> None:
+        try:
+            await asyncio.wait_for(self._unstalled.wait(), self.options.timeout_s)
+        except TimeoutError:
+            raise PeerUnavailable(f"{self.name}: no room to send for "
+                                  f"{self.options.timeout_s} s") from None
 
-        Raises:
-            RemoteError: the answer is an ``Error``.
-            PeerUnavailable: no answer within ``timeout``, or (unless reliable) the peer died.
-        """
-        if reliable:
-            msg = msgspec.structs.replace(msg, ack=True)
-        return await self._exchange(msg, payload, peer, timeout, reliable, ack_only=False)
-
-    async def send_reliable(
-        self, msg: Message, payload: Sequence[Frame] = (), peer: bytes | None = None,
-        timeout: float = 60.0,
-    ) -> None:
-        """Send a must-not-lose message: resent, across reconnects, until acknowledged.
-
-        Raises:
-            PeerUnavailable: not acknowledged within ``timeout``.
-        """
-        msg = msgspec.structs.replace(msg, ack=True)
-        await self._exchange(msg, payload, peer, timeout, retry=True, ack_only=True)
-
-    async def _exchange(
-        self, msg: Message, payload: Sequence[Frame], peer: bytes | None, timeout: float,
-        retry: bool, ack_only: bool,
-    ) -> Incoming:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+    async def _send_frames(self, frames: list[Frame]) -> None:
+        """Send a multipart message now, waiting for room up to the liveness timeout."""
+        assert self._loop is not None
+        deadline = self._loop.time() + self.options.timeout_s
+        delay = 1e-4
         while True:
-            left = deadline - loop.time()
-            if left <= 0:
-                raise PeerUnavailable(f"{self.name}: no answer to {type(msg).__name__} "
-                                      f"within {timeout} s")
-            fut: asyncio.Future[Incoming | None] = loop.create_future()
-            waiting = self._acks if ack_only else self._pending
-            waiting[msg.msg_id] = lambda inc, f=fut: _settle(f, inc)  # type: ignore[misc]
-            timer = loop.call_later(min(left, self.options.timeout_s) if retry else left,
-                                    _settle, fut, None)
-            try:
-                try:
-                    await self.send(msg, payload, peer)
-                except PeerUnavailable:
-                    if not retry:
-                        raise
-                inc = await fut
-            finally:
-                timer.cancel()
-                waiting.pop(msg.msg_id, None)
-            if inc is not None and not _is_down(inc):
-                if retry and not ack_only:
-                    self._answered[msg.msg_id] = None
-                    if len(self._answered) > 1024:
-                        self._answered.popitem(last=False)
-                return _unwrap(inc)
-            if not retry:
-                reason = "peer down" if inc is not None else f"no answer within {timeout} s"
-                raise PeerUnavailable(f"{self.name}: {type(msg).__name__}: {reason}")
-            if inc is not None:  # down: give the reconnect a heartbeat before resending
-                await asyncio.sleep(min(self.options.heartbeat_ms / 1000.0, max(left, 0.0)))
+            result = self._try_send(frames)
+            if result:
+                self._check_readable()
+                return
+            if result is None:
+                raise PeerUnavailable(f"{self.name}: peer {frames[0][:64]!r} is unreachable")
+            if self._closed or self._loop.time() > deadline:
+                raise PeerUnavailable(f"{self.name}: no room to send for "
+                                      f"{self.options.timeout_s} s")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.005)
 
     # -- sockets --------------------------------------------------------------------
 
     def _open(self) -> None:
-        sock = self._ctx.socket(self._kind)
+        assert self._loop is not None
+        sock: zmq.Socket[bytes] = self._ctx.socket(self._kind)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, self.options.max_message_bytes)
         sock.setsockopt(zmq.SNDHWM, self.options.hwm)
@@ -481,31 +441,28 @@ class Endpoint:
         sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
         self._configure(sock)
         self._sock = sock
-        self._sync = zmq.Socket.shadow(sock.underlying)
+        self._fd = int(sock.getsockopt(zmq.FD))
+        self._loop.add_reader(self._fd, self._on_readable)
+        self._schedule_drain()
 
-    def _configure(self, sock: zmq.asyncio.Socket) -> None:
+    def _close_socket(self) -> None:
+        if self._sock is not None:
+            assert self._loop is not None
+            self._loop.remove_reader(self._fd)
+            self._sock.close(linger=0)
+            self._sock = None
+
+    def _configure(self, sock: zmq.Socket[bytes]) -> None:
         """Role-specific options, security and bind/connect."""
 
-
-DOWN = "transport.down"
-
-
-def down_signal(reason: str) -> Incoming:
-    """What pending requests receive when the peer is declared dead or the endpoint closes."""
-    return Incoming(Error(code=DOWN, reason=reason), [], b"")
+    def _on_closed(self) -> None:
+        """Role hook after the socket closed (fail pending requests)."""
 
 
-def _is_down(inc: Incoming) -> bool:
-    return inc.peer == b"" and isinstance(inc.msg, Error) and inc.msg.code == DOWN
-
-
-def _settle(fut: asyncio.Future[Incoming | None], inc: Incoming | None) -> None:
-    if fut.done():
-        return
-    fut.set_result(inc)
-
-
-def _unwrap(inc: Incoming) -> Incoming:
-    if isinstance(inc.msg, Error):
-        raise RemoteError(inc.msg.code, inc.msg.reason)
-    return inc
+def _array_header(n: int) -> bytes:
+    """The msgpack header of an array of ``n`` items (the batch frame)."""
+    if n < 16:
+        return bytes([0x90 | n])
+    if n < 1 << 16:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")

@@ -104,7 +104,10 @@ class CurveSecurity:
     def _authenticator(self, context: zmq.Context[Any]) -> None:
         if id(context) in self._auth:
             return
-        auth = AsyncioAuthenticator(context)  # type: ignore[arg-type]
+        actx = context if isinstance(context, zmq.asyncio.Context) else zmq.asyncio.Context.shadow(
+            context.underlying
+        )
+        auth = AsyncioAuthenticator(actx)
         auth.start()
         self.allowed_dir.mkdir(parents=True, exist_ok=True)
         auth.configure_curve(domain="*", location=str(self.allowed_dir))

@@ -32,8 +32,9 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from swarm.endpoint import DOWN, Endpoint, Incoming
+from swarm.endpoint import Incoming
 from swarm.errors import PeerUnavailable, RemoteError, TransferError
+from swarm.messenger import DOWN, Messenger
 from swarm.transport import Client
 from swarm.wire import AdapterAck, AdapterChunk, AdapterOffer, AdapterRequest, Error, Message
 
@@ -55,7 +56,7 @@ class ReceivedAdapter(NamedTuple):
 class AdapterSender:
     """Pushes adapters through a ``Client`` (or a ``Server`` with ``peer``)."""
 
-    def __init__(self, endpoint: Endpoint, retries: int = 5) -> None:
+    def __init__(self, endpoint: Messenger, retries: int = 5) -> None:
         self.endpoint = endpoint
         self.retries = retries
         self.acked = 0  # bytes the receiver acknowledged in the current attempt (progress)
@@ -157,7 +158,7 @@ class AdapterReceiver:
     """
 
     def __init__(
-        self, endpoint: Endpoint, on_adapter: Callable[[ReceivedAdapter], None] | None = None,
+        self, endpoint: Messenger, on_adapter: Callable[[ReceivedAdapter], None] | None = None,
         have: Callable[[str], bool] | None = None, window: int = 8,
         chunk_bytes: int = 1 << 20, max_bytes: int = 4 << 30, remember: int = 4096,
     ) -> None:

@@ -50,36 +50,43 @@ from thousands of agents fits (at ~200 B that is ~20 MB per peer), and past it
 ``Publisher`` drops past its mark because events are best effort. Adapter
 chunks are bounded by credit, not by the HWM.
 
-Hot path. The reader awaits readiness once, then drains up to
-``drain_batch`` messages with non-blocking receives and decodes each with
-msgspec; awaiting each ``recv()`` is 7x slower (see DESIGN.md section 4).
+Hot path. The socket's descriptor is registered with the event loop once;
+when it fires, a callback drains up to ``drain_batch`` messages with
+non-blocking receives and decodes each with msgspec (awaiting each ``recv()``
+is 7x slower, see DESIGN.md section 4). Payload-free messages sent to one
+peer in the same loop pass are coalesced into one frame. Details in
+``swarm.endpoint``; replies, acks and retries in ``swarm.messenger``.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import zmq
-import zmq.asyncio
 
-from swarm.endpoint import Endpoint, Incoming, TransportOptions, down_signal, endpoint
+from swarm.endpoint import Endpoint, Incoming, TransportOptions, endpoint
 from swarm.errors import PeerUnavailable
+from swarm.messenger import DOWN, Messenger, down_signal
 from swarm.wire import Frame, Heartbeat, Message, encode
 
 __all__ = [
     "TransportOptions",
     "Incoming",
     "Endpoint",
+    "Messenger",
     "Server",
     "Client",
     "Publisher",
     "Subscriber",
     "endpoint",
+    "down_signal",
+    "DOWN",
 ]
 
 
-class Server(Endpoint):
+class Server(Messenger):
     """A ROUTER that binds: answers requests and routes by agent id.
 
     Every message received teaches the route ``msg.sender -> peer``;
@@ -92,7 +99,7 @@ class Server(Endpoint):
 
     def __init__(
         self, name: str, address: str, options: TransportOptions | None = None,
-        context: zmq.asyncio.Context | None = None,
+        context: zmq.Context[Any] | None = None,
         on_peer_lost: Callable[[bytes], None] | None = None,
     ) -> None:
         super().__init__(name, address, options, context)
@@ -101,7 +108,7 @@ class Server(Endpoint):
         self._on_peer_lost = on_peer_lost
 
     async def start(self) -> None:
-        """Bind and start the reader and the heartbeat loop."""
+        """Bind and start the heartbeat loop."""
         await super().start()
         self._tasks.append(asyncio.ensure_future(self._heartbeat_loop()))
 
@@ -109,7 +116,7 @@ class Server(Endpoint):
         """Route messages for ``agent_id`` to ``peer``."""
         self.routes[agent_id] = peer
 
-    def _configure(self, sock: zmq.asyncio.Socket) -> None:
+    def _configure(self, sock: zmq.Socket[bytes]) -> None:
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
         sock.setsockopt(zmq.ROUTING_ID, self.name.encode())
@@ -117,16 +124,19 @@ class Server(Endpoint):
             self.options.security.server_socket(sock, self._ctx)
         sock.bind(self.address)
 
-    def _route(self, msg: Message, peer: bytes | None) -> list[Frame]:
+    def _dest(self, msg: Message, peer: bytes | None) -> bytes:
         if peer is None:
             peer = self.routes.get(msg.recipient)
             if peer is None:
                 raise PeerUnavailable(f"{self.name}: no route to {msg.recipient!r}")
-        return [peer]
+        if peer not in self.peers:
+            raise PeerUnavailable(f"{self.name}: peer {peer!r} is not connected")
+        return peer
 
     def _on_traffic(self, peer: bytes, msg: Message) -> None:
-        if peer not in self.peers:
-            self._send_now(peer, encode(Heartbeat(sender=self.name)))  # lets the client see us at once
+        if peer not in self.peers:  # let a new client see us at once
+            self.peers[peer] = self._now
+            self._send_now(peer, encode(Heartbeat(sender=self.name)))
         self.peers[peer] = self._now
         if msg.sender:
             self.routes[msg.sender] = peer
@@ -143,6 +153,7 @@ class Server(Endpoint):
                     self._forget(peer)
                 else:
                     self._send_now(peer, beat)
+            self._check_readable()
 
     def _forget(self, peer: bytes) -> None:
         del self.peers[peer]
@@ -152,7 +163,7 @@ class Server(Endpoint):
             self._on_peer_lost(peer)
 
 
-class Client(Endpoint):
+class Client(Messenger):
     """A DEALER connected to one server, kept alive by the Paranoid Pirate pattern.
 
     ``up`` is true once the server has been heard since the last (re)connect.
@@ -163,7 +174,7 @@ class Client(Endpoint):
 
     def __init__(
         self, name: str, address: str, options: TransportOptions | None = None,
-        context: zmq.asyncio.Context | None = None, server_key: bytes | None = None,
+        context: zmq.Context[Any] | None = None, server_key: bytes | None = None,
     ) -> None:
         super().__init__(name, address, options, context)
         self.server_key = server_key
@@ -178,7 +189,7 @@ class Client(Endpoint):
         return self._up.is_set()
 
     async def start(self) -> None:
-        """Connect and start the reader and the heartbeat loop."""
+        """Connect and start the heartbeat loop."""
         await super().start()
         self._tasks.append(asyncio.ensure_future(self._heartbeat_loop()))
 
@@ -193,7 +204,7 @@ class Client(Endpoint):
         """Call ``listener()`` each time the server is declared dead."""
         self._down_listeners.append(listener)
 
-    def _configure(self, sock: zmq.asyncio.Socket) -> None:
+    def _configure(self, sock: zmq.Socket[bytes]) -> None:
         sock.setsockopt(zmq.ROUTING_ID, self.name.encode())
         sock.setsockopt(zmq.IMMEDIATE, 1)  # no queueing towards a server that is not there
         sock.setsockopt(zmq.RECONNECT_IVL, self.options.heartbeat_ms)
@@ -202,13 +213,16 @@ class Client(Endpoint):
             self.options.security.client_socket(sock, self.server_key)
         sock.connect(self.address)
 
-    def _route(self, msg: Message, peer: bytes | None) -> list[Frame]:
-        return []
-
     def _on_traffic(self, peer: bytes, msg: Message) -> None:
         self._last_heard = self._now
         if not self._up.is_set():
             self._up.set()
+
+    @property
+    def liveness(self) -> int:
+        """Heartbeat periods left before the server is declared dead (Paranoid Pirate)."""
+        silent = asyncio.get_running_loop().time() - self._last_heard
+        return max(self.options.liveness - int(silent * 1000 // self.options.heartbeat_ms), 0)
 
     async def _heartbeat_loop(self) -> None:
         """Heartbeat every period; dead after ``liveness`` silent periods; reconnect with backoff."""
@@ -220,6 +234,7 @@ class Client(Endpoint):
             now = loop.time()
             if now >= next_beat:
                 self._send_now(b"", encode(Heartbeat(sender=self.name)))
+                self._check_readable()
                 next_beat = now + period
             if self.liveness > 0:
                 deadline = self._last_heard + self.options.timeout_s
@@ -233,30 +248,19 @@ class Client(Endpoint):
             self._reconnect()
             self._last_heard = next_beat = loop.time()
 
-    @property
-    def liveness(self) -> int:
-        """Heartbeat periods left before the server is declared dead (Paranoid Pirate)."""
-        silent = asyncio.get_running_loop().time() - self._last_heard
-        return max(self.options.liveness - int(silent * 1000 // self.options.heartbeat_ms), 0)
-
     def _declare_down(self) -> None:
         was_up = self._up.is_set()
         self._up.clear()
-        for hook in [*self._pending.values(), *self._acks.values()]:
-            hook(down_signal("peer down"))
+        self._fail_pending("peer down")
         if was_up:
             for listener in list(self._down_listeners):
                 listener()
 
     def _reconnect(self) -> None:
-        """Drop the socket (and whatever it queued) and connect a fresh one."""
+        """Drop the socket (and whatever libzmq queued in it) and connect a fresh one."""
         self.reconnects += 1
-        if self._reader is not None:
-            self._reader.cancel()
-        if self._sock is not None:
-            self._sock.close(linger=0)
+        self._close_socket()
         self._open()
-        self._reader = asyncio.ensure_future(self._read_loop())
         self._send_now(b"", encode(Heartbeat(sender=self.name)))
 
 
@@ -265,11 +269,7 @@ class Publisher(Endpoint):
 
     _kind = zmq.PUB
 
-    async def start(self) -> None:
-        """Bind (no reader: a PUB socket receives nothing)."""
-        self._open()
-
-    def _configure(self, sock: zmq.asyncio.Socket) -> None:
+    def _configure(self, sock: zmq.Socket[bytes]) -> None:
         if self.options.security is not None:
             self.options.security.server_socket(sock, self._ctx)
         sock.bind(self.address)
@@ -278,8 +278,11 @@ class Publisher(Endpoint):
         """Publish ``msg`` under ``topic`` (subscribers filter by topic prefix)."""
         await self.send(msg, payload, peer=topic.encode())
 
-    def _route(self, msg: Message, peer: bytes | None) -> list[Frame]:
-        return [peer or b""]
+    def _dest(self, msg: Message, peer: bytes | None) -> bytes:
+        return peer or b""
+
+    def _drain(self, sock: zmq.Socket[bytes]) -> int:
+        return 0  # a PUB socket receives nothing
 
 
 class Subscriber(Endpoint):
@@ -290,19 +293,19 @@ class Subscriber(Endpoint):
 
     def __init__(
         self, name: str, address: str, topics: Sequence[str] = ("",),
-        options: TransportOptions | None = None, context: zmq.asyncio.Context | None = None,
+        options: TransportOptions | None = None, context: zmq.Context[Any] | None = None,
         server_key: bytes | None = None,
     ) -> None:
         super().__init__(name, address, options, context)
         self.topics = list(topics)
         self.server_key = server_key
 
-    def _configure(self, sock: zmq.asyncio.Socket) -> None:
+    def _configure(self, sock: zmq.Socket[bytes]) -> None:
         for topic in self.topics:
             sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
         if self.options.security is not None:
             self.options.security.client_socket(sock, self.server_key)
         sock.connect(self.address)
 
-    def _send_now(self, peer: bytes, frames: list[Frame]) -> bool:
+    def _send_now(self, dest: bytes, frames: list[Frame]) -> bool:
         return False  # a SUB socket cannot answer

@@ -38,7 +38,7 @@ from swarm.wire import (
     encode_batch,
     payload_frames,
 )
-from tests.transport_peer import Peer
+from tests.transport_peer import Peer, RawInbox
 
 MAX = 1 << 20
 
@@ -129,24 +129,23 @@ def _raw_dealer(address: str) -> zmq.Socket[bytes]:
     return sock
 
 
-def _next_reply(sock: zmq.Socket[bytes]) -> Message:
-    while True:
-        msg, _ = decode(sock.recv_multipart())
-        if type(msg).__name__ != "Heartbeat":
-            return msg
+def _next_reply(inbox: RawInbox) -> Message:
+    msg: Message = inbox.next()
+    return msg
 
 
 def test_each_kind_of_bad_request_gets_an_error_reply(echo: str) -> None:
     sock = _raw_dealer(echo)
+    inbox = RawInbox(sock)
     try:
         for code, frames in _raw_bad_requests():
             sock.send_multipart(frames)
-            reply = _next_reply(sock)
+            reply = _next_reply(inbox)
             assert isinstance(reply, Error), code
             assert reply.code == code
         good = Chat(sender="a1", recipient="b2", content="still there?")
         sock.send_multipart(encode(good))
-        reply = _next_reply(sock)
+        reply = _next_reply(inbox)
         assert isinstance(reply, Chat) and reply.content == "still there?"
     finally:
         sock.close(0)
@@ -217,6 +216,7 @@ def test_hypothesis_decoder_raises_only_wire_error(data: bytes) -> None:
 
 def test_fuzz_a_live_process_keeps_serving(echo: str) -> None:
     sock = _raw_dealer(echo)
+    inbox = RawInbox(sock)
     rng = random.Random(99)
     gen = _mutations(rng)
     try:
@@ -226,7 +226,7 @@ def test_fuzz_a_live_process_keeps_serving(echo: str) -> None:
         sock.send_multipart(encode(Chat(sender="a1", recipient="b2", content="alive")))
         errors = 0
         while True:  # replies come in order: every fuzz answer, then the marker
-            reply = _next_reply(sock)
+            reply = _next_reply(inbox)
             if isinstance(reply, Chat) and reply.content == "alive":
                 break
             errors += isinstance(reply, Error) and reply.code.startswith("wire.")

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -66,6 +67,26 @@ class Peer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class RawInbox:
+    """Reads replies off a raw pyzmq DEALER: unpacks batch frames, skips heartbeats."""
+
+    def __init__(self, sock: Any) -> None:
+        self.sock = sock
+        self.queue: list[Any] = []
+
+    def next(self) -> Any:
+        """The next non-heartbeat message (raises ``zmq.Again`` after the socket's rcvtimeo)."""
+        from swarm.wire import Heartbeat, decode_envelope
+
+        while True:
+            while not self.queue:
+                env = decode_envelope(self.sock.recv_multipart()[0])
+                self.queue = env if isinstance(env, list) else [env]
+            msg = self.queue.pop(0)
+            if not isinstance(msg, Heartbeat):
+                return msg
 
 
 def _echo(inc: Incoming, agents: set[str]) -> tuple[object, list[object]]:

@@ -1,0 +1,338 @@
+"""Benchmark: the swarm transport against raw pyzmq, side by side on the same machine.
+
+Three measurements, each between two processes over ``ipc://``:
+
+- one-way throughput of small typed messages (a ``Chat`` with a 64-byte body,
+  built and encoded per message) against raw PUSH/PULL of the same bytes;
+- request/reply round trip (``Client.request`` to a ``Server`` that replies)
+  against a raw DEALER/ROUTER echo, p50 and p99;
+- a 64 MiB adapter transfer (chunks, credit, sha256 verified at the receiver)
+  against raw pyzmq sending the same bytes as 1 MiB zero-copy frames, and the
+  receiver's peak RSS.
+
+``python bench/transport.py [--quick]`` prints a table and writes
+``bench/results/transport.json``; it exits 0 whether or not the goals hold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+# bench/swarm.py would shadow the swarm package when this file runs as a script.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
+
+import zmq  # noqa: E402
+
+from swarm.transfer import AdapterReceiver, AdapterSender  # noqa: E402
+from swarm.transport import Client, Server, TransportOptions  # noqa: E402
+from swarm.wire import Chat, encode  # noqa: E402
+
+GOALS = {
+    "small_msg_throughput_vs_raw": ">= 0.5",
+    "rtt_p50_vs_raw": "<= 1.5",
+    "adapter_bandwidth_vs_raw": ">= 0.8",
+    "adapter_peak_rss_vs_payload": "<= 2.5",
+}
+BODY = "x" * 64
+OPTS = TransportOptions(max_message_bytes=64 << 20)
+
+
+def small_message() -> Chat:
+    return Chat(sender="agent-00001", recipient="agent-00002", round=1, content=BODY)
+
+
+# -- child processes (run as ``bench/transport.py --child MODE ADDRESS N``) ----------
+
+
+def child(mode: str, address: str, n: int) -> None:
+    """Serve one measurement and print its JSON result."""
+    if mode.startswith("raw"):
+        _raw_child(mode, address, n)
+    else:
+        asyncio.run(_swarm_child(mode, address, n))
+
+
+def _report(**result: Any) -> None:
+    result["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps(result), flush=True)
+
+
+def _raw_child(mode: str, address: str, n: int) -> None:
+    ctx = zmq.Context()
+    kind = zmq.PULL if mode == "raw-pull" else zmq.ROUTER
+    sock = ctx.socket(kind)
+    sock.bind(address)
+    print("READY", flush=True)
+    if mode == "raw-pull":
+        sock.recv()
+        start = time.perf_counter()
+        for _ in range(n - 1):
+            sock.recv()
+        _report(elapsed_s=time.perf_counter() - start, count=n - 1)
+    elif mode == "raw-echo":
+        for _ in range(n):
+            sock.send_multipart(sock.recv_multipart())
+        _report()
+    else:  # raw-bulk: n frames, then "done"
+        while True:
+            peer, size = sock.recv_multipart()
+            total, count = 0, int(size)
+            for _ in range(count):
+                _, frame = sock.recv_multipart(copy=False)
+                total += len(frame)
+            sock.send_multipart([peer, str(total).encode()])
+            if total == 0:
+                break
+        _report()
+    sock.close(0)
+    ctx.term()
+
+
+async def _swarm_child(mode: str, address: str, n: int) -> None:
+    async with Server("bench-server", address, OPTS) as srv:
+        if mode == "swarm-adapter":
+            done: list[str] = []
+            AdapterReceiver(srv, on_adapter=lambda a: done.append(a.sha256))
+        print("READY", flush=True)
+        if mode == "swarm-pull":
+            got = len(await srv.recv_batch())
+            start = time.perf_counter()
+            while got < n:
+                got += len(await srv.recv_batch(max_items=4096))
+            _report(elapsed_s=time.perf_counter() - start, count=n - 1)
+        elif mode == "swarm-echo":
+            answered = 0
+            while answered < n:
+                for inc in await srv.recv_batch():
+                    await srv.reply(inc, Chat(content=BODY))
+                    answered += 1
+            _report()
+        else:
+            await srv.recv()  # the "stop" message
+            _report(adapters=len(done))
+
+
+class Child:
+    """A benchmark child process."""
+
+    def __init__(self, mode: str, address: str, n: int) -> None:
+        cmd = [sys.executable, __file__, "--child", mode, address, str(n)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().strip()
+        if line != "READY":
+            raise RuntimeError(f"child {mode} failed to start: {line!r}")
+
+    def result(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        out = self.proc.stdout.readline()
+        self.proc.wait(timeout=60)
+        result: dict[str, Any] = json.loads(out)
+        return result
+
+
+# -- measurements ----------------------------------------------------------------------
+
+
+def raw_throughput(address: str, n: int) -> float:
+    data = encode(small_message())[0]
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.PUSH)
+    sock.sndhwm = 100_000
+    kid = Child("raw-pull", address, n)
+    sock.connect(address)
+    for _ in range(n):
+        sock.send(data)
+    res = kid.result()
+    sock.close(0)
+    ctx.term()
+    return float(res["count"] / res["elapsed_s"])
+
+
+async def swarm_throughput(address: str, n: int, batch: int = 0) -> float:
+    kid = Child("swarm-pull", address, n)
+    async with Client("bench-client", address, OPTS) as cli:
+        await cli.wait_up(10)
+        if batch:
+            for start in range(0, n, batch):
+                await cli.send_batch([small_message() for _ in range(min(batch, n - start))])
+        else:
+            for _ in range(n):
+                await cli.send(small_message())
+        res = await asyncio.to_thread(kid.result)
+    return float(res["count"] / res["elapsed_s"])
+
+
+def raw_rtt(address: str, n: int) -> list[float]:
+    data = encode(small_message())[0]
+    kid = Child("raw-echo", address, n)
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.connect(address)
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        sock.send(data)
+        sock.recv()
+        times.append(time.perf_counter() - t)
+    kid.result()
+    sock.close(0)
+    ctx.term()
+    return times
+
+
+async def swarm_rtt(address: str, n: int) -> list[float]:
+    kid = Child("swarm-echo", address, n)
+    times = []
+    async with Client("bench-client", address, OPTS) as cli:
+        await cli.wait_up(10)
+        for _ in range(n):
+            t = time.perf_counter()
+            await cli.request(small_message(), timeout=10)
+            times.append(time.perf_counter() - t)
+        await asyncio.to_thread(kid.result)
+    return times
+
+
+def raw_bulk(address: str, payloads: list[bytes], chunk: int) -> list[float]:
+    kid = Child("raw-bulk", address, 0)
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.connect(address)
+    times = []
+    for data in payloads:
+        view = memoryview(data)
+        t = time.perf_counter()
+        count = (len(data) + chunk - 1) // chunk
+        sock.send(str(count).encode())
+        for i in range(count):
+            sock.send(view[i * chunk:(i + 1) * chunk], copy=False)
+        assert int(sock.recv()) == len(data)
+        times.append(time.perf_counter() - t)
+    sock.send(b"0")
+    sock.recv()
+    kid.result()
+    sock.close(0)
+    ctx.term()
+    return times
+
+
+async def swarm_bulk(address: str, payloads: list[bytes]) -> tuple[list[float], dict[str, Any]]:
+    shas = [hashlib.sha256(p).hexdigest() for p in payloads]  # known up front: a CAS key
+    kid = Child("swarm-adapter", address, 0)
+    times = []
+    async with Client("bench-client", address, OPTS) as cli:
+        await cli.wait_up(10)
+        sender = AdapterSender(cli)
+        for data, sha in zip(payloads, shas, strict=True):
+            t = time.perf_counter()
+            await sender.send(data, sha)
+            times.append(time.perf_counter() - t)
+        await cli.send(Chat(content="stop"))
+        res = await asyncio.to_thread(kid.result)
+    return times, res
+
+
+# -- driver ------------------------------------------------------------------------------
+
+
+def run(quick: bool) -> dict[str, Any]:
+    n_msgs = 50_000 if quick else 300_000
+    n_rtt = 1000 if quick else 10_000
+    reps = 2 if quick else 5
+    size = 64 << 20
+    tmp = tempfile.mkdtemp(prefix="swarm-bench-")
+    addr = f"ipc://{tmp}/bench.ipc"
+    f: dict[str, Any] = {}
+    raws, swarms, batched = [], [], []
+    for _ in range(3 if not quick else 1):  # interleaved, best of each
+        raws.append(raw_throughput(addr, n_msgs))
+        swarms.append(asyncio.run(swarm_throughput(addr, n_msgs)))
+        batched.append(asyncio.run(swarm_throughput(addr, n_msgs, batch=64)))
+    f["raw_small_msgs_per_s"] = max(raws)
+    f["swarm_small_msgs_per_s"] = max(swarms)
+    f["swarm_batched64_small_msgs_per_s"] = max(batched)
+    raw_t = raw_rtt(addr, n_rtt)
+    swarm_t = asyncio.run(swarm_rtt(addr, n_rtt))
+    for name, ts in (("raw", raw_t), ("swarm", swarm_t)):
+        q = statistics.quantiles(ts, n=100)
+        f[f"{name}_rtt_p50_us"] = q[49] * 1e6
+        f[f"{name}_rtt_p99_us"] = q[98] * 1e6
+    payloads = [os.urandom(size) for _ in range(reps)]
+    raw_b = raw_bulk(addr, payloads, 1 << 20)
+    swarm_b, res = asyncio.run(swarm_bulk(addr, payloads))
+    f["raw_adapter_bytes_per_s"] = size / statistics.median(raw_b)
+    f["swarm_adapter_bytes_per_s"] = size / statistics.median(swarm_b)
+    f["swarm_receiver_peak_rss_bytes"] = res["peak_rss_bytes"]
+    f["adapter_payload_bytes"] = size
+    ratios = {
+        "small_msg_throughput_vs_raw": f["swarm_small_msgs_per_s"] / f["raw_small_msgs_per_s"],
+        "small_msg_batched_throughput_vs_raw":
+            f["swarm_batched64_small_msgs_per_s"] / f["raw_small_msgs_per_s"],
+        "rtt_p50_vs_raw": f["swarm_rtt_p50_us"] / f["raw_rtt_p50_us"],
+        "rtt_p99_vs_raw": f["swarm_rtt_p99_us"] / f["raw_rtt_p99_us"],
+        "adapter_bandwidth_vs_raw": f["swarm_adapter_bytes_per_s"] / f["raw_adapter_bytes_per_s"],
+        "adapter_peak_rss_vs_payload": f["swarm_receiver_peak_rss_bytes"] / size,
+    }
+    params = {"messages": n_msgs, "payload_bytes": len(BODY), "rtt_samples": n_rtt,
+              "adapter_bytes": size, "adapter_reps": reps, "transport": "ipc",
+              "envelope_bytes": len(encode(small_message())[0]), "quick": quick}
+    return {"params": params, "figures": f, "ratios": ratios}
+
+
+def _holds(value: float, goal: str) -> bool:
+    op, limit = goal.split()
+    return value >= float(limit) if op == ">=" else value <= float(limit)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller run, well under a minute")
+    parser.add_argument("--child", nargs=3, metavar=("MODE", "ADDRESS", "N"), help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "transport.json")
+    args = parser.parse_args(argv)
+    if args.child:
+        child(args.child[0], args.child[1], int(args.child[2]))
+        return 0
+    body = run(args.quick)
+    git = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                         cwd=Path(__file__).parent).stdout.strip()
+    result = {
+        "bench": "transport",
+        "when": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "git": git,
+        "machine": {"cpus": os.cpu_count(), "platform": f"{platform.system()}-{platform.machine()}",
+                    "python": platform.python_version(), "gpu": None},
+        **body,
+        "goals": GOALS,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{'figure':<40}{'value':>16}")
+    for key, value in body["figures"].items():
+        print(f"{key:<40}{value:>16,.1f}")
+    print(f"\n{'ratio':<40}{'value':>10}  goal")
+    for key, value in body["ratios"].items():
+        goal = GOALS.get(key, "")
+        mark = ("holds" if _holds(value, goal) else "MISSED") if goal else ""
+        print(f"{key:<40}{value:>10.3f}  {goal} {mark}")
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""Conversations on top of an ``Endpoint``: replies, requests, acks, retries, de-duplication.
+
+A message with ``ack=True`` is acknowledged by the receiving transport with an
+``Ack`` and delivered at most once: its ``msg_id`` is remembered (the last
+``dedup_window`` ids) and a duplicate is re-acknowledged and answered with the
+reply cached for it, never delivered again. ``send_reliable`` and
+``request(reliable=True)`` resend the same message every liveness period, and
+across reconnects, until it is acknowledged or answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+import zmq
+
+from swarm.endpoint import Endpoint, Hook, Incoming, TransportOptions
+from swarm.errors import PeerUnavailable, RemoteError
+from swarm.wire import Ack, Error, Frame, Heartbeat, Message, encode
+
+__all__ = ["Messenger", "DOWN", "down_signal"]
+
+#: ``Error.code`` of the local signal that the peer died or the endpoint closed.
+DOWN = "transport.down"
+
+
+def down_signal(reason: str) -> Incoming:
+    """What pending requests receive when the peer is declared dead or the endpoint closes."""
+    return Incoming(Error(code=DOWN, reason=reason), [], b"")
+
+
+class Messenger(Endpoint):
+    """An endpoint that can reply, request, acknowledge and de-duplicate."""
+
+    def __init__(
+        self, name: str, address: str, options: TransportOptions | None = None,
+        context: zmq.Context[Any] | None = None,
+    ) -> None:
+        super().__init__(name, address, options, context)
+        self._pending: dict[str, Hook] = {}  # msg_id -> hook taking its replies
+        self._acks: dict[str, Hook] = {}  # msg_id -> hook taking its Ack
+        self._answered: OrderedDict[str, None] = OrderedDict()  # reliable requests done
+        self._seen: OrderedDict[str, list[Frame] | None] = OrderedDict()  # ack=True ids
+
+    def expect(self, msg_id: str, hook: Hook | None) -> None:
+        """Route replies whose ``correlation_id`` is ``msg_id`` to ``hook`` (``None`` stops)."""
+        if hook is None:
+            self._pending.pop(msg_id, None)
+        else:
+            self._pending[msg_id] = hook
+
+    def _dispatch(self, peer: bytes, msg: Message, payload: list[Frame]) -> None:
+        self._on_traffic(peer, msg)
+        kind = type(msg)
+        if kind is Heartbeat:
+            return
+        if msg.ack and self._duplicate(peer, msg):
+            return
+        corr = msg.correlation_id
+        if corr is not None:
+            if kind is Ack:  # only ever consumed by send_reliable
+                hook = self._acks.get(corr)
+                if hook is not None:
+                    hook(Incoming(msg, payload, peer))
+                return
+            hook = self._pending.get(corr)
+            if hook is not None:
+                hook(Incoming(msg, payload, peer))
+                return
+            if corr in self._answered:
+                return  # a late copy of an answer already taken (reliable request resent)
+        super()._dispatch(peer, msg, payload)
+
+    def _on_traffic(self, peer: bytes, msg: Message) -> None:
+        """Liveness and routing bookkeeping; roles override."""
+
+    def _duplicate(self, peer: bytes, msg: Message) -> bool:
+        """Ack a must-not-lose message; True (and resend the cached reply) if seen before."""
+        ack = Ack(sender=msg.recipient or self.name, recipient=msg.sender,
+                  correlation_id=msg.msg_id, round=msg.round)
+        self._send_now(peer, encode(ack))
+        if msg.msg_id in self._seen:
+            cached = self._seen[msg.msg_id]
+            if cached is not None:
+                self._send_now(peer, cached)
+            return True
+        self._seen[msg.msg_id] = None
+        if len(self._seen) > self.options.dedup_window:
+            self._seen.popitem(last=False)
+        return False
+
+    def _sent(self, msg: Message, frames: list[Frame]) -> None:
+        corr = msg.correlation_id
+        if corr is not None and corr in self._seen:
+            self._seen[corr] = frames  # the cached answer to a must-not-lose request
+
+    def _fail_pending(self, reason: str) -> None:
+        for hook in [*self._pending.values(), *self._acks.values()]:
+            hook(down_signal(reason))
+
+    def _on_closed(self) -> None:
+        self._fail_pending("closed")
+
+    async def reply(self, to: Incoming, msg: Message, payload: Sequence[Frame] = ()) -> None:
+        """Answer ``to``: fills ``correlation_id``, ``recipient``, ``sender`` and ``round``."""
+        msg = msgspec.structs.replace(
+            msg, correlation_id=to.msg.msg_id, recipient=msg.recipient or to.msg.sender,
+            sender=msg.sender or to.msg.recipient,
+            round=to.msg.round if msg.round < 0 else msg.round,
+        )
+        await self.send(msg, payload, peer=to.peer)
+
+    async def request(
+        self, msg: Message, payload: Sequence[Frame] = (), peer: bytes | None = None,
+        timeout: float = 30.0, reliable: bool = False,
+    ) -> Incoming:
+        """Send ``msg`` and wait for the message that answers it.
+
+        With ``reliable`` the envelope asks for an ack and the request is resent
+        (same ``msg_id``) every liveness period, across reconnects, until
+        answered; the receiver answers a duplicate with its cached reply and
+        never delivers it twice.
+
+        Raises:
+            RemoteError: the answer is an ``Error``.
+            PeerUnavailable: no answer within ``timeout``, or (unless reliable) the peer died.
+        """
+        if reliable:
+            msg = msgspec.structs.replace(msg, ack=True)
+        return await self._exchange(msg, payload, peer, timeout, reliable, ack_only=False)
+
+    async def send_reliable(
+        self, msg: Message, payload: Sequence[Frame] = (), peer: bytes | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        """Send a must-not-lose message: resent, across reconnects, until acknowledged.
+
+        Raises:
+            PeerUnavailable: not acknowledged within ``timeout``.
+        """
+        msg = msgspec.structs.replace(msg, ack=True)
+        await self._exchange(msg, payload, peer, timeout, retry=True, ack_only=True)
+
+    async def _exchange(
+        self, msg: Message, payload: Sequence[Frame], peer: bytes | None, timeout: float,
+        retry: bool, ack_only: bool,
+    ) -> Incoming:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        waiting = self._acks if ack_only else self._pending
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise PeerUnavailable(f"{self.name}: no answer to {type(msg).__name__} "
+                                      f"within {timeout} s")
+            fut: asyncio.Future[Incoming | None] = loop.create_future()
+            waiting[msg.msg_id] = lambda inc, f=fut: _settle(f, inc)  # type: ignore[misc]
+            timer = loop.call_later(min(left, self.options.timeout_s) if retry else left,
+                                    _settle, fut, None)
+            try:
+                try:
+                    await self.send(msg, payload, peer)
+                except PeerUnavailable:
+                    if not retry:
+                        raise
+                inc = await fut
+            finally:
+                timer.cancel()
+                waiting.pop(msg.msg_id, None)
+            if inc is not None and not _is_down(inc):
+                if retry and not ack_only:
+                    self._answered[msg.msg_id] = None
+                    if len(self._answered) > 1024:
+                        self._answered.popitem(last=False)
+                return _unwrap(inc)
+            if not retry:
+                reason = "peer down" if inc is not None else f"no answer within {timeout} s"
+                raise PeerUnavailable(f"{self.name}: {type(msg).__name__}: {reason}")
+            if inc is not None:  # down: give the reconnect a heartbeat before resending
+                await asyncio.sleep(min(self.options.heartbeat_ms / 1000.0, max(left, 0.0)))
+
+
+def _is_down(inc: Incoming) -> bool:
+    return inc.peer == b"" and isinstance(inc.msg, Error) and inc.msg.code == DOWN
+
+
+def _settle(fut: asyncio.Future[Incoming | None], inc: Incoming | None) -> None:
+    if not fut.done():
+        fut.set_result(inc)
+
+
+def _unwrap(inc: Incoming) -> Incoming:
+    if isinstance(inc.msg, Error):
+        raise RemoteError(inc.msg.code, inc.msg.reason)
+    return inc
