@@ -220,7 +220,7 @@ class Trainer:
         order = _batch_order(len(encoded), s.batch_size, s.steps, np.random.default_rng(job.seed))
         losses: list[float] = []
         model.train()
-        with _progress(self.progress, job.label, s.steps) as advance:
+        with _Progress(self.progress, job.label, s.steps) as advance:
             for indices in order:
                 ids, mask, labels = _collate([encoded[i] for i in indices], self._pad_id)
                 loss = model(
@@ -294,7 +294,7 @@ def _collate(rows: list[tuple[list[int], list[int]]], pad_id: int) -> tuple[Any,
     return ids, mask, labels
 
 
-class _progress:
+class _Progress:
     """A rich progress bar showing the running loss, or nothing when disabled."""
 
     def __init__(self, enabled: bool, label: str, total: int) -> None:
