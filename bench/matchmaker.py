@@ -167,6 +167,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 seeds, fewer timing repeats")
     args = parser.parse_args()
     seeds = [0, 1] if args.quick else [0, 1, 2, 3, 4]
+    load_before = os.getloadavg()[0]  # the box is shared: say how busy it was
     kinds = ["linucb", "greedy", "random"]
     per_seed = []
     for seed in seeds:
@@ -191,7 +192,9 @@ def main() -> None:
               "reward_std_over_pairs": 0.5, "profile_observation": "exact",
               "select_agents": 1000, "select_pairs": 500, "select_profile_dim": 16,
               "select_trained_updates": 2000, "update_profile_dim": 64,
-              "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS"), "quick": args.quick}
+              "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS"), "quick": args.quick,
+              "load_avg_1m_before": round(load_before, 2),
+              "load_avg_1m_after": round(os.getloadavg()[0], 2)}
     write_result("matchmaker", params, figures, ratios, goals)
 
 
