@@ -333,7 +333,7 @@ class RandomMatchmaker:
         """Rebuild from ``state()``."""
         _expect_kind(state, cls.kind)
         dim = state.get("dim")
-        out = cls(None if dim is None else int(dim), None)
+        out = cls(None if dim is None else int(dim), 0)
         out.rng = _rng_from(state.get("rng", {}))
         return out
 
