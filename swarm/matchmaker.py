@@ -333,7 +333,9 @@ class RandomMatchmaker:
         """Rebuild from ``state()``."""
         _expect_kind(state, cls.kind)
         dim = state.get("dim")
-        out = cls(None if dim is None else int(dim), 0)
+        if dim is not None and (not isinstance(dim, int) or dim < 1):
+            raise MatchmakerError(f"bad matchmaker state: 'dim' is {dim!r}")
+        out = cls(dim, 0)
         out.rng = _rng_from(state.get("rng", {}))
         return out
 

@@ -391,6 +391,8 @@ def test_bad_states_are_refused() -> None:
         LinUCBMatchmaker.from_state({k: v for k, v in good.items() if k != "dim"})
     with pytest.raises(MatchmakerError, match="generator state"):
         LinUCBMatchmaker.from_state({**good, "rng": {"state": "x"}})
+    with pytest.raises(MatchmakerError, match="'dim' is 'x'"):
+        RandomMatchmaker.from_state({**RandomMatchmaker(3).state(), "dim": "x"})
     with pytest.raises(MatchmakerError, match="unknown matchmaker kind"):
         matchmaker_from_state({"kind": "oracle"})
     with pytest.raises(MatchmakerError, match="unknown matchmaker kind"):
