@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from swarm.adapters import CONFIG_FILE, WEIGHTS_FILE, read_safetensors
+from swarm.adapters import CONFIG_FILE, WEIGHTS_FILE, AdapterValidator, read_safetensors
 from swarm.errors import AdapterError
 
 __all__ = [
@@ -61,12 +61,17 @@ class Merger:
 
     Args:
         base_model_dir: the base model folder the adapters were trained on.
+        validator: checks every input adapter before peft opens it (default:
+            an ``AdapterValidator`` of the base model with its default bounds).
     """
 
-    def __init__(self, base_model_dir: str | Path) -> None:
+    def __init__(
+        self, base_model_dir: str | Path, validator: AdapterValidator | None = None
+    ) -> None:
         from transformers import AutoModelForCausalLM
 
         self.base_model_dir = Path(base_model_dir)
+        self.validator = validator or AdapterValidator(self.base_model_dir)
         self._base: Any = AutoModelForCausalLM.from_pretrained(
             str(self.base_model_dir), dtype="float32"
         )
@@ -90,15 +95,20 @@ class Merger:
             seed: fixes DARE's random drops.
 
         Raises:
-            AdapterError: unknown method, or adapters/weights that do not match.
+            AdapterError: unknown method, adapters/weights that do not match, or
+                (a subclass) an input adapter that fails validation.
         """
         import torch
         from peft import PeftModel
+        from safetensors import SafetensorError
 
         _check_merge_args(adapter_dirs, weights, method, density)
+        for folder in adapter_dirs:
+            self.validator.validate(folder)
         names = [f"a{i}" for i in range(len(adapter_dirs))]
-        model: Any = PeftModel.from_pretrained(self._base, str(adapter_dirs[0]), adapter_name="a0")
+        model: Any = None
         try:
+            model = PeftModel.from_pretrained(self._base, str(adapter_dirs[0]), adapter_name="a0")
             for name, folder in zip(names[1:], adapter_dirs[1:], strict=True):
                 model.load_adapter(str(folder), adapter_name=name)
             options: dict[str, Any] = {"combination_type": method, "svd_rank": rank}
@@ -108,11 +118,22 @@ class Merger:
                 torch.manual_seed(seed)
                 model.add_weighted_adapter(names, [float(w) for w in weights], "merged", **options)
             _save_one(model, "merged", Path(out_dir), self.base_model_dir)
-        except ValueError as exc:
+        except (ValueError, RuntimeError, KeyError, OSError, SafetensorError) as exc:
             raise AdapterError(f"peft cannot merge with {method!r}: {exc}") from exc
         finally:
-            self._base = model.unload()  # drop every LoRA layer, keep the base model
+            self._restore(model)
         return Path(out_dir)
+
+    def _restore(self, model: Any) -> None:
+        """Drop every LoRA layer and keep the base model (reload it if loading broke midway)."""
+        from transformers import AutoModelForCausalLM
+
+        if model is not None:
+            self._base = model.unload()
+        else:
+            self._base = AutoModelForCausalLM.from_pretrained(
+                str(self.base_model_dir), dtype="float32"
+            )
 
 
 def merge_adapters(
@@ -244,17 +265,23 @@ def robust_merge_deltas(
     *,
     trim: float = 0.2,
     clip: float | None = None,
+    validator: AdapterValidator | None = None,
 ) -> dict[str, np.ndarray]:
     """Combine many adapters' per-layer updates by ``rule`` (see ``robust_combine``).
 
     ``clipped_mean`` clips each adapter's whole update (all layers together),
     so one adapter cannot hide a large change by spreading it over layers.
+    With ``validator``, every adapter is validated first.
 
     Raises:
-        AdapterError: the adapters touch different layers or shapes.
+        AdapterError: the adapters touch different layers or shapes, or
+            (a subclass) one fails the validator.
     """
     if not adapter_dirs:
         raise AdapterError("robust_merge needs at least one adapter")
+    if validator is not None:
+        for folder in adapter_dirs:
+            validator.validate(folder)
     all_deltas = [adapter_deltas(d) for d in adapter_dirs]
     modules = sorted(all_deltas[0])
     for folder, deltas in zip(adapter_dirs, all_deltas, strict=True):
@@ -314,13 +341,15 @@ def robust_merge(
     trim: float = 0.2,
     clip: float | None = None,
     rank: int | None = None,
+    validator: AdapterValidator | None = None,
 ) -> Path:
     """Combine many adapters by a robust rule and write the result as a PEFT folder.
 
     Args:
         rule: ``mean``, ``median``, ``trimmed_mean`` or ``clipped_mean``.
         rank: rank of the written adapter (default: the first adapter's rank).
+        validator: if given, every input adapter is validated first.
     """
-    deltas = robust_merge_deltas(adapter_dirs, rule, trim=trim, clip=clip)
+    deltas = robust_merge_deltas(adapter_dirs, rule, trim=trim, clip=clip, validator=validator)
     template = json.loads((Path(adapter_dirs[0]) / CONFIG_FILE).read_text())
     return write_adapter_from_deltas(deltas, out_dir, rank or int(template["r"]), template)

@@ -136,9 +136,9 @@ def _add(rng: np.random.Generator) -> tuple[str, str]:
 
 def _count(rng: np.random.Generator) -> tuple[str, str]:
     word = _letters(rng, 3, 6)
-    target = word[int(rng.integers(0, len(word)))] if rng.random() < 0.8 else str(
-        LETTERS[int(rng.integers(0, len(LETTERS)))]
-    )
+    # Mostly a letter that occurs; sometimes any letter, so 0 is a possible answer.
+    pool = word if rng.random() < 0.8 else list(LETTERS)
+    target = pool[int(rng.integers(0, len(pool)))]
     return f"count {target}:{_spaced(word)} =", f" {word.count(target)}"
 
 

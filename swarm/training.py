@@ -264,9 +264,13 @@ def train_lora(
     init_adapter: str | Path | None = None,
     *,
     progress: bool = False,
+    store: AdapterStore | None = None,
 ) -> Path:
-    """Train one LoRA adapter from scratch (loads the base model; prefer ``Trainer`` for many)."""
-    trainer = Trainer(base_model_dir, progress=progress)
+    """Train one LoRA adapter (loads the base model: prefer one ``Trainer`` for many jobs).
+
+    With ``store``, the adapter is also put into it.
+    """
+    trainer = Trainer(base_model_dir, store=store, progress=progress)
     return trainer.train(examples, settings, seed, out_dir, init_adapter)
 
 

@@ -206,3 +206,37 @@ def test_merge_finds_the_base_model_from_the_adapter_config(
 
     merged, s = adapter_deltas(out), adapter_deltas(student)
     assert all(np.allclose(merged[m], s[m], atol=1e-6) for m in s)
+
+
+def test_robust_merge_can_validate_its_inputs(
+    honest: list[Path], tmp_path: Path, tiny_model: Path
+) -> None:
+    from safetensors.numpy import load_file
+
+    from swarm.errors import AdapterNonFiniteError
+
+    poisoned = _corrupt(honest[0], tmp_path / "nan", 1.0)
+    tensors = load_file(str(poisoned / "adapter_model.safetensors"))
+    key = f"base_model.model.{MODULES[0]}.lora_A.weight"
+    tensors[key][0, 0] = np.nan
+    save_file(tensors, str(poisoned / "adapter_model.safetensors"))
+
+    with pytest.raises(AdapterNonFiniteError, match="q_proj"):
+        robust_merge([poisoned, *honest[1:]], "median", tmp_path / "m",
+                     validator=AdapterValidator(tiny_model))
+
+
+def test_a_failed_merge_leaves_the_merger_usable(
+    pair: tuple[Path, Path], merger: Merger, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "adapter_config.json").write_text((pair[1] / "adapter_config.json").read_text())
+    (broken / "adapter_model.safetensors").write_bytes(b"\x00" * 16)
+
+    with pytest.raises(AdapterError):
+        merger.merge([pair[0], broken], [0.5, 0.5], tmp_path / "x", "cat")
+    out = merger.merge([pair[0], pair[1]], [1.0, 0.0], tmp_path / "ok", "cat")
+
+    merged, student = adapter_deltas(out), adapter_deltas(pair[0])
+    assert all(np.allclose(merged[m], student[m], atol=1e-6) for m in student)
