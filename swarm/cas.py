@@ -10,15 +10,19 @@ once.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import IO, Any
 
 from swarm.errors import LineageError
 
-__all__ = ["ContentStore", "sha256_file"]
+__all__ = ["ContentStore", "sha256_file", "POINTER_FORMAT"]
+
+POINTER_FORMAT = "swarm-adapter-pointer/1"
 
 _CHUNK = 1 << 20
 
@@ -86,13 +90,13 @@ class ContentStore:
                 os.unlink(tmp_name)
         return sha, size
 
-    def _install(self, sha: str, write: object) -> None:
+    def _install(self, sha: str, write: Callable[[IO[bytes]], object]) -> None:
         tmp_dir = self.root / "tmp"
         tmp_dir.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=tmp_dir, prefix="put-")
         try:
             with os.fdopen(fd, "wb") as out:
-                write(out)  # type: ignore[operator]
+                write(out)
                 out.flush()
                 os.fsync(out.fileno())
             self._move_in(Path(tmp_name), sha)
@@ -106,6 +110,42 @@ class ContentStore:
         os.chmod(tmp, 0o444)
         os.replace(tmp, final)
         _fsync_dir(final.parent)
+
+    def put_adapter(
+        self, source: Path | bytes, meta: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Store a PEFT adapter folder (weights and config) or safetensors bytes; return its pointer.
+
+        The pointer (what ``agents/<id>/adapter.json`` holds) names the weights'
+        sha256 and size, ``base_model``, ``rank`` and ``parents`` (from ``meta``,
+        else from the adapter config) and ``config_sha256``; other ``meta`` keys
+        are kept as they are.
+        """
+        meta = dict(meta or {})
+        config: dict[str, Any] = {}
+        config_sha = None
+        if isinstance(source, bytes):
+            sha, size = self.put_bytes(source)
+        else:
+            folder = Path(source)
+            weights = folder / "adapter_model.safetensors"
+            if not weights.is_file():
+                raise LineageError(f"{folder} holds no adapter_model.safetensors")
+            sha, size = self.put_file(weights)
+            if (folder / "adapter_config.json").is_file():
+                raw = (folder / "adapter_config.json").read_bytes()
+                config = json.loads(raw)
+                config_sha = self.put_bytes(raw)[0]
+        return {
+            "format": POINTER_FORMAT,
+            "sha256": sha,
+            "size": size,
+            "base_model": meta.pop("base_model", config.get("base_model_name_or_path")),
+            "rank": meta.pop("rank", config.get("r")),
+            "parents": list(meta.pop("parents", [])),
+            "config_sha256": config_sha,
+            **meta,
+        }
 
     def get(self, sha256: str, dest: Path) -> Path:
         """Copy the blob to ``dest`` (atomically: temp file then rename); return ``dest``.

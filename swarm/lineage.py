@@ -32,7 +32,7 @@ multi-branch batch move before another. One thread owns the writer.
 
 from __future__ import annotations
 
-import json
+import logging
 import os
 import subprocess
 import time
@@ -53,7 +53,6 @@ from swarm.gitwriter import (
     write_pack,
 )
 from swarm.lineage_read import (
-    POINTER_FORMAT,
     TRAILER,
     DiffEntry,
     LineageReader,
@@ -74,6 +73,8 @@ from swarm.lineage_repo import (
     round_path,
     take_lock,
 )
+
+_log = logging.getLogger(__name__)
 
 __all__ = [
     "LineageStore",
@@ -237,31 +238,7 @@ class LineageStore(LineageReader):
         may give ``base_model``, ``rank``, ``parents`` (parent adapters' sha256)
         and any extra JSON keys; base model and rank default to the config's.
         """
-        meta = dict(meta or {})
-        config: dict[str, Any] = {}
-        config_sha = None
-        if isinstance(source, bytes):
-            sha, size = self.cas.put_bytes(source)
-        else:
-            folder = Path(source)
-            weights = folder / "adapter_model.safetensors"
-            if not weights.is_file():
-                raise LineageError(f"{folder} holds no adapter_model.safetensors")
-            sha, size = self.cas.put_file(weights)
-            if (folder / "adapter_config.json").is_file():
-                raw = (folder / "adapter_config.json").read_bytes()
-                config = json.loads(raw)
-                config_sha = self.cas.put_bytes(raw)[0]
-        return {
-            "format": POINTER_FORMAT,
-            "sha256": sha,
-            "size": size,
-            "base_model": meta.pop("base_model", config.get("base_model_name_or_path")),
-            "rank": meta.pop("rank", config.get("r")),
-            "parents": list(meta.pop("parents", [])),
-            "config_sha256": config_sha,
-            **meta,
-        }
+        return self.cas.put_adapter(source, meta)
 
     def note(self, commit: str, data: FileValue, namespace: str = "commits") -> str:
         """Attach ``data`` (JSON for a mapping) as the git note of ``commit``; return the notes commit."""
@@ -399,4 +376,8 @@ class LineageStore(LineageReader):
             raise
         self._tips = tips
         if self._packs >= self._maintain_every:
-            self.maintain()
+            try:
+                self.maintain()
+            except LineageError as exc:  # the batch is durable already; retry maintenance later
+                self._packs = 0
+                _log.warning("lineage maintenance failed (will retry): %s", exc)

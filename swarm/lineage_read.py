@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from swarm.cas import ContentStore
+from swarm.cas import POINTER_FORMAT, ContentStore
 from swarm.errors import LineageError
 
 if TYPE_CHECKING:
@@ -35,7 +35,6 @@ __all__ = [
 ]
 
 TRAILER = "Lineage-Branch"
-POINTER_FORMAT = "swarm-adapter-pointer/1"
 _HEX = frozenset("0123456789abcdef")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -78,20 +79,33 @@ GIT_CONFIG = {
 
 
 def init_repo(path: Path) -> None:
-    """Create the lineage directory ``path`` (bare repo, HEAD -> the swarm branch, ``cas/``)."""
-    path.mkdir(parents=True, exist_ok=True)
+    """Create the lineage directory ``path`` (bare repo, HEAD -> the swarm branch, ``cas/``).
+
+    The repository is built in a temp folder beside ``path`` and renamed into
+    place, so a crash while creating it leaves no half-made store behind.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.init-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
     proc = subprocess.run(
-        ["git", "init", "-q", "--bare", str(path)], capture_output=True, check=False
+        ["git", "init", "-q", "--bare", str(tmp)], capture_output=True, check=False
     )
     if proc.returncode != 0:
         raise LineageError(f"git init {path} failed: {proc.stderr.decode().strip()}")
     subprocess.run(
-        ["git", "--git-dir", str(path), "symbolic-ref", "HEAD", f"refs/heads/{SWARM_BRANCH}"],
+        ["git", "--git-dir", str(tmp), "symbolic-ref", "HEAD", f"refs/heads/{SWARM_BRANCH}"],
         check=True,
     )
-    ensure_config(path)
-    (path / "description").write_text("swarm lineage store\n")
-    (path / "cas").mkdir(exist_ok=True)
+    ensure_config(tmp)
+    (tmp / "description").write_text("swarm lineage store\n")
+    (tmp / "cas").mkdir()
+    try:
+        os.rename(tmp, path)  # also replaces an empty folder at ``path``
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if (path / "HEAD").is_file():
+            return  # another process created it first
+        raise LineageError(f"cannot create a lineage store at {path}: {exc}") from None
 
 
 def ensure_config(path: Path) -> None:
@@ -131,15 +145,18 @@ def take_lock(lock_path: Path, timeout: float) -> int:
 def recover(git_dir: Path) -> None:
     """Remove what a dead writer left half-done. Call only while holding the writer lock.
 
-    Left-overs are temp files of an unfinished pack, a pack whose index was never
-    renamed into place (so no reader ever saw it) and ref lock files.
+    Left-overs are temp files of an unfinished pack or commit-graph, a pack whose
+    index was never renamed into place (so no reader ever saw it) and the lock
+    files of git commands that died with the writer.
     """
     pack_dir = git_dir / "objects" / "pack"
-    for leftover in pack_dir.glob("tmp_*"):
-        leftover.unlink(missing_ok=True)
-    for pack in pack_dir.glob("*.pack"):
-        if not pack.with_suffix(".idx").exists():
-            pack.unlink(missing_ok=True)
-    for lock in (git_dir / "refs").rglob("*.lock"):
-        lock.unlink(missing_ok=True)
-    (git_dir / "packed-refs.lock").unlink(missing_ok=True)
+    leftovers = [*pack_dir.glob("tmp_*"), *pack_dir.glob(".tmp-*")]
+    leftovers += [p for p in pack_dir.glob("*.pack") if not p.with_suffix(".idx").exists()]
+    leftovers += (git_dir / "objects" / "info").rglob("tmp_*")
+    # Lock files of git commands that died with the writer (update-ref, repack, commit-graph).
+    for folder in (git_dir / "refs", git_dir / "objects" / "info"):
+        leftovers += folder.rglob("*.lock")
+    leftovers += git_dir.glob("*.lock")
+    for path in leftovers:
+        if path.name != "lineage.lock":
+            path.unlink(missing_ok=True)

@@ -45,6 +45,8 @@ def wait_for_writer_tree_to_exit(repo: Path) -> None:
     its end after the writer is killed, and ``git fsck`` itself misreports packs
     that a running repack is renaming.
     """
+    if not (repo / "lineage.lock").exists():
+        return  # killed before it ever opened the store
     fd = os.open(repo / "lineage.lock", os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -281,17 +283,25 @@ def test_sigkill_at_random_instants_loses_no_acknowledged_commit(tmp_path: Path)
     rng = random.Random(1234)
     acked: dict[str, str] = {}
     kills = mid_stream = 0
-    for run in range(22):
+    run = -1
+    while kills < 22:
+        run += 1
+        assert run < 40, "the writer finished before the kill too often"
         child = subprocess.Popen([sys.executable, "-c", _CRASH_CHILD, str(repo), str(run)],
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 start_new_session=True, bufsize=0)  # readline must not read ahead
         assert child.stdout is not None
         # Most kills land while commits stream; every 4th may land in start-up and recovery.
         first = b"" if run % 4 == 0 else child.stdout.readline()
-        time.sleep(rng.uniform(0.0, 0.8) if run % 4 == 0 else rng.uniform(0.0, 3.0))
+        time.sleep(rng.uniform(0.0, 0.8) if run % 4 == 0 else rng.uniform(0.0, 1.5))
         if child.poll() is None:
-            child.send_signal(signal.SIGKILL)
+            if run % 3 == 2:  # the whole process tree at once: git helpers die mid-write too
+                os.killpg(child.pid, signal.SIGKILL)
+            else:
+                child.send_signal(signal.SIGKILL)
             kills += 1
-        rest, _ = child.communicate(timeout=60)
+        rest, err = child.communicate(timeout=60)
+        assert child.returncode in (0, -signal.SIGKILL), err.decode()
         out = first + rest
         mid_stream += bool(first) and child.returncode == -signal.SIGKILL
         lines = out.decode().splitlines()
@@ -302,14 +312,17 @@ def test_sigkill_at_random_instants_loses_no_acknowledged_commit(tmp_path: Path)
             acked[sha] = ref
             last_per_branch[ref] = sha
         wait_for_writer_tree_to_exit(repo)
+        if not repo.exists():
+            assert not complete  # killed before the store existed: nothing acknowledged
+            continue
         assert_fsck_clean(repo)
         reachable = set(git(repo, "rev-list", "--all").split())
         missing = set(acked) - reachable
         assert not missing, f"run {run}: {len(missing)} acknowledged commits lost"
         for ref, sha in last_per_branch.items():
             assert sha in set(git(repo, "rev-list", ref).split()), f"run {run}: {ref} went back"
-    assert kills >= 20 and mid_stream >= 15
-    assert len(acked) > 1000
+    assert mid_stream >= 15
+    assert len(acked) > 200  # the kills did interrupt real work
 
 
 def test_fds_and_children_stay_bounded_over_10k_commits(store: LineageStore) -> None:
