@@ -32,13 +32,22 @@ import zmq
 from swarm.config import TransportSection
 from swarm.errors import PeerUnavailable, WireError
 from swarm.security import CurveSecurity
-from swarm.wire import Frame, Message, decode_envelope, encode, error_reply, payload_frames
+from swarm.wire import (
+    PAYLOAD_TYPES,
+    Frame,
+    Message,
+    decode_envelope,
+    encode,
+    error_reply,
+    payload_frames,
+)
 
 __all__ = ["TransportOptions", "Incoming", "Endpoint", "endpoint"]
 
 log = logging.getLogger(__name__)
 Hook = Callable[["Incoming"], None]
 _ENCODE = msgspec.msgpack.Encoder().encode
+_ZERO_COPY_MIN = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -232,6 +241,7 @@ class Endpoint:
         return n
 
     def _on_frames(self, peer: bytes, frames: list[Frame]) -> None:
+        self._on_traffic(peer)
         if not frames:
             return
         try:
@@ -265,6 +275,9 @@ class Endpoint:
         else:
             self._inbox.append(inc)
 
+    def _on_traffic(self, peer: bytes) -> None:
+        """Liveness bookkeeping for every message received; roles override."""
+
     def _answer_error(self, peer: bytes, exc: WireError, to: Message | None) -> None:
         log.info("%s: refused a message from %r: %s", self.name, peer, exc)
         self._send_now(peer, [_ENCODE(error_reply(exc, to, sender=self.name))])
@@ -288,7 +301,7 @@ class Endpoint:
             PeerUnavailable: the peer is unknown, gone, or had no room for the timeout.
         """
         dest = self._dest(msg, peer)
-        if payload or payload_frames(msg):
+        if payload or type(msg) in PAYLOAD_TYPES:
             frames = encode(msg, payload)
             if sum(len(f) for f in frames) > self.options.max_message_bytes:
                 raise WireError("message over max_message_bytes", kind="oversize")
@@ -333,6 +346,16 @@ class Endpoint:
         return self._try_send(self._head(dest) + frames) is True
 
     def _enqueue(self, dest: bytes, data: bytes) -> None:
+        if self._flush_handle is None and not self._out and not self._stalled:
+            # First message of this loop pass: send it now (no added latency) and
+            # queue the rest of the pass behind it, to leave as one frame per peer.
+            assert self._loop is not None
+            self._flush_handle = self._loop.call_soon(self._flush)
+            sent = self._try_send(self._head(dest) + [data])
+            if sent is False:
+                self._stall(self._head(dest) + [data])
+            self._check_readable()
+            return
         queue = self._out.get(dest)
         if queue is None:
             queue = self._out[dest] = []
@@ -368,7 +391,9 @@ class Endpoint:
         last = len(frames) - 1
         try:
             for i, frame in enumerate(frames):
-                sock.send(frame, zmq.NOBLOCK | (zmq.SNDMORE if i < last else 0), copy=False)
+                # zero-copy only pays for big frames (pyzmq frees them through a gc thread)
+                sock.send(frame, zmq.NOBLOCK | (zmq.SNDMORE if i < last else 0),
+                          copy=len(frame) < _ZERO_COPY_MIN)
         except zmq.Again:
             return False
         except zmq.ZMQError as exc:

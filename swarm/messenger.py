@@ -45,6 +45,7 @@ class Messenger(Endpoint):
         self._acks: dict[str, Hook] = {}  # msg_id -> hook taking its Ack
         self._answered: OrderedDict[str, None] = OrderedDict()  # reliable requests done
         self._seen: OrderedDict[str, list[Frame] | None] = OrderedDict()  # ack=True ids
+        self._routes: dict[str, bytes] | None = None  # sender -> peer, learnt by a Server
 
     def expect(self, msg_id: str, hook: Hook | None) -> None:
         """Route replies whose ``correlation_id`` is ``msg_id`` to ``hook`` (``None`` stops)."""
@@ -54,10 +55,12 @@ class Messenger(Endpoint):
             self._pending[msg_id] = hook
 
     def _dispatch(self, peer: bytes, msg: Message, payload: list[Frame]) -> None:
-        self._on_traffic(peer, msg)
         kind = type(msg)
         if kind is Heartbeat:
             return
+        routes = self._routes
+        if routes is not None and msg.sender:
+            routes[msg.sender] = peer
         if msg.ack and self._duplicate(peer, msg):
             return
         corr = msg.correlation_id
@@ -73,10 +76,11 @@ class Messenger(Endpoint):
                 return
             if corr in self._answered:
                 return  # a late copy of an answer already taken (reliable request resent)
-        super()._dispatch(peer, msg, payload)
-
-    def _on_traffic(self, peer: bytes, msg: Message) -> None:
-        """Liveness and routing bookkeeping; roles override."""
+        hook = self._hooks.get(kind)
+        if hook is not None:
+            hook(Incoming(msg, payload, peer))
+        else:
+            self._inbox.append(Incoming(msg, payload, peer))
 
     def _duplicate(self, peer: bytes, msg: Message) -> bool:
         """Ack a must-not-lose message; True (and resend the cached reply) if seen before."""

@@ -25,8 +25,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import mmap
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -140,9 +142,15 @@ class _Mismatch(Exception):
 class _Partial:
     offer: AdapterOffer
     peer: bytes
-    buf: bytearray
+    buf: memoryview
     hasher: Any = field(default_factory=hashlib.sha256)
     received: int = 0
+    verifying: bool = False
+
+
+def _buffer(size: int) -> memoryview:
+    """Writable memory for ``size`` bytes; anonymous mmap pages are only backed once written."""
+    return memoryview(mmap.mmap(-1, size) if size else bytearray())
 
 
 class AdapterReceiver:
@@ -172,6 +180,7 @@ class AdapterReceiver:
         self._partial: dict[str, _Partial] = {}
         self._done: OrderedDict[str, None] = OrderedDict()
         self._remember = remember
+        self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="swarm-sha256")
         endpoint.add_hook(AdapterOffer, self._on_offer)
         endpoint.add_hook(AdapterChunk, self._on_chunk)
 
@@ -198,52 +207,67 @@ class AdapterReceiver:
             self._answer(offer, inc.peer, AdapterAck(sha256=sha, received=offer.size, done=True))
             return
         if offer.size > self.max_bytes:
-            self._answer(offer, inc.peer, Error(code=TransferError.code, in_reply_to=offer.msg_id,
-                                          reason=f"adapter of {offer.size} bytes is over "
-                                                 f"the limit of {self.max_bytes}"))
+            self._answer(offer, inc.peer, Error(
+                code=TransferError.code, in_reply_to=offer.msg_id,
+                reason=f"adapter of {offer.size} bytes is over the limit of {self.max_bytes}"))
             return
         part = self._partial.get(sha)
         if part is None or part.offer.size != offer.size:
-            part = _Partial(offer, inc.peer, bytearray(offer.size))
+            part = _Partial(offer, inc.peer, _buffer(offer.size))
             self._partial[sha] = part
         part.offer, part.peer = offer, inc.peer  # replies go to the latest offer
-        self._answer(part.offer, inc.peer, AdapterRequest(sha256=sha, offset=part.received,
-                                               credit=self.window, chunk_bytes=self.chunk_bytes))
+        if part.verifying:
+            return  # the verdict goes to this offer once the hash is done
+        self._answer(offer, inc.peer, AdapterRequest(
+            sha256=sha, offset=part.received, credit=self.window, chunk_bytes=self.chunk_bytes))
 
     def _on_chunk(self, inc: Incoming) -> None:
         head = inc.msg
         assert isinstance(head, AdapterChunk)
         part = self._partial.get(head.sha256)
-        if part is None or head.correlation_id != part.offer.msg_id or head.offset != part.received:
+        if part is None or part.verifying or head.correlation_id != part.offer.msg_id \
+                or head.offset != part.received:
             return  # stale chunk of an earlier attempt
-        data = inc.payload[0]
-        n = len(data)
-        if part.received + n > len(part.buf):
+        data = memoryview(inc.payload[0])  # assigning a zmq.Frame itself segfaults (pyzmq 27)
+        start, end = part.received, part.received + len(data)
+        if end > len(part.buf):
             del self._partial[head.sha256]
             self._answer(part.offer, inc.peer, AdapterAck(sha256=head.sha256, done=True, ok=False))
             return
-        part.buf[part.received:part.received + n] = data
-        part.hasher.update(data)
-        part.received += n
-        if part.received < len(part.buf):
-            self._answer(part.offer, inc.peer, AdapterAck(sha256=head.sha256, received=part.received, credit=1))
+        part.buf[start:end] = data
+        part.received = end
+        # hashing runs on a worker thread (hashlib drops the GIL), in chunk order
+        self._hasher.submit(part.hasher.update, part.buf[start:end])
+        if end < len(part.buf):
+            self._answer(part.offer, inc.peer, AdapterAck(sha256=head.sha256, received=end,
+                                                          credit=1))
             return
-        del self._partial[head.sha256]
-        ok = part.hasher.hexdigest() == head.sha256
+        part.verifying = True
+        digest = asyncio.wrap_future(self._hasher.submit(part.hasher.hexdigest))
+        digest.add_done_callback(lambda fut: self._verdict(part, fut.result()))
+
+    def _verdict(self, part: _Partial, digest: str) -> None:
+        sha = part.offer.sha256
+        self._partial.pop(sha, None)
+        ok = digest == sha
         if ok:
             self._complete(part)
-        self._answer(part.offer, inc.peer, AdapterAck(sha256=head.sha256, received=part.received,
-                                           done=True, ok=ok))
+        self._answer(part.offer, part.peer, AdapterAck(sha256=sha, received=part.received,
+                                                       done=True, ok=ok))
 
     def _complete(self, part: _Partial) -> None:
         offer = part.offer
         self._done[offer.sha256] = None
         if len(self._done) > self._remember:
             self._done.popitem(last=False)
-        adapter = ReceivedAdapter(offer.sha256, memoryview(part.buf).toreadonly(), offer.sender,
+        adapter = ReceivedAdapter(offer.sha256, part.buf.toreadonly(), offer.sender,
                                   offer.agent_id, dict(offer.meta))
         if self._on_adapter is not None:
             self._on_adapter(adapter)
         else:
             self._queue.put_nowait(adapter)
 
+    def close(self) -> None:
+        """Stop the hashing thread (transfers in progress are dropped)."""
+        self._hasher.shutdown(wait=False, cancel_futures=True)
+        self._partial.clear()

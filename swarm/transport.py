@@ -105,6 +105,7 @@ class Server(Messenger):
         super().__init__(name, address, options, context)
         self.peers: dict[bytes, float] = {}
         self.routes: dict[str, bytes] = {}
+        self._routes = self.routes  # the messenger learns sender -> peer as messages arrive
         self._on_peer_lost = on_peer_lost
 
     async def start(self) -> None:
@@ -133,13 +134,11 @@ class Server(Messenger):
             raise PeerUnavailable(f"{self.name}: peer {peer!r} is not connected")
         return peer
 
-    def _on_traffic(self, peer: bytes, msg: Message) -> None:
+    def _on_traffic(self, peer: bytes) -> None:
         if peer not in self.peers:  # let a new client see us at once
             self.peers[peer] = self._now
             self._send_now(peer, encode(Heartbeat(sender=self.name)))
         self.peers[peer] = self._now
-        if msg.sender:
-            self.routes[msg.sender] = peer
 
     async def _heartbeat_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -213,7 +212,7 @@ class Client(Messenger):
             self.options.security.client_socket(sock, self.server_key)
         sock.connect(self.address)
 
-    def _on_traffic(self, peer: bytes, msg: Message) -> None:
+    def _on_traffic(self, peer: bytes) -> None:
         self._last_heard = self._now
         if not self._up.is_set():
             self._up.set()

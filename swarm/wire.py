@@ -23,6 +23,7 @@ Example::
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections.abc import Sequence
@@ -76,6 +77,7 @@ __all__ = [
     "decode",
     "decode_envelope",
     "payload_frames",
+    "PAYLOAD_TYPES",
     "error_reply",
 ]
 
@@ -89,9 +91,23 @@ Frame = Any
 _Count = Annotated[int, msgspec.Meta(ge=0)]
 
 
+# Message ids: 64 random bits per process (redrawn after a fork) plus a counter;
+# unique across processes with overwhelming probability and 4x cheaper than
+# drawing 96 random bits per message on the hot path.
+_ID_STATE: list[Any] = []
+
+
+def _reset_ids() -> None:
+    _ID_STATE[:] = [os.urandom(8).hex(), itertools.count()]
+
+
+_reset_ids()
+os.register_at_fork(after_in_child=_reset_ids)
+
+
 def new_id() -> str:
-    """A fresh 96-bit random message id (hex)."""
-    return os.urandom(12).hex()
+    """A fresh message id (hex)."""
+    return f"{_ID_STATE[0]}{next(_ID_STATE[1]):x}"
 
 
 class Message(
@@ -402,6 +418,10 @@ _ENCODER = msgspec.msgpack.Encoder()
 _DECODER: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(
     Union[AnyMessage, list[AnyMessage]]  # noqa: UP007
 )
+
+
+#: Message types that carry payload frames after the envelope.
+PAYLOAD_TYPES: frozenset[type[Message]] = frozenset({AdapterChunk, Commit})
 
 
 def payload_frames(msg: Message) -> int:

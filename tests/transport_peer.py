@@ -30,7 +30,8 @@ class Peer:
     """A running ``transport_peer.py`` process; ``start()`` waits for READY."""
 
     def __init__(self, mode: str, bind: str, *args: str) -> None:
-        self.argv = [sys.executable, str(Path(__file__)), mode, "--bind", bind, *args]
+        self.argv = [sys.executable, "-X", "faulthandler", str(Path(__file__)), mode, "--bind", bind,
+                     *args]
         self.proc: subprocess.Popen[str] | None = None
 
     def start(self, timeout: float = 30.0) -> Peer:
