@@ -68,7 +68,7 @@ def _log(args: argparse.Namespace) -> int:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e.time))
         merge = f"  merge of {', '.join(p[:10] for p in e.parents)}" if len(e.parents) > 1 else ""
         subject = e.message.splitlines()[0] if e.message else ""
-        print(f"{e.sha[:12]}  {when}  {e.branch or '-':<16} {subject}{merge}")
+        print(f"{e.commit[:12]}  {when}  {e.branch or '-':<16} {subject}{merge}")
     return 0
 
 

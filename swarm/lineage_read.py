@@ -42,7 +42,7 @@ _HEX = frozenset("0123456789abcdef")
 class LogEntry:
     """One commit as ``log`` reports it."""
 
-    sha: str
+    commit: str
     parents: tuple[str, ...]
     author: str
     time: int

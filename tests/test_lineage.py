@@ -72,7 +72,7 @@ def test_commit_show_log_diff_checkout(store: LineageStore, tmp_path: Path) -> N
     with pytest.raises(LineageError, match="no file"):
         store.show(a2, "agents/a/kg.json")
     log = store.log("a")
-    assert [e.sha for e in log] == [a2, a1]
+    assert [e.commit for e in log] == [a2, a1]
     assert log[1].author == "alice <alice@swarm.local>" and log[0].branch == "agent/a"
     assert log[0].message == "a learns" and log[0].parents == (a1,)
     assert store.ancestry("agent/a") == [a2, a1]
@@ -215,7 +215,7 @@ _READER = textwrap.dedent("""
         assert a == b, ("torn commit", a, b)
         assert a >= last, ("went back in time", a, last)
         log = r.log("w", limit=3)
-        assert log[0].sha != tip or log[0].message == f"n={a}", log[0]
+        assert log[0].commit != tip or log[0].message == f"n={a}", log[0]
         assert len(r.ancestry(tip)) == a + 1, "ancestry does not match the counter"
         last = a
         checks += 1
