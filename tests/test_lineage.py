@@ -352,3 +352,22 @@ def test_fds_and_children_stay_bounded_over_10k_commits(store: LineageStore) -> 
     count = int(git(store.git_dir, "rev-list", "--count", "--branches"))
     assert count == total
     assert len(list((store.git_dir / "objects/pack").glob("*.pack"))) < 64  # maintenance ran
+
+
+def test_writer_cleans_what_a_dead_writer_left(tmp_path: Path) -> None:
+    repo = tmp_path / "lineage"
+    with LineageStore.open(repo, create=True) as store:
+        store.commit("agent/a", {"f": b"1"}, "a1")
+    leftovers = [repo / "refs/heads/agent/a.lock", repo / "packed-refs.lock",
+                 repo / "objects/pack/tmp_pack_dead", repo / "objects/pack/pack-dead.pack",
+                 repo / "objects/info/commit-graphs/commit-graph-chain.lock",
+                 repo / "cas/tmp/put-dead"]
+    for path in leftovers:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half")
+    with LineageStore.open(repo) as store:
+        assert not any(p.exists() for p in leftovers)
+        store.commit("agent/a", {"f": b"2"}, "a2")
+        store.maintain()
+    assert LineageReader(repo).show("a", "f") == b"2"
+    assert_fsck_clean(repo)
