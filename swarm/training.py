@@ -113,7 +113,9 @@ class Trainer:
         """Train one adapter and write it to ``job.out_dir``.
 
         Raises:
-            TrainingError: no examples, or the init adapter cannot be loaded.
+            TrainingError: no examples, an init adapter that cannot be loaded,
+                or a loss that became NaN or infinite.
+            AdapterError: (a subclass) the store's validator refused the result.
         """
         import torch
 
@@ -121,10 +123,17 @@ class Trainer:
             raise TrainingError("a training job needs at least one example")
         started = time.perf_counter()
         encoded = [self._encode(ex) for ex in job.examples]
-        with torch.random.fork_rng(devices=[]):
+        device = torch.device(self.device)
+        devices = [device.index or 0] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
             torch.manual_seed(job.seed)
             model = self._fresh_adapter(job)
             losses = self._optimise(model, encoded, job)
+        if not np.isfinite(losses).all():
+            raise TrainingError(
+                f"training diverged (loss {losses[-1]}); lower learning_rate "
+                f"({job.settings.learning_rate})"
+            )
         out = self._save(model, job.out_dir)
         ref = self.store.put(out) if self.store is not None else None
         return TrainResult(out, ref, losses, time.perf_counter() - started)

@@ -133,18 +133,28 @@ def test_progress_bar_can_be_on(tiny_model: Path, trainer: Trainer, tmp_path: Pa
 
 @pytest.mark.slow
 def test_vllm_serves_the_trained_adapter(
-    learned: dict[str, Any], reverse_data: tuple[list[Any], list[Any]], vllm_engine: Any
+    learned: dict[str, Any],
+    reverse_data: tuple[list[Any], list[Any]],
+    vllm_backend: Any,
+    adapter_paths: Any,
 ) -> None:
-    from vllm import SamplingParams
-    from vllm.lora.request import LoRARequest
+    from swarm.wire import GenRequest
 
-    result = learned["result"]
+    ref = learned["result"].ref
     _, test = reverse_data
-    prompts = [ex.prompt for ex in test[:40]]
-    params = SamplingParams(temperature=0.0, max_tokens=12)
-    lora = LoRARequest("reverse", 4242, str(result.path))
+    adapter_paths.add(ref.sha256, ref.path)
+    requests = [GenRequest(prompt=ex.prompt, adapter=ref.sha256, max_tokens=12)
+                for ex in test[:40]]
 
-    outputs = vllm_engine.generate(prompts, params, lora_request=lora, use_tqdm=False)
-    served = [out.outputs[0].text for out in outputs]
+    served = [result.text for result in vllm_backend.generate(requests)]
 
     assert evaluate(lambda ps: served, test[:40]) >= 0.8
+
+
+def test_a_diverging_job_is_a_training_error(trainer: Trainer, tmp_path: Path) -> None:
+    data = make_dataset(["add"], 16, np.random.default_rng(6))
+    wild = LoraSection(learning_rate=1e30, steps=6, batch_size=8)
+
+    with pytest.raises(TrainingError, match="diverged"):
+        trainer.train(data, wild, 0, tmp_path / "wild")
+    assert not (tmp_path / "wild").exists()
