@@ -353,89 +353,51 @@ def test_trained_then_retrained_adapter_is_served_by_its_new_hash(
     assert served2 != served1
 
 
-# -- the openai backend against a real vLLM OpenAI server --------------------------------
-
-
-@pytest.fixture(scope="module")
-def api_server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """vLLM's OpenAI server on the tiny model with runtime LoRA loading, on a free port."""
-    import os
-    import signal
-    import socket
-    import time
-
-    import httpx
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    log_path = tmp_path_factory.mktemp("api") / "server.log"
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_model),
-           "--host", "127.0.0.1", "--port", str(port), "--enable-lora", "--max-loras", "4",
-           "--max-lora-rank", "16", "--max-model-len", "512", "--gpu-memory-utilization", "0.1",
-           "--dtype", "float32", "--enforce-eager", "--seed", "0"]  # fmt: skip
-    env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            assert proc.poll() is None, log_path.read_text()[-3000:]
-            assert time.monotonic() < deadline, "api server did not come up in 300 s"
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+# -- the model server process as the launcher starts it ----------------------------------
 
 
 @pytest.mark.slow
-def test_openai_backend_loads_adapters_at_runtime_on_a_real_server(
-    api_server: str, vllm_backend: Any, adapter_paths: Any, loras: list[str], tiny_model: Path,
-    tmp_path: Path,
+def test_model_server_process_serves_and_trains_with_the_hf_backend(
+    tiny_model: Path, hf_backend: Any, adapter_paths: Any, tmp_path: Path
 ) -> None:
-    from swarm.serving.openai_backend import OpenAIBackend
+    import os
+    import signal
 
-    backend = OpenAIBackend(api_server, adapter_paths, max_adapters=3)
-    tuned = [GenRequest(prompt=p, adapter=ref, max_tokens=10)
-             for p, ref in zip(PROMPTS[:4], loras[:4], strict=True)]  # fmt: skip
-    base = [GenRequest(prompt=p, max_tokens=10) for p in PROMPTS[:2]]
-    too_big = random_lora(tiny_model, tmp_path / "r32", seed=9, rank=32)
-    bad = adapter_paths.add(sha(too_big), too_big)
+    import numpy as np
+
+    from swarm.adapters import AdapterStore
+    from swarm.config import load_config
+    from swarm.launcher import start_model_server
+    from swarm.tasks import make_dataset
+    from swarm.wire import Example
+
+    address = f"ipc://{tmp_path}/proc.ipc"
+    config = load_config(ROOT / "configs" / "quickstart.yaml", [
+        "model.backend=hf", f"model.path={tiny_model}", f"model.server={address}",
+        f"model.adapter_store={tmp_path / 'store'}", f"swarm.lineage={tmp_path / 'run' / 'lineage'}"])  # fmt: skip
+    data = make_dataset(["sort"], 20, np.random.default_rng(1))
+    examples = [Example(prompt=e.prompt, completion=e.completion) for e in data[:16]]
+    adapter_paths.chain(AdapterStore(tmp_path / "store").path)
+
+    async def main() -> tuple[str, list[str]]:
+        async with Client("host-1", address) as client:
+            job = Train(sender="ag", agent_id="ag", examples=examples, hyper={"steps": 4, "seed": 5})
+            trained = await client.request(job, timeout=300, reliable=True)
+            ref = trained.msg.adapter
+            reply = await client.request(Generate(sender="ag", requests=[
+                GenRequest(prompt=e.prompt, adapter=a, max_tokens=6)
+                for e in data[16:] for a in (None, ref)]), timeout=120, reliable=True)  # fmt: skip
+            return ref, reply.msg.texts
+
+    server = start_model_server(config, tmp_path / "run" / "server")
     try:
-        served_tuned = [(r.text, r.token_ids) for r in backend.generate(tuned)]
-        served_base = [(r.text, r.token_ids) for r in backend.generate(base)]
-        held = backend.loaded_adapters()
-        backend.unload_adapter(loras[0])
-        listed = {m["id"] for m in httpx_models(api_server)}
-        again = backend.generate(tuned[:1])[0].token_ids
-        with pytest.raises(AdapterError, match="rank"):
-            backend.load_adapter(bad)
-        with pytest.raises(AdapterError, match="unknown adapter"):
-            backend.generate([GenRequest(prompt="x", adapter="f" * 64)])
+        ref, texts = run(main(), timeout=400)
     finally:
-        backend.close()
-    local = [(r.text, r.token_ids) for r in vllm_backend.generate(tuned + base)]
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(30)
+    local = hf_backend.generate([GenRequest(prompt=e.prompt, adapter=a, max_tokens=6)
+                                 for e in data[16:] for a in (None, ref)])  # fmt: skip
 
-    assert served_tuned + served_base == local
-    assert set(held) == set(loras[:4])  # all four kept while one batch needed them
-    assert loras[0] not in listed and loras[1] in listed
-    assert again == local[0][1]
-
-
-def httpx_models(url: str) -> list[dict[str, Any]]:
-    import httpx
-
-    data: list[dict[str, Any]] = httpx.get(f"{url}/v1/models", timeout=10).json()["data"]
-    return data
+    assert texts == [r.text for r in local]
+    assert (tmp_path / "store" / ref / "adapter_model.safetensors").is_file()
+    assert server.returncode == 0

@@ -1,0 +1,110 @@
+"""The ``openai`` backend against a real vLLM OpenAI server started by the test on the CPU,
+with runtime LoRA loading (``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from swarm.errors import AdapterError
+from swarm.wire import GenRequest
+from tests.support import random_lora
+from tests.test_serving import PROMPTS, sha
+
+
+@pytest.fixture(scope="module")
+def loras(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory, adapter_paths: Any) -> list[str]:
+    """Four random adapters (the same seeds as test_serving's), servable by the session backend."""
+    root = tmp_path_factory.mktemp("openai-loras")
+    return [adapter_paths.add(sha(f), f)
+            for f in (random_lora(tiny_model, root / f"a{i}", seed=100 + i) for i in range(4))]
+
+
+@pytest.fixture(scope="module")
+def api_server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """vLLM's OpenAI server on the tiny model with runtime LoRA loading, on a free port."""
+    import os
+    import signal
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log_path = tmp_path_factory.mktemp("api") / "server.log"
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_model),
+           "--host", "127.0.0.1", "--port", str(port), "--enable-lora", "--max-loras", "4",
+           "--max-lora-rank", "16", "--max-model-len", "512", "--gpu-memory-utilization", "0.1",
+           "--dtype", "float32", "--enforce-eager", "--seed", "0"]  # fmt: skip
+    env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            assert proc.poll() is None, log_path.read_text()[-3000:]
+            assert time.monotonic() < deadline, "api server did not come up in 300 s"
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+@pytest.mark.slow
+def test_openai_backend_loads_adapters_at_runtime_on_a_real_server(
+    api_server: str, vllm_backend: Any, adapter_paths: Any, loras: list[str], tiny_model: Path,
+    tmp_path: Path,
+) -> None:
+    from swarm.serving.openai_backend import OpenAIBackend
+
+    backend = OpenAIBackend(api_server, adapter_paths, max_adapters=3)
+    tuned = [GenRequest(prompt=p, adapter=ref, max_tokens=10)
+             for p, ref in zip(PROMPTS[:4], loras[:4], strict=True)]  # fmt: skip
+    base = [GenRequest(prompt=p, max_tokens=10) for p in PROMPTS[:2]]
+    too_big = random_lora(tiny_model, tmp_path / "r32", seed=9, rank=32)
+    bad = adapter_paths.add(sha(too_big), too_big)
+    try:
+        served_tuned = [(r.text, r.token_ids) for r in backend.generate(tuned)]
+        served_base = [(r.text, r.token_ids) for r in backend.generate(base)]
+        held = backend.loaded_adapters()
+        backend.unload_adapter(loras[0])
+        listed = {m["id"] for m in httpx_models(api_server)}
+        again = backend.generate(tuned[:1])[0].token_ids
+        with pytest.raises(AdapterError, match="rank"):
+            backend.load_adapter(bad)
+        with pytest.raises(AdapterError, match="unknown adapter"):
+            backend.generate([GenRequest(prompt="x", adapter="f" * 64)])
+    finally:
+        backend.close()
+    local = [(r.text, r.token_ids) for r in vllm_backend.generate(tuned + base)]
+
+    assert served_tuned + served_base == local
+    assert set(held) == set(loras[:4])  # all four kept while one batch needed them
+    assert loras[0] not in listed and loras[1] in listed
+    assert again == local[0][1]
+
+
+def httpx_models(url: str) -> list[dict[str, Any]]:
+    import httpx
+
+    data: list[dict[str, Any]] = httpx.get(f"{url}/v1/models", timeout=10).json()["data"]
+    return data
