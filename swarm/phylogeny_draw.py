@@ -70,9 +70,9 @@ def render(
     for side in ("top", "right", "left"):
         ax.spines[side].set_visible(False)
     merges = sum(1 for n in graph.nodes if graph.nodes[n]["merge"])
-    shown = "" if total == len(nodes) else f" (newest {len(nodes)} of {total})"
+    shown = f"{total}" if total == len(nodes) else f"newest {len(nodes)} of {total}"
     ax.set_title(
-        title or f"swarm lineage: {total} commits{shown}, {len(lanes)} lanes, {merges} merges",
+        title or f"swarm lineage: {shown} commits, {len(lanes)} lanes, {merges} merges",
         loc="left", fontsize=12, fontweight="bold", color="#333333",
     )
     ax.legend(handles=_legend(), loc="upper right", bbox_to_anchor=(1.0, 1.18), ncol=6,
