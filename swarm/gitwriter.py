@@ -39,6 +39,7 @@ __all__ = [
     "encode_tag",
     "signature",
     "write_pack",
+    "fsync_dir",
     "CatFile",
     "RefUpdater",
 ]
@@ -149,7 +150,8 @@ def _fsync_write(path: Path, chunks: Iterable[bytes]) -> None:
         os.fsync(fh.fileno())
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make the entries of folder ``path`` (renames into it) durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -185,7 +187,7 @@ def write_pack(git_dir: Path, objects: Mapping[str, tuple[str, bytes]]) -> Path 
     os.replace(tmp_pack, final_pack)
     _fsync_write(tmp_idx, [_encode_idx(sorted(index), pack_sum)])
     os.replace(tmp_idx, final_idx)
-    _fsync_dir(pack_dir)
+    fsync_dir(pack_dir)
     return final_pack
 
 

@@ -48,6 +48,7 @@ from swarm.gitwriter import (
     RefUpdater,
     encode_commit,
     encode_tag,
+    fsync_dir,
     parse_commit_tree,
     signature,
     write_pack,
@@ -374,6 +375,14 @@ class LineageStore(LineageReader):
         except LineageError:
             self._tips = self.refs()
             raise
+        # git fsyncs each ref file before renaming it but not the folder holding the
+        # rename; without this a power cut could undo an acknowledged ref move.
+        folders = {(self.git_dir / ref).parent for ref in updates}
+        if any(new is None for _, new in updates.values()):
+            folders.add(self.git_dir)  # a deletion may have rewritten packed-refs
+        for folder in folders:
+            if folder.is_dir():
+                fsync_dir(folder)
         self._tips = tips
         if self._packs >= self._maintain_every:
             try:
