@@ -106,10 +106,13 @@ class ContentStore:
 
     def _move_in(self, tmp: Path, sha: str) -> None:
         final = self.path(sha)
+        new_folder = not final.parent.is_dir()
         final.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(tmp, 0o444)
         os.replace(tmp, final)
         _fsync_dir(final.parent)
+        if new_folder:  # the new fan-out folder's own entry must be durable too
+            _fsync_dir(final.parent.parent)
 
     def put_adapter(
         self, source: Path | bytes, meta: Mapping[str, Any] | None = None
