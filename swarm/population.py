@@ -54,11 +54,11 @@ def build_population(config: SwarmConfig) -> list[AgentSpec]:
 
 
 def asdict_lora(section: object) -> dict[str, object]:
-    """LoRA settings as plain data for a ``Train`` message."""
+    """LoRA settings as a ``Train`` message's flat ``hyper`` (lists become comma-joined)."""
     import msgspec
 
     data: dict[str, object] = msgspec.to_builtins(section)
-    return data
+    return {k: ",".join(v) if isinstance(v, list) else v for k, v in data.items()}
 
 
 def assign_hosts(specs: list[AgentSpec], hosts: int) -> list[list[AgentSpec]]:
