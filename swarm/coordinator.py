@@ -155,7 +155,8 @@ class Coordinator:
         skills = json.loads(msg.capabilities.get("skills", "{}"))
         self.members[msg.sender] = Member(msg.sender, inc.peer, list(msg.agent_ids), skills)
         log.info("coordinator: host %s joined with %d agents", msg.sender, len(msg.agent_ids))
-        if self._placed() >= set(self.expected):
+        # At the start every expected agent must be placed; mid-run any host will do.
+        if self._placed() >= set(self.expected) or self.history:
             self._joined.set()
 
     def _lost(self, peer: bytes) -> None:
@@ -184,6 +185,9 @@ class Coordinator:
     async def run_round(self, rnd: int) -> dict[str, Any]:
         """Run one round: local step, pairing, exchange, rewards, commit."""
         started = time.time()
+        if not self.members:  # every host died: wait for the launcher's restarts
+            self._joined.clear()
+            await self._wait_for_hosts()
         await self._publish("round", {"round": rnd, "members": len(self.members)})
         local = await self._step_all(rnd, "local", {
             host: Step(phase="local", agent_ids=m.agents,
