@@ -111,8 +111,8 @@ def greedy_disjoint_pairs(score: Array, max_pairs: int,
     read); a non-finite score means "never pair these two". The result is that
     of scanning all pairs by decreasing score (equal scores in an order drawn
     from ``rng``) and keeping each pair whose two agents are still free. To stay
-    fast with ~500k pairs, only the top ``8n`` pairs are sorted first (often
-    enough to pair nearly everyone); the pairs of agents still free after them
+    fast with ~500k pairs, only about the top ``8n`` pairs are sorted first
+    (often enough to pair nearly everyone); the pairs of agents still free after them
     are cut into 64 equal-width score ranges, and range after range is sorted
     and scanned. Each scan drops the pairs of taken agents chunk by chunk
     with one vectorized mask before its Python loop.
@@ -126,8 +126,7 @@ def greedy_disjoint_pairs(score: Array, max_pairs: int,
     upper = np.triu(np.ones((n, n), dtype=bool), 1)
     vals = score[upper]  # row-major: the order of rows, cols
     neg = -vals
-    tier = 8 * n
-    cut = np.partition(neg, tier - 1)[tier - 1] if neg.size > tier else np.inf
+    cut = _first_cut(neg, 8 * n)
     _scan_sorted(np.flatnonzero((neg <= cut) & np.isfinite(neg)), rows, cols, vals, free, out,
                  max_pairs, rng)
     if cut < np.inf and len(out) < max_pairs:
@@ -139,6 +138,19 @@ def greedy_disjoint_pairs(score: Array, max_pairs: int,
             if len(out) >= max_pairs:
                 break
     return out
+
+
+def _first_cut(neg: Array, tier: int) -> float:
+    """A threshold with about ``tier`` values of ``neg`` at or below it (``inf``: all of them).
+
+    Estimated from a fixed stride of the values: any threshold keeps the scan
+    exact, it only decides how much is sorted in one go.
+    """
+    if neg.size <= 2 * tier:
+        return float("inf")
+    sample = neg[:: max(1, neg.size // (64 * 1024))]
+    k = min(sample.size - 1, int(tier * sample.size / neg.size))
+    return float(np.partition(sample, k)[k])
 
 
 def _buckets(idx: NDArray[np.intp], vals: Array, count: int = 64) -> list[NDArray[np.intp]]:
