@@ -255,6 +255,7 @@ class Coordinator:
             finally:
                 if self._inflight.get(host) is task:
                     del self._inflight[host]
+            self.messages += 2  # the step and its answer
             return host, inc.msg if isinstance(inc.msg, StepDone) else None
 
         results = await asyncio.gather(*(one(h, s) for h, s in steps.items()))

@@ -231,7 +231,7 @@ class Host:
             self._merger = Merger(config["base_model_name_or_path"])
         with tempfile.TemporaryDirectory(dir=self.store_root) as tmp:
             out = merge_adapters(store.path(student), store.path(teacher), weight,
-                                 "linear", Path(tmp) / "merged", merger=self._merger)
+                                 "svd", Path(tmp) / "merged", merger=self._merger)
             sha: str = store.put(out).sha256
             return sha
 
