@@ -52,13 +52,7 @@ class Protocol:
 
 
 def orient(pair: tuple[str, str], reports: Mapping[str, Report]) -> tuple[str, str]:
-    """The teacher/student rule: the agent with the higher held-out score teaches.
+    """The teacher/student rule (``swarm.matchmaker.orient_by_score``) over round reports."""
+    from swarm.matchmaker import orient_by_score
 
-    Ties go to the lexicographically smaller id as teacher, so the rule is
-    deterministic and symmetric in the order the matchmaker returned the pair.
-    """
-    a, b = pair
-    sa, sb = reports[a].score, reports[b].score
-    if sa > sb or (sa == sb and a < b):
-        return a, b
-    return b, a
+    return orient_by_score(pair, {agent: reports[agent].score for agent in pair})
