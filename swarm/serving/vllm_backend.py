@@ -87,7 +87,7 @@ class VLLMBackend:
         self.engine = LLM(
             model=str(model),
             enable_lora=True,
-            max_loras=max_loras + use_zero,  # the pinned zero adapter takes a slot of its own
+            max_loras=max_loras + use_zero,  # room for the zero adapter next to max_loras others
             max_cpu_loras=self.capacity + use_zero,
             max_lora_rank=max_lora_rank,
             max_model_len=max_model_len,
@@ -181,8 +181,9 @@ class VLLMBackend:
         lora = LoRARequest(lora_name=digest.hexdigest(), lora_int_id=self._next_id,
                            lora_path=str(self._zero_dir))  # fmt: skip
         self._next_id += 1
+        # Not pinned: vLLM's scheduler admits max_loras distinct adapters per step without
+        # counting pinned slots, so a pinned adapter would leave one request without a slot.
         self.engine.llm_engine.add_lora(lora)
-        self.engine.llm_engine.pin_lora(lora.lora_int_id)
         return lora
 
     def _acquire(self, ref: str, keep: set[str]) -> Any:
