@@ -85,7 +85,7 @@ class HostServices(Protocol):
         ...
 
     async def merge(self, student: str, teacher: str, weight: float) -> str:
-        """Merge two adapters (student weight ``1 - weight``); returns the new sha256."""
+        """Student's update plus ``weight`` times the teacher's; returns the new sha256."""
         ...
 
 
@@ -141,7 +141,7 @@ class Agent:
         return Report(self.id, self.adapter, self.score, {"score": self.score})
 
     async def learn_from(
-        self, teacher: str, teacher_adapter: str | None, host: HostServices, *, weight: float = 0.5
+        self, teacher: str, teacher_adapter: str | None, host: HostServices, *, weight: float = 1.0
     ) -> Outcome:
         """Merge the teacher's adapter into ours, keep it if ``accepts`` says so."""
         before = self.score

@@ -130,7 +130,8 @@ class ProtocolSection(_Section, frozen=True):
 
     name: Name = "knexa"
     exchange: Literal["merge", "distill"] = "merge"
-    merge_weight: Fraction = 0.5
+    # merge: student + merge_weight * teacher (task arithmetic), SVD back to rank r
+    merge_weight: Annotated[float, msgspec.Meta(gt=0.0, le=2.0)] = 1.0
 
 
 class TransportSection(_Section, frozen=True):

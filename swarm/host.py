@@ -223,15 +223,17 @@ class Host:
 
     def _merge_sync(self, student: str, teacher: str, weight: float) -> str:
         from swarm.adapters import AdapterStore
-        from swarm.merging import Merger, merge_adapters
+        from swarm.merging import Merger
 
         store = AdapterStore(self.store_root)
         if self._merger is None:
             config = json.loads((store.path(student) / "adapter_config.json").read_text())
             self._merger = Merger(config["base_model_name_or_path"])
         with tempfile.TemporaryDirectory(dir=self.store_root) as tmp:
-            out = merge_adapters(store.path(student), store.path(teacher), weight,
-                                 "svd", Path(tmp) / "merged", merger=self._merger)
+            # Task arithmetic: the student keeps its whole update and adds the
+            # teacher's scaled by ``weight``; SVD brings the sum back to rank r.
+            out = self._merger.merge([store.path(student), store.path(teacher)],
+                                     [1.0, weight], Path(tmp) / "merged", "svd")
             sha: str = store.put(out).sha256
             return sha
 
