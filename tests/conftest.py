@@ -7,6 +7,10 @@ real engine shares the session's ``vllm_engine``.
 from __future__ import annotations
 
 import os
+import random
+import signal
+import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -60,3 +64,45 @@ def vllm_backend(tiny_model: Path, adapter_paths: Any) -> Iterator[Any]:
 def vllm_engine(vllm_backend: Any) -> Any:
     """The raw ``vllm.LLM`` of the session's ``vllm_backend`` (the same engine)."""
     return vllm_backend.engine
+
+
+SMALL = Path(__file__).resolve().parent / "configs" / "small.yaml"
+
+
+def free_base_port() -> int:
+    """A base port whose role offsets (0, 1, 2, 10..12) are free on loopback."""
+    for _ in range(100):
+        base = random.randint(20000, 50000)
+        try:
+            for offset in (0, 1, 2, 10, 11, 12):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", base + offset))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no free port range on loopback")
+
+
+@pytest.fixture(scope="session")
+def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
+    """One real model server process (vLLM + trainer) shared by the session's swarm runs.
+
+    Yields the config overrides that point a run at it (``model.server`` and the
+    shared ``model.adapter_store``).
+    """
+    from swarm.config import load_config
+    from swarm.launcher import start_model_server
+
+    work = tmp_path_factory.mktemp("model-server")
+    port = free_base_port()
+    store = work / "adapters"
+    config = load_config(SMALL, [f"transport.base_port={port}", f"model.adapter_store={store}",
+                                 f"swarm.lineage={work / 'server' / 'lineage'}"])
+    proc = start_model_server(config, work / "server")
+    yield [f"model.server=tcp://127.0.0.1:{port + 2}", f"model.adapter_store={store}"]
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

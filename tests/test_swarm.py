@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
-import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,54 +19,17 @@ import pytest
 
 from swarm.cli_run import run_swarm
 from swarm.config import SwarmConfig, load_config
-from swarm.launcher import LocalLauncher, start_model_server
+from swarm.launcher import LocalLauncher
 from swarm.lineage import LineageReader
+from tests.conftest import SMALL, free_base_port
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
-SMALL = ROOT / "tests" / "configs" / "small.yaml"
-
-
-def _free_base_port() -> int:
-    for _ in range(100):
-        base = random.randint(20000, 50000)
-        ok = True
-        for offset in (0, 1, 2, 10, 11, 12):
-            with socket.socket() as sock:
-                try:
-                    sock.bind(("127.0.0.1", base + offset))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise RuntimeError("no free port range")
-
-
-@pytest.fixture(scope="module")
-def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
-    """A model server process for the module; yields the overrides that point runs at it."""
-    work = tmp_path_factory.mktemp("swarm")
-    port = _free_base_port()
-    config = load_config(SMALL, [f"transport.base_port={port}",
-                                 f"model.adapter_store={work / 'adapters'}",
-                                 f"swarm.lineage={work / 'server' / 'lineage'}"])
-    proc = start_model_server(config, work / "server")
-    overrides = [f"model.server=tcp://127.0.0.1:{port + 2}",
-                 f"model.adapter_store={work / 'adapters'}"]
-    yield overrides
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 def _config(tmp_path: Path, shared: list[str], *extra: str) -> SwarmConfig:
     return load_config(SMALL, [*shared, f"swarm.lineage={tmp_path / 'run' / 'lineage'}",
-                               f"transport.base_port={_free_base_port()}", *extra])
+                               f"transport.base_port={free_base_port()}", *extra])
 
 
 def _quiet(config: SwarmConfig, resume: bool = False) -> dict[str, Any]:
@@ -87,8 +47,8 @@ def _git(lineage: Path, *args: str) -> str:
                           check=True).stdout
 
 
-def test_rounds_learn_and_land_in_the_lineage(tmp_path: Path, shared_server: list[str]) -> None:
-    config = _config(tmp_path, shared_server)
+def test_rounds_learn_and_land_in_the_lineage(tmp_path: Path, model_server: list[str]) -> None:
+    config = _config(tmp_path, model_server)
 
     summary = _quiet(config)
 
@@ -113,8 +73,8 @@ def test_rounds_learn_and_land_in_the_lineage(tmp_path: Path, shared_server: lis
 
 
 def test_host_killed_mid_round_is_restarted_and_resumes(tmp_path: Path,
-                                                        shared_server: list[str]) -> None:
-    config = _config(tmp_path, shared_server, "launcher.hosts=2", "swarm.rounds=3")
+                                                        model_server: list[str]) -> None:
+    config = _config(tmp_path, model_server, "launcher.hosts=2", "swarm.rounds=3")
     launcher = LocalLauncher(config)
     launcher.prepare()
     launcher.start()
@@ -141,8 +101,8 @@ def test_host_killed_mid_round_is_restarted_and_resumes(tmp_path: Path,
         assert pointers[0]["parents"], f"{agent} restarted without its committed adapter"
 
 
-def test_coordinator_killed_then_resumed(tmp_path: Path, shared_server: list[str]) -> None:
-    config = _config(tmp_path, shared_server, "swarm.rounds=3")
+def test_coordinator_killed_then_resumed(tmp_path: Path, model_server: list[str]) -> None:
+    config = _config(tmp_path, model_server, "swarm.rounds=3")
     launcher = LocalLauncher(config)
     launcher.prepare()
     launcher.start()
