@@ -66,8 +66,17 @@ def child(mode: str, address: str, n: int) -> None:
         asyncio.run(_swarm_child(mode, address, n))
 
 
+def _peak_rss() -> int:
+    """This process's peak RSS since exec (VmHWM; ru_maxrss would include the forking parent)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def _report(**result: Any) -> None:
-    result["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    result["peak_rss_bytes"] = _peak_rss()
     print(json.dumps(result), flush=True)
 
 
@@ -115,12 +124,13 @@ async def _swarm_child(mode: str, address: str, n: int) -> None:
                 got += len(await srv.recv_batch(max_items=4096))
             _report(elapsed_s=time.perf_counter() - start, count=n - 1)
         elif mode == "swarm-echo":
-            answered = 0
-            while answered < n:
-                for inc in await srv.recv_batch():
+            while True:  # until "stop": exiting right after the last reply could drop it
+                batch = await srv.recv_batch()
+                for inc in batch:
+                    if isinstance(inc.msg, Chat) and inc.msg.content == "stop":
+                        _report()
+                        return
                     await srv.reply(inc, Chat(content=BODY))
-                    answered += 1
-            _report()
         else:
             await srv.recv()  # the "stop" message
             _report(adapters=len(done))
@@ -204,6 +214,7 @@ async def swarm_rtt(address: str, n: int) -> list[float]:
             t = time.perf_counter()
             await cli.request(small_message(), timeout=10)
             times.append(time.perf_counter() - t)
+        await cli.send(Chat(content="stop"))
         await asyncio.to_thread(kid.result)
     return times
 
@@ -278,6 +289,9 @@ def run(quick: bool) -> dict[str, Any]:
     f["raw_adapter_bytes_per_s"] = size / statistics.median(raw_b)
     f["swarm_adapter_bytes_per_s"] = size / statistics.median(swarm_b)
     f["swarm_receiver_peak_rss_bytes"] = res["peak_rss_bytes"]
+    start = time.perf_counter()
+    hashlib.sha256(payloads[0]).digest()
+    f["sha256_bytes_per_s"] = size / (time.perf_counter() - start)  # the receiver's floor
     f["adapter_payload_bytes"] = size
     ratios = {
         "small_msg_throughput_vs_raw": f["swarm_small_msgs_per_s"] / f["raw_small_msgs_per_s"],

@@ -140,8 +140,13 @@ class Endpoint:
         self._loop = asyncio.get_running_loop()
         self._open()
 
-    async def close(self) -> None:
-        """Flush what is queued (best effort), stop background tasks, close with ``linger=0``."""
+    async def close(self, linger_ms: int = 0) -> None:
+        """Flush what is queued, stop background tasks and close the socket.
+
+        Args:
+            linger_ms: how long libzmq may keep delivering messages already sent
+                (0 drops them: must-not-lose messages rely on acks, not on linger).
+        """
         if self._closed:
             return
         self._flush()
@@ -150,7 +155,7 @@ class Endpoint:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
-        self._close_socket()
+        self._close_socket(linger_ms)
         self._on_closed()
 
     def add_hook(self, msg_type: type[Message], hook: Hook) -> None:
@@ -470,11 +475,11 @@ class Endpoint:
         self._loop.add_reader(self._fd, self._on_readable)
         self._schedule_drain()
 
-    def _close_socket(self) -> None:
+    def _close_socket(self, linger_ms: int = 0) -> None:
         if self._sock is not None:
             assert self._loop is not None
             self._loop.remove_reader(self._fd)
-            self._sock.close(linger=0)
+            self._sock.close(linger=linger_ms)
             self._sock = None
 
     def _configure(self, sock: zmq.Socket[bytes]) -> None:
