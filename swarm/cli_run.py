@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import signal
 import sys
+import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -71,7 +74,8 @@ def run_swarm(config: SwarmConfig, resume: bool = False,
         console.print(f"[dim]the previous run was kept in {launcher.archived}[/]")
     launcher.start()
     try:
-        code = _run_sync(_watch(config, launcher, console))
+        with _sigterm_as_interrupt():
+            code = _run_sync(_watch(config, launcher, console))
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: stopping every process; committed rounds are kept")
         return None
@@ -82,6 +86,23 @@ def run_swarm(config: SwarmConfig, resume: bool = False,
     summary: dict[str, Any] = json.loads((run_dir / "summary.json").read_text())
     _print_summary(config, summary, console)
     return summary
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops a run like Ctrl-C does: every child stopped, nothing committed lost."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
