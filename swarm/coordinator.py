@@ -94,6 +94,7 @@ class Coordinator:
         self.history: list[dict[str, Any]] = recorder.history()
         self.last: dict[str, Any] = self.history[-1] if self.history else {}
         self.messages = 0
+        self.exchange_failures: dict[str, str] = {}
         self._joined = asyncio.Event()
         self._inflight: dict[str, asyncio.Task[Incoming]] = {}
         self._server: Server | None = None
@@ -185,6 +186,7 @@ class Coordinator:
     async def run_round(self, rnd: int) -> dict[str, Any]:
         """Run one round: local step, pairing, exchange, rewards, commit."""
         started = time.time()
+        self.exchange_failures = {}
         if not self.members:  # every host died: wait for the launcher's restarts
             self._joined.clear()
             await self._wait_for_hosts()
@@ -230,6 +232,10 @@ class Coordinator:
         done = await self._step_all(rnd, "exchange", {
             host: Step(phase="exchange", assignments=items) for host, items in by_host.items()
         })
+        for d in done.values():
+            for student, why in d.failed.items():
+                log.warning("coordinator: round %d: %s could not learn: %s", rnd, student, why)
+                self.exchange_failures[student] = why
         return [o for d in done.values() for o in d.outcomes]
 
     async def _step_all(self, rnd: int, phase: str, steps: Mapping[str, Step]) -> dict[str, StepDone]:
@@ -285,6 +291,7 @@ class Coordinator:
             "rewards": [{"teacher": o.teacher, "student": o.student,
                          "reward": o.after - o.before, "accepted": o.accepted} for o in outcomes],
             "unavailable": missing + sorted(failed),
+            "exchange_failures": dict(self.exchange_failures),
             "seconds": round(time.time() - started, 3),
             "messages": self.messages,
         }
