@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,8 @@ from swarm.wire import (
     Generated,
     GenRequest,
     Join,
+    Merge,
+    Merged,
     Message,
     PairOutcome,
     Step,
@@ -74,7 +75,6 @@ class Host:
         self.store_root = store_root
         self.peer_address = peer_address
         self._model: Client | None = None
-        self._merger: Any = None  # a swarm.merging.Merger, loaded on the first merge
 
     async def run(self) -> None:
         """Join the swarm and answer steps until the coordinator goes away or a stop."""
@@ -218,24 +218,12 @@ class Host:
             raise AdapterError(f"adapter {sha[:12]} of {owner} is not in this machine's store")
 
     async def merge(self, student: str, teacher: str, weight: float) -> str:
-        """Merge two stored adapters off the event loop; returns the merged adapter's sha256."""
-        return await asyncio.to_thread(self._merge_sync, student, teacher, weight)
-
-    def _merge_sync(self, student: str, teacher: str, weight: float) -> str:
-        from swarm.adapters import AdapterStore
-        from swarm.merging import Merger
-
-        store = AdapterStore(self.store_root)
-        if self._merger is None:
-            config = json.loads((store.path(student) / "adapter_config.json").read_text())
-            self._merger = Merger(config["base_model_name_or_path"])
-        with tempfile.TemporaryDirectory(dir=self.store_root) as tmp:
-            # Task arithmetic: the student keeps its whole update and adds the
-            # teacher's scaled by ``weight``; SVD brings the sum back to rank r.
-            out = self._merger.merge([store.path(student), store.path(teacher)],
-                                     [1.0, weight], Path(tmp) / "merged", "svd")
-            sha: str = store.put(out).sha256
-            return sha
+        """Merge on the model server (it holds the base model); returns the merged sha256."""
+        msg = Merge(sender=self.host_id, student=student, teacher=teacher, weight=weight)
+        reply = await self._server().request(msg, timeout=600.0, reliable=True)
+        if not isinstance(reply.msg, Merged):
+            raise SwarmError(f"model server answered Merge with {type(reply.msg).__name__}")
+        return reply.msg.adapter
 
     def _server(self) -> Client:
         if self._model is None:

@@ -60,6 +60,8 @@ __all__ = [
     "Example",
     "Train",
     "Trained",
+    "Merge",
+    "Merged",
     "Error",
     "AgentReport",
     "Assignment",
@@ -329,6 +331,23 @@ class Trained(Message, frozen=True, kw_only=True):
     metrics: dict[str, float] = {}
 
 
+class Merge(Message, frozen=True, kw_only=True):
+    """Merge a teacher's adapter into a student's: ``student + weight * teacher`` (task arithmetic)."""
+
+    agent_id: str = ""
+    student: str = ""
+    teacher: str = ""
+    weight: float = 1.0
+    method: str = "svd"
+
+
+class Merged(Message, frozen=True, kw_only=True):
+    """The adapter (content hash) a ``Merge`` produced."""
+
+    agent_id: str = ""
+    adapter: str = ""
+
+
 class Error(Message, frozen=True, kw_only=True):
     """An error crossing a process boundary as data."""
 
@@ -404,14 +423,14 @@ MESSAGE_TYPES: tuple[type[Message], ...] = (
     Join, Welcome, Leave, Heartbeat, Ack, Profile, Pairing, Reward,
     AdapterOffer, AdapterRequest, AdapterChunk, AdapterAck, Chat, KGDelta,
     Commit, Committed, Generate, Generated, Train, Trained, Error,
-    Step, StepDone, Status, StatusReport,
+    Step, StepDone, Status, StatusReport, Merge, Merged,
 )  # fmt: skip
 
 AnyMessage = Union[  # noqa: UP007 (msgspec needs a real Union object here)
     Join, Welcome, Leave, Heartbeat, Ack, Profile, Pairing, Reward,
     AdapterOffer, AdapterRequest, AdapterChunk, AdapterAck, Chat, KGDelta,
     Commit, Committed, Generate, Generated, Train, Trained, Error,
-    Step, StepDone, Status, StatusReport,
+    Step, StepDone, Status, StatusReport, Merge, Merged,
 ]  # fmt: skip
 
 _ENCODER = msgspec.msgpack.Encoder()

@@ -35,12 +35,22 @@ import zmq.asyncio
 from swarm.errors import BackendError, PeerUnavailable, SwarmError, TrainingError
 from swarm.serving.base import Backend, check_requests
 from swarm.transport import Incoming, Server, TransportOptions, endpoint
-from swarm.wire import Error, Generate, Generated, Message, Train, Trained, error_reply
+from swarm.wire import (
+    Error,
+    Generate,
+    Generated,
+    Merge,
+    Merged,
+    Message,
+    Train,
+    Trained,
+    error_reply,
+)
 
 if TYPE_CHECKING:
     from swarm.config import SwarmConfig
 
-__all__ = ["TrainOutcome", "TrainFn", "ServerStats", "ModelServer", "ServerThread", "serve"]
+__all__ = ["TrainOutcome", "TrainFn", "MergeFn", "ServerStats", "ModelServer", "ServerThread", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +64,9 @@ class TrainOutcome(NamedTuple):
 
 #: Runs one ``Train`` job to completion (blocking; called in the trainer thread).
 TrainFn = Callable[[Train], TrainOutcome]
+
+#: Runs one ``Merge`` (blocking; in the trainer thread) and returns the merged adapter's hash.
+MergeFn = Callable[[Merge], str]
 
 
 @dataclass
@@ -97,6 +110,7 @@ class ModelServer:
         address: str,
         *,
         trainer: TrainFn | None = None,
+        merger: MergeFn | None = None,
         options: TransportOptions | None = None,
         context: zmq.asyncio.Context | None = None,
         name: str = "model-server",
@@ -106,6 +120,7 @@ class ModelServer:
         self.backend = backend
         self.address = address
         self.trainer = trainer
+        self.merger = merger
         self.options = options or TransportOptions()
         self.name = name
         self.window_s = window_s
@@ -147,11 +162,11 @@ class ModelServer:
                 if isinstance(inc.msg, Generate):
                     batch.append(inc)
                     count += len(inc.msg.requests)
-                elif isinstance(inc.msg, Train):
+                elif isinstance(inc.msg, Train | Merge):
                     assert self._jobs is not None
                     self._jobs.put_nowait(inc)
                 else:
-                    reason = f"a model server answers Generate and Train, not {type(inc.msg).__name__}"
+                    reason = f"a model server answers Generate, Train and Merge, not {type(inc.msg).__name__}"
                     await self._reply(srv, inc, Error(code="backend.unsupported", reason=reason))
             left = deadline - loop.time()
             if count >= self.max_batch or left <= 0:
@@ -207,8 +222,12 @@ class ModelServer:
         while True:
             inc = await self._jobs.get()
             job = inc.msg
-            assert isinstance(job, Train)
             reply: Message
+            if isinstance(job, Merge):
+                reply = await self._merge(job, pool)
+                await self._reply(srv, inc, reply)
+                continue
+            assert isinstance(job, Train)
             try:
                 if self.trainer is None:
                     raise TrainingError("this model server has no trainer")
@@ -221,6 +240,18 @@ class ModelServer:
                     log.exception("training job of %s failed", job.agent_id)
                 reply = error_reply(exc, job, sender=self.name)
             await self._reply(srv, inc, reply)
+
+    async def _merge(self, job: Merge, pool: ThreadPoolExecutor) -> Message:
+        """Run one ``Merge`` in the trainer thread (merges and training never overlap)."""
+        try:
+            if self.merger is None:
+                raise TrainingError("this model server has no merger")
+            sha = await asyncio.get_running_loop().run_in_executor(pool, self.merger, job)
+            return Merged(sender=self.name, agent_id=job.agent_id, adapter=sha)
+        except Exception as exc:
+            if not isinstance(exc, SwarmError):
+                log.exception("merge for %s failed", job.agent_id)
+            return error_reply(exc, job, sender=self.name)
 
     async def _reply(self, srv: Server, to: Incoming, msg: Message) -> None:
         try:
@@ -281,7 +312,7 @@ async def serve(config: SwarmConfig, model: Path, store_root: Path) -> None:
     from swarm.adapters import AdapterStore, AdapterValidator
     from swarm.host import MODEL_OFFSET
     from swarm.serving import create_backend
-    from swarm.serving.training_job import store_trainer
+    from swarm.serving.training_job import store_merger, store_trainer
 
     store = AdapterStore(store_root, AdapterValidator(model, max_rank=config.model.max_lora_rank))
 
@@ -293,7 +324,8 @@ async def serve(config: SwarmConfig, model: Path, store_root: Path) -> None:
     address = config.model.server or endpoint(config.transport, MODEL_OFFSET)
     options = TransportOptions.from_config(config.transport)
     trainer = store_trainer(model, store, seed=config.swarm.seed)
-    server = ModelServer(backend, address, trainer=trainer, options=options)
+    merger = store_merger(model, store)
+    server = ModelServer(backend, address, trainer=trainer, merger=merger, options=options)
     log.info("model server: %s backend on %s, adapters in %s", backend.name, address, store_root)
     try:
         await server.run()

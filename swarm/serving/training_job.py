@@ -21,13 +21,13 @@ import msgspec
 
 from swarm.config import LoraSection
 from swarm.errors import TrainingError
-from swarm.serving.server import TrainFn, TrainOutcome
-from swarm.wire import Train
+from swarm.serving.server import MergeFn, TrainFn, TrainOutcome
+from swarm.wire import Merge, Train
 
 if TYPE_CHECKING:
     from swarm.adapters import AdapterStore
 
-__all__ = ["store_trainer", "lora_settings"]
+__all__ = ["store_trainer", "store_merger", "lora_settings"]
 
 
 def store_trainer(
@@ -83,3 +83,27 @@ def lora_settings(defaults: LoraSection, hyper: dict[str, Any]) -> LoraSection:
         return msgspec.convert(merged, LoraSection, strict=False)
     except msgspec.ValidationError as exc:
         raise TrainingError(f"bad training settings: {exc}") from None
+
+
+def store_merger(model: Path, store: AdapterStore) -> MergeFn:
+    """A ``MergeFn``: ``student + weight * teacher`` from ``store``, the result put back into it.
+
+    The base model for peft's merge is loaded once, on the first merge.
+    """
+    state: dict[str, Any] = {}
+    lock = threading.Lock()
+
+    def run(job: Merge) -> str:
+        from swarm.merging import Merger
+
+        with lock:
+            if "merger" not in state:
+                state["merger"] = Merger(model)
+            merger: Merger = state["merger"]
+            with tempfile.TemporaryDirectory(prefix=".merge-", dir=store.root) as tmp:
+                out = merger.merge([store.path(job.student), store.path(job.teacher)],
+                                   [1.0, job.weight], Path(tmp) / "merged", job.method)
+                sha: str = store.put(out).sha256
+        return sha
+
+    return run
