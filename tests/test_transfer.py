@@ -107,7 +107,6 @@ def test_transfer_resumes_from_the_receivers_offset_after_a_reconnect(tmp_path: 
     run(main())
 
 
-@pytest.mark.slow
 def test_receiver_killed_mid_64mib_transfer(tmp_path: Path) -> None:
     """SIGKILL the receiver mid-transfer: the sender notices by heartbeat, the
     transfer completes on the restarted receiver, sha256 matches, delivered once."""
