@@ -19,12 +19,23 @@ Usage (the coordinator, a host and a model server of issue 7 look like this)::
         out = await model.request(Generate(sender="b7", requests=[GenRequest(prompt="2+2=")]))
         inc = await coord.recv()                      # inc.msg.recipient says which agent
 
+        async with Subscriber("host-0", endpoint(cfg.transport, 1), ["round"], opts) as ev:
+            pairing = (await ev.recv()).msg                   # Incoming.peer is the topic
+
     # model server: batches naturally, answers each request with reply()
     async with Server("model-0", model_server_ep, opts) as srv:
         while True:
             batch = await srv.recv_batch(max_items=256)
             for inc in batch:
                 await srv.reply(inc, Generated(texts=run(inc.msg.requests)))
+
+    # adapters, host to host (swarm.transfer): verified by sha256, handed on once
+    AdapterReceiver(host_server, on_adapter=lambda a: cas.put(a.sha256, a.data))
+    await AdapterSender(client_to_peer_host).send(data, sha256, sender="a1", recipient="b7")
+
+A ``Client``'s name is its ZeroMQ routing id: unique among the clients of
+one server (``f"{role}-{host}-{pid}"`` is a good choice), stable across
+reconnects so the server's routes survive them.
 
 Roles: ``Server`` is a ROUTER that binds (coordinator, hosts, model servers),
 ``Client`` a DEALER that connects to one server, ``Publisher``/``Subscriber``
@@ -34,9 +45,10 @@ Reliability. ``Client`` runs the Paranoid Pirate pattern: it heartbeats every
 ``heartbeat_ms``, counts down ``liveness`` for each silent period, declares the
 server dead at zero (pending requests fail with ``PeerUnavailable``) and
 reconnects on a fresh socket with exponential backoff. ``Server`` heartbeats
-every peer it knows and forgets peers silent for ``liveness`` periods; its
-socket is ``ROUTER_MANDATORY`` so a message to an unknown or gone peer raises
-``PeerUnavailable`` instead of vanishing. ``send_reliable`` and
+every peer it knows and forgets peers silent for ``liveness`` periods; a send
+to an agent or peer it has no live route to raises ``PeerUnavailable``, and
+the socket is ``ROUTER_MANDATORY`` so a peer that vanishes between that check
+and the flush is logged as a drop instead of vanishing silently. ``send_reliable`` and
 ``request(reliable=True)`` set ``ack`` on the envelope: the receiver
 acknowledges, de-duplicates by ``msg_id`` (and answers a duplicate request with
 its cached reply); the sender retries until acknowledged.
@@ -44,11 +56,12 @@ its cached reply); the sender retries until acknowledged.
 Limits. ``MAXMSGSIZE`` is always set (libzmq drops the connection of a peer
 sending a bigger frame) and a multipart message whose frames add up to more
 than ``max_message_bytes`` gets an ``Error(code="wire.oversize")`` reply.
-High-water marks are 100,000 messages each way on control sockets: a burst
-from thousands of agents fits (at ~200 B that is ~20 MB per peer), and past it
-``send`` waits for room (up to the liveness timeout) instead of dropping;
-``Publisher`` drops past its mark because events are best effort. Adapter
-chunks are bounded by credit, not by the HWM.
+High-water marks are 100,000 ZeroMQ messages each way (each a frame of up to
+``max_batch`` coalesced messages or ``max_batch_bytes``): a burst from
+thousands of agents fits, and past the mark ``send`` waits for room (up to the
+liveness timeout, then ``PeerUnavailable``) instead of dropping; ``Publisher``
+drops past its mark because events are best effort. Adapter chunks are bounded
+by credit, not by the HWM.
 
 Hot path. The socket's descriptor is registered with the event loop once;
 when it fires, a callback drains up to ``drain_batch`` messages with
