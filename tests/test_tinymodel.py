@@ -52,26 +52,24 @@ def test_transformers_loads_and_chats(tiny_model: Path) -> None:
 
 @pytest.mark.slow
 def test_vllm_serves_two_adapters_in_one_batch(
-    tiny_model: Path, vllm_engine: Any, tmp_path: Path
+    tiny_model: Path, vllm_backend: Any, adapter_paths: Any, tmp_path: Path
 ) -> None:
-    from vllm import SamplingParams
-    from vllm.lora.request import LoRARequest
+    from swarm.adapters import adapter_sha256
+    from swarm.wire import GenRequest
 
     first = random_lora(tiny_model, tmp_path / "a1", seed=1)
     second = random_lora(tiny_model, tmp_path / "a2", seed=2)
-    params = SamplingParams(temperature=0.0, max_tokens=12)
+    refs = [adapter_sha256(first), adapter_sha256(second)]
+    adapter_paths.add(refs[0], first)
+    adapter_paths.add(refs[1], second)
     prompt = "the agent learns to reverse"
 
-    outputs = vllm_engine.generate(
-        [prompt] * 3,
-        params,
-        lora_request=[
-            None,
-            LoRARequest("a1", 1, str(first)),
-            LoRARequest("a2", 2, str(second)),
-        ],
-        use_tqdm=False,
+    results = vllm_backend.generate(
+        [GenRequest(prompt=prompt, adapter=ref, max_tokens=12) for ref in (None, *refs)]
     )
-    base, one, two = (tuple(o.outputs[0].token_ids) for o in outputs)
+    base, one, two = (tuple(r.token_ids) for r in results)
+    alone = [tuple(r.token_ids) for r in vllm_backend.generate(
+        [GenRequest(prompt=prompt, adapter=None, max_tokens=12)])]
 
     assert len({base, one, two}) == 3
+    assert alone == [base]  # the base answer in a mixed batch is the base model's
