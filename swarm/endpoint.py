@@ -24,7 +24,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import msgspec
 import zmq
@@ -89,7 +89,7 @@ def endpoint(section: TransportSection, offset: int) -> str:
     return f"tcp://{section.host}:{section.base_port + offset}"
 
 
-class Incoming(NamedTuple):
+class Incoming(msgspec.Struct, frozen=True, gc=False):
     """A received message, its payload frames and the peer it came from (routing id or topic)."""
 
     msg: Message
@@ -260,8 +260,9 @@ class Endpoint:
             self._answer_error(peer, exc, None)
             return
         if isinstance(env, list):
+            dispatch = self._dispatch
             for msg in env:
-                self._dispatch(peer, msg, [])
+                dispatch(peer, msg, [])
             return
         payload = frames[1:]
         if len(payload) != payload_frames(env):
@@ -301,12 +302,14 @@ class Endpoint:
     ) -> None:
         """Queue one message for sending (no ack); it leaves in this loop pass.
 
+        Waits (up to the liveness timeout) while the socket has no room.
+
         Raises:
             WireError: the message is over ``max_message_bytes`` or has the wrong frames.
             PeerUnavailable: the peer is unknown, gone, or had no room for the timeout.
         """
-        dest = self._dest(msg, peer)
         if payload or type(msg) in PAYLOAD_TYPES:
+            dest = self._dest(msg, peer)
             frames = encode(msg, payload)
             if sum(len(f) for f in frames) > self.options.max_message_bytes:
                 raise WireError("message over max_message_bytes", kind="oversize")
@@ -314,13 +317,29 @@ class Endpoint:
             await self._send_frames(self._head(dest) + frames)
             self._sent(msg, frames)
             return
+        if self._stalled:
+            await self._wait_unstalled()
+        self.post(msg, peer)
+
+    def post(self, msg: Message, peer: bytes | None = None) -> None:
+        """Queue a payload-free message without waiting (the hot path for many agents).
+
+        Raises:
+            WireError: the message is over ``max_message_bytes`` or carries payload frames.
+            PeerUnavailable: no route to the peer, or the socket is stalled (no room).
+        """
+        dest = self._dest(msg, peer)
+        if type(msg) in PAYLOAD_TYPES:
+            raise WireError(f"{type(msg).__name__} carries payload frames: use send()",
+                            kind="frames")
         data = _ENCODE(msg)
         if len(data) > self.options.max_message_bytes:
             raise WireError("envelope over max_message_bytes", kind="oversize")
         if self._stalled:
-            await self._wait_unstalled()
+            raise PeerUnavailable(f"{self.name}: no room to send (stalled)")
         self._enqueue(dest, data)
-        self._sent(msg, [data])
+        if msg.correlation_id is not None:
+            self._sent(msg, [data])
 
     async def send_batch(self, msgs: Sequence[Message], peer: bytes | None = None) -> None:
         """Send payload-free messages (for one peer) back to back; they share frames."""
