@@ -9,10 +9,11 @@ Protocol (sender S, receiver R; every reply carries the offer's id as
     R -> S  AdapterAck(received, credit=1)                 per chunk taken
     R -> S  AdapterAck(done=True, ok=sha256 matched)       after the last chunk
 
-The receiver writes chunks in order into one buffer preallocated to the
-offered size (peak memory is the adapter plus one chunk, whatever the size),
-hashes as it goes and hands the adapter on only when the sha256 matches; a
-mismatch or a broken transfer never yields bytes. If the sender loses the
+The receiver keeps the chunk frames it receives, in order and zero-copy (no
+second copy and no fresh pages to fault in: peak memory is the adapter plus
+the frames in flight, whatever the size), hashes them on a worker thread as
+they arrive and hands the adapter on only when the sha256 matches; a mismatch
+or a broken transfer never yields bytes. If the sender loses the
 receiver (heartbeat timeout) it waits for the reconnect and offers again: a
 receiver that still holds the partial buffer answers with its offset (resume),
 a restarted one with offset 0 (retry). An adapter the receiver already has
@@ -25,12 +26,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import mmap
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import msgspec
 
@@ -45,14 +45,29 @@ __all__ = ["AdapterSender", "AdapterReceiver", "ReceivedAdapter"]
 log = logging.getLogger(__name__)
 
 
-class ReceivedAdapter(NamedTuple):
-    """A complete, sha256-verified adapter; ``data`` is a read-only view of its bytes."""
+class ReceivedAdapter:
+    """A complete, sha256-verified adapter.
 
-    sha256: str
-    data: memoryview
-    sender: str
-    agent_id: str
-    meta: dict[str, str]
+    ``chunks`` are the received frames, zero-copy and in order (write them to a
+    file with ``writelines``); ``data`` joins them into one buffer on first use.
+    """
+
+    def __init__(self, sha256: str, chunks: list[memoryview], sender: str, agent_id: str,
+                 meta: dict[str, str]) -> None:
+        self.sha256 = sha256
+        self.chunks = chunks
+        self.sender = sender
+        self.agent_id = agent_id
+        self.meta = meta
+        self.size = sum(len(c) for c in chunks)
+        self._data: bytes | None = None
+
+    @property
+    def data(self) -> bytes:
+        """The adapter's bytes in one piece (joined, and cached, on first access)."""
+        if self._data is None:
+            self._data = b"".join(self.chunks)
+        return self._data
 
 
 class AdapterSender:
@@ -142,15 +157,10 @@ class _Mismatch(Exception):
 class _Partial:
     offer: AdapterOffer
     peer: bytes
-    buf: memoryview
+    chunks: list[memoryview] = field(default_factory=list)
     hasher: Any = field(default_factory=hashlib.sha256)
     received: int = 0
     verifying: bool = False
-
-
-def _buffer(size: int) -> memoryview:
-    """Writable memory for ``size`` bytes; anonymous mmap pages are only backed once written."""
-    return memoryview(mmap.mmap(-1, size) if size else bytearray())
 
 
 class AdapterReceiver:
@@ -213,11 +223,14 @@ class AdapterReceiver:
             return
         part = self._partial.get(sha)
         if part is None or part.offer.size != offer.size:
-            part = _Partial(offer, inc.peer, _buffer(offer.size))
+            part = _Partial(offer, inc.peer)
             self._partial[sha] = part
         part.offer, part.peer = offer, inc.peer  # replies go to the latest offer
         if part.verifying:
             return  # the verdict goes to this offer once the hash is done
+        if offer.size == 0:
+            self._verdict(part, part.hasher.hexdigest())
+            return
         self._answer(offer, inc.peer, AdapterRequest(
             sha256=sha, offset=part.received, credit=self.window, chunk_bytes=self.chunk_bytes))
 
@@ -228,17 +241,17 @@ class AdapterReceiver:
         if part is None or part.verifying or head.correlation_id != part.offer.msg_id \
                 or head.offset != part.received:
             return  # stale chunk of an earlier attempt
-        data = memoryview(inc.payload[0])  # assigning a zmq.Frame itself segfaults (pyzmq 27)
-        start, end = part.received, part.received + len(data)
-        if end > len(part.buf):
+        data = memoryview(inc.payload[0])  # the frame itself: received once, never copied
+        end = part.received + len(data)
+        if end > part.offer.size:
             del self._partial[head.sha256]
             self._answer(part.offer, inc.peer, AdapterAck(sha256=head.sha256, done=True, ok=False))
             return
-        part.buf[start:end] = data
+        part.chunks.append(data)
         part.received = end
         # hashing runs on a worker thread (hashlib drops the GIL), in chunk order
-        self._hasher.submit(part.hasher.update, part.buf[start:end])
-        if end < len(part.buf):
+        self._hasher.submit(part.hasher.update, data)
+        if end < part.offer.size:
             self._answer(part.offer, inc.peer, AdapterAck(sha256=head.sha256, received=end,
                                                           credit=1))
             return
@@ -260,7 +273,7 @@ class AdapterReceiver:
         self._done[offer.sha256] = None
         if len(self._done) > self._remember:
             self._done.popitem(last=False)
-        adapter = ReceivedAdapter(offer.sha256, part.buf.toreadonly(), offer.sender,
+        adapter = ReceivedAdapter(offer.sha256, part.chunks, offer.sender,
                                   offer.agent_id, dict(offer.meta))
         if self._on_adapter is not None:
             self._on_adapter(adapter)

@@ -121,7 +121,7 @@ async def main(args: argparse.Namespace) -> None:
 
 def _log(path: str, adapter: ReceivedAdapter) -> None:
     with open(path, "a") as fh:
-        fh.write(f"{adapter.sha256} {len(adapter.data)}\n")
+        fh.write(f"{adapter.sha256} {adapter.size}\n")
 
 
 def _slow_down(server: Server, receiver: AdapterReceiver, delay: float) -> None:
