@@ -110,6 +110,9 @@ class Endpoint:
         self.name = name
         self.address = address
         self.options = options or TransportOptions()
+        self._max_bytes = self.options.max_message_bytes  # hot-path copies of the limits
+        self._max_batch = self.options.max_batch
+        self._max_batch_bytes = self.options.max_batch_bytes
         self._ctx: zmq.Context[Any] = context or zmq.Context.instance()
         self._sock: zmq.Socket[bytes] | None = None
         self._fd = -1
@@ -319,7 +322,13 @@ class Endpoint:
             return
         if self._stalled:
             await self._wait_unstalled()
-        self.post(msg, peer)
+        dest = self._dest(msg, peer)
+        data = _ENCODE(msg)
+        if len(data) > self._max_bytes:
+            raise WireError("envelope over max_message_bytes", kind="oversize")
+        self._enqueue(dest, data)
+        if msg.correlation_id is not None:
+            self._sent(msg, [data])
 
     def post(self, msg: Message, peer: bytes | None = None) -> None:
         """Queue a payload-free message without waiting (the hot path for many agents).
@@ -333,7 +342,7 @@ class Endpoint:
             raise WireError(f"{type(msg).__name__} carries payload frames: use send()",
                             kind="frames")
         data = _ENCODE(msg)
-        if len(data) > self.options.max_message_bytes:
+        if len(data) > self._max_bytes:
             raise WireError("envelope over max_message_bytes", kind="oversize")
         if self._stalled:
             raise PeerUnavailable(f"{self.name}: no room to send (stalled)")
@@ -386,7 +395,7 @@ class Endpoint:
         queue.append(data)
         self._out_n += 1
         self._out_bytes += len(data)
-        if self._out_n >= self.options.max_batch or self._out_bytes >= self.options.max_batch_bytes:
+        if self._out_n >= self._max_batch or self._out_bytes >= self._max_batch_bytes:
             self._flush()
         elif self._flush_handle is None and self._loop is not None:
             self._flush_handle = self._loop.call_soon(self._flush)
