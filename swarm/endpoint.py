@@ -9,10 +9,12 @@ libzmq's descriptor is edge-triggered and a send may swallow the edge, so
 after every send and on every heartbeat tick the endpoint re-checks
 ``EVENTS`` and schedules a drain if input is waiting.
 
-Writing: payload-free messages sent in the same event-loop pass to the same
-peer are coalesced into one frame (a msgpack array of the already encoded
-messages, flushed by ``call_soon`` or when ``max_batch`` messages or
-``max_batch_bytes`` are queued). When the socket is full the writer stalls:
+Writing: a payload-free message goes out at once unless another one went out
+less than 50 us ago; then it queues, and the queue leaves at the end of the
+event-loop pass (``call_soon``) or when ``max_batch`` messages or
+``max_batch_bytes`` are queued, as one frame per peer (a msgpack array of the
+already encoded messages). A lone request pays no latency; a burst from many
+agents costs one ZeroMQ message per peer instead of one per agent message. When the socket is full the writer stalls:
 queued frames keep their order and ``send`` waits (backpressure) until there
 is room again or the liveness timeout passes (``PeerUnavailable``).
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -48,6 +51,8 @@ log = logging.getLogger(__name__)
 Hook = Callable[["Incoming"], None]
 _ENCODE = msgspec.msgpack.Encoder().encode
 _ZERO_COPY_MIN = 1 << 20
+_QUIET = 50e-6  # a send this soon after a direct one is coalesced (Nagle-like window)
+_clock = time.perf_counter
 
 
 @dataclass(frozen=True)
@@ -124,6 +129,7 @@ class Endpoint:
         self._out: dict[bytes, list[bytes]] = {}
         self._out_n = self._out_bytes = 0
         self._flush_handle: asyncio.Handle | None = None
+        self._last_direct = 0.0
         self._stalled: deque[list[Frame]] = deque()
         self._unstalled = asyncio.Event()
         self._hooks: dict[type[Message], Hook] = {}
@@ -379,11 +385,10 @@ class Endpoint:
         return self._try_send(self._head(dest) + frames) is True
 
     def _enqueue(self, dest: bytes, data: bytes) -> None:
-        if self._flush_handle is None and not self._out and not self._stalled:
-            # First message of this loop pass: send it now (no added latency) and
-            # queue the rest of the pass behind it, to leave as one frame per peer.
-            assert self._loop is not None
-            self._flush_handle = self._loop.call_soon(self._flush)
+        if not self._out and not self._stalled and (now := _clock()) - self._last_direct > _QUIET:
+            # Nothing sent just now: send at once (no added latency). Messages that
+            # follow within _QUIET queue up and leave as one frame per peer.
+            self._last_direct = now
             sent = self._try_send(self._head(dest) + [data])
             if sent is False:
                 self._stall(self._head(dest) + [data])

@@ -16,7 +16,7 @@ from swarm.transfer import AdapterReceiver, AdapterSender
 from swarm.transport import Client, Server, TransportOptions
 from tests.transport_peer import Peer
 
-HB = 100
+HB = 200  # ms; liveness 3 -> 0.6 s, slack for a loaded 2-core machine
 OPTS = TransportOptions(heartbeat_ms=HB, liveness=3, max_message_bytes=8 << 20)
 
 

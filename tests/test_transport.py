@@ -24,7 +24,7 @@ from swarm.transport import (
 from swarm.wire import Chat, Commit, Pairing, Reward, encode
 from tests.transport_peer import Peer, RawInbox
 
-HB = 100
+HB = 200  # ms; liveness 3 -> 0.6 s, slack for a loaded 2-core machine
 OPTS = TransportOptions(heartbeat_ms=HB, liveness=3, max_message_bytes=1 << 20)
 
 
