@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -44,15 +43,13 @@ from swarm.wire import (
     error_reply,
     payload_frames,
 )
+from swarm.writer import Writer
 
 __all__ = ["TransportOptions", "Incoming", "Endpoint", "endpoint"]
 
 log = logging.getLogger(__name__)
 Hook = Callable[["Incoming"], None]
 _ENCODE = msgspec.msgpack.Encoder().encode
-_ZERO_COPY_MIN = 1 << 20
-_QUIET = 50e-6  # a send this soon after a direct one is coalesced (Nagle-like window)
-_clock = time.perf_counter
 
 
 @dataclass(frozen=True)
@@ -116,8 +113,6 @@ class Endpoint:
         self.address = address
         self.options = options or TransportOptions()
         self._max_bytes = self.options.max_message_bytes  # hot-path copies of the limits
-        self._max_batch = self.options.max_batch
-        self._max_batch_bytes = self.options.max_batch_bytes
         self._ctx: zmq.Context[Any] = context or zmq.Context.instance()
         self._sock: zmq.Socket[bytes] | None = None
         self._fd = -1
@@ -126,13 +121,8 @@ class Endpoint:
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
         self._drain_due = False
-        self._out: dict[bytes, list[bytes]] = {}
-        self._out_n = self._out_bytes = 0
-        self._flush_handle: asyncio.Handle | None = None
-        self._last_direct = 0.0
-        self._stalled: deque[list[Frame]] = deque()
-        self._unstalled = asyncio.Event()
         self._hooks: dict[type[Message], Hook] = {}
+        self._writer = Writer(self)
         self._tasks: list[asyncio.Task[None]] = []
         self._now = 0.0  # loop time of the current drain, stamped on traffic
         self._closed = False
@@ -158,7 +148,7 @@ class Endpoint:
         """
         if self._closed:
             return
-        self._flush()
+        self._writer.flush()
         self._closed = True
         for task in self._tasks:
             task.cancel()
@@ -220,7 +210,7 @@ class Endpoint:
             self._paused = True  # backpressure: libzmq queues, then the HWM stops the sender
         elif full:
             self._schedule_drain()
-        self._flush()
+        self._writer.flush()
 
     def _schedule_drain(self) -> None:
         if not self._drain_due and self._loop is not None:
@@ -322,17 +312,17 @@ class Endpoint:
             frames = encode(msg, payload)
             if sum(len(f) for f in frames) > self.options.max_message_bytes:
                 raise WireError("message over max_message_bytes", kind="oversize")
-            self._flush()
-            await self._send_frames(self._head(dest) + frames)
+            self._writer.flush()
+            await self._writer.send_frames(self._head(dest) + frames)
             self._sent(msg, frames)
             return
-        if self._stalled:
-            await self._wait_unstalled()
+        if self._writer.stalled:
+            await self._writer.wait_unstalled()
         dest = self._dest(msg, peer)
         data = _ENCODE(msg)
         if len(data) > self._max_bytes:
             raise WireError("envelope over max_message_bytes", kind="oversize")
-        self._enqueue(dest, data)
+        self._writer.enqueue(dest, data)
         if msg.correlation_id is not None:
             self._sent(msg, [data])
 
@@ -350,9 +340,9 @@ class Endpoint:
         data = _ENCODE(msg)
         if len(data) > self._max_bytes:
             raise WireError("envelope over max_message_bytes", kind="oversize")
-        if self._stalled:
+        if self._writer.stalled:
             raise PeerUnavailable(f"{self.name}: no room to send (stalled)")
-        self._enqueue(dest, data)
+        self._writer.enqueue(dest, data)
         if msg.correlation_id is not None:
             self._sent(msg, [data])
 
@@ -379,118 +369,10 @@ class Endpoint:
         if self._sock is None:
             return False
         if len(frames) == 1:
-            self._enqueue(dest, frames[0])
+            self._writer.enqueue(dest, frames[0])
             return True
-        self._flush()
-        return self._try_send(self._head(dest) + frames) is True
-
-    def _enqueue(self, dest: bytes, data: bytes) -> None:
-        if not self._out and not self._stalled and (now := _clock()) - self._last_direct > _QUIET:
-            # Nothing sent just now: send at once (no added latency). Messages that
-            # follow within _QUIET queue up and leave as one frame per peer.
-            self._last_direct = now
-            sent = self._try_send(self._head(dest) + [data])
-            if sent is False:
-                self._stall(self._head(dest) + [data])
-            self._check_readable()
-            return
-        queue = self._out.get(dest)
-        if queue is None:
-            queue = self._out[dest] = []
-        queue.append(data)
-        self._out_n += 1
-        self._out_bytes += len(data)
-        if self._out_n >= self._max_batch or self._out_bytes >= self._max_batch_bytes:
-            self._flush()
-        elif self._flush_handle is None and self._loop is not None:
-            self._flush_handle = self._loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        """Send every queued message, one frame per peer (a batch when there are several)."""
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
-        if not self._out:
-            return
-        out, self._out = self._out, {}
-        self._out_n = self._out_bytes = 0
-        for dest, datas in out.items():
-            frame = datas[0] if len(datas) == 1 else _array_header(len(datas)) + b"".join(datas)
-            frames = self._head(dest) + [frame]
-            if self._stalled or self._try_send(frames) is False:
-                self._stall(frames)
-        self._check_readable()
-
-    def _try_send(self, frames: list[Frame]) -> bool | None:
-        """True sent, False no room (retry later), None undeliverable (dropped, logged)."""
-        sock = self._sock
-        if sock is None:
-            return False
-        last = len(frames) - 1
-        try:
-            for i, frame in enumerate(frames):
-                # zero-copy only pays for big frames (pyzmq frees them through a gc thread)
-                sock.send(frame, zmq.NOBLOCK | (zmq.SNDMORE if i < last else 0),
-                          copy=len(frame) < _ZERO_COPY_MIN)
-        except zmq.Again:
-            return False
-        except zmq.ZMQError as exc:
-            if exc.errno == zmq.ENOTSOCK:
-                return False
-            log.warning("%s: dropped a message to %r: %s", self.name, frames[0][:64], exc)
-            return None
-        return True
-
-    def _stall(self, frames: list[Frame]) -> None:
-        self._stalled.append(frames)
-        if len(self._stalled) == 1:
-            self._unstalled.clear()
-            self._tasks.append(asyncio.ensure_future(self._unstall()))
-
-    async def _unstall(self) -> None:
-        """Send stalled frames in order as room appears; drop them after the liveness timeout."""
-        assert self._loop is not None
-        deadline = self._loop.time() + self.options.timeout_s
-        delay = 1e-4
-        while self._stalled:
-            if self._try_send(self._stalled[0]) is not False:
-                self._stalled.popleft()
-                deadline = self._loop.time() + self.options.timeout_s
-                continue
-            if self._loop.time() > deadline:
-                log.warning("%s: dropped %d queued message(s): no room for %.1f s",
-                            self.name, len(self._stalled), self.options.timeout_s)
-                self._stalled.clear()
-                break
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.005)
-        self._unstalled.set()
-        self._check_readable()
-
-    async def _wait_unstalled(self) -> None:
-        try:
-            await asyncio.wait_for(self._unstalled.wait(), self.options.timeout_s)
-        except TimeoutError:
-            raise PeerUnavailable(f"{self.name}: no room to send for "
-                                  f"{self.options.timeout_s} s") from None
-
-    async def _send_frames(self, frames: list[Frame]) -> None:
-        """Send a multipart message now, waiting for room up to the liveness timeout."""
-        assert self._loop is not None
-        deadline = self._loop.time() + self.options.timeout_s
-        delay = 1e-4
-        while True:
-            result = self._try_send(frames)
-            if result:
-                self._check_readable()
-                return
-            if result is None:
-                raise PeerUnavailable(f"{self.name}: peer {frames[0][:64]!r} is unreachable")
-            if self._closed or self._loop.time() > deadline:
-                raise PeerUnavailable(f"{self.name}: no room to send for "
-                                      f"{self.options.timeout_s} s")
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.005)
+        self._writer.flush()
+        return self._writer.try_send(self._head(dest) + frames) is True
 
     # -- sockets --------------------------------------------------------------------
 
@@ -520,12 +402,3 @@ class Endpoint:
 
     def _on_closed(self) -> None:
         """Role hook after the socket closed (fail pending requests)."""
-
-
-def _array_header(n: int) -> bytes:
-    """The msgpack header of an array of ``n`` items (the batch frame)."""
-    if n < 16:
-        return bytes([0x90 | n])
-    if n < 1 << 16:
-        return b"\xdc" + n.to_bytes(2, "big")
-    return b"\xdd" + n.to_bytes(4, "big")

@@ -1,0 +1,156 @@
+"""The coalescing writer of an ``Endpoint`` (see ``swarm.endpoint``, "Writing")."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+import zmq
+
+from swarm.errors import PeerUnavailable
+from swarm.wire import Frame
+
+if TYPE_CHECKING:
+    from swarm.endpoint import Endpoint
+
+__all__ = ["Writer"]
+
+log = logging.getLogger("swarm.endpoint")
+_ZERO_COPY_MIN = 1 << 20
+_QUIET = 50e-6  # a send this soon after a direct one is coalesced (Nagle-like window)
+_clock = time.perf_counter
+
+
+class Writer:
+    """Sends for one endpoint: direct when quiet, coalesced in bursts, stalled when full."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self._ep = endpoint
+        self._out: dict[bytes, list[bytes]] = {}
+        self._out_n = self._out_bytes = 0
+        self._max_batch = endpoint.options.max_batch
+        self._max_batch_bytes = endpoint.options.max_batch_bytes
+        self._flush_handle: asyncio.Handle | None = None
+        self._last_direct = 0.0
+        self.stalled: deque[list[Frame]] = deque()
+        self._unstalled = asyncio.Event()
+
+    def enqueue(self, dest: bytes, data: bytes) -> None:
+        if not self._out and not self.stalled and (now := _clock()) - self._last_direct > _QUIET:
+            # Nothing sent just now: send at once (no added latency). Messages that
+            # follow within _QUIET queue up and leave as one frame per peer.
+            self._last_direct = now
+            sent = self.try_send(self._ep._head(dest) + [data])
+            if sent is False:
+                self._stall(self._ep._head(dest) + [data])
+            self._ep._check_readable()
+            return
+        queue = self._out.get(dest)
+        if queue is None:
+            queue = self._out[dest] = []
+        queue.append(data)
+        self._out_n += 1
+        self._out_bytes += len(data)
+        if self._out_n >= self._max_batch or self._out_bytes >= self._max_batch_bytes:
+            self.flush()
+        elif self._flush_handle is None and self._ep._loop is not None:
+            self._flush_handle = self._ep._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Send every queued message, one frame per peer (a batch when there are several)."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if not self._out:
+            return
+        out, self._out = self._out, {}
+        self._out_n = self._out_bytes = 0
+        for dest, datas in out.items():
+            frame = datas[0] if len(datas) == 1 else _array_header(len(datas)) + b"".join(datas)
+            frames = self._ep._head(dest) + [frame]
+            if self.stalled or self.try_send(frames) is False:
+                self._stall(frames)
+        self._ep._check_readable()
+
+    def try_send(self, frames: list[Frame]) -> bool | None:
+        """True sent, False no room (retry later), None undeliverable (dropped, logged)."""
+        sock = self._ep._sock
+        if sock is None:
+            return False
+        last = len(frames) - 1
+        try:
+            for i, frame in enumerate(frames):
+                # zero-copy only pays for big frames (pyzmq frees them through a gc thread)
+                sock.send(frame, zmq.NOBLOCK | (zmq.SNDMORE if i < last else 0),
+                          copy=len(frame) < _ZERO_COPY_MIN)
+        except zmq.Again:
+            return False
+        except zmq.ZMQError as exc:
+            if exc.errno == zmq.ENOTSOCK:
+                return False
+            log.warning("%s: dropped a message to %r: %s", self._ep.name, frames[0][:64], exc)
+            return None
+        return True
+
+    def _stall(self, frames: list[Frame]) -> None:
+        self.stalled.append(frames)
+        if len(self.stalled) == 1:
+            self._unstalled.clear()
+            self._ep._tasks.append(asyncio.ensure_future(self._unstall()))
+
+    async def _unstall(self) -> None:
+        """Send stalled frames in order as room appears; drop them after the liveness timeout."""
+        assert self._ep._loop is not None
+        deadline = self._ep._loop.time() + self._ep.options.timeout_s
+        delay = 1e-4
+        while self.stalled:
+            if self.try_send(self.stalled[0]) is not False:
+                self.stalled.popleft()
+                deadline = self._ep._loop.time() + self._ep.options.timeout_s
+                continue
+            if self._ep._loop.time() > deadline:
+                log.warning("%s: dropped %d queued message(s): no room for %.1f s",
+                            self._ep.name, len(self.stalled), self._ep.options.timeout_s)
+                self.stalled.clear()
+                break
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.005)
+        self._unstalled.set()
+        self._ep._check_readable()
+
+    async def wait_unstalled(self) -> None:
+        try:
+            await asyncio.wait_for(self._unstalled.wait(), self._ep.options.timeout_s)
+        except TimeoutError:
+            raise PeerUnavailable(f"{self._ep.name}: no room to send for "
+                                  f"{self._ep.options.timeout_s} s") from None
+
+    async def send_frames(self, frames: list[Frame]) -> None:
+        """Send a multipart message now, waiting for room up to the liveness timeout."""
+        assert self._ep._loop is not None
+        deadline = self._ep._loop.time() + self._ep.options.timeout_s
+        delay = 1e-4
+        while True:
+            result = self.try_send(frames)
+            if result:
+                self._ep._check_readable()
+                return
+            if result is None:
+                raise PeerUnavailable(f"{self._ep.name}: peer {frames[0][:64]!r} is unreachable")
+            if self._ep._closed or self._ep._loop.time() > deadline:
+                raise PeerUnavailable(f"{self._ep.name}: no room to send for "
+                                      f"{self._ep.options.timeout_s} s")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.005)
+
+
+def _array_header(n: int) -> bytes:
+    """The msgpack header of an array of ``n`` items (the batch frame)."""
+    if n < 16:
+        return bytes([0x90 | n])
+    if n < 1 << 16:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
