@@ -52,7 +52,7 @@ def register(sub: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     config = load_config(args.file, args.overrides)
-    summary = run_swarm(config, resume=args.resume, console=Console(stderr=False))
+    summary = run_swarm(config, resume=args.resume)
     return 0 if summary is not None else 130
 
 
@@ -62,11 +62,12 @@ def run_swarm(config: SwarmConfig, resume: bool = False,
     from swarm.inline import InlineLauncher
     from swarm.launcher import LocalLauncher
 
-    console = console or Console()
+    # Plain output outside a terminal (notebooks, pipes, CI logs): no live widgets.
+    console = console or Console(force_jupyter=False, highlight=False)
     kind = InlineLauncher if config.launcher.kind == "inline" else LocalLauncher
     launcher = kind(config, resume=resume)
-    with console.status("preparing the run (building the tiny model on first use)"):
-        run_dir = launcher.prepare()
+    console.print("preparing the run (the tiny model is built on first use)")
+    run_dir = launcher.prepare()
     console.print(f"[bold]swarm {config.swarm.name}[/]: {config.agent_count} agents, "
                   f"{config.swarm.rounds} rounds, protocol {config.protocol.name}, "
                   f"matchmaker {config.matchmaker.kind}; run dir {run_dir}")
