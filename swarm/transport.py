@@ -294,7 +294,10 @@ class Publisher(Endpoint):
         return peer or b""
 
     def _drain(self, sock: zmq.Socket[bytes]) -> int:
-        return 0  # a PUB socket receives nothing
+        # A PUB socket receives nothing, but its descriptor still signals send-side
+        # events: reading EVENTS re-arms it, else the loop spins on a readable fd.
+        sock.getsockopt(zmq.EVENTS)
+        return 0
 
 
 class Subscriber(Endpoint):
