@@ -79,12 +79,12 @@ def main() -> None:
                 print(f"seed {seed} {name:7s} round0 {row[f'{name}_round0']:.3f} "
                       f"final {row[name]:.3f} ({time.time() - started:.0f} s)", flush=True)
             per_seed.append(row)
+            _report(per_seed, base, rounds, time.time() - started, len(seeds))  # partial runs count
     finally:
         server.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
             server.wait(20)
         server.kill()
-    _report(per_seed, base, rounds, time.time() - started)
 
 
 def _start_model_server(config: Any, run_dir: Path) -> subprocess.Popen[bytes]:
@@ -106,7 +106,8 @@ def _mean(values: dict[str, float]) -> float:
     return sum(values.values()) / max(len(values), 1)
 
 
-def _report(per_seed: list[dict[str, Any]], base: Any, rounds: int | None, seconds: float) -> None:
+def _report(per_seed: list[dict[str, Any]], base: Any, rounds: int | None, seconds: float,
+            planned: int | None = None) -> None:
     def avg(key: str) -> float:
         return sum(r[key] for r in per_seed) / len(per_seed)
 
@@ -125,7 +126,7 @@ def _report(per_seed: list[dict[str, Any]], base: Any, rounds: int | None, secon
     }
     goals = {"linucb_vs_random": ">= 1.0", "linucb_vs_local": ">= 1.0",
              "linucb_vs_round0": ">= 1.0"}
-    params = {"seeds": len(per_seed), "rounds": rounds or base.swarm.rounds,
+    params = {"seeds": len(per_seed), "seeds_planned": planned, "rounds": rounds or base.swarm.rounds,
               "agents": base.agent_count, "config": "configs/quickstart.yaml"}
     write_result("swarm", params, figures, ratios, goals)
     wins = {k: sum(r["linucb"] > r[k] for r in per_seed) for k in ("random", "local")}
