@@ -7,6 +7,7 @@ subprocesses through the local launcher.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from swarm.cli_run import run_swarm
+from swarm.cli_run import _ask_status, run_swarm
 from swarm.config import SwarmConfig, load_config
 from swarm.launcher import LocalLauncher
 from swarm.lineage import LineageReader
@@ -111,6 +112,9 @@ def test_coordinator_killed_then_resumed(tmp_path: Path, model_server: list[str]
     launcher.start()
     try:
         _wait_for_round(config, 0)
+        status = asyncio.run(_ask_status(config))  # what `swarm status` prints
+        assert list(status["members"]) == ["host-0"]
+        assert status["round"] >= 1 and status["last"]["round"] >= 0
         os.kill(launcher.pids()["coordinator"], signal.SIGKILL)
         assert _wait_for_exit(launcher) == -signal.SIGKILL
     finally:
