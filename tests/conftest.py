@@ -51,7 +51,7 @@ def vllm_backend(tiny_model: Path, adapter_paths: Any) -> Iterator[Any]:
         max_cpu_loras=16,
         max_lora_rank=16,
         max_model_len=512,
-        gpu_memory_utilization=0.3,
+        gpu_memory_utilization=0.1,  # several engines live in one test session: keep RAM for all
         dtype="float32",
         enforce_eager=True,
         seed=0,
