@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -65,6 +66,7 @@ class LocalLauncher:
                 f"{self.run_dir.name}.{time.strftime('%Y%m%d-%H%M%S')}")
             self.run_dir.rename(kept)
             self.archived = kept
+        check_ports_free(self.config)
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
         self.config.adapter_store.mkdir(parents=True, exist_ok=True)
         write_run_files(self.config, self.run_dir)
@@ -144,6 +146,33 @@ class LocalLauncher:
         """The pid of each running child."""
         return {n: c.proc.pid for n, c in self.children.items()
                 if c.proc is not None and c.proc.poll() is None}
+
+
+def check_ports_free(config: SwarmConfig) -> None:
+    """Refuse to start when a port the swarm binds is taken (another swarm still running?).
+
+    Raises:
+        SwarmError: naming the ports in use and the key that moves them.
+    """
+    from swarm.host import MODEL_OFFSET, PEER_OFFSET
+
+    offsets = [0, 1, *([] if config.model.server else [MODEL_OFFSET]),
+               *(PEER_OFFSET + i for i in range(config.launcher.hosts))]
+    taken = []
+    for offset in offsets:
+        port = config.transport.base_port + offset
+        with socket.socket() as sock:
+            # As ZeroMQ binds: a port in TIME_WAIT from a finished run is free.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((config.transport.host, port))
+            except OSError:
+                taken.append(port)
+    if taken:
+        raise SwarmError(
+            f"transport.base_port: port(s) {taken} on {config.transport.host} are in use "
+            f"(is another swarm still running?); pick free ones with "
+            f"--set transport.base_port=N")
 
 
 def write_run_files(config: SwarmConfig, run_dir: Path) -> None:
