@@ -148,7 +148,7 @@ def _print_round(body: dict[str, Any], rate: float, console: Console) -> None:
                         for r in body["rewards"]) or "none"
     scores = " ".join(f"{a}={v:.2f}" for a, v in body["scores"].items())
     console.print(f"[bold]round {body['round']}[/] mean score {body['mean_score']:.3f} "
-                  f"({body['seconds']:.1f} s, {rate:.0f} msgs/s)")
+                  f"({body['seconds']:.1f} s, {rate:.1f} msgs/s)")
     console.print(f"  pairs (teacher->student): {pairs}")
     console.print(f"  rewards: {rewards}")
     console.print(f"  scores: {scores}")

@@ -261,8 +261,9 @@ class Coordinator:
             finally:
                 if self._inflight.get(host) is task:
                     del self._inflight[host]
-            self.messages += 2  # the step and its answer
-            return host, inc.msg if isinstance(inc.msg, StepDone) else None
+            done = inc.msg if isinstance(inc.msg, StepDone) else None
+            self.messages += 2 + (done.messages if done is not None else 0)
+            return host, done
 
         results = await asyncio.gather(*(one(h, s) for h, s in steps.items()))
         return {h: d for h, d in results if d is not None}

@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from swarm.agents.base import Agent, AgentSpec
 from swarm.config import SwarmConfig
 from swarm.errors import AdapterError, PeerUnavailable, SwarmError
@@ -74,6 +76,7 @@ class Host:
         self.protocol = get_protocol(config.protocol.name)(config.protocol)
         self.store_root = store_root
         self.peer_address = peer_address
+        self.messages = 0  # sent and received since the last StepDone (for messages/s)
         self._model: Client | None = None
 
     async def run(self) -> None:
@@ -101,6 +104,8 @@ class Host:
         msg = inc.msg
         if isinstance(msg, Step):
             done = await self.step(msg)
+            done = msgspec.structs.replace(done, messages=self.messages + 2)
+            self.messages = 0
             await coord.reply(inc, done)
         elif isinstance(msg, Chat) and msg.recipient in self.agents:
             reply = await self.agents[msg.recipient].on_chat(msg.sender, msg.content)
@@ -118,12 +123,14 @@ class Host:
         async with Server(self.host_id, address, self.options) as server:
             while True:
                 batch = await server.recv_batch(max_items=4096)
+                self.messages += len(batch)
                 replies: dict[bytes, list[Message]] = {}
                 for inc in batch:
                     answer = await self._peer_message(inc)
                     if answer is not None:
                         replies.setdefault(inc.peer, []).append(answer)
                 for peer, msgs in replies.items():
+                    self.messages += len(msgs)
                     with contextlib.suppress(SwarmError):
                         await server.send_batch(msgs, peer=peer)
 
@@ -228,6 +235,7 @@ class Host:
     def _server(self) -> Client:
         if self._model is None:
             raise SwarmError("host is not connected to a model server")
+        self.messages += 2  # the request and its answer
         return self._model
 
 

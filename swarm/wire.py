@@ -407,6 +407,7 @@ class StepDone(Message, frozen=True, kw_only=True):
     reports: list[AgentReport] = []
     outcomes: list[PairOutcome] = []
     failed: dict[str, str] = {}
+    messages: int = 0  # messages the host sent and received since its last StepDone
 
 
 class Status(Message, frozen=True, kw_only=True):
