@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from swarm.errors import LineageError
+from swarm.gitwriter import fsync_dir
 
 __all__ = ["ContentStore", "sha256_file", "POINTER_FORMAT"]
 
@@ -36,12 +37,6 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class ContentStore:
@@ -110,9 +105,9 @@ class ContentStore:
         final.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(tmp, 0o444)
         os.replace(tmp, final)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
         if new_folder:  # the new fan-out folder's own entry must be durable too
-            _fsync_dir(final.parent.parent)
+            fsync_dir(final.parent.parent)
 
     def put_adapter(
         self, source: Path | bytes, meta: Mapping[str, Any] | None = None
