@@ -27,7 +27,15 @@ import numpy as np
 
 from swarm.config import SwarmConfig
 from swarm.errors import LineageError
-from swarm.lineage import SWARM_BRANCH, CommitSpec, LineageStore, agent_branch
+from swarm.lineage import (
+    MATCHMAKER_PATH,
+    SWARM_BRANCH,
+    CommitSpec,
+    LineageStore,
+    adapter_path,
+    agent_branch,
+    profile_path,
+)
 from swarm.wire import AgentReport, PairOutcome
 
 __all__ = ["Recorder"]
@@ -58,7 +66,7 @@ class Recorder:
 
         store = LineageStore.open(config.lineage_dir, create=True)
         profiler = ProfileBuilder(skills=_all_skills(config))
-        state = _read_json(store, SWARM_BRANCH, "matchmaker/state.json") if resume else None
+        state = _read_json(store, SWARM_BRANCH, MATCHMAKER_PATH) if resume else None
         if state is not None:
             matchmaker = matchmaker_from_state(state)
         else:
@@ -77,7 +85,7 @@ class Recorder:
         store = AdapterStore(self.adapter_root)
         for ref in self.store.refs("refs/heads/agent/"):
             agent = ref.removeprefix("refs/heads/agent/")
-            pointer = _read_json(self.store, f"agent/{agent}", f"agents/{agent}/adapter.json")
+            pointer = _read_json(self.store, agent_branch(agent), adapter_path(agent))
             if pointer is None:
                 continue
             sha = str(pointer["sha256"])
@@ -128,7 +136,7 @@ class Recorder:
         specs.append(CommitSpec(SWARM_BRANCH, {
             f"rounds/{rnd:05d}.json": body,
             "rounds/latest.json": body,
-            "matchmaker/state.json": self.matchmaker.state(),
+            MATCHMAKER_PATH: self.matchmaker.state(),
         }, f"round {rnd}: mean score {record['mean_score']:.3f}, {len(outcomes)} exchange(s)"))
         shas = self.store.commit_many(specs)
         notes = {sha: {"round": rnd, "score": _score_of(spec)} for sha, spec in zip(shas, specs, strict=False)
@@ -146,8 +154,8 @@ class Recorder:
     @staticmethod
     def _files(agent: str, pointer: Mapping[str, Any], score: float,
                rnd: int) -> dict[str, Any]:
-        return {f"agents/{agent}/adapter.json": pointer,
-                f"agents/{agent}/profile.json": {"round": rnd, "score": score}}
+        return {adapter_path(agent): pointer,
+                profile_path(agent): {"round": rnd, "score": score}}
 
     def close(self) -> None:
         """Flush and release the lineage."""
