@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from rich.console import Console
 from rich.table import Table
 
+from swarm import aio
 from swarm.config import SwarmConfig, load_config
 from swarm.errors import SwarmError
 
@@ -111,9 +112,9 @@ def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(coro)
+        return aio.run(coro)
     with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coro).result()
+        return pool.submit(aio.run, coro).result()
 
 
 async def _watch(config: SwarmConfig, launcher: Any, console: Console) -> int:

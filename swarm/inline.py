@@ -16,6 +16,7 @@ import json
 import logging
 import threading
 
+from swarm import aio
 from swarm.errors import SwarmError
 from swarm.launcher import LocalLauncher
 
@@ -41,7 +42,7 @@ class InlineLauncher(LocalLauncher):
 
     def _main(self) -> None:
         try:
-            asyncio.run(self._run())
+            aio.run(self._run())
             self._code = 0
         except asyncio.CancelledError:
             self._code = 130

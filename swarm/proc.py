@@ -19,6 +19,7 @@ from typing import Any
 
 import msgspec
 
+from swarm import aio
 from swarm.config import SwarmConfig
 
 __all__ = ["main"]
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     config = msgspec.json.decode((args.run_dir / "config.json").read_bytes(), type=SwarmConfig)
     runner = {"coordinator": _coordinator, "host": _host, "model-server": _model_server}[args.role]
     try:
-        asyncio.run(_until_signalled(runner(config, args)))
+        aio.run(_until_signalled(runner(config, args)))
     except Exception:
         logging.getLogger("swarm.proc").exception("%s failed", args.role)
         return 1

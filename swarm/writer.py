@@ -22,6 +22,7 @@ log = logging.getLogger("swarm.endpoint")
 _ZERO_COPY_MIN = 1 << 20
 _QUIET = 50e-6  # a send this soon after a direct one is coalesced (Nagle-like window)
 _clock = time.perf_counter
+_LAST, _MORE = int(zmq.NOBLOCK), int(zmq.NOBLOCK | zmq.SNDMORE)  # ints: enum flags are slow to combine
 
 
 class Writer:
@@ -84,8 +85,7 @@ class Writer:
         try:
             for i, frame in enumerate(frames):
                 # zero-copy only pays for big frames (pyzmq frees them through a gc thread)
-                sock.send(frame, zmq.NOBLOCK | (zmq.SNDMORE if i < last else 0),
-                          copy=len(frame) < _ZERO_COPY_MIN)
+                sock.send(frame, _MORE if i < last else _LAST, copy=len(frame) < _ZERO_COPY_MIN)
         except zmq.Again:
             return False
         except zmq.ZMQError as exc:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import zmq.asyncio
 
+from swarm import aio
 from swarm.errors import BackendError, PeerUnavailable, SwarmError, TrainingError
 from swarm.serving.base import Backend, check_requests
 from swarm.transport import Incoming, Server, TransportOptions, endpoint
@@ -296,7 +297,7 @@ class ServerThread:
                 await self.server.run(ready=self._ready.set)
 
         try:
-            asyncio.run(main())
+            aio.run(main())
         except BaseException as exc:
             self._error = exc
             self._ready.set()
