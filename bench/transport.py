@@ -7,7 +7,11 @@ Three measurements, each between two processes over ``ipc://``:
 - request/reply round trip (``Client.request`` to a ``Server`` that replies)
   against a raw DEALER/ROUTER echo, p50 and p99, in rounds that alternate
   raw and swarm (the ratio is the median of the rounds' p50 ratios, so a
-  noisy stretch of the shared machine hits both sides);
+  noisy stretch of the shared machine hits both sides). The swarm client
+  runs with its default options, which poll the socket for up to
+  ``busy_poll_us`` after a lone request; the same figures without that
+  polling, and the client's CPU time per request for all three, are reported
+  next to it;
 - a 64 MiB adapter transfer (chunks, credit, sha256 verified at the receiver)
   against raw pyzmq sending the same bytes as 1 MiB zero-copy frames, and the
   receiver's peak RSS.
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import hashlib
 import json
 import os
@@ -52,6 +57,7 @@ GOALS = {
 }
 BODY = "x" * 64
 OPTS = TransportOptions(max_message_bytes=64 << 20)
+NO_SPIN = dataclasses.replace(OPTS, busy_poll_us=0)
 
 
 def small_message() -> Chat:
@@ -210,10 +216,10 @@ def raw_rtt(address: str, n: int) -> list[float]:
     return times
 
 
-async def swarm_rtt(address: str, n: int) -> list[float]:
+async def swarm_rtt(address: str, n: int, options: TransportOptions = OPTS) -> list[float]:
     kid = Child("swarm-echo", address, n)
     times = []
-    async with Client("bench-client", address, OPTS) as cli:
+    async with Client("bench-client", address, options) as cli:
         await cli.wait_up(10)
         for _ in range(n):
             t = time.perf_counter()
@@ -283,21 +289,31 @@ def run(quick: bool) -> dict[str, Any]:
     f["swarm_small_msgs_per_s"] = max(swarms)
     f["swarm_post_small_msgs_per_s"] = max(batched)
     rounds = 2 if quick else 5
-    raw_t: list[float] = []
-    swarm_t: list[float] = []
-    per_round = []
-    for r in range(rounds):  # alternate which side goes first
-        first, second = ("raw", "swarm") if r % 2 == 0 else ("swarm", "raw")
-        got = {side: raw_rtt(addr, n_rtt // rounds) if side == "raw"
-               else aio.run(swarm_rtt(addr, n_rtt // rounds)) for side in (first, second)}
-        raw_t += got["raw"]
-        swarm_t += got["swarm"]
-        per_round.append(statistics.median(got["swarm"]) / statistics.median(got["raw"]))
-    for name, ts in (("raw", raw_t), ("swarm", swarm_t)):
+    sides = {
+        "raw": lambda k: raw_rtt(addr, k),
+        "swarm": lambda k: aio.run(swarm_rtt(addr, k)),  # default options: busy poll on
+        "swarm_no_busy_poll": lambda k: aio.run(swarm_rtt(addr, k, NO_SPIN)),
+    }
+    got: dict[str, list[float]] = {side: [] for side in sides}
+    cpu: dict[str, float] = {side: 0.0 for side in sides}
+    per_round: dict[str, list[float]] = {"swarm": [], "swarm_no_busy_poll": []}
+    for r in range(rounds):  # rotate which side goes first
+        p50 = {}
+        for side in list(sides)[r % 3:] + list(sides)[:r % 3]:
+            start = time.process_time()  # this process only: the client side (io thread included)
+            ts = sides[side](n_rtt // rounds)
+            cpu[side] += time.process_time() - start
+            got[side] += ts
+            p50[side] = statistics.median(ts)
+        for side in per_round:
+            per_round[side].append(p50[side] / p50["raw"])
+    for name, ts in got.items():
         q = statistics.quantiles(ts, n=100)
         f[f"{name}_rtt_p50_us"] = q[49] * 1e6
         f[f"{name}_rtt_p99_us"] = q[98] * 1e6
-    f["rtt_p50_vs_raw_per_round"] = [round(x, 3) for x in per_round]
+        f[f"{name}_client_cpu_us_per_request"] = cpu[name] / len(ts) * 1e6
+    f["rtt_p50_vs_raw_per_round"] = [round(x, 3) for x in per_round["swarm"]]
+    f["rtt_p50_no_busy_poll_vs_raw_per_round"] = [round(x, 3) for x in per_round["swarm_no_busy_poll"]]
     payloads = [os.urandom(size) for _ in range(reps)]
     raw_b = raw_bulk(addr, payloads, 1 << 20)
     swarm_b, res = aio.run(swarm_bulk(addr, payloads))
@@ -312,7 +328,8 @@ def run(quick: bool) -> dict[str, Any]:
         "small_msg_throughput_vs_raw": f["swarm_small_msgs_per_s"] / f["raw_small_msgs_per_s"],
         "small_msg_post_throughput_vs_raw":
             f["swarm_post_small_msgs_per_s"] / f["raw_small_msgs_per_s"],
-        "rtt_p50_vs_raw": statistics.median(per_round),
+        "rtt_p50_vs_raw": statistics.median(per_round["swarm"]),
+        "rtt_p50_no_busy_poll_vs_raw": statistics.median(per_round["swarm_no_busy_poll"]),
         "rtt_p99_vs_raw": f["swarm_rtt_p99_us"] / f["raw_rtt_p99_us"],
         "adapter_bandwidth_vs_raw": f["swarm_adapter_bytes_per_s"] / f["raw_adapter_bytes_per_s"],
         "adapter_peak_rss_vs_payload": f["swarm_receiver_peak_rss_bytes"] / size,
@@ -320,7 +337,8 @@ def run(quick: bool) -> dict[str, Any]:
     params = {"messages": n_msgs, "payload_bytes": len(BODY), "rtt_samples": n_rtt,
               "adapter_bytes": size, "adapter_reps": reps, "transport": "ipc",
               "envelope_bytes": len(encode(small_message())[0]), "quick": quick,
-              "rtt_rounds": rounds, "event_loop": aio.loop_factory().__module__.split(".")[0]}
+              "rtt_rounds": rounds, "event_loop": aio.loop_factory().__module__.split(".")[0],
+              "busy_poll_us": OPTS.busy_poll_us}
     return {"params": params, "figures": f, "ratios": ratios}
 
 

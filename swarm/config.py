@@ -144,6 +144,9 @@ class TransportSection(_Section, frozen=True):
     max_message_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 256 * 1024 * 1024
     heartbeat_ms: Annotated[int, msgspec.Meta(ge=10, le=60_000)] = 1000
     liveness: Annotated[int, msgspec.Meta(ge=1, le=100)] = 3
+    # A client with one request in flight polls its socket this long before sleeping
+    # (trades a little CPU for a shorter round trip; 0 = never spin)
+    busy_poll_us: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = 300
 
 
 class LauncherSection(_Section, frozen=True):

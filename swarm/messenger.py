@@ -11,6 +11,7 @@ across reconnects, until it is acknowledged or answered.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import msgspec
 import zmq
 
-from swarm.endpoint import Endpoint, Hook, Incoming, TransportOptions
+from swarm.endpoint import _EVENTS, _POLLIN, Endpoint, Hook, Incoming, TransportOptions
 from swarm.errors import PeerUnavailable, RemoteError
 from swarm.wire import Ack, Error, Frame, Heartbeat, Message, encode
 
@@ -118,6 +119,18 @@ class Messenger(Endpoint):
         )
         await self.send(msg, payload, peer=to.peer)
 
+    def reply_now(self, to: Incoming, msg: Message) -> None:
+        """``reply`` for a payload-free answer, without waiting (from a hook, say).
+
+        Raises:
+            PeerUnavailable: the peer is gone or the socket has no room.
+        """
+        self.post(msgspec.structs.replace(
+            msg, correlation_id=to.msg.msg_id, recipient=msg.recipient or to.msg.sender,
+            sender=msg.sender or to.msg.recipient,
+            round=to.msg.round if msg.round < 0 else msg.round,
+        ), peer=to.peer)
+
     async def request(
         self, msg: Message, payload: Sequence[Frame] = (), peer: bytes | None = None,
         timeout: float = 30.0, reliable: bool = False,
@@ -149,6 +162,22 @@ class Messenger(Endpoint):
         msg = msgspec.structs.replace(msg, ack=True)
         await self._exchange(msg, payload, peer, timeout, retry=True, ack_only=True)
 
+    def _busy_poll(self, fut: asyncio.Future[Incoming | None]) -> None:
+        """Poll the socket for up to ``busy_poll_us`` before the loop sleeps (one request in flight).
+
+        A fast answer is then taken while the process is still running, instead of
+        after the loop's sleep and wake-up, which is most of a short round trip.
+        Slow answers cost at most ``busy_poll_us`` of CPU per request.
+        """
+        sock = self._sock
+        if sock is None:
+            return
+        opt, clock = sock.getsockopt, time.perf_counter
+        end = clock() + self.options.busy_poll_us * 1e-6
+        while not fut.done() and clock() < end:
+            if opt(_EVENTS) & _POLLIN:  # type: ignore[operator]
+                self._on_readable()
+
     async def _exchange(
         self, msg: Message, payload: Sequence[Frame], peer: bytes | None, timeout: float,
         retry: bool, ack_only: bool,
@@ -171,6 +200,10 @@ class Messenger(Endpoint):
                 except PeerUnavailable:
                     if not retry:
                         raise
+                if not ack_only and self.options.busy_poll_us > 0:
+                    await asyncio.sleep(0)  # requests made in the same loop pass go out first
+                    if not fut.done() and len(waiting) == 1:
+                        self._busy_poll(fut)
                 inc = await fut
             finally:
                 timer.cancel()

@@ -49,6 +49,35 @@ def test_options_and_endpoint_from_config() -> None:
     assert (opts.heartbeat_ms, opts.liveness, opts.max_message_bytes) == (250, 4, 4096)
     assert opts.timeout_s == 1.0
     assert endpoint(section, 2) == "tcp://127.0.0.1:47002"
+    assert TransportOptions.from_config(TransportSection(busy_poll_us=0)).busy_poll_us == 0
+
+
+@pytest.mark.parametrize("budget_us", [0, 2_000_000])
+def test_a_lone_request_takes_its_answer_in_the_busy_poll(echo: Peer, address: str, budget_us: int) -> None:
+    # With a budget (2 s here, far above a local round trip) the answer is taken while the
+    # request still polls; with none the request never polls.
+    async def main() -> None:
+        opts = TransportOptions(heartbeat_ms=HB, liveness=3, busy_poll_us=budget_us)
+        async with Client("host-a", address, opts) as cli:
+            await cli.wait_up(10)
+            polled: list[bool] = []
+            poll = cli._busy_poll
+
+            def spy(fut: asyncio.Future[Any]) -> None:
+                poll(fut)
+                polled.append(fut.done())
+
+            cli._busy_poll = spy  # type: ignore[method-assign]
+            for i in range(5):
+                inc = await cli.request(Chat(sender="a", recipient="b", content=str(i)), timeout=10)
+                assert inc.msg.content == str(i)
+            assert polled == ([True] * 5 if budget_us else [])
+            # two requests made in one loop pass: both go out, neither spins, both answered
+            both = await asyncio.gather(*(cli.request(Chat(sender="a", content=c), timeout=10) for c in "xy"))
+            assert [inc.msg.content for inc in both] == ["x", "y"]
+            assert len(polled) == (5 if budget_us else 0)
+
+    run(main())
 
 
 def test_many_agents_share_one_client_and_replies_route_by_agent(echo: Peer, address: str) -> None:
