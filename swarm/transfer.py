@@ -6,7 +6,7 @@ Protocol (sender S, receiver R; every reply carries the offer's id as
     S -> R  AdapterOffer(sha256, size)
     R -> S  AdapterRequest(offset, credit, chunk_bytes)   or AdapterAck(done) if R has it
     S -> R  AdapterChunk(offset) + [bytes]                 one per credit
-    R -> S  AdapterAck(received, credit=1)                 per chunk taken
+    R -> S  AdapterAck(received, credit=k)                 per k = window // 4 chunks taken
     R -> S  AdapterAck(done=True, ok=sha256 matched)       after the last chunk
 
 The receiver keeps the chunk frames it receives, in order and zero-copy (no
@@ -160,6 +160,7 @@ class _Partial:
     chunks: list[memoryview] = field(default_factory=list)
     hasher: Any = field(default_factory=hashlib.sha256)
     received: int = 0
+    unacked: int = 0  # chunks taken since the last credit went back
     verifying: bool = False
 
 
@@ -170,18 +171,21 @@ class AdapterReceiver:
         endpoint: the server the offers arrive at (its hooks are taken for adapter messages).
         on_adapter: called with each verified adapter; if ``None`` they queue for ``recv()``.
         have: tells whether the application already holds a sha256 (e.g. its CAS).
-        window: chunks in flight per transfer (the credit).
-        chunk_bytes: chunk size asked of senders.
+        window: chunks in flight per transfer (the credit); credit goes back every
+            ``window // 4`` chunks.
+        chunk_bytes: chunk size asked of senders (4 MiB: per-chunk costs, not bytes,
+            bound the rate of smaller chunks, ``bench/transport.py``).
         max_bytes: biggest adapter accepted.
     """
 
     def __init__(
         self, endpoint: Messenger, on_adapter: Callable[[ReceivedAdapter], None] | None = None,
         have: Callable[[str], bool] | None = None, window: int = 8,
-        chunk_bytes: int = 1 << 20, max_bytes: int = 4 << 30, remember: int = 4096,
+        chunk_bytes: int = 4 << 20, max_bytes: int = 4 << 30, remember: int = 4096,
     ) -> None:
         self.endpoint = endpoint
         self.window = window
+        self.ack_every = max(1, window // 4)
         self.chunk_bytes = min(chunk_bytes, endpoint.options.max_message_bytes - 4096)
         self.max_bytes = max_bytes
         self._have = have or (lambda sha: False)
@@ -252,8 +256,11 @@ class AdapterReceiver:
         # hashing runs on a worker thread (hashlib drops the GIL), in chunk order
         self._hasher.submit(part.hasher.update, data)
         if end < part.offer.size:
-            self._answer(part.offer, inc.peer, AdapterAck(sha256=head.sha256, received=end,
-                                                          credit=1))
+            part.unacked += 1
+            if part.unacked >= self.ack_every:  # credit back in batches: fewer wake-ups per byte
+                self._answer(part.offer, inc.peer, AdapterAck(sha256=head.sha256, received=end,
+                                                              credit=part.unacked))
+                part.unacked = 0
             return
         part.verifying = True
         digest = asyncio.wrap_future(self._hasher.submit(part.hasher.hexdigest))
