@@ -67,8 +67,11 @@ Hot path. The socket's descriptor is registered with the event loop once;
 when it fires, a callback drains up to ``drain_batch`` messages with
 non-blocking receives and decodes each with msgspec (awaiting each ``recv()``
 is 7x slower, see DESIGN.md section 4). Payload-free messages sent to one
-peer in the same loop pass are coalesced into one frame. Details in
-``swarm.endpoint``; replies, acks and retries in ``swarm.messenger``.
+peer in the same loop pass are coalesced into one frame. A request that is
+the only one in flight polls the socket for up to ``busy_poll_us`` before the
+loop sleeps (``swarm.messenger``), which takes most of the loop's sleep and
+wake-up out of a short round trip. Processes run on uvloop (``swarm.aio``).
+Details in ``swarm.endpoint``; replies, acks and retries in ``swarm.messenger``.
 """
 
 from __future__ import annotations
