@@ -282,19 +282,20 @@ async def swarm_bulk(address: str, payloads: list[bytes]) -> tuple[list[float], 
 def run(quick: bool) -> dict[str, Any]:
     n_msgs = 50_000 if quick else 300_000
     n_rtt = 1000 if quick else 10_000
-    reps = 2 if quick else 9
+    reps = 2 if quick else 15
     size = 64 << 20
     tmp = tempfile.mkdtemp(prefix="swarm-bench-")
     addr = f"ipc://{tmp}/bench.ipc"
     f: dict[str, Any] = {}
     raws, swarms, batched = [], [], []
-    for _ in range(3 if not quick else 1):  # interleaved, best of each
+    for _ in range(5 if not quick else 1):  # interleaved rounds; ratios are medians of rounds
         raws.append(raw_throughput(addr, n_msgs))
         swarms.append(aio.run(swarm_throughput(addr, n_msgs)))
         batched.append(aio.run(swarm_throughput(addr, n_msgs, post=True)))
-    f["raw_small_msgs_per_s"] = max(raws)
-    f["swarm_small_msgs_per_s"] = max(swarms)
-    f["swarm_post_small_msgs_per_s"] = max(batched)
+    f["raw_small_msgs_per_s"] = statistics.median(raws)
+    f["swarm_small_msgs_per_s"] = statistics.median(swarms)
+    f["swarm_post_small_msgs_per_s"] = statistics.median(batched)
+    f["small_msg_throughput_vs_raw_per_round"] = [round(s / r, 3) for s, r in zip(swarms, raws, strict=True)]
     rounds = 2 if quick else 5
     sides = {
         "raw": lambda k: raw_rtt(addr, k),
@@ -341,7 +342,7 @@ def run(quick: bool) -> dict[str, Any]:
     f["sha256_bytes_per_s"] = size / (time.perf_counter() - start)  # the receiver's floor
     f["adapter_payload_bytes"] = size
     ratios = {
-        "small_msg_throughput_vs_raw": f["swarm_small_msgs_per_s"] / f["raw_small_msgs_per_s"],
+        "small_msg_throughput_vs_raw": statistics.median(s / r for s, r in zip(swarms, raws, strict=True)),
         "small_msg_post_throughput_vs_raw":
             f["swarm_post_small_msgs_per_s"] / f["raw_small_msgs_per_s"],
         "rtt_p50_vs_raw": statistics.median(per_round["swarm"]),
