@@ -230,6 +230,7 @@ class AdapterReceiver:
             part = _Partial(offer, inc.peer)
             self._partial[sha] = part
         part.offer, part.peer = offer, inc.peer  # replies go to the latest offer
+        part.unacked = 0  # the new offer gets a full window of fresh credit
         if part.verifying:
             return  # the verdict goes to this offer once the hash is done
         if offer.size == 0:
