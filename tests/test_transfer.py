@@ -107,6 +107,30 @@ def test_transfer_resumes_from_the_receivers_offset_after_a_reconnect(tmp_path: 
     run(main())
 
 
+def test_credit_goes_back_in_batches_of_a_quarter_window(tmp_path: Path) -> None:
+    address = f"ipc://{tmp_path}/credit.ipc"
+    data = os.urandom(8 << 20)
+    sha = hashlib.sha256(data).hexdigest()
+
+    async def main() -> None:
+        got: list[bytes] = []
+        async with Server("recv", address, OPTS) as srv:
+            rx = AdapterReceiver(srv, on_adapter=lambda a: got.append(bytes(a.data)),
+                                 window=8, chunk_bytes=1 << 20)
+            answers: list[Any] = []
+            answer = rx._answer
+            rx._answer = lambda offer, peer, msg: (answers.append(msg), answer(offer, peer, msg))  # type: ignore[method-assign]
+            async with Client("sender-6", address, OPTS) as cli:
+                await cli.wait_up(10)
+                await AdapterSender(cli).send(data, sha)
+        # 8 chunks, credit every 2: after chunks 2, 4 and 6; the 8th gets the verdict
+        credits = [(m.received, m.credit) for m in answers if type(m).__name__ == "AdapterAck" and not m.done]
+        assert credits == [(2 << 20, 2), (4 << 20, 2), (6 << 20, 2)]
+        assert answers[-1].done and answers[-1].ok and got == [data]
+
+    run(main())
+
+
 def test_receiver_killed_mid_64mib_transfer(tmp_path: Path) -> None:
     """SIGKILL the receiver mid-transfer: the sender notices by heartbeat, the
     transfer completes on the restarted receiver, sha256 matches, delivered once."""
