@@ -47,6 +47,15 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    """``asyncio.run(coro)`` on the chosen loop (see the module docstring)."""
-    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+    """``asyncio.run(coro)`` on the chosen loop (see the module docstring).
+
+    Raises:
+        ConfigError: see :func:`loop_factory` (``coro`` is closed, never run).
+    """
+    try:
+        factory = loop_factory()
+    except ConfigError:
+        coro.close()
+        raise
+    with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(coro)
