@@ -20,7 +20,6 @@ way, so ``msgs_vs_raw_pyzmq`` is the runtime's share of bare ZeroMQ.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import json
 import socket
@@ -42,6 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import write_result  # noqa: E402
+from swarm import aio  # noqa: E402
 from swarm.agents.base import Agent, AgentSpec  # noqa: E402
 from swarm.agents.registry import role  # noqa: E402
 from swarm.transport import Client, TransportOptions  # noqa: E402
@@ -94,7 +94,7 @@ def serve(n_agents: int, address: str) -> None:
     specs.append(AgentSpec(agent_id=STATS_ID, role="scale_stats"))
     host = Host("scale-host", config, specs, Path(tempfile.gettempdir()))
     del specs
-    asyncio.run(host.serve_peers(address))
+    aio.run(host.serve_peers(address))  # the loop swarm's host processes run on
 
 
 def raw_echo(address: str) -> None:
@@ -181,7 +181,7 @@ def run_host(n_agents: int, runs: list[int], batch: int, window: int,
     """Start a host with ``n_agents`` agents, measure it, stop it."""
     address = free_address()
     with process("--serve", str(n_agents), "--address", address):
-        return asyncio.run(measure_host(address, n_agents, runs, batch, window, seed))
+        return aio.run(measure_host(address, n_agents, runs, batch, window, seed))
 
 
 def run_raw(runs: list[int], batch: int, window: int, frame_bytes: int) -> list[float]:
