@@ -7,7 +7,7 @@ Layout of each commit's tree (DESIGN.md section 7)::
     agents/<agent_id>/kg.json         knowledge graph, node-link JSON
     artifacts/<name>/...              shared artifacts that agents evolve
     matchmaker/state.json             (on the ``swarm`` branch)
-    rounds/<n>.json                   (on the ``swarm`` branch)
+    rounds/<nnnnn>.json               (on the ``swarm`` branch; rounds/latest.json = newest)
 
 Refs: one branch per agent, ``refs/heads/agent/<id>``; the swarm-wide branch
 ``refs/heads/swarm`` (HEAD) holds rounds and matchmaker state; merges are merge
@@ -61,6 +61,7 @@ from swarm.lineage_read import (
     branch_ref,
 )
 from swarm.lineage_repo import (
+    LATEST_ROUND_PATH,
     MATCHMAKER_PATH,
     SWARM_BRANCH,
     adapter_path,
@@ -86,6 +87,7 @@ __all__ = [
     "FileValue",
     "SWARM_BRANCH",
     "MATCHMAKER_PATH",
+    "LATEST_ROUND_PATH",
     "agent_branch",
     "adapter_path",
     "profile_path",

@@ -21,6 +21,7 @@ __all__ = [
     "GIT_CONFIG",
     "SWARM_BRANCH",
     "MATCHMAKER_PATH",
+    "LATEST_ROUND_PATH",
     "agent_branch",
     "adapter_path",
     "profile_path",
@@ -57,9 +58,13 @@ def kg_path(agent_id: str) -> str:
     return f"agents/{agent_id}/kg.json"
 
 
+LATEST_ROUND_PATH = "rounds/latest.json"  # a copy of the newest round's record
+
+
 def round_path(n: int) -> str:
-    """Where round ``n``'s record lives on the swarm branch: ``rounds/<n>.json``."""
-    return f"rounds/{int(n)}.json"
+    """Where round ``n``'s record lives on the swarm branch: ``rounds/<n, 5 digits>.json``
+    (zero-padded so that ``ls`` and ``git ls-tree`` list the rounds in order)."""
+    return f"rounds/{int(n):05d}.json"
 
 
 def artifact_path(name: str, relpath: str) -> str:

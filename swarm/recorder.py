@@ -8,7 +8,8 @@ lineage store (it is the sole writer). Each round is one atomic batch:
 - a merge commit on ``agent/<student>`` with ``agent/<teacher>`` as second
   parent for every exchange the student kept, so ``git log --graph --all``
   shows who learnt from whom;
-- a commit on ``swarm`` with ``rounds/<n>.json`` (pairings, rewards, scores)
+- a commit on ``swarm`` with ``rounds/<nnnnn>.json`` and ``rounds/latest.json``
+  (pairings, rewards, scores)
   and ``matchmaker/state.json``;
 
 then held-out scores are attached as git notes. A restarted coordinator
@@ -28,6 +29,7 @@ import numpy as np
 from swarm.config import SwarmConfig
 from swarm.errors import LineageError
 from swarm.lineage import (
+    LATEST_ROUND_PATH,
     MATCHMAKER_PATH,
     SWARM_BRANCH,
     CommitSpec,
@@ -35,6 +37,7 @@ from swarm.lineage import (
     adapter_path,
     agent_branch,
     profile_path,
+    round_path,
 )
 from swarm.wire import AgentReport, PairOutcome
 
@@ -97,13 +100,13 @@ class Recorder:
 
     def next_round(self) -> int:
         """The first round not yet committed (0 for a new lineage)."""
-        record = _read_json(self.store, SWARM_BRANCH, "rounds/latest.json")
+        record = _read_json(self.store, SWARM_BRANCH, LATEST_ROUND_PATH)
         return 0 if record is None else int(record["round"]) + 1
 
     def history(self) -> list[dict[str, Any]]:
         """Every committed round record, in order."""
         last = self.next_round()
-        records = (_read_json(self.store, SWARM_BRANCH, f"rounds/{r:05d}.json") for r in range(last))
+        records = (_read_json(self.store, SWARM_BRANCH, round_path(r)) for r in range(last))
         return [r for r in records if r is not None]
 
     def profiles(self, reports: Mapping[str, AgentReport]) -> dict[str, np.ndarray]:
@@ -134,8 +137,8 @@ class Recorder:
             self._committed[o.student] = o.adapter
         body = dict(record)
         specs.append(CommitSpec(SWARM_BRANCH, {
-            f"rounds/{rnd:05d}.json": body,
-            "rounds/latest.json": body,
+            round_path(rnd): body,
+            LATEST_ROUND_PATH: body,
             MATCHMAKER_PATH: self.matchmaker.state(),
         }, f"round {rnd}: mean score {record['mean_score']:.3f}, {len(outcomes)} exchange(s)"))
         shas = self.store.commit_many(specs)

@@ -21,7 +21,7 @@ import pytest
 from swarm.cli_run import _ask_status, run_swarm
 from swarm.config import SwarmConfig, load_config
 from swarm.launcher import LocalLauncher
-from swarm.lineage import LineageReader
+from swarm.lineage import LATEST_ROUND_PATH, LineageReader, round_path
 from tests.conftest import SMALL, free_base_port
 
 pytestmark = pytest.mark.slow
@@ -58,7 +58,7 @@ def test_rounds_learn_and_land_in_the_lineage(tmp_path: Path, model_server: list
     assert [r["round"] for r in history] == [0, 1]
     assert all(0.0 <= r["mean_score"] <= 1.0 for r in history)
     for rnd in (0, 1):
-        record = json.loads(reader.show("swarm", f"rounds/{rnd:05d}.json"))
+        record = json.loads(reader.show("swarm", round_path(rnd)))
         assert record["pairs"] == history[rnd]["pairs"]
         assert len(record["rewards"]) == len(record["pairs"])
     state = json.loads(reader.show("swarm", "matchmaker/state.json"))
@@ -93,7 +93,7 @@ def test_host_killed_mid_round_is_restarted_and_resumes(tmp_path: Path,
     assert code == 0
     assert launcher.children["host-1"].restarts == 1
     reader = LineageReader(config.lineage_dir)
-    records = [json.loads(reader.show("swarm", f"rounds/{r:05d}.json")) for r in range(3)]
+    records = [json.loads(reader.show("swarm", round_path(r))) for r in range(3)]
     host1 = set(json.loads((config.run_dir / "hosts.json").read_text())[1])
     assert host1 & set(records[1]["unavailable"])  # the round went on without them
     assert set(records[1]["scores"]) == set(records[0]["scores"]) - host1
@@ -120,7 +120,7 @@ def test_coordinator_killed_then_resumed(tmp_path: Path, model_server: list[str]
     finally:
         launcher.stop()
     reader = LineageReader(config.lineage_dir)
-    committed = json.loads(reader.show("swarm", "rounds/latest.json"))["round"]
+    committed = json.loads(reader.show("swarm", LATEST_ROUND_PATH))["round"]
     state_before = json.loads(reader.show("swarm", "matchmaker/state.json"))
 
     from swarm.recorder import Recorder
@@ -133,7 +133,7 @@ def test_coordinator_killed_then_resumed(tmp_path: Path, model_server: list[str]
 
     assert [r["round"] for r in summary["history"]] == [0, 1, 2]
     assert summary["history"][committed] == json.loads(
-        reader.show("swarm", f"rounds/{committed:05d}.json"))
+        reader.show("swarm", round_path(committed)))
 
 
 def _wait_for_round(config: SwarmConfig, rnd: int, timeout: float = 600.0) -> None:
@@ -142,7 +142,7 @@ def _wait_for_round(config: SwarmConfig, rnd: int, timeout: float = 600.0) -> No
         if (config.lineage_dir / "HEAD").exists():
             try:
                 latest = json.loads(LineageReader(config.lineage_dir).show("swarm",
-                                                                          "rounds/latest.json"))
+                                                                          LATEST_ROUND_PATH))
                 if latest["round"] >= rnd:
                     return
             except Exception:  # not committed yet
