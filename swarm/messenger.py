@@ -202,8 +202,8 @@ class Messenger(Endpoint):
                         raise
                 if not ack_only and self.options.busy_poll_us > 0:
                     await asyncio.sleep(0)  # requests made in the same loop pass go out first
-                    if not fut.done() and len(waiting) == 1:
-                        self._busy_poll(fut)
+                    if len(waiting) == 1:
+                        self._busy_poll(fut)  # returns at once if the answer is in
                 inc = await fut
             finally:
                 timer.cancel()

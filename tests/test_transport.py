@@ -54,8 +54,9 @@ def test_options_and_endpoint_from_config() -> None:
 
 @pytest.mark.parametrize("budget_us", [0, 2_000_000])
 def test_a_lone_request_takes_its_answer_in_the_busy_poll(echo: Peer, address: str, budget_us: int) -> None:
-    # With a budget (2 s here, far above a local round trip) the answer is taken while the
-    # request still polls; with none the request never polls.
+    # With a budget (2 s here, far above a local round trip) the answer is in when the poll
+    # returns (taken during it, or already before it on a loaded machine); with none the
+    # request never polls.
     async def main() -> None:
         opts = TransportOptions(heartbeat_ms=HB, liveness=3, busy_poll_us=budget_us)
         async with Client("host-a", address, opts) as cli:
@@ -72,10 +73,11 @@ def test_a_lone_request_takes_its_answer_in_the_busy_poll(echo: Peer, address: s
                 inc = await cli.request(Chat(sender="a", recipient="b", content=str(i)), timeout=10)
                 assert inc.msg.content == str(i)
             assert polled == ([True] * 5 if budget_us else [])
-            # two requests made in one loop pass: both go out, neither spins, both answered
+            # two requests made in one loop pass: both go out before either polls, so at most
+            # the one still waiting after the other was answered polls (none, unloaded)
             both = await asyncio.gather(*(cli.request(Chat(sender="a", content=c), timeout=10) for c in "xy"))
             assert [inc.msg.content for inc in both] == ["x", "y"]
-            assert len(polled) == (5 if budget_us else 0)
+            assert len(polled) in ((5, 6) if budget_us else (0,))
 
     run(main())
 
