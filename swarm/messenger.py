@@ -47,6 +47,7 @@ class Messenger(Endpoint):
         self._answered: OrderedDict[str, None] = OrderedDict()  # reliable requests done
         self._seen: OrderedDict[str, list[Frame] | None] = OrderedDict()  # ack=True ids
         self._routes: dict[str, bytes] | None = None  # sender -> peer, learnt by a Server
+        self._answer_s = 0.0  # moving average of how long lone requests wait for their answer
 
     def expect(self, msg_id: str, hook: Hook | None) -> None:
         """Route replies whose ``correlation_id`` is ``msg_id`` to ``hook`` (``None`` stops)."""
@@ -167,7 +168,9 @@ class Messenger(Endpoint):
 
         A fast answer is then taken while the process is still running, instead of
         after the loop's sleep and wake-up, which is most of a short round trip.
-        Slow answers cost at most ``busy_poll_us`` of CPU per request.
+        ``_exchange`` only polls while lone answers have been arriving within the
+        budget on average, so a peer that answers slowly (a model generating
+        text) costs no polling at all.
         """
         sock = self._sock
         if sock is None:
@@ -194,6 +197,7 @@ class Messenger(Endpoint):
             waiting[msg.msg_id] = lambda inc, f=fut: _settle(f, inc)  # type: ignore[misc]
             timer = loop.call_later(min(left, self.options.timeout_s) if retry else left,
                                     _settle, fut, None)
+            sent, lone = time.perf_counter(), False
             try:
                 try:
                     await self.send(msg, payload, peer)
@@ -202,12 +206,15 @@ class Messenger(Endpoint):
                         raise
                 if not ack_only and self.options.busy_poll_us > 0:
                     await asyncio.sleep(0)  # requests made in the same loop pass go out first
-                    if len(waiting) == 1:
+                    lone = len(waiting) == 1
+                    if lone and self._answer_s <= self.options.busy_poll_us * 1e-6:
                         self._busy_poll(fut)  # returns at once if the answer is in
                 inc = await fut
             finally:
                 timer.cancel()
                 waiting.pop(msg.msg_id, None)
+            if lone and inc is not None:
+                self._answer_s += 0.2 * (time.perf_counter() - sent - self._answer_s)
             if inc is not None and not _is_down(inc):
                 if retry and not ack_only:
                     self._answered[msg.msg_id] = None

@@ -95,6 +95,29 @@ def test_many_agents_share_one_client_and_replies_route_by_agent(echo: Peer, add
     run(main())
 
 
+def test_no_busy_poll_towards_a_peer_that_answers_slowly(address: str) -> None:
+    # Answers take 20 ms, far over the 300 us budget: after the first one the client
+    # stops polling instead of burning 300 us of CPU per request.
+    async def main() -> None:
+        async with Client("host-a", address, TransportOptions(heartbeat_ms=HB, liveness=3)) as cli:
+            await cli.wait_up(10)
+            polls: list[int] = []
+            poll = cli._busy_poll
+
+            def spy(fut: asyncio.Future[Any]) -> None:
+                polls.append(1)
+                poll(fut)
+
+            cli._busy_poll = spy  # type: ignore[method-assign]
+            for i in range(5):
+                inc = await cli.request(Chat(sender="a", recipient="b", content=str(i)), timeout=10)
+                assert inc.msg.content == str(i)
+            assert len(polls) == 1
+
+    with Peer("echo", address, "--hb", str(HB), "--delay-ms", "20"):
+        run(main())
+
+
 def test_server_routes_by_recipient_and_refuses_unknown_peers(address: str) -> None:
     async def main() -> None:
         async with Server("srv", address, OPTS) as srv, Client("host-b", address, OPTS) as cli:

@@ -115,6 +115,8 @@ async def main(args: argparse.Namespace) -> None:
         print("READY", flush=True)
         while True:
             for inc in await server.recv_batch():
+                if args.mode == "echo" and args.delay_ms:
+                    await asyncio.sleep(args.delay_ms / 1000.0)  # a slow peer
                 reply, payload = _echo(inc, agents)
                 await server.reply(inc, reply, payload)  # type: ignore[arg-type]
 
