@@ -213,8 +213,9 @@ class Messenger(Endpoint):
             finally:
                 timer.cancel()
                 waiting.pop(msg.msg_id, None)
-            if lone and inc is not None:
-                self._answer_s += 0.2 * (time.perf_counter() - sent - self._answer_s)
+            if lone and inc is not None:  # clamped: one stray slow answer must not stop polling
+                waited = min(time.perf_counter() - sent, 4e-6 * self.options.busy_poll_us)
+                self._answer_s += 0.1 * (waited - self._answer_s)
             if inc is not None and not _is_down(inc):
                 if retry and not ack_only:
                     self._answered[msg.msg_id] = None

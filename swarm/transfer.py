@@ -180,7 +180,7 @@ class AdapterReceiver:
 
     def __init__(
         self, endpoint: Messenger, on_adapter: Callable[[ReceivedAdapter], None] | None = None,
-        have: Callable[[str], bool] | None = None, window: int = 8,
+        have: Callable[[str], bool] | None = None, window: int = 16,
         chunk_bytes: int = 4 << 20, max_bytes: int = 4 << 30, remember: int = 4096,
     ) -> None:
         self.endpoint = endpoint
