@@ -168,9 +168,9 @@ class Messenger(Endpoint):
 
         A fast answer is then taken while the process is still running, instead of
         after the loop's sleep and wake-up, which is most of a short round trip.
-        ``_exchange`` only polls while lone answers have been arriving within the
-        budget on average, so a peer that answers slowly (a model generating
-        text) costs no polling at all.
+        ``_exchange`` only polls while lone answers have been arriving within three
+        budgets on average, so a peer that answers slowly (a model generating
+        text) soon costs no polling at all.
         """
         sock = self._sock
         if sock is None:
@@ -207,14 +207,14 @@ class Messenger(Endpoint):
                 if not ack_only and self.options.busy_poll_us > 0:
                     await asyncio.sleep(0)  # requests made in the same loop pass go out first
                     lone = len(waiting) == 1
-                    if lone and self._answer_s <= self.options.busy_poll_us * 1e-6:
+                    if lone and self._answer_s <= 3e-6 * self.options.busy_poll_us:
                         self._busy_poll(fut)  # returns at once if the answer is in
                 inc = await fut
             finally:
                 timer.cancel()
                 waiting.pop(msg.msg_id, None)
             if lone and inc is not None:  # clamped: one stray slow answer must not stop polling
-                waited = min(time.perf_counter() - sent, 4e-6 * self.options.busy_poll_us)
+                waited = min(time.perf_counter() - sent, 10e-6 * self.options.busy_poll_us)
                 self._answer_s += 0.1 * (waited - self._answer_s)
             if inc is not None and not _is_down(inc):
                 if retry and not ack_only:
