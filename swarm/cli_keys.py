@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from typing import Any
 
 from swarm.security import add_key, init_keys, list_keys, public_key_text
@@ -36,6 +37,10 @@ def register(sub: Any) -> None:
     add.add_argument("name", help="a name for the peer (letters, digits, _ . -)")
     add.add_argument("key", help="the peer's public key or its .key file")
     add.set_defaults(handler=_add)
+    # Z85 has '-' in its alphabet, so about one key in 85 starts with it; argparse would
+    # take such a key for an option. Its negative-number rule is the one hook that makes
+    # a leading '-' positional: widen it to a 40-character key.
+    add._negative_number_matcher = re.compile(r"^-[0-9a-zA-Z.:+=^!/*?&<>()\[\]{}@%$#-]{39}$")
 
     show = keys_sub.add_parser("list", help="show this node's public key and the allow-list")
     show.set_defaults(handler=_list)
