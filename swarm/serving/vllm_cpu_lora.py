@@ -15,7 +15,9 @@ layout. Each LoRA op then gathers the ``u`` adapters' matrices once and runs
 one ``bmm``; a batch with a single adapter runs one plain matmul. Tokens
 without a LoRA get exactly nothing added, as on the GPU kernels. When the
 groups are so uneven that padding would more than double the rows, the op
-loops over the groups instead.
+loops over the groups instead. LoRA on the logits (an adapter that targets
+``lm_head``) still runs through vLLM's own op; swarm's adapters target the
+attention and MLP projections only.
 
 It is installed by :func:`install`, the ``vllm.general_plugins`` entry point of
 the swarm package, which vLLM runs in every process it starts (the engine core
