@@ -120,18 +120,6 @@ class Messenger(Endpoint):
         )
         await self.send(msg, payload, peer=to.peer)
 
-    def reply_now(self, to: Incoming, msg: Message) -> None:
-        """``reply`` for a payload-free answer, without waiting (from a hook, say).
-
-        Raises:
-            PeerUnavailable: the peer is gone or the socket has no room.
-        """
-        self.post(msgspec.structs.replace(
-            msg, correlation_id=to.msg.msg_id, recipient=msg.recipient or to.msg.sender,
-            sender=msg.sender or to.msg.recipient,
-            round=to.msg.round if msg.round < 0 else msg.round,
-        ), peer=to.peer)
-
     async def request(
         self, msg: Message, payload: Sequence[Frame] = (), peer: bytes | None = None,
         timeout: float = 30.0, reliable: bool = False,
@@ -179,7 +167,16 @@ class Messenger(Endpoint):
         end = clock() + self.options.busy_poll_us * 1e-6
         while not fut.done() and clock() < end:
             if opt(_EVENTS) & _POLLIN:  # type: ignore[operator]
-                self._on_readable()
+                try:
+                    self._on_readable()
+                except Exception as exc:  # a hook's error is not this request's: report it as
+                    # the loop would for its reader callback, and let the loop drain the rest
+                    assert self._loop is not None
+                    self._loop.call_exception_handler({
+                        "message": f"{self.name}: message hook failed", "exception": exc})
+                    self._drain_due = False
+                    self._schedule_drain()
+                    return
 
     async def _exchange(
         self, msg: Message, payload: Sequence[Frame], peer: bytes | None, timeout: float,

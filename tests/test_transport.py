@@ -118,6 +118,30 @@ def test_no_busy_poll_towards_a_peer_that_answers_slowly(address: str) -> None:
         run(main())
 
 
+def test_a_failing_hook_during_the_busy_poll_does_not_fail_the_request(address: str) -> None:
+    # The echo of a fire-and-forget Chat reaches a hook that raises while a request polls
+    # (answers 5 ms apart, a 50 ms budget): the error goes to the loop's handler, as it
+    # would from the reader callback, and the request still gets its own answer.
+    async def main() -> None:
+        errors: list[BaseException] = []
+        asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: errors.append(ctx["exception"]))
+        opts = TransportOptions(heartbeat_ms=HB, liveness=3, busy_poll_us=50_000)
+        async with Client("host-a", address, opts) as cli:
+            await cli.wait_up(10)
+
+            def hook(inc: Any) -> None:
+                raise RuntimeError(f"hook failed on {inc.msg.content}")
+
+            cli.add_hook(Chat, hook)
+            await cli.send(Chat(sender="a", recipient="b", content="boom"))
+            inc = await cli.request(Chat(sender="a", recipient="b", content="ok"), timeout=10)
+            assert inc.msg.content == "ok"
+        assert [str(e) for e in errors] == ["hook failed on boom"]
+
+    with Peer("echo", address, "--hb", str(HB), "--delay-ms", "5"):
+        run(main())
+
+
 def test_server_routes_by_recipient_and_refuses_unknown_peers(address: str) -> None:
     async def main() -> None:
         async with Server("srv", address, OPTS) as srv, Client("host-b", address, OPTS) as cli:

@@ -90,10 +90,25 @@ def test_kernel_choice_env_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setenv(vllm_cpu_lora.ENV, "fast")
     with pytest.raises(BackendError, match="SWARM_VLLM_LORA_KERNELS must be 'grouped' or 'vllm'"):
-        vllm_cpu_lora.install()
-    monkeypatch.setenv(vllm_cpu_lora.ENV, "vllm")
-    vllm_cpu_lora.install()
+        vllm_cpu_lora.engine_uses_grouped()
+    vllm_cpu_lora.install()  # as a vLLM plugin: logs, keeps vLLM's kernels, stops nothing
     assert not vllm_cpu_lora.active()
     monkeypatch.setenv(vllm_cpu_lora.ENV, "grouped")
     vllm_cpu_lora.install()
-    assert vllm_cpu_lora.active()
+    assert vllm_cpu_lora.active() and vllm_cpu_lora.engine_uses_grouped()
+    monkeypatch.setenv("VLLM_PLUGINS", "some_other_plugin")  # the engine would not load ours
+    assert not vllm_cpu_lora.engine_uses_grouped()
+    monkeypatch.setenv(vllm_cpu_lora.ENV, "vllm")
+    monkeypatch.delenv("VLLM_PLUGINS")
+    vllm_cpu_lora.install()
+    assert not vllm_cpu_lora.active() and not vllm_cpu_lora.engine_uses_grouped()
+    monkeypatch.setenv(vllm_cpu_lora.ENV, "grouped")
+    vllm_cpu_lora.install()
+
+
+def test_no_tokens_no_work() -> None:
+    lora_a, lora_b = _weights(1)
+    y = torch.zeros(0, RANK)
+    grouped_shrink(y, torch.zeros(0, IN), lora_a, 1.0, plan(torch.zeros(0, dtype=torch.long)))
+    out = torch.zeros(0, OUT)
+    grouped_expand(out, y, lora_b, 0, OUT, True, plan(torch.zeros(0, dtype=torch.long)))

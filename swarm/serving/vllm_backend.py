@@ -84,10 +84,13 @@ class VLLMBackend:
 
         from swarm.serving import vllm_cpu_lora
 
-        vllm_cpu_lora.install()  # the plugin does this in vLLM's processes; this covers an in-process engine
+        # The engine's own processes get the kernels from the plugin (vLLM spawns them);
+        # installing here covers an engine run in this process. The zero adapter stays
+        # on unless the plugin will be there.
+        self.grouped_kernels = vllm_cpu_lora.engine_uses_grouped()
+        vllm_cpu_lora.install()
         self.resolver = resolver
         self.capacity = max(max_cpu_loras or max_loras, max_loras)
-        self.grouped_kernels = vllm_cpu_lora.active()
         use_zero = (current_platform.is_cpu() and not self.grouped_kernels
                     if zero_base_adapter is None else zero_base_adapter)  # fmt: skip
         self.engine = LLM(

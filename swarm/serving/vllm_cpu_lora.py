@@ -27,6 +27,7 @@ and its workers). It only acts on the CPU platform, and
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -36,9 +37,10 @@ from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
 
 from swarm.errors import BackendError
 
-__all__ = ["ENV", "GroupedPunicaWrapper", "LoraPlan", "active", "grouped_expand", "grouped_shrink",
-           "install", "plan"]  # fmt: skip
+__all__ = ["ENV", "GroupedPunicaWrapper", "LoraPlan", "active", "engine_uses_grouped", "grouped_expand",
+           "grouped_shrink", "install", "kernel_choice", "plan"]  # fmt: skip
 
+_log = logging.getLogger(__name__)
 ENV = "SWARM_VLLM_LORA_KERNELS"
 _QUALNAME = f"{__name__}.GroupedPunicaWrapper"
 _MAX_PADDING = 2.0  # padded rows / real rows above which an op loops over the groups
@@ -97,6 +99,8 @@ def _matrices(weights: torch.Tensor, rows: int | None = None) -> torch.Tensor:
 
 def _apply(x: torch.Tensor, w: torch.Tensor, p: LoraPlan) -> torch.Tensor:
     """Row ``t`` of the result is ``x[t] @ w[slot of t].T`` (zero for tokens without a LoRA)."""
+    if x.shape[0] == 0:
+        return x.new_zeros((0, w.shape[1]), dtype=w.dtype)
     single = p.single
     if single is not None:
         if single < 0:
@@ -191,18 +195,56 @@ def active() -> bool:
     return bool(current_platform.is_cpu() and current_platform.get_punica_wrapper() == _QUALNAME)
 
 
-def install() -> None:
-    """Make vLLM's CPU platform use :class:`GroupedPunicaWrapper`, or with
-    ``SWARM_VLLM_LORA_KERNELS=vllm`` its own wrapper again.
-
-    The ``vllm.general_plugins`` entry point: safe to call many times, a no-op off the CPU.
+def kernel_choice() -> str:
+    """``SWARM_VLLM_LORA_KERNELS``: ``grouped`` (the default) or ``vllm``.
 
     Raises:
-        BackendError: ``SWARM_VLLM_LORA_KERNELS`` is neither ``grouped`` nor ``vllm``.
+        BackendError: any other value.
     """
     choice = os.environ.get(ENV, "grouped")
     if choice not in ("grouped", "vllm"):
         raise BackendError(f"{ENV} must be 'grouped' or 'vllm', got {choice!r}")
+    return choice
+
+
+def engine_uses_grouped() -> bool:
+    """Whether a vLLM engine started now runs the grouped kernels in *its* processes.
+
+    vLLM starts its CPU workers with ``spawn``, so what this process patched does
+    not reach them: only the plugin does, when swarm's entry point is installed and
+    ``VLLM_PLUGINS`` (if set) names it.
+
+    Raises:
+        BackendError: ``SWARM_VLLM_LORA_KERNELS`` is malformed.
+    """
+    from importlib.metadata import entry_points
+
+    from vllm.platforms import current_platform
+
+    if kernel_choice() != "grouped" or not current_platform.is_cpu():
+        return False
+    names = {ep.name for ep in entry_points(group="vllm.general_plugins")
+             if ep.value == f"{__name__}:install"}  # fmt: skip
+    allowed = os.environ.get("VLLM_PLUGINS")
+    if allowed is not None:
+        names &= set(allowed.split(","))
+    return bool(names)
+
+
+def install() -> None:
+    """Make vLLM's CPU platform use :class:`GroupedPunicaWrapper`, or with
+    ``SWARM_VLLM_LORA_KERNELS=vllm`` its own wrapper again.
+
+    The ``vllm.general_plugins`` entry point: safe to call many times, a no-op off the
+    CPU. vLLM calls plugins outside any error handling, so a malformed
+    ``SWARM_VLLM_LORA_KERNELS`` is logged and leaves vLLM's kernels in place instead of
+    stopping every vLLM process of the environment (``VLLMBackend`` refuses it).
+    """
+    try:
+        choice = kernel_choice()
+    except BackendError as exc:
+        _log.warning("%s; using vLLM's own LoRA kernels", exc)
+        choice = "vllm"
     from vllm.platforms import current_platform
 
     if not current_platform.is_cpu():
