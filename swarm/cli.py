@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from swarm import __version__
+from swarm.cli_keys import key_after_dashes
 from swarm.errors import SwarmError
 
 __all__ = ["main", "build_parser"]
@@ -45,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``swarm`` console script."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(key_after_dashes(sys.argv[1:] if argv is None else argv))
     try:
         code: int = args.handler(args)
     except SwarmError as exc:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import re
+from collections.abc import Sequence
 from typing import Any
 
 from swarm.security import add_key, init_keys, list_keys, public_key_text
 
-__all__ = ["register"]
+__all__ = ["register", "key_after_dashes"]
 
 _DEFAULT_DIR = "~/.swarm/keys"
 
@@ -37,10 +37,6 @@ def register(sub: Any) -> None:
     add.add_argument("name", help="a name for the peer (letters, digits, _ . -)")
     add.add_argument("key", help="the peer's public key or its .key file")
     add.set_defaults(handler=_add)
-    # Z85 has '-' in its alphabet, so about one key in 85 starts with it; argparse would
-    # take such a key for an option. Its negative-number rule is the one hook that makes
-    # a leading '-' positional: widen it to a 40-character key.
-    add._negative_number_matcher = re.compile(r"^-[0-9a-zA-Z.:+=^!/*?&<>()\[\]{}@%$#-]{39}$")
 
     show = keys_sub.add_parser("list", help="show this node's public key and the allow-list")
     show.set_defaults(handler=_list)
@@ -49,6 +45,29 @@ def register(sub: Any) -> None:
         parser.add_argument(
             "--dir", default=_DEFAULT_DIR, help=f"keys directory (default {_DEFAULT_DIR})"
         )
+
+
+def key_after_dashes(argv: Sequence[str]) -> list[str]:
+    """``swarm keys add NAME KEY`` with a KEY that starts with '-', moved behind ``--``.
+
+    Z85 has '-' in its alphabet, so about one public key in 85 starts with it, and
+    argparse would read such a key as an option (``-h...`` even as ``--help``). A
+    40-character argument starting with '-' is the key: it goes last, after ``--``.
+    """
+    argv = list(argv)
+    if argv[:2] != ["keys", "add"] or "--" in argv:
+        return argv
+    rest: list[str] = []
+    key = None
+    tokens = iter(argv[2:])
+    for tok in tokens:
+        if tok == "--dir":
+            rest += [tok, next(tokens, "")]
+        elif key is None and len(tok) == 40 and tok.startswith("-"):
+            key = tok
+        else:
+            rest.append(tok)
+    return argv if key is None else ["keys", "add", *rest, "--", key]
 
 
 def _init(args: argparse.Namespace) -> int:

@@ -27,11 +27,14 @@ def test_keys_cli_init_add_list(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main(["keys", "add", "bad", "not-a-key", "--dir", str(keys)]) == 2
     dash_key = "-" + peer_key[1:]  # Z85 has '-': about one key in 85 starts with it
     assert main(["keys", "add", "peer-3", dash_key, "--dir", str(keys)]) == 0
+    for name, key in (("peer-4", "-h" + peer_key[2:]), ("peer-5", "--" + peer_key[2:])):
+        assert main(["keys", "add", "--dir", str(keys), name, key]) == 0
     capsys.readouterr()
     assert main(["keys", "list", "--dir", str(keys)]) == 0
     out = capsys.readouterr().out
     assert f"peer-1  {peer_key}" in out and f"self: {public_key_text(keys)}" in out
     assert list_keys(keys) == {"peer-1": peer_key, "peer-2": peer_key, "peer-3": dash_key,
+                               "peer-4": "-h" + peer_key[2:], "peer-5": "--" + peer_key[2:],
                                "self": public_key_text(keys)}
     assert (keys / "self.key_secret").stat().st_mode & 0o777 == 0o600
 
