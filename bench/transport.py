@@ -39,7 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -380,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
                          cwd=Path(__file__).parent).stdout.strip()
     result = {
         "bench": "transport",
-        "when": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "when": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "git": git,
         "machine": {"cpus": os.cpu_count(), "platform": f"{platform.system()}-{platform.machine()}",
                     "python": platform.python_version(), "gpu": None},

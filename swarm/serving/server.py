@@ -174,7 +174,7 @@ class ModelServer:
                 return batch
             try:
                 items = await srv.recv_batch(self.max_batch, timeout=left)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return batch
 
     async def _serve(self, srv: Server, batch: list[Incoming], pool: ThreadPoolExecutor) -> None:
