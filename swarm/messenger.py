@@ -174,8 +174,7 @@ class Messenger(Endpoint):
                     assert self._loop is not None
                     self._loop.call_exception_handler({
                         "message": f"{self.name}: message hook failed", "exception": exc})
-                    self._drain_due = False
-                    self._schedule_drain()
+                    self._schedule_drain()  # _on_readable cleared _drain_due on entry
                     return
 
     async def _exchange(
