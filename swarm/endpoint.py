@@ -12,8 +12,8 @@ after every send and on every heartbeat tick the endpoint re-checks
 Writing: a payload-free message goes out at once unless another one went out
 less than 50 us ago; then it queues, and the queue leaves at the end of the
 event-loop pass (``call_soon``) or when ``max_batch`` messages or
-``max_batch_bytes`` are queued, as one frame per peer (a msgpack array of the
-already encoded messages). A lone request pays no latency; a burst from many
+``max_batch_bytes`` are queued, as one frame per peer: a msgpack array the
+messages are encoded straight into (``Writer.write``), with no copy per message. A lone request pays no latency; a burst from many
 agents costs one ZeroMQ message per peer instead of one per agent message. When the socket is full the writer stalls:
 queued frames keep their order and ``send`` waits (backpressure) until there
 is room again or the liveness timeout passes (``PeerUnavailable``).
@@ -325,15 +325,12 @@ class Endpoint:
             await self._writer.send_frames(self._head(dest) + frames)
             self._sent(msg, frames)
             return
-        if self._writer.stalled:
-            await self._writer.wait_unstalled()
-        dest = self._dest(msg, peer)
-        data = _ENCODE(msg)
-        if len(data) > self._max_bytes:
-            raise WireError("envelope over max_message_bytes", kind="oversize")
-        self._writer.enqueue(dest, data)
+        writer = self._writer
+        if writer.stalled:
+            await writer.wait_unstalled()
+        writer.write(self._dest(msg, peer), msg, self._max_bytes)
         if msg.correlation_id is not None:
-            self._sent(msg, [data])
+            self._sent(msg, None)
 
     def post(self, msg: Message, peer: bytes | None = None) -> None:
         """Queue a payload-free message without waiting (the hot path for many agents).
@@ -346,14 +343,11 @@ class Endpoint:
         if type(msg) in PAYLOAD_TYPES:
             raise WireError(f"{type(msg).__name__} carries payload frames: use send()",
                             kind="frames")
-        data = _ENCODE(msg)
-        if len(data) > self._max_bytes:
-            raise WireError("envelope over max_message_bytes", kind="oversize")
         if self._writer.stalled:
             raise PeerUnavailable(f"{self.name}: no room to send (stalled)")
-        self._writer.enqueue(dest, data)
+        self._writer.write(dest, msg, self._max_bytes)
         if msg.correlation_id is not None:
-            self._sent(msg, [data])
+            self._sent(msg, None)
 
     async def send_batch(self, msgs: Sequence[Message], peer: bytes | None = None) -> None:
         """Send payload-free messages (for one peer) back to back; they share frames."""
@@ -370,8 +364,12 @@ class Endpoint:
             return False
         return self._send_now(dest, encode(msg, payload))
 
-    def _sent(self, msg: Message, frames: list[Frame]) -> None:
-        """Hook after a message was handed to the writer (roles cache replies here)."""
+    def _sent(self, msg: Message, frames: list[Frame] | None) -> None:
+        """Hook after a message was handed to the writer (roles cache replies here).
+
+        ``frames`` are the message's frames if it had payload, else ``None``
+        (it was encoded straight into a batch; ``encode(msg)`` gives its frame).
+        """
 
     def _send_now(self, dest: bytes, frames: list[Frame]) -> bool:
         """Non-blocking send of control traffic (acks, errors, heartbeats, transfer replies)."""

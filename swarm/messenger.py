@@ -99,10 +99,10 @@ class Messenger(Endpoint):
             self._seen.popitem(last=False)
         return False
 
-    def _sent(self, msg: Message, frames: list[Frame]) -> None:
+    def _sent(self, msg: Message, frames: list[Frame] | None) -> None:
         corr = msg.correlation_id
-        if corr is not None and corr in self._seen:
-            self._seen[corr] = frames  # the cached answer to a must-not-lose request
+        if corr is not None and corr in self._seen:  # the cached answer to a must-not-lose request
+            self._seen[corr] = frames if frames is not None else encode(msg)
 
     def _fail_pending(self, reason: str) -> None:
         for hook in [*self._pending.values(), *self._acks.values()]:

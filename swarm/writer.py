@@ -6,12 +6,13 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import msgspec
 import zmq
 
-from swarm.errors import PeerUnavailable
-from swarm.wire import Frame
+from swarm.errors import PeerUnavailable, WireError
+from swarm.wire import Frame, Message
 
 if TYPE_CHECKING:
     from swarm.endpoint import Endpoint
@@ -23,6 +24,9 @@ _ZERO_COPY_MIN = 1 << 20
 _QUIET = 50e-6  # a send this soon after a direct one is coalesced (Nagle-like window)
 _clock = time.perf_counter
 _LAST, _MORE = int(zmq.NOBLOCK), int(zmq.NOBLOCK | zmq.SNDMORE)  # ints: enum flags are slow to combine
+_ENCODER = msgspec.msgpack.Encoder()
+_ENCODE, _ENCODE_INTO = _ENCODER.encode, _ENCODER.encode_into
+_HEAD = b"\xdd\0\0\0\0"  # a batch frame starts as a msgpack array32; the count is set at flush
 
 
 class Writer:
@@ -30,8 +34,9 @@ class Writer:
 
     def __init__(self, endpoint: Endpoint) -> None:
         self._ep = endpoint
-        self._out: dict[bytes, list[bytes]] = {}
-        self._out_n = self._out_bytes = 0
+        # per peer: [the batch frame, messages in it]; messages are encoded straight into it
+        self._out: dict[bytes, list[Any]] = {}
+        self._out_n = 0
         self._max_batch = endpoint.options.max_batch
         self._max_batch_bytes = endpoint.options.max_batch_bytes
         self._flush_handle: asyncio.Handle | None = None
@@ -39,23 +44,60 @@ class Writer:
         self.stalled: deque[list[Frame]] = deque()
         self._unstalled = asyncio.Event()
 
+    def write(self, dest: bytes, msg: Message, limit: int) -> None:
+        """Send ``msg`` (payload-free) to ``dest``: at once when quiet, else into its batch.
+
+        Raises:
+            WireError: ``msg`` encodes to more than ``limit`` bytes (nothing is sent).
+        """
+        batch = self._out.get(dest)
+        if batch is None:
+            if not self._out and not self.stalled and (now := _clock()) - self._last_direct > _QUIET:
+                data = _ENCODE(msg)
+                if len(data) > limit:
+                    raise WireError("envelope over max_message_bytes", kind="oversize")
+                self._send_direct(dest, data, now)
+                return
+            batch = self._out[dest] = [bytearray(_HEAD), 0]
+        buf = batch[0]
+        start = len(buf)
+        _ENCODE_INTO(msg, buf, -1)
+        if len(buf) - start > limit:
+            del buf[start:]
+            if not batch[1]:
+                del self._out[dest]
+            raise WireError("envelope over max_message_bytes", kind="oversize")
+        batch[1] += 1
+        self._out_n += 1  # _queued, inlined: this is the hot path of every batched message
+        if self._out_n >= self._max_batch or len(buf) >= self._max_batch_bytes:
+            self.flush()
+        elif self._flush_handle is None and self._ep._loop is not None:
+            self._flush_handle = self._ep._loop.call_soon(self.flush)
+
     def enqueue(self, dest: bytes, data: bytes) -> None:
-        if not self._out and not self.stalled and (now := _clock()) - self._last_direct > _QUIET:
-            # Nothing sent just now: send at once (no added latency). Messages that
-            # follow within _QUIET queue up and leave as one frame per peer.
-            self._last_direct = now
-            sent = self.try_send(self._ep._head(dest) + [data])
-            if sent is False:
-                self._stall(self._ep._head(dest) + [data])
-            self._ep._check_readable()
-            return
-        queue = self._out.get(dest)
-        if queue is None:
-            queue = self._out[dest] = []
-        queue.append(data)
+        """Like ``write``, for a message already encoded (``data``)."""
+        batch = self._out.get(dest)
+        if batch is None:
+            if not self._out and not self.stalled and (now := _clock()) - self._last_direct > _QUIET:
+                self._send_direct(dest, data, now)
+                return
+            batch = self._out[dest] = [bytearray(_HEAD), 0]
+        batch[0] += data
+        batch[1] += 1
+        self._queued(len(batch[0]))
+
+    def _send_direct(self, dest: bytes, data: bytes, now: float) -> None:
+        # Nothing sent just now: send at once (no added latency). Messages that
+        # follow within _QUIET queue up and leave as one frame per peer.
+        self._last_direct = now
+        frames = self._ep._head(dest) + [data]
+        if self.try_send(frames) is False:
+            self._stall(frames)
+        self._ep._check_readable()
+
+    def _queued(self, batch_bytes: int) -> None:
         self._out_n += 1
-        self._out_bytes += len(data)
-        if self._out_n >= self._max_batch or self._out_bytes >= self._max_batch_bytes:
+        if self._out_n >= self._max_batch or batch_bytes >= self._max_batch_bytes:
             self.flush()
         elif self._flush_handle is None and self._ep._loop is not None:
             self._flush_handle = self._ep._loop.call_soon(self.flush)
@@ -68,9 +110,13 @@ class Writer:
         if not self._out:
             return
         out, self._out = self._out, {}
-        self._out_n = self._out_bytes = 0
-        for dest, datas in out.items():
-            frame = datas[0] if len(datas) == 1 else _array_header(len(datas)) + b"".join(datas)
+        self._out_n = 0
+        for dest, (buf, count) in out.items():
+            if count == 1:
+                frame: Frame = bytes(memoryview(buf)[len(_HEAD):])  # a lone message goes as itself
+            else:
+                buf[1:len(_HEAD)] = count.to_bytes(4, "big")
+                frame = buf
             frames = self._ep._head(dest) + [frame]
             if self.stalled or self.try_send(frames) is False:
                 self._stall(frames)
@@ -145,12 +191,3 @@ class Writer:
                                       f"{self._ep.options.timeout_s} s")
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.005)
-
-
-def _array_header(n: int) -> bytes:
-    """The msgpack header of an array of ``n`` items (the batch frame)."""
-    if n < 16:
-        return bytes([0x90 | n])
-    if n < 1 << 16:
-        return b"\xdc" + n.to_bytes(2, "big")
-    return b"\xdd" + n.to_bytes(4, "big")

@@ -315,3 +315,25 @@ def test_send_batch_delivers_every_message(echo: Peer, address: str) -> None:
             assert sorted(got, key=int) == [str(i) for i in range(50)]
 
     run(main())
+
+
+def test_an_oversize_envelope_in_a_batch_is_refused_and_the_batch_still_goes(
+    echo: Peer, address: str
+) -> None:
+    async def main() -> None:
+        async with Client("host-h", address, OPTS) as cli:
+            await cli.wait_up(10)
+            for i in range(5):  # sent back to back: these queue in one batch frame
+                cli.post(Chat(sender=f"a{i}", content=str(i)))
+            with pytest.raises(WireError) as info:
+                cli.post(Chat(sender="big", content="x" * (2 << 20)))
+            assert info.value.kind == "oversize"
+            with pytest.raises(WireError):
+                await cli.send(Chat(sender="big", content="x" * (2 << 20)))
+            await cli.send(Chat(sender="a5", content="5"))
+            got: list[str] = []
+            while len(got) < 6:
+                got += [inc.msg.content for inc in await cli.recv_batch(timeout=10)]
+            assert sorted(got, key=int) == [str(i) for i in range(6)]
+
+    run(main())
