@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -49,6 +50,9 @@ __all__ = ["TransportOptions", "Incoming", "Endpoint", "endpoint"]
 
 log = logging.getLogger(__name__)
 _EVENTS, _POLLIN, _RCVMORE, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.RCVMORE), int(zmq.NOBLOCK)
+# Endpoints with an open socket: a client's busy poll (``Messenger``) gives the
+# loop back as soon as another endpoint on its loop has input.
+OPEN_ENDPOINTS: weakref.WeakSet[Endpoint] = weakref.WeakSet()
 Hook = Callable[["Incoming"], None]
 _ENCODE = msgspec.msgpack.Encoder().encode
 
@@ -219,6 +223,14 @@ class Endpoint:
         if not self._drain_due and self._loop is not None:
             self._drain_due = True
             self._loop.call_soon(self._on_readable)
+
+    def _input_waiting(self) -> bool:
+        """Whether input waits that the loop should take now (reading EVENTS schedules its drain)."""
+        sock = self._sock
+        if sock is None or self._paused or not sock.getsockopt(_EVENTS) & _POLLIN:  # type: ignore[operator]
+            return False
+        self._schedule_drain()  # reading EVENTS may have consumed the descriptor's edge
+        return True
 
     def _check_readable(self) -> None:
         """A send may have consumed the descriptor's edge: look at EVENTS directly."""
@@ -395,9 +407,11 @@ class Endpoint:
         self._sock = sock
         self._fd = int(sock.getsockopt(zmq.FD))
         self._loop.add_reader(self._fd, self._on_readable)
+        OPEN_ENDPOINTS.add(self)
         self._schedule_drain()
 
     def _close_socket(self, linger_ms: int = 0) -> None:
+        OPEN_ENDPOINTS.discard(self)
         if self._sock is not None:
             assert self._loop is not None
             self._loop.remove_reader(self._fd)

@@ -19,7 +19,15 @@ from typing import Any
 import msgspec
 import zmq
 
-from swarm.endpoint import _EVENTS, _POLLIN, Endpoint, Hook, Incoming, TransportOptions
+from swarm.endpoint import (
+    _EVENTS,
+    _POLLIN,
+    OPEN_ENDPOINTS,
+    Endpoint,
+    Hook,
+    Incoming,
+    TransportOptions,
+)
 from swarm.errors import PeerUnavailable, RemoteError
 from swarm.wire import Ack, Error, Frame, Heartbeat, Message, encode
 
@@ -158,14 +166,19 @@ class Messenger(Endpoint):
         after the loop's sleep and wake-up, which is most of a short round trip.
         ``_exchange`` only polls while lone answers have been arriving within three
         budgets on average, so a peer that answers slowly (a model generating
-        text) soon costs no polling at all.
+        text) soon costs no polling at all. The poll stops as soon as another
+        endpoint on this loop has input, so it never holds up the process's
+        other sockets (timers and non-swarm descriptors still wait up to the budget).
         """
         sock = self._sock
         if sock is None:
             return
+        others = [ep._input_waiting for ep in OPEN_ENDPOINTS if ep is not self and ep._loop is self._loop]
         opt, clock = sock.getsockopt, time.perf_counter
         end = clock() + self.options.busy_poll_us * 1e-6
         while not fut.done() and clock() < end:
+            if others and any(waiting() for waiting in others):
+                return  # the loop takes that input (a drain is scheduled) and our answer later
             if opt(_EVENTS) & _POLLIN:  # type: ignore[operator]
                 try:
                     self._on_readable()

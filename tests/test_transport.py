@@ -337,3 +337,51 @@ def test_an_oversize_envelope_in_a_batch_is_refused_and_the_batch_still_goes(
             assert sorted(got, key=int) == [str(i) for i in range(6)]
 
     run(main())
+
+
+def test_the_busy_poll_gives_the_loop_back_when_another_socket_has_input(tmp_path: Path) -> None:
+    # A request polls with a 2 s budget towards a peer that answers after 300 ms. A message
+    # for a server on the same loop arrives 50 ms in: the poll must stop so the loop takes
+    # it then, not after the answer (without the gate the poll holds the loop until then).
+    import threading
+
+    address, other = f"ipc://{tmp_path}/echo.ipc", f"ipc://{tmp_path}/other.ipc"
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.linger = 0
+    sock.connect(other)
+
+    def later() -> None:
+        threading.Event().wait(0.05)
+        sock.send(encode(Chat(sender="x", content="for the server"))[0])
+
+    async def main() -> None:
+        opts = TransportOptions(heartbeat_ms=HB, liveness=3, busy_poll_us=2_000_000)
+        events: list[str] = []
+        async with Server("host-s", other, OPTS) as srv, Client("host-c", address, opts) as cli:
+            srv.add_hook(Chat, lambda inc: events.append(inc.msg.content))
+            await cli.wait_up(10)
+            polls: list[int] = []
+            poll = cli._busy_poll
+
+            def spy(fut: asyncio.Future[Any]) -> None:
+                polls.append(1)
+                poll(fut)
+
+            cli._busy_poll = spy  # type: ignore[method-assign]
+            thread = threading.Thread(target=later)
+            thread.start()
+            inc = await cli.request(Chat(sender="a", recipient="b", content="slow"), timeout=10)
+            events.append(inc.msg.content)
+            thread.join()
+            for _ in range(100):
+                if len(events) == 2:
+                    break
+                await asyncio.sleep(0.05)
+            assert polls == [1]  # the request did poll
+            assert events == ["for the server", "slow"]
+
+    try:
+        with Peer("echo", address, "--hb", str(HB), "--delay-ms", "300"):
+            run(main())
+    finally:
+        sock.close(0)
