@@ -18,9 +18,12 @@ Three measurements, each between two processes over ``ipc://``:
   the payload is complete, as the receiver of an adapter must (the swarm
   receiver keeps them zero-copy too); the bandwidth of a raw receiver that
   drops each frame, which only measures the wire and reuses the same few
-  pages, is reported next to it (``raw_discard_*``). The three receivers stay
-  up side by side and each round sends them one fresh payload back to back;
-  the ratio is the median of the rounds' ratios.
+  pages, is reported next to it (``raw_discard_*``), and so is a raw receiver
+  that also verifies the sha256 before it answers (``raw_sha256_*``), as the
+  swarm receiver must. The four receivers stay up side by side and each round
+  sends them one fresh payload back to back; a ratio is the median of the
+  rounds' ratios. ``sha256_ceiling_vs_raw`` (one core hashing alone against
+  the raw rate) bounds what any verifying receiver can reach.
 
 ``python bench/transport.py [--quick]`` prints a table and writes
 ``bench/results/transport.json``; it exits 0 whether or not the goals hold.

@@ -11,12 +11,14 @@ after every send and on every heartbeat tick the endpoint re-checks
 
 Writing: a payload-free message goes out at once unless another one went out
 less than 50 us ago; then it queues, and the queue leaves at the end of the
-event-loop pass (``call_soon``) or when ``max_batch`` messages or
-``max_batch_bytes`` are queued, as one frame per peer: a msgpack array the
-messages are encoded straight into (``Writer.write``), with no copy per message. A lone request pays no latency; a burst from many
-agents costs one ZeroMQ message per peer instead of one per agent message. When the socket is full the writer stalls:
-queued frames keep their order and ``send`` waits (backpressure) until there
-is room again or the liveness timeout passes (``PeerUnavailable``).
+event-loop pass (``call_soon``), or when ``max_batch`` messages are queued or
+one peer's batch reaches ``max_batch_bytes``, as one frame per peer: a
+msgpack array the messages are encoded straight into (``Writer.write``), with
+no copy per message. A lone request pays no latency; a burst from many agents
+costs one ZeroMQ message per peer instead of one per agent message. When the
+socket is full the writer stalls: queued frames keep their order and ``send``
+waits (backpressure) until there is room again or the liveness timeout passes
+(``PeerUnavailable``).
 """
 
 from __future__ import annotations
@@ -50,9 +52,19 @@ __all__ = ["TransportOptions", "Incoming", "Endpoint", "endpoint"]
 
 log = logging.getLogger(__name__)
 _EVENTS, _POLLIN, _RCVMORE, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.RCVMORE), int(zmq.NOBLOCK)
-# Endpoints with an open socket: a client's busy poll (``Messenger``) gives the
-# loop back as soon as another endpoint on its loop has input.
-OPEN_ENDPOINTS: weakref.WeakSet[Endpoint] = weakref.WeakSet()
+# Per event loop, its endpoints with an open socket: a client's busy poll
+# (``Messenger``) gives the loop back as soon as another one has input. Each set
+# is only changed on its loop's thread, so iterating it there is safe.
+_OPEN: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, weakref.WeakSet[Endpoint]] = (
+    weakref.WeakKeyDictionary())
+
+
+def open_endpoints(loop: asyncio.AbstractEventLoop) -> weakref.WeakSet[Endpoint]:
+    """The endpoints with an open socket on ``loop``."""
+    found = _OPEN.get(loop)
+    if found is None:
+        found = _OPEN[loop] = weakref.WeakSet()
+    return found
 Hook = Callable[["Incoming"], None]
 _ENCODE = msgspec.msgpack.Encoder().encode
 
@@ -407,13 +419,13 @@ class Endpoint:
         self._sock = sock
         self._fd = int(sock.getsockopt(zmq.FD))
         self._loop.add_reader(self._fd, self._on_readable)
-        OPEN_ENDPOINTS.add(self)
+        open_endpoints(self._loop).add(self)
         self._schedule_drain()
 
     def _close_socket(self, linger_ms: int = 0) -> None:
-        OPEN_ENDPOINTS.discard(self)
         if self._sock is not None:
             assert self._loop is not None
+            open_endpoints(self._loop).discard(self)
             self._loop.remove_reader(self._fd)
             self._sock.close(linger=linger_ms)
             self._sock = None

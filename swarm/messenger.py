@@ -22,11 +22,11 @@ import zmq
 from swarm.endpoint import (
     _EVENTS,
     _POLLIN,
-    OPEN_ENDPOINTS,
     Endpoint,
     Hook,
     Incoming,
     TransportOptions,
+    open_endpoints,
 )
 from swarm.errors import PeerUnavailable, RemoteError
 from swarm.wire import Ack, Error, Frame, Heartbeat, Message, encode
@@ -173,7 +173,8 @@ class Messenger(Endpoint):
         sock = self._sock
         if sock is None:
             return
-        others = [ep._input_waiting for ep in OPEN_ENDPOINTS if ep is not self and ep._loop is self._loop]
+        assert self._loop is not None
+        others = [ep._input_waiting for ep in open_endpoints(self._loop) if ep is not self]
         opt, clock = sock.getsockopt, time.perf_counter
         end = clock() + self.options.busy_poll_us * 1e-6
         while not fut.done() and clock() < end:

@@ -61,12 +61,15 @@ class Writer:
             batch = self._out[dest] = [bytearray(_HEAD), 0]
         buf = batch[0]
         start = len(buf)
-        _ENCODE_INTO(msg, buf, -1)
-        if len(buf) - start > limit:
+        try:
+            _ENCODE_INTO(msg, buf, -1)  # on an error it leaves what it wrote: cut that out
+            if len(buf) - start > limit:
+                raise WireError("envelope over max_message_bytes", kind="oversize")
+        except BaseException:
             del buf[start:]
             if not batch[1]:
                 del self._out[dest]
-            raise WireError("envelope over max_message_bytes", kind="oversize")
+            raise
         batch[1] += 1
         self._out_n += 1  # _queued, inlined: this is the hot path of every batched message
         if self._out_n >= self._max_batch or len(buf) >= self._max_batch_bytes:
