@@ -32,6 +32,19 @@ def run(coro: Coroutine[Any, Any, None], timeout: float = 60) -> None:
     asyncio.run(asyncio.wait_for(coro, timeout))
 
 
+def count_busy_polls(cli: Client) -> list[int]:
+    """A list that gets a 1 each time ``cli`` busy-polls."""
+    polls: list[int] = []
+    poll = cli._busy_poll
+
+    def spy(fut: asyncio.Future[Any]) -> None:
+        polls.append(1)
+        poll(fut)
+
+    cli._busy_poll = spy  # type: ignore[method-assign]
+    return polls
+
+
 @pytest.fixture
 def address(tmp_path: Path) -> str:
     return f"ipc://{tmp_path}/srv.ipc"
@@ -101,14 +114,7 @@ def test_no_busy_poll_towards_a_peer_that_answers_slowly(address: str) -> None:
     async def main() -> None:
         async with Client("host-a", address, TransportOptions(heartbeat_ms=HB, liveness=3)) as cli:
             await cli.wait_up(10)
-            polls: list[int] = []
-            poll = cli._busy_poll
-
-            def spy(fut: asyncio.Future[Any]) -> None:
-                polls.append(1)
-                poll(fut)
-
-            cli._busy_poll = spy  # type: ignore[method-assign]
+            polls = count_busy_polls(cli)
             for i in range(8):
                 inc = await cli.request(Chat(sender="a", recipient="b", content=str(i)), timeout=10)
                 assert inc.msg.content == str(i)
@@ -376,14 +382,7 @@ def test_the_busy_poll_gives_the_loop_back_when_another_socket_has_input(tmp_pat
         async with Server("host-s", other, OPTS) as srv, Client("host-c", address, opts) as cli:
             srv.add_hook(Chat, lambda inc: events.append(inc.msg.content))
             await cli.wait_up(10)
-            polls: list[int] = []
-            poll = cli._busy_poll
-
-            def spy(fut: asyncio.Future[Any]) -> None:
-                polls.append(1)
-                poll(fut)
-
-            cli._busy_poll = spy  # type: ignore[method-assign]
+            polls = count_busy_polls(cli)
             thread.start()
             inc = await cli.request(Chat(sender="a", recipient="b", content="slow"), timeout=10)
             events.append(inc.msg.content)
