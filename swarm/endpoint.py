@@ -66,7 +66,6 @@ def open_endpoints(loop: asyncio.AbstractEventLoop) -> weakref.WeakSet[Endpoint]
         found = _OPEN[loop] = weakref.WeakSet()
     return found
 Hook = Callable[["Incoming"], None]
-_ENCODE = msgspec.msgpack.Encoder().encode
 
 
 @dataclass(frozen=True)
@@ -236,19 +235,18 @@ class Endpoint:
             self._drain_due = True
             self._loop.call_soon(self._on_readable)
 
-    def _input_waiting(self) -> bool:
-        """Whether input waits that the loop should take now (reading EVENTS schedules its drain)."""
+    def _check_readable(self) -> bool:
+        """Whether input waits that the loop should take; if so, schedule its drain.
+
+        A send, or a busy poll reading this socket's ``EVENTS``, may have consumed
+        the descriptor's edge, so ``EVENTS`` is read directly. A paused endpoint
+        (inbox full) takes nothing until it resumes.
+        """
         sock = self._sock
         if sock is None or self._paused or not sock.getsockopt(_EVENTS) & _POLLIN:  # type: ignore[operator]
             return False
-        self._schedule_drain()  # reading EVENTS may have consumed the descriptor's edge
+        self._schedule_drain()
         return True
-
-    def _check_readable(self) -> None:
-        """A send may have consumed the descriptor's edge: look at EVENTS directly."""
-        sock = self._sock
-        if sock is not None and sock.getsockopt(_EVENTS) & _POLLIN:  # type: ignore[operator]
-            self._schedule_drain()
 
     def _drain(self, sock: zmq.Socket[bytes]) -> int:
         # The first two receives are guarded by EVENTS (libzmq's documented loop
@@ -318,7 +316,7 @@ class Endpoint:
 
     def _answer_error(self, peer: bytes, exc: WireError, to: Message | None) -> None:
         log.info("%s: refused a message from %r: %s", self.name, peer, exc)
-        self._send_now(peer, [_ENCODE(error_reply(exc, to, sender=self.name))])
+        self._send_now(peer, encode(error_reply(exc, to, sender=self.name)))
 
     # -- sending ------------------------------------------------------------------
 

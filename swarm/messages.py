@@ -329,7 +329,6 @@ class Error(Message, frozen=True, kw_only=True):
     in_reply_to: str | None = None
 
 
-
 # -- rounds: the coordinator drives hosts through the phases of a round ------
 
 

@@ -174,7 +174,7 @@ class Messenger(Endpoint):
         if sock is None:
             return
         assert self._loop is not None
-        others = [ep._input_waiting for ep in open_endpoints(self._loop) if ep is not self]
+        others = [ep._check_readable for ep in open_endpoints(self._loop) if ep is not self]
         opt, clock = sock.getsockopt, time.perf_counter
         end = clock() + self.options.busy_poll_us * 1e-6
         while not fut.done() and clock() < end:
@@ -185,7 +185,6 @@ class Messenger(Endpoint):
                     self._on_readable()
                 except Exception as exc:  # a hook's error is not this request's: report it as
                     # the loop would for its reader callback, and let the loop drain the rest
-                    assert self._loop is not None
                     self._loop.call_exception_handler({
                         "message": f"{self.name}: message hook failed", "exception": exc})
                     self._schedule_drain()  # _on_readable cleared _drain_due on entry
