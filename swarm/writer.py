@@ -50,15 +50,13 @@ class Writer:
         Raises:
             WireError: ``msg`` encodes to more than ``limit`` bytes (nothing is sent).
         """
-        batch = self._out.get(dest)
+        batch = self._out.get(dest) or self._new_batch(dest)
         if batch is None:
-            if not self._out and not self.stalled and (now := _clock()) - self._last_direct > _QUIET:
-                data = _ENCODE(msg)
-                if len(data) > limit:
-                    raise WireError("envelope over max_message_bytes", kind="oversize")
-                self._send_direct(dest, data, now)
-                return
-            batch = self._out[dest] = [bytearray(_HEAD), 0]
+            data = _ENCODE(msg)
+            if len(data) > limit:
+                raise WireError("envelope over max_message_bytes", kind="oversize")
+            self._send_direct(dest, data)
+            return
         buf = batch[0]
         start = len(buf)
         try:
@@ -70,37 +68,41 @@ class Writer:
             if not batch[1]:
                 del self._out[dest]
             raise
-        batch[1] += 1
-        self._out_n += 1  # _queued, inlined: this is the hot path of every batched message
-        if self._out_n >= self._max_batch or len(buf) >= self._max_batch_bytes:
-            self.flush()
-        elif self._flush_handle is None and self._ep._loop is not None:
-            self._flush_handle = self._ep._loop.call_soon(self.flush)
+        self._queued(batch)
 
     def enqueue(self, dest: bytes, data: bytes) -> None:
         """Like ``write``, for a message already encoded (``data``)."""
-        batch = self._out.get(dest)
+        batch = self._out.get(dest) or self._new_batch(dest)
         if batch is None:
-            if not self._out and not self.stalled and (now := _clock()) - self._last_direct > _QUIET:
-                self._send_direct(dest, data, now)
-                return
-            batch = self._out[dest] = [bytearray(_HEAD), 0]
+            self._send_direct(dest, data)
+            return
         batch[0] += data
-        batch[1] += 1
-        self._queued(len(batch[0]))
+        self._queued(batch)
 
-    def _send_direct(self, dest: bytes, data: bytes, now: float) -> None:
-        # Nothing sent just now: send at once (no added latency). Messages that
-        # follow within _QUIET queue up and leave as one frame per peer.
-        self._last_direct = now
+    def _new_batch(self, dest: bytes) -> list[Any] | None:
+        """A batch for ``dest``, which has none; or ``None``: send the message at once.
+
+        Nothing queued and nothing sent just now: a message goes at once (no
+        added latency); messages that follow within _QUIET queue up and leave
+        as one frame per peer.
+        """
+        if not self._out and not self.stalled and _clock() - self._last_direct > _QUIET:
+            return None
+        batch = self._out[dest] = [bytearray(_HEAD), 0]
+        return batch
+
+    def _send_direct(self, dest: bytes, data: bytes) -> None:
+        self._last_direct = _clock()
         frames = self._ep._head(dest) + [data]
         if self.try_send(frames) is False:
             self._stall(frames)
         self._ep._check_readable()
 
-    def _queued(self, batch_bytes: int) -> None:
+    def _queued(self, batch: list[Any]) -> None:
+        """Count a message added to ``batch``; flush when full, else at the end of the loop pass."""
+        batch[1] += 1
         self._out_n += 1
-        if self._out_n >= self._max_batch or batch_bytes >= self._max_batch_bytes:
+        if self._out_n >= self._max_batch or len(batch[0]) >= self._max_batch_bytes:
             self.flush()
         elif self._flush_handle is None and self._ep._loop is not None:
             self._flush_handle = self._ep._loop.call_soon(self.flush)
