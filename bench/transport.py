@@ -183,6 +183,12 @@ class Child:
 # -- measurements ----------------------------------------------------------------------
 
 
+def rotated(sides: list[str], r: int) -> list[str]:
+    """``sides`` starting at ``r`` (mod their number): each round another side goes first."""
+    k = r % len(sides)
+    return sides[k:] + sides[:k]
+
+
 def raw_throughput(address: str, n: int) -> float:
     data = encode(small_message())[0]
     ctx = zmq.Context()
@@ -305,8 +311,7 @@ async def bulk(tmp: str, size: int, rounds: int) -> tuple[dict[str, list[float]]
         for r in range(-1, rounds):  # round -1 warms the receivers up and is not counted
             data = os.urandom(size)
             sha = hashlib.sha256(data).hexdigest()  # known up front: a CAS key
-            sides = list(times)
-            for side in sides[r % len(sides):] + sides[:r % len(sides)]:
+            for side in rotated(list(times), r):
                 if side == "swarm":
                     start = time.perf_counter()
                     await sender.send(data, sha)
@@ -342,7 +347,8 @@ def run(quick: bool) -> dict[str, Any]:
     f["raw_small_msgs_per_s"] = statistics.median(raws)
     f["swarm_small_msgs_per_s"] = statistics.median(swarms)
     f["swarm_post_small_msgs_per_s"] = statistics.median(batched)
-    f["small_msg_throughput_vs_raw_per_round"] = [round(s / r, 3) for s, r in zip(swarms, raws, strict=True)]
+    thr_ratio = [s / r for s, r in zip(swarms, raws, strict=True)]
+    f["small_msg_throughput_vs_raw_per_round"] = [round(x, 3) for x in thr_ratio]
     rounds = 2 if quick else 5
     sides = {
         "raw": lambda k: raw_rtt(addr, k),
@@ -354,7 +360,7 @@ def run(quick: bool) -> dict[str, Any]:
     per_round: dict[str, list[float]] = {"swarm": [], "swarm_no_busy_poll": []}
     for r in range(rounds):  # rotate which side goes first
         p50 = {}
-        for side in list(sides)[r % 3:] + list(sides)[:r % 3]:
+        for side in rotated(list(sides), r):
             start = time.process_time()  # this process only: the client side (io thread included)
             ts = sides[side](n_rtt // rounds)
             cpu[side] += time.process_time() - start
@@ -387,7 +393,7 @@ def run(quick: bool) -> dict[str, Any]:
     f["sha256_bytes_per_s"] = size / best
     f["adapter_payload_bytes"] = size
     ratios = {
-        "small_msg_throughput_vs_raw": statistics.median(s / r for s, r in zip(swarms, raws, strict=True)),
+        "small_msg_throughput_vs_raw": statistics.median(thr_ratio),
         "small_msg_post_throughput_vs_raw":
             f["swarm_post_small_msgs_per_s"] / f["raw_small_msgs_per_s"],
         "rtt_p50_vs_raw": statistics.median(per_round["swarm"]),
