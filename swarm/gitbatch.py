@@ -15,12 +15,12 @@ from typing import Any, Union
 
 from swarm.errors import LineageError
 from swarm.gitwriter import BLOB_MODE, TREE_MODE, CatFile, encode_tree, object_id, parse_tree
+from swarm.lineage_names import check_ref_name, check_rev, check_tree_path
 from swarm.lineage_read import branch_ref
 
 __all__ = ["FileValue", "ObjectBatch", "encode_file", "split_paths", "check_ref_name"]
 
 FileValue = Union[bytes, str, Mapping[str, Any], None]  # noqa: UP007 (a runtime alias on 3.10)
-_BAD_NAMES = frozenset({"", ".", ".."})
 
 
 def encode_file(path: str, value: FileValue) -> bytes | None:
@@ -38,39 +38,17 @@ def split_paths(files: Mapping[str, FileValue]) -> dict[tuple[str, ...], bytes |
     """Validate ``{path: value}`` and key it by path components.
 
     Raises:
-        LineageError: an empty, ``.``, ``..`` or ``.git*`` component, or a path
-            that is both a file and a folder in the same change.
+        LineageError: an empty, ``.``, ``..``, ``.git*`` or control-character
+            component, or a path that is both a file and a folder in the same change.
     """
     changes: dict[tuple[str, ...], bytes | None] = {}
     for path, value in files.items():
-        parts = tuple(path.strip("/").split("/"))
-        for part in parts:
-            if part in _BAD_NAMES or part.lower().startswith(".git") or "\0" in part:
-                raise LineageError(f"path {path!r}: component {part!r} is not allowed")
-        changes[parts] = encode_file(path, value)
+        changes[check_tree_path(path)] = encode_file(path, value)
     for parts in changes:
         for i in range(1, len(parts)):
             if changes.get(parts[:i]) is not None:
                 raise LineageError(f"path {'/'.join(parts[:i])!r} is both a file and a folder")
     return changes
-
-
-def check_ref_name(ref: str) -> None:
-    """Refuse names that ``git check-ref-format`` would refuse.
-
-    Raises:
-        LineageError: the name is not a valid ref.
-    """
-    bad = any(c in ref for c in " ~^:?*[\\\x7f") or any(ord(c) < 32 for c in ref)
-    parts = ref.split("/")
-    if (
-        bad
-        or "@{" in ref
-        or ".." in ref
-        or ref.endswith((".", "/", ".lock"))
-        or any(not p or p.startswith(".") or p.endswith(".lock") for p in parts)
-    ):
-        raise LineageError(f"{ref!r} is not a valid git ref name")
 
 
 class ObjectBatch:
@@ -146,8 +124,9 @@ class ObjectBatch:
         """A commit sha for ``name`` (sha, ref, branch, agent id or tag), batch included.
 
         Raises:
-            LineageError: nothing by that name, or not a commit.
+            LineageError: not a valid name, nothing by that name, or not a commit.
         """
+        check_rev(name)
         for ref in (name, branch_ref(name), f"refs/heads/agent/{name}", f"refs/tags/{name}"):
             if ref in tips:
                 name = tips[ref]

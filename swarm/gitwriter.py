@@ -48,6 +48,8 @@ ZERO_OID = "0" * 40
 TREE_MODE = "40000"
 BLOB_MODE = "100644"
 _TYPE_CODES = {"commit": 1, "tree": 2, "blob": 3, "tag": 4}
+_BATCH_FORMAT = "%(objectname) %(objecttype) %(objectsize) %(rest)"
+_HEXDIGITS = frozenset("0123456789abcdef")
 
 TreeEntries = Mapping[str, tuple[str, str]]
 
@@ -277,16 +279,24 @@ class _GitProcess:
 
 
 class CatFile(_GitProcess):
-    """A persistent ``git cat-file --batch`` reader."""
+    """A persistent ``git cat-file --batch`` reader that checks every answer is the one asked for.
+
+    Each request carries a sequence number that git echoes back (``%(rest)``),
+    and a request for a sha must be answered with that sha. A reply that does
+    not match means the reader and git are out of step (a name with a newline
+    is two requests): the child is restarted and the read fails, so no later
+    read can be answered with an earlier request's object.
+    """
 
     def __init__(self, git_dir: Path, keep_fds: Sequence[int] = ()) -> None:
-        super().__init__(git_dir, ["cat-file", "--batch"], keep_fds)
+        super().__init__(git_dir, ["cat-file", f"--batch={_BATCH_FORMAT}"], keep_fds)
+        self._seq = 0
 
     def read(self, name: str) -> tuple[str, bytes]:
         """Return ``(type, body)`` of the object ``name`` (a sha or ``rev:path``).
 
         Raises:
-            LineageError: the object does not exist.
+            LineageError: the object does not exist, or git answered another request.
         """
         _, kind, data = self.lookup(name)
         return kind, data
@@ -295,19 +305,32 @@ class CatFile(_GitProcess):
         """Return ``(sha, type, body)`` of the object ``name`` (any revision expression).
 
         Raises:
-            LineageError: the object does not exist.
+            LineageError: ``name`` holds whitespace or a control character, the
+                object does not exist, or git answered another request.
         """
+        if not name or any(c.isspace() or ord(c) < 32 or c == "\x7f" for c in name):
+            raise LineageError(f"{name!r} is not an object name (whitespace or a control character)")
+        self._seq += 1
+        token = str(self._seq)
         stdin, stdout = self._pipes()
-        stdin.write(name.encode() + b"\n")
-        stdin.flush()
+        try:
+            stdin.write(f"{name} {token}\n".encode())
+            stdin.flush()
+        except BrokenPipeError:
+            raise LineageError(f"cat-file died: {self._failure()}") from None
         header = stdout.readline()
         if not header:
             raise LineageError(f"cat-file died: {self._failure()}")
-        parts = header.split()
-        if len(parts) != 3:
+        parts = header.decode(errors="replace").split()
+        if parts == [name, "missing"] or parts == [name, "ambiguous"]:
             raise LineageError(f"no object {name!r} in the lineage repository")
+        if len(parts) != 4 or parts[3] != token or not parts[2].isdigit() or (
+                len(name) == 40 and parts[0] != name and all(c in _HEXDIGITS for c in name)):
+            self.close()  # out of step: whatever is buffered answers other requests
+            raise LineageError(
+                f"cat-file answered {header[:120]!r} to the request for {name!r}; reader restarted")
         data = stdout.read(int(parts[2]) + 1)[:-1]
-        return parts[0].decode(), parts[1].decode(), data
+        return parts[0], parts[1], data
 
 
 class RefUpdater(_GitProcess):

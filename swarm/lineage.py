@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from swarm.errors import LineageError
-from swarm.gitbatch import FileValue, ObjectBatch, check_ref_name, split_paths
+from swarm.gitbatch import FileValue, ObjectBatch, split_paths
 from swarm.gitwriter import (
     CatFile,
     RefUpdater,
@@ -53,6 +53,7 @@ from swarm.gitwriter import (
     signature,
     write_pack,
 )
+from swarm.lineage_names import check_id, check_ref_name
 from swarm.lineage_read import (
     TRAILER,
     DiffEntry,
@@ -198,8 +199,18 @@ class LineageStore(LineageReader):
         spec = CommitSpec(branch, files, message, parents, author, when)
         return self.commit_many([spec])[0]
 
-    def commit_many(self, specs: Sequence[CommitSpec]) -> list[str]:
+    def commit_many(
+        self,
+        specs: Sequence[CommitSpec],
+        *,
+        notes: Mapping[int, FileValue] | None = None,
+        namespace: str = "commits",
+    ) -> list[str]:
         """Commit a batch in order, all-or-nothing: one pack, one atomic ref transaction.
+
+        ``notes`` maps an index into ``specs`` to the git note of that commit; the
+        notes commit joins the same transaction, so a round and the notes that
+        describe it land together or not at all.
 
         Returns the commit shas, once every one of them is durable.
         """
@@ -207,6 +218,8 @@ class LineageStore(LineageReader):
         tips = dict(self._tips)
         try:
             shas = [self._build_commit(spec, tips) for spec in specs]
+            if notes:
+                self._build_notes({shas[i]: data for i, data in notes.items()}, namespace, tips)
             self._publish(tips)
         finally:
             self._batch.clear()
@@ -249,22 +262,36 @@ class LineageStore(LineageReader):
 
     def note_many(self, items: Mapping[str, FileValue], namespace: str = "commits") -> str:
         """Attach several notes in one notes commit (replacing earlier notes of those commits)."""
-        files: dict[str, FileValue] = {}
-        for commit, data in items.items():
-            sha = self._batch.resolve(commit, self._tips)
-            files[f"{sha[:2]}/{sha[2:]}"] = data
-        return self.commit(f"refs/notes/{namespace}", files, "Notes added by swarm lineage")
+        self._need_writer()
+        tips = dict(self._tips)
+        try:
+            shas = {self._batch.resolve(c, tips): data for c, data in items.items()}
+            sha = self._build_notes(shas, namespace, tips)
+            self._publish(tips)
+        finally:
+            self._batch.clear()
+        return sha
+
+    def _build_notes(
+        self, items: Mapping[str, FileValue], namespace: str, tips: dict[str, str]
+    ) -> str:
+        files = {f"{sha[:2]}/{sha[2:]}": data for sha, data in items.items()}
+        spec = CommitSpec(f"refs/notes/{namespace}", files, "Notes added by swarm lineage")
+        return self._build_commit(spec, tips)
 
     def promote(self, ref: str, name: str, message: str = "", *, author: str | None = None) -> str:
         """Mark ``ref``'s commit as promoted with the annotated tag ``name``; return the commit.
 
+        ``name`` is one ref component (``best-1``, not ``refs/heads/main`` or
+        ``a/b``), so a promotion can never shadow or look like a branch.
+
         Raises:
-            LineageError: the tag exists already or ``ref`` is unknown.
+            LineageError: a bad name, the tag exists already or ``ref`` is unknown.
         """
         self._need_writer()
+        check_id("tag name", name)
         target = self._batch.resolve(ref, self._tips)
         tag_ref = f"refs/tags/{name}"
-        check_ref_name(tag_ref)
         if tag_ref in self._tips:
             raise LineageError(f"tag {name!r} exists already")
         self._write_tag(tag_ref, name, target, message or f"promoted {name}", author)
@@ -273,11 +300,25 @@ class LineageStore(LineageReader):
     def prune(self, branch: str, reason: str, *, author: str | None = None) -> str:
         """Retire ``branch``: its line moves to ``refs/pruned/...`` with ``reason``; nothing is deleted.
 
+        Only agent branches (``agent/<id>``) can be pruned: the ``swarm`` branch
+        holds the rounds and the matchmaker's state, and without it the next
+        ``--resume`` would silently start over at round 0.
+
         Returns the ref that now holds the pruned line.
+
+        Raises:
+            LineageError: not an agent branch, or no such branch.
         """
         self._need_writer()
+        check_ref_name(branch)
         ref = branch_ref(branch)
-        if not ref.startswith("refs/heads/") or ref not in self._tips:
+        if ref == f"refs/heads/{SWARM_BRANCH}":
+            raise LineageError(f"cannot prune {branch!r}: it is the swarm's own branch (rounds "
+                               f"and matchmaker state); only agent branches can be pruned")
+        if not ref.startswith("refs/heads/agent/"):
+            raise LineageError(f"cannot prune {branch!r}: only agent branches "
+                               f"(agent/<id>) can be pruned")
+        if ref not in self._tips:
             raise LineageError(f"cannot prune {branch!r}: no such branch")
         short = ref[len("refs/heads/") :]
         pruned, n = f"refs/pruned/{short}", 1
@@ -347,8 +388,8 @@ class LineageStore(LineageReader):
             raise LineageError("this lineage handle is read-only (open it with writer=True)")
 
     def _build_commit(self, spec: CommitSpec, tips: dict[str, str]) -> str:
+        check_ref_name(spec.branch)
         ref = branch_ref(spec.branch)
-        check_ref_name(ref)
         if spec.parents is None:
             parents = [tips[ref]] if ref in tips else []
         else:

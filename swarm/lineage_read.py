@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from swarm.cas import POINTER_FORMAT, ContentStore
 from swarm.errors import LineageError
+from swarm.lineage_names import check_ref_name, check_rev, check_tree_path, is_sha
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -35,7 +36,6 @@ __all__ = [
 ]
 
 TRAILER = "Lineage-Branch"
-_HEX = frozenset("0123456789abcdef")
 
 
 @dataclass(frozen=True)
@@ -73,10 +73,6 @@ def split_trailer(body: str) -> tuple[str, str | None]:
     if last.startswith(prefix):
         return head.rstrip("\n"), last[len(prefix) :].strip()
     return body.rstrip("\n"), None
-
-
-def _is_sha(name: str) -> bool:
-    return len(name) == 40 and set(name) <= _HEX
 
 
 class LineageReader:
@@ -125,9 +121,10 @@ class LineageReader:
         bare agent id (``a`` -> ``agent/a``), a promoted tag or a pruned line.
 
         Raises:
-            LineageError: nothing by that name.
+            LineageError: not a valid name (``check_rev``), or nothing by that name.
         """
-        if _is_sha(name) or name.startswith("refs/"):
+        check_rev(name)
+        if is_sha(name) or name.startswith("refs/"):
             candidates = [name]
         else:
             candidates = [f"refs/heads/agent/{name}", f"refs/heads/{name}", f"refs/tags/{name}"]
@@ -177,6 +174,7 @@ class LineageReader:
             LineageError: no such ref or no such file there.
         """
         sha = self.resolve(ref)
+        path = "/".join(check_tree_path(path))
         proc = subprocess.run(
             ["git", "--git-dir", str(self.git_dir), "cat-file", "blob", f"{sha}:{path}"],
             capture_output=True,
@@ -217,6 +215,7 @@ class LineageReader:
 
     def get_note(self, commit: str, namespace: str = "commits") -> bytes | None:
         """The git note on ``commit`` in ``refs/notes/<namespace>``, or None."""
+        check_ref_name(f"refs/notes/{namespace}")
         out = self.git(
             "notes", f"--ref=refs/notes/{namespace}", "show", self.resolve(commit), check=False
         )

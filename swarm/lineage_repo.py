@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from swarm.errors import LineageError
+from swarm.lineage_names import check_id, check_tree_path
 
 __all__ = [
     "GIT_CONFIG",
@@ -39,23 +40,27 @@ MATCHMAKER_PATH = "matchmaker/state.json"
 
 
 def agent_branch(agent_id: str) -> str:
-    """The branch of an agent: ``agent/<agent_id>``."""
-    return f"agent/{agent_id}"
+    """The branch of an agent: ``agent/<agent_id>``.
+
+    Raises:
+        LineageError: ``agent_id`` is not one valid ref component (``check_id``).
+    """
+    return f"agent/{check_id('agent id', agent_id)}"
 
 
 def adapter_path(agent_id: str) -> str:
     """Where an agent's adapter pointer lives: ``agents/<id>/adapter.json``."""
-    return f"agents/{agent_id}/adapter.json"
+    return f"agents/{check_id('agent id', agent_id)}/adapter.json"
 
 
 def profile_path(agent_id: str) -> str:
     """Where an agent's profile lives: ``agents/<id>/profile.json``."""
-    return f"agents/{agent_id}/profile.json"
+    return f"agents/{check_id('agent id', agent_id)}/profile.json"
 
 
 def kg_path(agent_id: str) -> str:
     """Where an agent's knowledge graph (node-link JSON) lives: ``agents/<id>/kg.json``."""
-    return f"agents/{agent_id}/kg.json"
+    return f"agents/{check_id('agent id', agent_id)}/kg.json"
 
 
 LATEST_ROUND_PATH = "rounds/latest.json"  # a copy of the newest round's record
@@ -69,7 +74,8 @@ def round_path(n: int) -> str:
 
 def artifact_path(name: str, relpath: str) -> str:
     """Where a file of a shared artifact lives: ``artifacts/<name>/<relpath>``."""
-    return f"artifacts/{name}/{relpath.lstrip('/')}"
+    rel = "/".join(check_tree_path(relpath))
+    return f"artifacts/{check_id('artifact name', name)}/{rel}"
 GIT_CONFIG = {
     # Git fsyncs loose objects, packs, their indexes, commit-graphs and ref files
     # before renaming them into place (git 2.36+ knows these components).
