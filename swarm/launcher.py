@@ -1,7 +1,7 @@
 """The ``local`` launcher: the swarm's processes as watched subprocesses on this machine.
 
 It writes the run directory (the resolved config and the host assignment, as
-JSON), starts the model server, the coordinator and the hosts as
+JSON; see ``swarm.rundir`` for which directories a run may move), starts the model server, the coordinator and the hosts as
 ``python -m swarm.proc ROLE`` subprocesses, restarts a host that dies (up to
 ``launcher.max_restarts`` times), and on Ctrl-C or SIGTERM stops every process
 it started, with their children (each runs in its own process group), so
@@ -28,6 +28,7 @@ import msgspec
 from swarm.config import SwarmConfig
 from swarm.errors import SwarmError
 from swarm.population import assign_hosts, build_population
+from swarm.rundir import claim_run_dir, make_room, model_cache
 
 __all__ = ["LocalLauncher", "Child", "resolve_model", "start_model_server", "write_run_files"]
 
@@ -56,17 +57,22 @@ class LocalLauncher:
         self._stopping = False
 
     def prepare(self) -> Path:
-        """Write ``config.json`` and ``hosts.json`` into the run directory; returns it."""
+        """Write ``config.json`` and ``hosts.json`` into the run directory; returns it.
+
+        A new run moves an earlier run aside only when swarm made its directory
+        (``swarm.rundir``); anything else is never moved or overwritten.
+
+        Raises:
+            SwarmError: ``--resume`` without a lineage, or a run directory that
+                swarm did not make already holds a run's files.
+        """
         lineage = self.config.lineage_dir
         if self.resume and not (lineage / "HEAD").is_file():
             raise SwarmError(f"--resume: {lineage} holds no lineage to continue")
-        if not self.resume and self.run_dir.exists() and any(self.run_dir.iterdir()):
-            # A new run never overwrites an old one: the old run is kept beside it.
-            kept = self.run_dir.with_name(
-                f"{self.run_dir.name}.{time.strftime('%Y%m%d-%H%M%S')}")
-            self.run_dir.rename(kept)
-            self.archived = kept
+        if not self.resume:
+            self.archived = make_room(self.config)
         check_ports_free(self.config)
+        claim_run_dir(self.run_dir)
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
         self.config.adapter_store.mkdir(parents=True, exist_ok=True)
         write_run_files(self.config, self.run_dir)
@@ -178,7 +184,7 @@ def check_ports_free(config: SwarmConfig) -> None:
 def write_run_files(config: SwarmConfig, run_dir: Path) -> None:
     """Write what every process of a run reads: ``config.json`` and ``model.txt``."""
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
-    model = resolve_model(config, run_dir.parent / ".models")
+    model = resolve_model(config, model_cache(run_dir))
     (run_dir / "model.txt").write_text(str(model))
     (run_dir / "config.json").write_bytes(msgspec.json.encode(config))
 
