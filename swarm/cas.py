@@ -2,9 +2,10 @@
 
 Layout: ``<root>/sha256/<first two hex>/<remaining 62 hex>``. A blob is
 written to ``<root>/tmp/``, hashed while it is copied, fsynced, renamed into
-place and its directory fsynced, so a reader sees a blob whole or not at all,
-and a blob that is there is durable. Storing the same bytes twice stores them
-once.
+place and its directory fsynced (and the parent of every directory the put
+created), so a reader sees a blob whole or not at all, and a blob that is there
+is durable. Storing the same bytes twice stores them once. Symlinks are
+refused, never followed: a link to a system file must not land in the store.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -37,6 +39,39 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+
+
+def _make_dirs(path: Path) -> None:
+    """Create ``path`` and any missing parents, making each new entry durable."""
+    missing: list[Path] = []
+    while not path.is_dir():
+        missing.append(path)
+        path = path.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue  # a concurrent put made it; whoever made it fsyncs its entry
+        fsync_dir(folder.parent)
+
+
+def _open_regular(path: Path) -> int:
+    """Open ``path`` for reading without following a symlink; it must be a regular file.
+
+    Raises:
+        LineageError: a symlink, not a regular file, or unreadable.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        if path.is_symlink():
+            raise LineageError(f"{path} is a symlink; the store keeps only regular files") \
+                from None
+        raise LineageError(f"cannot read {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise LineageError(f"{path} is not a regular file")
+    return fd
 
 
 class ContentStore:
@@ -64,13 +99,14 @@ class ContentStore:
 
     def put_file(self, source: Path) -> tuple[str, int]:
         """Store a file's bytes (streamed, hashed while copied); return ``(sha256, size)``."""
+        src_fd = _open_regular(Path(source))
         tmp_dir = self.root / "tmp"
-        tmp_dir.mkdir(parents=True, exist_ok=True)
+        _make_dirs(tmp_dir)
         h = hashlib.sha256()
         size = 0
         fd, tmp_name = tempfile.mkstemp(dir=tmp_dir, prefix="put-")
         try:
-            with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+            with os.fdopen(fd, "wb") as out, os.fdopen(src_fd, "rb") as src:
                 while chunk := src.read(_CHUNK):
                     h.update(chunk)
                     size += len(chunk)
@@ -87,7 +123,7 @@ class ContentStore:
 
     def _install(self, sha: str, write: Callable[[IO[bytes]], object]) -> None:
         tmp_dir = self.root / "tmp"
-        tmp_dir.mkdir(parents=True, exist_ok=True)
+        _make_dirs(tmp_dir)
         fd, tmp_name = tempfile.mkstemp(dir=tmp_dir, prefix="put-")
         try:
             with os.fdopen(fd, "wb") as out:
@@ -101,13 +137,10 @@ class ContentStore:
 
     def _move_in(self, tmp: Path, sha: str) -> None:
         final = self.path(sha)
-        new_folder = not final.parent.is_dir()
-        final.parent.mkdir(parents=True, exist_ok=True)
+        _make_dirs(final.parent)  # a new fan-out folder's own entry is durable too
         os.chmod(tmp, 0o444)
         os.replace(tmp, final)
         fsync_dir(final.parent)
-        if new_folder:  # the new fan-out folder's own entry must be durable too
-            fsync_dir(final.parent.parent)
 
     def put_adapter(
         self, source: Path | bytes, meta: Mapping[str, Any] | None = None
@@ -126,13 +159,22 @@ class ContentStore:
             sha, size = self.put_bytes(source)
         else:
             folder = Path(source)
+            if folder.is_symlink():
+                raise LineageError(f"{folder} is a symlink; store the folder it points to")
             weights = folder / "adapter_model.safetensors"
-            if not weights.is_file():
+            if not weights.is_file() and not weights.is_symlink():
                 raise LineageError(f"{folder} holds no adapter_model.safetensors")
             sha, size = self.put_file(weights)
-            if (folder / "adapter_config.json").is_file():
-                raw = (folder / "adapter_config.json").read_bytes()
-                config = json.loads(raw)
+            config_file = folder / "adapter_config.json"
+            if config_file.is_file() or config_file.is_symlink():
+                with os.fdopen(_open_regular(config_file), "rb") as fh:
+                    raw = fh.read()
+                try:
+                    config = json.loads(raw)
+                except ValueError as exc:
+                    raise LineageError(f"{config_file} is not JSON: {exc}") from None
+                if not isinstance(config, dict):
+                    raise LineageError(f"{config_file} is not a JSON object")
                 config_sha = self.put_bytes(raw)[0]
         return {
             "format": POINTER_FORMAT,

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from swarm.errors import LineageError
+from swarm.gitwriter import fsync_dir
 from swarm.lineage_names import check_id, check_tree_path
 
 __all__ = [
@@ -117,6 +118,7 @@ def init_repo(path: Path) -> None:
         if (path / "HEAD").is_file():
             return  # another process created it first
         raise LineageError(f"cannot create a lineage store at {path}: {exc}") from None
+    fsync_dir(path.parent)  # the store's own entry must survive a power cut
 
 
 def ensure_config(path: Path) -> None:

@@ -12,7 +12,7 @@ lineage store (it is the sole writer). Each round is one atomic batch:
   (pairings, rewards, scores)
   and ``matchmaker/state.json``;
 
-then held-out scores are attached as git notes. A restarted coordinator
+and, in the same ref transaction, the held-out scores as git notes. A restarted coordinator
 (``--resume``) reads the last round, the matchmaker state and every agent's
 last adapter back from the lineage.
 """
@@ -115,18 +115,23 @@ class Recorder:
 
     def commit_round(self, rnd: int, reports: Mapping[str, AgentReport],
                      outcomes: Sequence[PairOutcome], record: Mapping[str, Any]) -> None:
-        """Commit one round atomically (see the module docstring), then its score notes."""
+        """Commit one round and its score notes in one atomic transaction (module docstring).
+
+        Nothing is remembered as committed unless the whole transaction landed,
+        so a failed round can be committed again as it was.
+        """
         specs: list[CommitSpec] = []
+        committed = dict(self._committed)
         for agent, report in sorted(reports.items()):
-            if report.adapter and report.adapter != self._committed.get(agent):
-                parents = [self._committed[agent]] if agent in self._committed else []
+            if report.adapter and report.adapter != committed.get(agent):
+                parents = [committed[agent]] if agent in committed else []
                 pointer = self._pointer(report.adapter, agent, rnd, parents)
                 specs.append(CommitSpec(
                     agent_branch(agent), self._files(agent, pointer, report.score, rnd),
                     f"round {rnd}: {agent} trained on its local data (score {report.score:.3f})"))
-                self._committed[agent] = report.adapter
+                committed[agent] = report.adapter
         for o in outcomes:
-            if not (o.accepted and o.adapter) or o.adapter == self._committed.get(o.student):
+            if not (o.accepted and o.adapter) or o.adapter == committed.get(o.student):
                 continue
             pointer = self._pointer(o.adapter, o.student, rnd, list(o.parents))
             specs.append(CommitSpec(
@@ -134,18 +139,17 @@ class Recorder:
                 f"round {rnd}: {o.student} learnt from {o.teacher} "
                 f"(score {o.before:.3f} -> {o.after:.3f})",
                 parents=[agent_branch(o.student), agent_branch(o.teacher)]))
-            self._committed[o.student] = o.adapter
+            committed[o.student] = o.adapter
         body = dict(record)
         specs.append(CommitSpec(SWARM_BRANCH, {
             round_path(rnd): body,
             LATEST_ROUND_PATH: body,
             MATCHMAKER_PATH: self.matchmaker.state(),
         }, f"round {rnd}: mean score {record['mean_score']:.3f}, {len(outcomes)} exchange(s)"))
-        shas = self.store.commit_many(specs)
-        notes = {sha: {"round": rnd, "score": _score_of(spec)} for sha, spec in zip(shas, specs, strict=False)
+        notes = {i: {"round": rnd, "score": _score_of(spec)} for i, spec in enumerate(specs)
                  if spec.branch != SWARM_BRANCH}
-        if notes:
-            self.store.note_many(notes)
+        self.store.commit_many(specs, notes=notes)
+        self._committed = committed
 
     def _pointer(self, sha: str, agent: str, rnd: int, parents: list[str]) -> dict[str, Any]:
         from swarm.adapters import AdapterStore

@@ -1,0 +1,68 @@
+"""The recorder commits a round and the notes that describe it in one transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from swarm.config import load_config
+from swarm.errors import LineageError
+from swarm.lineage import SWARM_BRANCH, LineageStore
+from swarm.matchmaker import make_matchmaker
+from swarm.messages import AgentReport
+from swarm.profiles import ProfileBuilder
+from swarm.recorder import Recorder
+from tests.conftest import SMALL
+
+
+def _adapter(root: Path, seed: str) -> str:
+    """An adapter folder as the AdapterStore lays it out (``root/<sha256>/``)."""
+    weights = f"weights of {seed}".encode()
+    sha = hashlib.sha256(weights).hexdigest()
+    (root / sha).mkdir(parents=True)
+    (root / sha / "adapter_model.safetensors").write_bytes(weights)
+    (root / sha / "adapter_config.json").write_text(json.dumps({"r": 4}))
+    return sha
+
+
+def _recorder(tmp_path: Path) -> Recorder:
+    config = load_config(SMALL, [f"swarm.lineage={tmp_path / 'run' / 'lineage'}",
+                                 f"model.adapter_store={tmp_path / 'adapters'}"])
+    store = LineageStore.open(config.lineage_dir, create=True)
+    profiler = ProfileBuilder(skills=["add"])
+    return Recorder(config, store, config.adapter_store,
+                    make_matchmaker("linucb", profiler.dim, seed=0), profiler)
+
+
+def _record(rnd: int) -> dict[str, object]:
+    return {"round": rnd, "mean_score": 0.5}
+
+
+def test_round_and_its_notes_land_together_or_not_at_all(tmp_path: Path) -> None:
+    # Prepare: round 0 committed (it creates the notes ref), then someone moves the notes ref.
+    rec = _recorder(tmp_path)
+    root = tmp_path / "adapters"
+    rec.commit_round(0, {"a": AgentReport(agent_id="a", adapter=_adapter(root, "a0"),
+                                          score=0.25)}, [], _record(0))
+    git = ["git", "--git-dir", str(rec.path)]
+    swarm_tip = rec.store.refs()[f"refs/heads/{SWARM_BRANCH}"]
+    subprocess.run([*git, "update-ref", "refs/notes/commits", swarm_tip], check=True)
+    before = rec.store.refs()
+    report = {"a": AgentReport(agent_id="a", adapter=_adapter(root, "a1"), score=0.75)}
+    # Execute: round 1's notes lose their compare-and-swap.
+    with pytest.raises(LineageError, match="refused"):
+        rec.commit_round(1, report, [], _record(1))
+    # Assert: the round itself did not land either, and committing it again works whole.
+    assert rec.store.refs() == before
+    assert rec.next_round() == 1
+    rec.commit_round(1, report, [], _record(1))
+    tip = rec.store.resolve("agent/a")
+    assert json.loads(rec.store.get_note(tip) or b"null") == {"round": 1, "score": 0.75}
+    assert rec.store.show_json("agent/a", "agents/a/profile.json") == {"round": 1,
+                                                                        "score": 0.75}
+    assert rec.next_round() == 2
+    rec.close()
