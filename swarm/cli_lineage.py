@@ -2,16 +2,22 @@
 
 ``log``, ``show``, ``diff``, ``graph`` and ``fsck`` only read (no lock, safe
 while a swarm runs); ``promote`` and ``prune`` take the writer lock, so they
-wait for (or refuse while) a running coordinator holds it.
+wait for (or refuse while) a running coordinator holds it. Every failure is
+one ``LineageError`` line naming the directory or file and the problem (an
+``OSError`` the library did not already name is turned into one here).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from swarm.errors import LineageError
 
 __all__ = ["register"]
 
@@ -26,7 +32,7 @@ def register(sub: Any) -> None:
         p: argparse.ArgumentParser = cmds.add_parser(name, help=help, description=help)
         p.add_argument("-C", "--dir", type=Path, default=Path("."),
                        help="lineage directory (default: the current one)")
-        p.set_defaults(handler=handler)
+        p.set_defaults(handler=_named_errors(handler))
         return p
 
     p = command("log", "history of an agent's line, newest first", _log)
@@ -54,6 +60,20 @@ def register(sub: Any) -> None:
     p.add_argument("branch", help="e.g. agent/a")
     p.add_argument("--reason", required=True)
     command("fsck", "check the repository (git fsck --strict) and adapter blobs", _fsck)
+
+
+def _named_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[..., int]:
+    """Turn an ``OSError`` (missing, read-only or full destination) into a one-line LineageError."""
+
+    @functools.wraps(handler)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except OSError as exc:
+            where = exc.filename or args.dir
+            raise LineageError(f"{where}: {exc.strerror or exc}") from None
+
+    return run
 
 
 def _reader(args: argparse.Namespace) -> Any:

@@ -16,6 +16,7 @@ file descriptors and child processes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import struct
@@ -167,6 +168,9 @@ def write_pack(git_dir: Path, objects: Mapping[str, tuple[str, bytes]]) -> Path 
     Order matters for crash safety: the pack is complete and fsynced before its
     rename, the index (which is what makes git see the pack) likewise after it,
     and the directory is fsynced last. Nothing is written for an empty batch.
+
+    Raises:
+        LineageError: the disk is full or read-only (nothing half-written is left visible).
     """
     if not objects:
         return None
@@ -185,11 +189,17 @@ def write_pack(git_dir: Path, objects: Mapping[str, tuple[str, bytes]]) -> Path 
     if final_idx.exists():  # identical batch written before: nothing to add
         return final_pack
     tmp_pack, tmp_idx = pack_dir / f"tmp_pack_{name}", pack_dir / f"tmp_idx_{name}"
-    _fsync_write(tmp_pack, [bytes(body)])
-    os.replace(tmp_pack, final_pack)
-    _fsync_write(tmp_idx, [_encode_idx(sorted(index), pack_sum)])
-    os.replace(tmp_idx, final_idx)
-    fsync_dir(pack_dir)
+    try:
+        _fsync_write(tmp_pack, [bytes(body)])
+        os.replace(tmp_pack, final_pack)
+        _fsync_write(tmp_idx, [_encode_idx(sorted(index), pack_sum)])
+        os.replace(tmp_idx, final_idx)
+        fsync_dir(pack_dir)
+    except OSError as exc:  # full or read-only disk: no index, so git never sees the pack
+        for leftover in (tmp_pack, tmp_idx):
+            with contextlib.suppress(OSError):
+                leftover.unlink(missing_ok=True)
+        raise LineageError(f"cannot write to the lineage {git_dir}: {exc.strerror}") from None
     return final_pack
 
 
@@ -323,7 +333,7 @@ class CatFile(_GitProcess):
             raise LineageError(f"cat-file died: {self._failure()}")
         parts = header.decode(errors="replace").split()
         if parts == [name, "missing"] or parts == [name, "ambiguous"]:
-            raise LineageError(f"no object {name!r} in the lineage repository")
+            raise LineageError(f"no object {name!r} in the lineage repository {self._git_dir}")
         if len(parts) != 4 or parts[3] != token or not parts[2].isdigit() or (
                 len(name) == 40 and parts[0] != name and all(c in _HEXDIGITS for c in name)):
             self.close()  # out of step: whatever is buffered answers other requests

@@ -104,8 +104,9 @@ class LineageReader:
                 check=False,
             )
             if check and proc.returncode != 0:
-                msg = proc.stderr.decode(errors="replace").strip()
-                raise LineageError(f"git {args[0]} failed: {msg}")
+                lines = proc.stderr.decode(errors="replace").strip().splitlines()
+                msg = "; ".join(ln.strip() for ln in lines if ln.strip())
+                raise LineageError(f"git {args[0]} failed in {self.path}: {msg}")
             out.seek(0)
             return out.read()
 
@@ -133,6 +134,10 @@ class LineageReader:
             out = self.git("rev-parse", "--verify", "-q", f"{cand}^{{commit}}", check=False)
             if out.strip():
                 return out.decode().strip()
+        for cand in candidates:
+            if cand.startswith("refs/") and (self.git_dir / cand).is_file():
+                raise LineageError(f"{cand} in {self.path} names a missing or corrupt object "
+                                   "(the repository is damaged; run swarm lineage fsck)")
         raise LineageError(f"no commit, branch, agent or tag named {name!r} in {self.path}")
 
     # -- queries --------------------------------------------------------------
@@ -289,11 +294,23 @@ class LineageReader:
                 seen.add(blob)
                 where = row.split("\t", 1)[1]
                 try:
-                    pointer = json.loads(self.git("cat-file", "blob", blob))
-                    for key in ("sha256", "config_sha256"):
-                        sha = pointer.get(key)
-                        if sha and not self.cas.verify(sha):
-                            problems.append(f"{where}: adapter blob {sha} missing or corrupt")
-                except (ValueError, AttributeError, LineageError) as exc:
+                    problems += self._check_pointer(where, self.git("cat-file", "blob", blob))
+                except (ValueError, LineageError) as exc:
                     problems.append(f"{where}: not a valid adapter pointer ({exc})")
+        return problems
+
+    def _check_pointer(self, where: str, raw: bytes) -> list[str]:
+        """Problems of one pointer file's bytes (ValueError: not a pointer at all)."""
+        pointer = json.loads(raw)
+        if not isinstance(pointer, dict):
+            raise ValueError(f"a JSON {type(pointer).__name__}, not an object")
+        problems = []
+        for key in ("sha256", "config_sha256"):
+            sha = pointer.get(key)
+            if sha is None and key == "config_sha256":
+                continue
+            if not isinstance(sha, str):
+                raise ValueError(f"{key} is {sha!r}, not a sha256 string")
+            if not self.cas.verify(sha):
+                problems.append(f"{where}: adapter blob {sha} missing or corrupt")
         return problems

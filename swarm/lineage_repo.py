@@ -140,9 +140,13 @@ def take_lock(lock_path: Path, timeout: float) -> int:
     """Take the writer's flock on ``lock_path``; return its fd (close it to release).
 
     Raises:
-        LineageError: another writer still holds it after ``timeout`` seconds.
+        LineageError: the lock cannot be opened (read-only directory), or
+            another writer still holds it after ``timeout`` seconds.
     """
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise LineageError(f"cannot open the writer lock {lock_path}: {exc.strerror}") from None
     deadline = time.monotonic() + timeout
     while True:
         try:

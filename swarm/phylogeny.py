@@ -47,9 +47,13 @@ def _read_notes(reader: LineageReader, namespace: str) -> dict[str, Any]:
     raw = reader.git("cat-file", "--batch", input="".join(f"{b}\n" for b, _ in pairs).encode())
     notes: dict[str, Any] = {}
     pos = 0
-    for _, commit in pairs:
+    for blob, commit in pairs:
         end = raw.index(b"\n", pos)
-        size = int(raw[pos:end].split()[2])
+        header = raw[pos:end].split()
+        if len(header) != 3 or header[0].decode(errors="replace") != blob:
+            raise LineageError(f"note {blob} of {commit} is missing from {reader.path} "
+                               "(run swarm lineage fsck)")
+        size = int(header[2])
         body = raw[end + 1 : end + 1 + size]
         pos = end + 2 + size
         try:
@@ -152,6 +156,10 @@ def draw(graph: nx.DiGraph, dest: Path, title: str | None = None, max_commits: i
     """Draw the phylogeny to ``dest`` (PNG or SVG by suffix); return ``dest``.
 
     Only the newest ``max_commits`` generations' commits are drawn when there are more.
+
+    Raises:
+        LineageError: a bad suffix, nothing to draw, or ``dest`` cannot be written
+            (missing folder, read-only, full).
     """
     from swarm.phylogeny_draw import render
 
@@ -162,5 +170,8 @@ def draw(graph: nx.DiGraph, dest: Path, title: str | None = None, max_commits: i
         raise LineageError("the lineage store holds no commits to draw")
     gen = generations(graph)
     keep = sorted(graph.nodes, key=lambda n: (gen[n], graph.nodes[n]["order"]))[-max_commits:]
-    render(graph.subgraph(keep), gen, dest, title, graph.number_of_nodes())
+    try:
+        render(graph.subgraph(keep), gen, dest, title, graph.number_of_nodes())
+    except OSError as exc:
+        raise LineageError(f"cannot write {dest}: {exc.strerror or exc}") from None
     return dest
