@@ -66,3 +66,25 @@ def test_round_and_its_notes_land_together_or_not_at_all(tmp_path: Path) -> None
                                                                         "score": 0.75}
     assert rec.next_round() == 2
     rec.close()
+
+
+def test_a_bad_teacher_id_commits_nothing_and_forgets_nothing(tmp_path: Path) -> None:
+    # Prepare: round 0 committed for agent a.
+    from swarm.messages import PairOutcome
+
+    rec = _recorder(tmp_path)
+    root = tmp_path / "adapters"
+    rec.commit_round(0, {"a": AgentReport(agent_id="a", adapter=_adapter(root, "a0"),
+                                          score=0.25)}, [], _record(0))
+    before = rec.store.refs()
+    report = {"a": AgentReport(agent_id="a", adapter=_adapter(root, "a1"), score=0.5)}
+    bad = PairOutcome(teacher="b\nagent/a", student="a", accepted=True,
+                      adapter=_adapter(root, "ab"), before=0.5, after=0.75)
+    # Execute: a teacher id that would be two cat-file requests.
+    with pytest.raises(LineageError, match="agent id 'b\\\\nagent/a' is not allowed"):
+        rec.commit_round(1, report, [bad], _record(1))
+    # Assert: nothing landed; the same round without the bad outcome commits a's new adapter.
+    assert rec.store.refs() == before
+    rec.commit_round(1, report, [], _record(1))
+    assert rec.store.show_json("agent/a", "agents/a/profile.json") == {"round": 1, "score": 0.5}
+    rec.close()
