@@ -48,13 +48,21 @@ def protected(path: Path) -> str | None:
 
 
 def claim_run_dir(run_dir: Path) -> None:
-    """Create ``run_dir`` if it is missing and mark it as swarm's; leave an existing one unmarked."""
+    """Create ``run_dir`` if it is missing and mark it as swarm's; leave an existing one unmarked.
+
+    Raises:
+        SwarmError: it cannot be created (a file in the way, read-only or full disk).
+    """
     if run_dir.exists():
         return
-    run_dir.mkdir(parents=True)
-    (run_dir / RUN_MARKER).write_text(
-        f"made by swarm on {time.strftime('%Y-%m-%d %H:%M:%S')} (pid {os.getpid()}); "
-        "a new run may move this directory aside\n")
+    try:
+        run_dir.mkdir(parents=True)
+        (run_dir / RUN_MARKER).write_text(
+            f"made by swarm on {time.strftime('%Y-%m-%d %H:%M:%S')} (pid {os.getpid()}); "
+            "a new run may move this directory aside\n")
+    except OSError as exc:
+        raise SwarmError(f"swarm.lineage: cannot create the run directory {run_dir}: "
+                         f"{exc.strerror or exc}") from None
 
 
 def _held_run_files(config: SwarmConfig) -> list[str]:
@@ -88,7 +96,11 @@ def make_room(config: SwarmConfig) -> Path | None:
         while kept.exists():
             n += 1
             kept = run_dir.with_name(f"{run_dir.name}.{stamp}.{n}")
-        run_dir.rename(kept)
+        try:
+            run_dir.rename(kept)
+        except OSError as exc:
+            raise SwarmError(f"cannot move the earlier run {run_dir} aside to {kept}: "
+                             f"{exc.strerror or exc}") from None
         return kept
     held = _held_run_files(config)
     if held:

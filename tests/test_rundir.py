@@ -121,3 +121,13 @@ def test_swarm_run_with_lineage_under_home_leaves_home_alone(tmp_path: Path) -> 
     assert "Traceback" not in proc.stderr
     _assert_untouched(home)
     assert (home / "lineage" / "HEAD").is_file()
+
+
+def test_a_run_directory_that_cannot_be_made_is_one_clear_error(tmp_path: Path) -> None:
+    # Prepare: a file where the run directory's parent should be.
+    (tmp_path / "file").write_text("mine\n")
+    config = _config(tmp_path, str(tmp_path / "file" / "run" / "lineage"))
+    # Execute / Assert
+    with pytest.raises(SwarmError, match="cannot create the run directory .*Not a directory"):
+        LocalLauncher(config).prepare()
+    assert (tmp_path / "file").read_text() == "mine\n"
