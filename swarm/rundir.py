@@ -113,5 +113,11 @@ def make_room(config: SwarmConfig) -> Path | None:
 
 
 def model_cache(run_dir: Path) -> Path:
-    """Where the tiny model is built: beside the run directory, or inside a protected one."""
-    return run_dir / ".models" if protected(run_dir) else run_dir.parent / ".models"
+    """Where the tiny model is built: beside a run directory swarm made, else inside it.
+
+    Beside (``runs/.models``) lets the runs under one folder share it; a folder
+    swarm did not make gets it inside, so nothing is written above it.
+    """
+    if is_swarm_made(run_dir) and not protected(run_dir):
+        return run_dir.parent / ".models"
+    return run_dir / ".models"
