@@ -82,7 +82,8 @@ class ContentStore:
 
     def path(self, sha256: str) -> Path:
         """Where the blob ``sha256`` lives (whether or not it is stored)."""
-        if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+        if not isinstance(sha256, str) or len(sha256) != 64 or \
+                any(c not in "0123456789abcdef" for c in sha256):
             raise LineageError(f"{sha256!r} is not a lowercase sha256 hex digest")
         return self.root / "sha256" / sha256[:2] / sha256[2:]
 

@@ -96,7 +96,10 @@ def init_repo(path: Path) -> None:
     The repository is built in a temp folder beside ``path`` and renamed into
     place, so a crash while creating it leaves no half-made store behind.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LineageError(f"cannot create a lineage store at {path}: {exc.strerror}") from None
     tmp = path.parent / f".{path.name}.init-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     proc = subprocess.run(
@@ -122,7 +125,11 @@ def init_repo(path: Path) -> None:
 
 
 def ensure_config(path: Path) -> None:
-    """Set the durability and housekeeping options every writer relies on."""
+    """Set the durability and housekeeping options every writer relies on.
+
+    Raises:
+        LineageError: git could not write the config (read-only or full disk).
+    """
     current = subprocess.run(
         ["git", "--git-dir", str(path), "config", "--list", "--local"],
         capture_output=True, check=False,
@@ -130,10 +137,13 @@ def ensure_config(path: Path) -> None:
     have = dict(ln.partition("=")[::2] for ln in current.splitlines())
     for key, value in GIT_CONFIG.items():
         if have.get(key.lower()) != value:
-            subprocess.run(
+            proc = subprocess.run(
                 ["git", "--git-dir", str(path), "config", key, value],
-                check=True, capture_output=True,
+                check=False, capture_output=True,
             )
+            if proc.returncode != 0:
+                msg = "; ".join(proc.stderr.decode(errors="replace").strip().splitlines())
+                raise LineageError(f"cannot configure the lineage {path}: {msg}")
 
 
 def take_lock(lock_path: Path, timeout: float) -> int:

@@ -371,3 +371,35 @@ def test_writer_cleans_what_a_dead_writer_left(tmp_path: Path) -> None:
         store.maintain()
     assert LineageReader(repo).show("a", "f") == b"2"
     assert_fsck_clean(repo)
+
+
+def test_a_store_that_cannot_be_created_is_a_lineage_error(tmp_path: Path) -> None:
+    # Prepare: a file where the store's parent folder should be.
+    (tmp_path / "file").write_text("mine\n")
+    # Execute / Assert
+    with pytest.raises(LineageError, match="cannot create a lineage store at .*file"):
+        LineageStore.open(tmp_path / "file" / "lineage", create=True)
+    assert (tmp_path / "file").read_text() == "mine\n"
+
+
+def test_a_pointer_sha_that_is_not_a_string_is_a_lineage_error(store: LineageStore) -> None:
+    for bad in (5, None, ["0" * 64]):
+        with pytest.raises(LineageError, match="sha256"):
+            store.cas.path(bad)  # type: ignore[arg-type]
+
+
+def test_batch_and_its_notes_are_one_transaction(store: LineageStore) -> None:
+    # Prepare
+    a0 = store.commit("agent/a", {"f": b"0"}, "a0")
+    store.note(a0, {"score": 0.1})
+    git(store.git_dir, "update-ref", "refs/notes/commits", a0)  # someone moved the notes
+    before = store.refs()
+    # Execute: a batch whose notes lose their compare-and-swap.
+    with pytest.raises(LineageError, match="refused"):
+        store.commit_many([CommitSpec("agent/a", {"f": b"1"}, "a1")], notes={0: {"score": 1}})
+    # Assert: the commit did not land without its note; a retry lands both.
+    assert store.refs() == before
+    (a1,) = store.commit_many([CommitSpec("agent/a", {"f": b"1"}, "a1")],
+                              notes={0: {"score": 1}})
+    assert store.resolve("agent/a") == a1
+    assert json.loads(store.get_note(a1) or b"null") == {"score": 1}
