@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import IO
 
 from swarm.errors import LineageError
+from swarm.lineage_names import is_sha
 
 __all__ = [
     "ZERO_OID",
@@ -50,7 +51,6 @@ TREE_MODE = "40000"
 BLOB_MODE = "100644"
 _TYPE_CODES = {"commit": 1, "tree": 2, "blob": 3, "tag": 4}
 _BATCH_FORMAT = "%(objectname) %(objecttype) %(objectsize) %(rest)"
-_HEXDIGITS = frozenset("0123456789abcdef")
 
 TreeEntries = Mapping[str, tuple[str, str]]
 
@@ -335,7 +335,7 @@ class CatFile(_GitProcess):
         if parts == [name, "missing"] or parts == [name, "ambiguous"]:
             raise LineageError(f"no object {name!r} in the lineage repository {self._git_dir}")
         if len(parts) != 4 or parts[3] != token or not parts[2].isdigit() or (
-                len(name) == 40 and parts[0] != name and all(c in _HEXDIGITS for c in name)):
+                is_sha(name) and parts[0] != name):
             self.close()  # out of step: whatever is buffered answers other requests
             raise LineageError(
                 f"cat-file answered {header[:120]!r} to the request for {name!r}; reader restarted")
