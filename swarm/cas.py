@@ -152,8 +152,15 @@ class ContentStore:
         sha256 and size, ``base_model``, ``rank`` and ``parents`` (from ``meta``,
         else from the adapter config) and ``config_sha256``; other ``meta`` keys
         are kept as they are.
+
+        Raises:
+            LineageError: a parent that is not a sha256, a symlink, a missing
+                weights file or a config that is not a JSON object.
         """
         meta = dict(meta or {})
+        parents = list(meta.pop("parents", []))
+        for parent in parents:  # they come from host reports: adapter hashes, nothing else
+            self.path(parent)
         config: dict[str, Any] = {}
         config_sha = None
         if isinstance(source, bytes):
@@ -183,7 +190,7 @@ class ContentStore:
             "size": size,
             "base_model": meta.pop("base_model", config.get("base_model_name_or_path")),
             "rank": meta.pop("rank", config.get("r")),
-            "parents": list(meta.pop("parents", [])),
+            "parents": parents,
             "config_sha256": config_sha,
             **meta,
         }

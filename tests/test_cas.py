@@ -106,3 +106,12 @@ def test_every_directory_a_put_creates_is_made_durable(tmp_path: Path,
     blob_dir = store.path(sha).parent
     for folder in (blob_dir, blob_dir.parent, root, root.parent, tmp_path):
         assert folder in synced, f"{folder} was not fsynced ({synced})"
+
+
+def test_adapter_parents_must_be_sha256(tmp_path: Path) -> None:
+    store = ContentStore(tmp_path / "cas")
+    good = hashlib.sha256(b"parent").hexdigest()
+    assert store.put_adapter(b"weights", {"parents": [good]})["parents"] == [good]
+    for bad in ("agent/b\nagent/a", "../../etc", 5, good.upper()):
+        with pytest.raises(LineageError, match="sha256"):
+            store.put_adapter(b"weights", {"parents": [good, bad]})
