@@ -84,8 +84,9 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    print(f"self: {public_key_text(args.dir)}")
-    allowed = list_keys(args.dir)
+    own = public_key_text(args.dir)
+    allowed = list_keys(args.dir)  # read everything first: an error is then the only output
+    print(f"self: {own}")
     print(f"allowed ({len(allowed)}):")
     for name, key in allowed.items():
         print(f"  {name}  {key}")
