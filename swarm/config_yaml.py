@@ -87,19 +87,20 @@ def load_yaml(text: str, where: str) -> Any:
     Raises:
         ConfigError: not valid YAML, an alias, too deep, a duplicate or non-scalar key.
     """
-    loader = _StrictLoader(text)
     try:
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        _check_keys(node, "")
-        return loader.construct_document(node)
+        loader = _StrictLoader(text)  # the reader checks the characters here
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            _check_keys(node, "")
+            return loader.construct_document(node)
+        finally:
+            loader.dispose()
     except _Refused as exc:
         raise ConfigError(f"{where}: {exc}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{where}: not valid YAML: {_clip(str(exc))}") from None
-    finally:
-        loader.dispose()
+        raise ConfigError(f"{where}: not valid YAML: {_yaml_problem(exc)}") from None
 
 
 def _check_keys(node: Node, path: str) -> None:
@@ -125,6 +126,15 @@ def _check_keys(node: Node, path: str) -> None:
                 )
             seen[key.value] = line
             _check_keys(value, where)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's multi-line message (with a source snippet) as one line: where and what."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        context = f"{exc.context} " if exc.context else ""
+        return _clip(f"line {mark.line + 1}, column {mark.column + 1}: {context}{exc.problem}")
+    return _clip(" ".join(str(exc).split()))
 
 
 def _clip(text: str, limit: int = 300) -> str:
