@@ -263,7 +263,8 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
         raise ConfigError(
             f"override {_show(item)}: expected KEY.PATH=VALUE, e.g. swarm.rounds=3"
         )
-    key = _show_key(key)
+    if len(key) > 200:  # no key path is this long; keep the error line short
+        raise ConfigError(f"override {_show_key(key)}: {len(key)} characters, too long a key")
     value = load_yaml(text, f"override {key}")
     parts = key.strip().split(".")
     node: Any = raw

@@ -165,6 +165,9 @@ def test_override_value_is_read_as_strictly_as_a_file() -> None:
         load_config(QUICKSTART, ["swarm.rounds=*a"])
     with pytest.raises(ConfigError, match="agents: duplicate key"):
         load_config(QUICKSTART, ["swarm.name={agents: 1, agents: 2}"])
+    with pytest.raises(ConfigError, match="too long a key") as info:
+        load_config(QUICKSTART, ["swarm." + "x" * 100_000 + "=1"])
+    assert len(str(info.value)) < 200
 
 
 def test_a_huge_unknown_key_prints_a_short_line(tmp_path: Path) -> None:
