@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
@@ -278,6 +279,47 @@ def test_agents_in_all_groups_are_bounded(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match=r"agents: 1000 \+ .* = 5000 agents in all; at most 4096"):
         load_config(path)
+
+
+def test_training_examples_in_all_groups_are_bounded(tmp_path: Path) -> None:
+    groups = [{"name": f"g{i}", "count": 100, "examples": 100_000, "skills": ["add"]}
+              for i in range(2)]
+    path = _write(tmp_path, _groups(*groups))
+
+    with pytest.raises(ConfigError, match="20000000 training examples; at most 1000000"):
+        load_config(path)
+
+
+def test_mutated_configs_give_config_errors_only(tmp_path: Path) -> None:
+    """Random byte edits of the quickstart: valid, or a ConfigError of short lines; nothing else."""
+    rng = random.Random(12)
+    base = QUICKSTART.read_bytes()
+    tokens = [b"{", b"}", b"[", b"]", b":", b"-", b"&a ", b"*a", b"!!binary ", b"\n", b"\t",
+              b"'", b'"', b"?", b"1e999", b"99999999999999999999999", b"~", b"<<: ", b"\xff",
+              b"\x00", b"{nme}", b"{name.x}", b"%YAML 1.1\n", b"..", b"#", b"!!python/name:os "]
+    path = tmp_path / "mutated.yaml"
+    outcomes = {"valid": 0, "refused": 0}
+    for _ in range(600):
+        data = bytearray(base)
+        for _ in range(rng.randint(1, 4)):
+            pos = rng.randrange(len(data))
+            roll = rng.random()
+            if roll < 0.4:
+                data[pos:pos] = rng.choice(tokens)
+            elif roll < 0.7:
+                del data[pos: pos + rng.randint(1, 8)]
+            else:
+                data[pos] = rng.randrange(256)
+        path.write_bytes(bytes(data))
+        try:
+            load_config(path)
+        except ConfigError as exc:
+            assert all("\n" not in p and len(p) < 600 for p in exc.problems), exc.problems
+            outcomes["refused"] += 1
+        else:
+            outcomes["valid"] += 1
+
+    assert outcomes["refused"] > 200  # the edits do reach the checks
 
 
 def test_every_problem_of_a_config_is_reported_at_once(tmp_path: Path) -> None:
