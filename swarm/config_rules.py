@@ -3,7 +3,7 @@
 Each of these once passed ``swarm config check`` and failed at run time:
 names that become git branches (``agent/<group>-<i>``) but that git refuses,
 two groups that give the same agent ids, a role, protocol or skill that no
-registry knows, a ``swarm.lineage`` path with a placeholder other than
+registry knows, ports past 65535, a ``swarm.lineage`` path with a placeholder other than
 ``{name}`` (``KeyError`` at start) or with attribute access in it
 (``{name.__class__}``, which ``str.format`` evaluates). ``config_problems``
 returns one line per problem in the style of the schema's own errors: the
@@ -23,10 +23,13 @@ from swarm.gitbatch import check_ref_name
 if TYPE_CHECKING:
     from swarm.config import SwarmConfig
 
-__all__ = ["MAX_AGENTS", "config_problems", "agent_ids", "name_problem", "path_problem"]
+__all__ = ["MAX_AGENTS", "MAX_EXAMPLES", "config_problems", "agent_ids", "name_problem", "path_problem"]
 
 MAX_AGENTS = 4096
 """Agents in one swarm, over all groups: every one is a process-wide branch and a LoRA slot."""
+
+MAX_EXAMPLES = 1_000_000
+"""Training examples over all agents: the coordinator and hosts hold them all in memory."""
 
 _PLACEHOLDERS = ("name",)
 
@@ -37,6 +40,7 @@ def config_problems(config: SwarmConfig) -> list[str]:
     problems += _name_problems(config)
     problems += _agent_id_problems(config)
     problems += _registry_problems(config)
+    problems += _port_problems(config)
     problem = path_problem(config.swarm.lineage, _PLACEHOLDERS)
     if problem:
         problems.append(f"swarm.lineage: {problem}")
@@ -100,6 +104,10 @@ def _agent_id_problems(config: SwarmConfig) -> Iterable[str]:
         counts = " + ".join(str(g.count) for g in config.agents)
         yield f"agents: {counts} = {config.agent_count} agents in all; at most {MAX_AGENTS}"
         return
+    examples = sum(g.count * g.examples for g in config.agents)
+    if examples > MAX_EXAMPLES:
+        yield (f"agents: count x examples over all groups is {examples} training examples; "
+               f"at most {MAX_EXAMPLES}")
     owner: dict[str, int] = {}
     for i, group in enumerate(config.agents):
         clash = sorted({owner[a] for a in agent_ids(group.name, group.count) if a in owner})
@@ -122,6 +130,18 @@ def _registry_problems(config: SwarmConfig) -> Iterable[str]:
             yield f"agents.{i}.skills: empty; name at least one of {', '.join(skill_names())}"
         for j, skill in enumerate(group.skills):
             yield from _lookup(f"agents.{i}.skills.{j}", skill, get_skill)
+
+
+def _port_problems(config: SwarmConfig) -> Iterable[str]:
+    """The highest port a swarm binds must exist (``bind`` raises ``OverflowError`` past 65535)."""
+    from swarm.host import PEER_OFFSET
+
+    base, hosts = config.transport.base_port, config.launcher.hosts
+    top = base + PEER_OFFSET + hosts - 1
+    if top > 65535:
+        yield (f"transport.base_port: {base} puts the last host's peer port at {top} "
+               f"(base_port + {PEER_OFFSET} + launcher.hosts - 1); ports end at 65535, "
+               f"so allowed: base_port <= {65535 - PEER_OFFSET - hosts + 1}")
 
 
 def _lookup(key: str, name: str, get: Callable[[str], object]) -> Iterable[str]:

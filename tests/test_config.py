@@ -221,6 +221,8 @@ RUNTIME = [
      ["swarm.lineage", "'runs/{name'", "literal braces"]),
     ("format spec", _mutate(["swarm", "lineage"], "runs/{name:>99999999}"),
      ["swarm.lineage", "more than a plain name"]),
+    ("ports past 65535", _mutate(["transport", "base_port"], 65530),
+     ["transport.base_port", "65530", "peer port at 65540", "base_port <= 65525"]),
     ("regex as target module", _mutate(["agents", 0, "lora", "target_modules"], ["("]),
      ["agents.0.lora.target_modules.0", "'('"]),
     ("string target_modules", _mutate(["agents", 0, "lora", "target_modules"], ".*proj"),
