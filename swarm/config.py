@@ -42,7 +42,6 @@ __all__ = [
 # Every count has an upper bound: a config that asks for 10**12 steps or agents
 # must be refused by `swarm config check`, not discovered as a hung run.
 PosInt = Annotated[int, msgspec.Meta(ge=1, le=100_000)]
-NonNegInt = Annotated[int, msgspec.Meta(ge=0, le=100_000)]
 Seed = Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)]
 Fraction = Annotated[float, msgspec.Meta(gt=0.0, le=1.0)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]

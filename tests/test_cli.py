@@ -157,6 +157,14 @@ def test_keys_list_with_corrupt_files(keys: Path, capsys: pytest.CaptureFixture[
     _one_line(capsys, ["keys", "list", "--dir", str(keys / "missing")], "no keypair in")
 
 
+def test_keys_add_of_a_dash_key_after_debug(keys: Path) -> None:
+    dash_key = "-h" + public_key_text(keys)[2:]
+
+    assert main(["--debug", "keys", "add", "peer", dash_key, "--dir", str(keys)]) == 0
+
+    assert (keys / "allowed" / "peer.key").read_text().count(dash_key) == 1
+
+
 # -- swarm model tiny ---------------------------------------------------------------------
 
 
