@@ -88,7 +88,8 @@ class ModelSection(_Section, frozen=True):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     openai_url: str | None = None
     server: str | None = None  # address of a running model server to share; None: start one
-    adapter_store: str | None = None  # the machine's adapter store; None: <run dir>/adapters
+    # The machine's adapter store ({name}: the swarm's name); None: <run dir>/adapters
+    adapter_store: Path_ | None = None
 
 
 class LoraSection(_Section, frozen=True):
@@ -195,7 +196,7 @@ class SwarmConfig(_Section, frozen=True):
     def adapter_store(self) -> Path:
         """The content-addressed adapter store shared by the model server and the hosts."""
         if self.model.adapter_store is not None:
-            return Path(self.model.adapter_store).expanduser()
+            return Path(self.model.adapter_store.format(name=self.swarm.name)).expanduser()
         return self.run_dir / "adapters"
 
 

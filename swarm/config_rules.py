@@ -3,9 +3,10 @@
 Each of these once passed ``swarm config check`` and failed at run time:
 names that become git branches (``agent/<group>-<i>``) but that git refuses,
 two groups that give the same agent ids, a role, protocol or skill that no
-registry knows, ports past 65535, a ``swarm.lineage`` path with a placeholder other than
-``{name}`` (``KeyError`` at start) or with attribute access in it
-(``{name.__class__}``, which ``str.format`` evaluates). ``config_problems``
+registry knows, ports past 65535, a path (``swarm.lineage``,
+``model.adapter_store``) with a placeholder other than ``{name}`` (``KeyError``
+at start) or with attribute access in it (``{name.__class__}``, which
+``str.format`` evaluates). ``config_problems``
 returns one line per problem in the style of the schema's own errors: the
 key, the bad value, what is allowed.
 """
@@ -41,9 +42,11 @@ def config_problems(config: SwarmConfig) -> list[str]:
     problems += _agent_id_problems(config)
     problems += _registry_problems(config)
     problems += _port_problems(config)
-    problem = path_problem(config.swarm.lineage, _PLACEHOLDERS)
-    if problem:
-        problems.append(f"swarm.lineage: {problem}")
+    paths = {"swarm.lineage": config.swarm.lineage, "model.adapter_store": config.model.adapter_store}
+    for key, template in paths.items():
+        problem = path_problem(template, _PLACEHOLDERS) if template is not None else None
+        if problem:
+            problems.append(f"{key}: {problem}")
     return problems
 
 

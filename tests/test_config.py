@@ -223,6 +223,8 @@ RUNTIME = [
      ["swarm.lineage", "more than a plain name"]),
     ("ports past 65535", _mutate(["transport", "base_port"], 65530),
      ["transport.base_port", "65530", "peer port at 65540", "base_port <= 65525"]),
+    ("unknown placeholder in the adapter store", _mutate(["model", "adapter_store"], "/s/{nam}"),
+     ["model.adapter_store", "unknown placeholder {nam}", "did you mean {name}"]),
     ("regex as target module", _mutate(["agents", 0, "lora", "target_modules"], ["("]),
      ["agents.0.lora.target_modules.0", "'('"]),
     ("string target_modules", _mutate(["agents", 0, "lora", "target_modules"], ".*proj"),
@@ -273,6 +275,14 @@ def test_every_count_has_an_upper_bound(tmp_path: Path, key: list, value: object
         load_config(path)
 
     assert ".".join(map(str, key)) in str(info.value) and bound in str(info.value)
+
+
+def test_paths_fill_in_the_swarm_name(tmp_path: Path) -> None:
+    config = load_config(QUICKSTART, [f"model.adapter_store={tmp_path}/{{name}}/adapters",
+                                      "swarm.lineage=runs/{name}-x/lineage"])
+
+    assert config.adapter_store == tmp_path / "quickstart" / "adapters"
+    assert config.lineage_dir == Path("runs/quickstart-x/lineage")
 
 
 def test_agents_in_all_groups_are_bounded(tmp_path: Path) -> None:
