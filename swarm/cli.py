@@ -21,6 +21,7 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from swarm import __version__
 from swarm.cli_keys import key_after_dashes
@@ -40,9 +41,16 @@ _MAX_LINE = 400
 _WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EPIPE, errno.EROFS, errno.EFBIG)
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line too, pointing at ``--help``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {_clip(message)} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every command group registered."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="swarm",
         description="Run and inspect swarms of LLM agents that learn from each other.",
     )

@@ -177,6 +177,17 @@ def test_model_tiny_refuses_sizes_past_the_config_bounds(
     assert not (tmp_path / "m").exists()
 
 
+@pytest.mark.parametrize("argv", [["model", "tiny"], ["model", "tiny", "x", "--layers", "two"],
+                                  ["keys", "frobnicate"], ["nosuchcommand"], []])
+def test_usage_errors_are_one_line(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+
+    err = capsys.readouterr().err
+    assert info.value.code == 2
+    assert len(err.splitlines()) == 1 and "error:" in err and "--help" in err, err
+
+
 # -- the last-resort handler --------------------------------------------------------------
 
 
