@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import yaml
 
 from swarm.config import load_config, to_dict
@@ -61,6 +62,12 @@ def _config_check(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.file, args.overrides)
     except ConfigError as exc:
+        # One problem is one line (naming the file once); several get a header.
+        if len(exc.problems) == 1:
+            line = exc.problems[0]
+            print(line if line.startswith(f"{args.file}:") else f"{args.file}: {line}",
+                  file=sys.stderr)
+            return 2
         print(f"{args.file}: {len(exc.problems)} error(s)", file=sys.stderr)
         for line in exc.problems:
             print(f"  {line}", file=sys.stderr)
@@ -70,10 +77,18 @@ def _config_check(args: argparse.Namespace) -> int:
 
 
 def _model_tiny(args: argparse.Namespace) -> int:
+    from swarm.config import TinyModelSection
     from swarm.tinymodel import TinySpec, build_tiny_model, weights_sha256
 
+    # The same bounds as the config's model.tiny: --layers 10**9 must not start building.
+    shape = {"layers": args.layers, "hidden": args.hidden, "vocab": args.vocab, "seed": args.seed}
     try:
-        spec = TinySpec(layers=args.layers, hidden=args.hidden, vocab=args.vocab, seed=args.seed)
+        msgspec.convert(shape, TinyModelSection)
+    except msgspec.ValidationError as exc:
+        what, _, where = str(exc).partition(" - at `$.")
+        raise ConfigError(f"--{where.rstrip('`')}: {what[0].lower()}{what[1:]}") from None
+    try:
+        spec = TinySpec(**shape)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     dest = build_tiny_model(args.dest, spec)

@@ -55,8 +55,12 @@ def key_after_dashes(argv: Sequence[str]) -> list[str]:
     40-character argument starting with '-' is the key: it goes last, after ``--``.
     """
     argv = list(argv)
+    lead = 0
+    while lead < len(argv) and argv[lead] == "--debug":  # the one option before a command
+        lead += 1
+    head, argv = argv[:lead], argv[lead:]
     if argv[:2] != ["keys", "add"] or "--" in argv:
-        return argv
+        return head + argv
     rest: list[str] = []
     key = None
     tokens = iter(argv[2:])
@@ -67,7 +71,7 @@ def key_after_dashes(argv: Sequence[str]) -> list[str]:
             key = tok
         else:
             rest.append(tok)
-    return argv if key is None else ["keys", "add", *rest, "--", key]
+    return head + (argv if key is None else ["keys", "add", *rest, "--", key])
 
 
 def _init(args: argparse.Namespace) -> int:
@@ -84,8 +88,9 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    print(f"self: {public_key_text(args.dir)}")
-    allowed = list_keys(args.dir)
+    own = public_key_text(args.dir)
+    allowed = list_keys(args.dir)  # read everything first: an error is then the only output
+    print(f"self: {own}")
     print(f"allowed ({len(allowed)}):")
     for name, key in allowed.items():
         print(f"  {name}  {key}")

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
-import yaml
 
+from swarm.config_rules import config_problems
+from swarm.config_yaml import MAX_CONFIG_BYTES, decode_text, load_yaml
 from swarm.errors import ConfigError
 
 __all__ = [
@@ -38,11 +39,15 @@ __all__ = [
     "to_dict",
 ]
 
-PosInt = Annotated[int, msgspec.Meta(ge=1)]
-NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
+# Every count has an upper bound: a config that asks for 10**12 steps or agents
+# must be refused by `swarm config check`, not discovered as a hung run.
+PosInt = Annotated[int, msgspec.Meta(ge=1, le=100_000)]
+Seed = Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)]
 Fraction = Annotated[float, msgspec.Meta(gt=0.0, le=1.0)]
-PosFloat = Annotated[float, msgspec.Meta(gt=0.0)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+# A module name, never a pattern: peft and vLLM read a string as a regular expression.
+ModuleName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.]+$")]
+Path_ = Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
 Port = Annotated[int, msgspec.Meta(ge=1024, le=65535)]
 
 
@@ -54,64 +59,67 @@ class SwarmSection(_Section, frozen=True):
     """What the swarm is called, how long it runs and where its history goes."""
 
     name: Name
-    seed: NonNegInt = 0
+    seed: Seed = 0
     rounds: PosInt = 5
-    lineage: str = "runs/{name}/lineage"
-    heldout: PosInt = 64
+    lineage: Path_ = "runs/{name}/lineage"
+    heldout: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 64
 
 
 class TinyModelSection(_Section, frozen=True):
     """Shape of the tiny model built on the fly when ``model.path`` is ``tiny``."""
 
-    layers: PosInt = 2
+    layers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
     hidden: Annotated[int, msgspec.Meta(ge=64, le=4096, multiple_of=64)] = 256
     vocab: Annotated[int, msgspec.Meta(ge=300, le=65536)] = 1024
-    seed: NonNegInt = 0
+    seed: Seed = 0
 
 
 class ModelSection(_Section, frozen=True):
     """The base model and the engine that serves it."""
 
-    path: str = "tiny"
+    path: Path_ = "tiny"
     backend: Literal["vllm", "hf", "openai"] = "vllm"
     tiny: TinyModelSection = msgspec.field(default_factory=TinyModelSection)
-    max_loras: PosInt = 8
-    max_cpu_loras: PosInt = 64
+    max_loras: Annotated[int, msgspec.Meta(ge=1, le=256)] = 8
+    max_cpu_loras: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 64
     max_lora_rank: Annotated[int, msgspec.Meta(ge=1, le=256)] = 16
-    max_model_len: Annotated[int, msgspec.Meta(ge=16)] = 512
+    max_model_len: Annotated[int, msgspec.Meta(ge=16, le=131_072)] = 512
     gpu_memory_utilization: Fraction = 0.3
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     openai_url: str | None = None
     server: str | None = None  # address of a running model server to share; None: start one
-    adapter_store: str | None = None  # the machine's adapter store; None: <run dir>/adapters
+    # The machine's adapter store ({name}: the swarm's name); None: <run dir>/adapters
+    adapter_store: Path_ | None = None
 
 
 class LoraSection(_Section, frozen=True):
     """LoRA adapter shape and the local fine-tuning budget of each round."""
 
     rank: Annotated[int, msgspec.Meta(ge=1, le=256)] = 8
-    alpha: PosFloat = 16.0
+    alpha: Annotated[float, msgspec.Meta(gt=0.0, le=4096.0)] = 16.0
     dropout: Annotated[float, msgspec.Meta(ge=0.0, lt=1.0)] = 0.0
     # Attention and MLP: on the tiny model, rank 8 on all seven projections takes
     # held-out `reverse` to 1.0 in 300 steps; attention alone gets 0.14 (0.42 at
     # 600 steps). See bench/training.py.
-    target_modules: list[str] = msgspec.field(
-        default_factory=lambda: [
+    target_modules: Annotated[list[ModuleName], msgspec.Meta(min_length=1, max_length=64)] = (
+        msgspec.field(default_factory=lambda: [
             "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"
-        ]
+        ])
     )
-    learning_rate: PosFloat = 3e-3
+    learning_rate: Annotated[float, msgspec.Meta(gt=0.0, le=10.0)] = 3e-3
     steps: PosInt = 40
-    batch_size: PosInt = 16
+    batch_size: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 16
 
 
 class AgentGroup(_Section, frozen=True):
     """A group of ``count`` agents sharing a role, a data recipe and LoRA settings."""
 
     name: Name
-    count: PosInt = 1
+    count: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 1
     role: Name = "learner"
-    skills: list[str] = msgspec.field(default_factory=list)
+    skills: Annotated[list[Name], msgspec.Meta(max_length=64)] = msgspec.field(
+        default_factory=list
+    )
     examples: PosInt = 256
     lora: LoraSection = msgspec.field(default_factory=LoraSection)
 
@@ -120,9 +128,9 @@ class MatchmakerSection(_Section, frozen=True):
     """Which pairing strategy runs and its parameters."""
 
     kind: Literal["linucb", "greedy", "random"] = "linucb"
-    lam: PosFloat = 1.0
-    beta0: Annotated[float, msgspec.Meta(ge=0.0)] = 1.0
-    max_pairs: PosInt | None = None
+    lam: Annotated[float, msgspec.Meta(gt=0.0, le=1e6)] = 1.0
+    beta0: Annotated[float, msgspec.Meta(ge=0.0, le=1e6)] = 1.0
+    max_pairs: Annotated[int, msgspec.Meta(ge=1, le=4096)] | None = None
 
 
 class ProtocolSection(_Section, frozen=True):
@@ -155,7 +163,7 @@ class LauncherSection(_Section, frozen=True):
     kind: Literal["local", "inline"] = "local"
     hosts: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 1
     restart: bool = True
-    max_restarts: NonNegInt = 3
+    max_restarts: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 3
 
 
 class SwarmConfig(_Section, frozen=True):
@@ -188,7 +196,7 @@ class SwarmConfig(_Section, frozen=True):
     def adapter_store(self) -> Path:
         """The content-addressed adapter store shared by the model server and the hosts."""
         if self.model.adapter_store is not None:
-            return Path(self.model.adapter_store).expanduser()
+            return Path(self.model.adapter_store.format(name=self.swarm.name)).expanduser()
         return self.run_dir / "adapters"
 
 
@@ -204,13 +212,11 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> SwarmConfig:
     """
     path = Path(path)
     try:
-        text = path.read_text()
+        with path.open("rb") as file:
+            data = file.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    raw = load_yaml(decode_text(data, str(path)), str(path))
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -230,15 +236,20 @@ def parse_config(raw: Mapping[str, Any]) -> SwarmConfig:
     """Validate an already-parsed mapping into a ``SwarmConfig``.
 
     Raises:
-        ConfigError: unknown keys (with suggestions) first, then type and range errors.
+        ConfigError: unknown keys (with suggestions) first, then type and range
+            errors, then rules across fields (``swarm.config_rules``).
     """
     problems = list(_unknown_keys(raw, SwarmConfig, "$"))
     if problems:
         raise ConfigError(problems)
     try:
-        return msgspec.convert(raw, SwarmConfig, strict=True)
+        config = msgspec.convert(raw, SwarmConfig, strict=True)
     except msgspec.ValidationError as exc:
         raise ConfigError(_explain(str(exc), raw)) from None
+    problems = config_problems(config)
+    if problems:
+        raise ConfigError(problems)
+    return config
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:
@@ -249,11 +260,12 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     """
     key, sep, text = item.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"override {item!r}: expected KEY.PATH=VALUE, e.g. swarm.rounds=3")
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        raise ConfigError(f"override {key}: value {text!r} is not valid YAML") from None
+        raise ConfigError(
+            f"override {_show(item)}: expected KEY.PATH=VALUE, e.g. swarm.rounds=3"
+        )
+    if len(key) > 200:  # no key path is this long; keep the error line short
+        raise ConfigError(f"override {_show_key(key)}: {len(key)} characters, too long a key")
+    value = load_yaml(text, f"override {key}")
     parts = key.strip().split(".")
     node: Any = raw
     for depth, part in enumerate(parts[:-1]):
@@ -298,12 +310,12 @@ def _unknown_keys(raw: Any, schema: type[msgspec.Struct], path: str) -> Iterable
         return
     fields = {f.name: f.type for f in msgspec.structs.fields(schema)}
     for key, value in raw.items():
-        where = f"{path}.{key}"
+        where = f"{path}.{_show_key(key)}"
         if key not in fields:
             close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             allowed = ", ".join(sorted(fields))
-            yield f"{_dotted(where)}: unknown key {key!r}{hint} (allowed: {allowed})"
+            yield f"{_dotted(where)}: unknown key {_show(key)}{hint} (allowed: {allowed})"
             continue
         sub = _struct_of(fields[key])
         if sub is None:
@@ -393,5 +405,10 @@ def _lookup(raw: Any, path: str) -> tuple[bool, Any]:
 
 
 def _show(value: Any) -> str:
-    text = repr(value)
+    return _show_key(repr(value))
+
+
+def _show_key(key: Any) -> str:
+    """``key`` as text, clipped: an error message stays one short line."""
+    text = str(key)
     return text if len(text) <= 60 else text[:57] + "..."

@@ -10,6 +10,7 @@ silent override.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable
 from importlib import metadata
 from typing import Generic, TypeVar
@@ -19,6 +20,8 @@ from swarm.errors import RegistryError
 __all__ = ["Registry"]
 
 T = TypeVar("T")
+
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 class Registry(Generic[T]):
@@ -36,8 +39,10 @@ class Registry(Generic[T]):
         Raises:
             RegistryError: the name is empty or already taken.
         """
-        if not name or not name.replace("_", "").replace("-", "").isalnum():
-            raise RegistryError(f"{self.kind} name {name!r} must be letters, digits, '-' or '_'")
+        if not _NAME.match(name):  # ASCII: a config can name nothing else (swarm.config.Name)
+            raise RegistryError(
+                f"{self.kind} name {name[:70]!r} must be 1 to 64 ASCII letters, digits, '-' or '_'"
+            )
         if name in self._items and self._items[name] is not item:
             raise RegistryError(
                 f"{self.kind} {name!r} is already registered (by {_where(self._items[name])})"

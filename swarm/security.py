@@ -118,54 +118,109 @@ def init_keys(keys_dir: str | Path, force: bool = False) -> bytes:
     """Create this node's keypair and allow its own public key; returns the public key.
 
     Raises:
-        ConfigError: a keypair exists and ``force`` is false.
+        ConfigError: a keypair exists and ``force`` is false, ``keys_dir`` is not a
+            directory, or it cannot be written (the message names the path and why).
     """
     root = Path(keys_dir).expanduser()
+    _check_dir(root)
     if (root / "self.key_secret").exists() and not force:
         raise ConfigError(f"{root} already holds a keypair (use --force to replace it)")
-    root.mkdir(parents=True, exist_ok=True)
-    os.chmod(root, 0o700)
-    for suffix in ("self.key", "self.key_secret"):
-        (root / suffix).unlink(missing_ok=True)
-    public_file, secret_file = zmq.auth.create_certificates(root, "self")
-    os.chmod(secret_file, 0o600)
-    public, _ = zmq.auth.load_certificate(public_file)
-    add_key(root, "self", public.decode())
-    return public
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        os.chmod(root, 0o700)
+        for suffix in ("self.key", "self.key_secret"):
+            (root / suffix).unlink(missing_ok=True)
+        public_file, secret_file = zmq.auth.create_certificates(root, "self")
+        os.chmod(secret_file, 0o600)
+    except OSError as exc:
+        raise ConfigError(f"cannot write a keypair to {root}: {_why(exc)}") from None
+    public = _read_public(Path(public_file))
+    add_key(root, "self", public)
+    return public.encode()
 
 
 def add_key(keys_dir: str | Path, name: str, key: str) -> Path:
     """Put a public key (40 Z85 characters, or a ``.key`` certificate file) on the allow-list.
 
     Raises:
-        ConfigError: bad name or not a CURVE public key.
+        ConfigError: bad name, not a CURVE public key, an unreadable key file, or an
+            allow-list that cannot be written.
     """
-    if not _NAME.match(name):
-        raise ConfigError(f"key name {name!r}: use letters, digits, '_', '.', '-' (max 64)")
-    if Path(key).is_file():
-        public, _ = zmq.auth.load_certificate(key)
-        key = public.decode()
+    if not _NAME.match(name) or name.startswith("."):
+        raise ConfigError(
+            f"key name {name[:64]!r}: use letters, digits, '_', '.', '-' (max 64, no leading '.')"
+        )
     if not _Z85.match(key):
-        raise ConfigError(f"key {key!r}: not a CURVE public key (40 Z85 characters)")
-    allowed = Path(keys_dir).expanduser() / "allowed"
-    allowed.mkdir(parents=True, exist_ok=True)
+        path = Path(key).expanduser()
+        if not (path.exists() or "/" in key or key.endswith(".key")):
+            raise ConfigError(f"key {key[:64]!r}: not a CURVE public key (40 Z85 characters)")
+        key = _read_public(path)
+    root = Path(keys_dir).expanduser()
+    _check_dir(root)
+    allowed = root / "allowed"
     dest = allowed / f"{name}.key"
-    dest.write_text(
-        "#   ZeroMQ CURVE public key, allowed by swarm\n"
-        "metadata\ncurve\n"
-        f'    public-key = "{key}"\n'
-    )
+    try:
+        allowed.mkdir(parents=True, exist_ok=True)
+        dest.write_text(
+            "#   ZeroMQ CURVE public key, allowed by swarm\n"
+            "metadata\ncurve\n"
+            f'    public-key = "{key}"\n'
+        )
+    except OSError as exc:
+        raise ConfigError(f"cannot write {dest}: {_why(exc)}") from None
     return dest
 
 
 def list_keys(keys_dir: str | Path) -> dict[str, str]:
-    """The allow-list as ``{name: public key}``."""
+    """The allow-list as ``{name: public key}``.
+
+    Raises:
+        ConfigError: the allow-list is not a readable directory, or a file on it is
+            not a public key (the message names the file).
+    """
     allowed = Path(keys_dir).expanduser() / "allowed"
-    result: dict[str, str] = {}
-    for path in sorted(allowed.glob("*.key")) if allowed.is_dir() else []:
+    if not allowed.exists():
+        return {}
+    if not allowed.is_dir():
+        raise ConfigError(f"{allowed}: not a directory (it should hold the allowed .key files)")
+    try:
+        paths = sorted(allowed.glob("*.key"))
+    except OSError as exc:
+        raise ConfigError(f"cannot list {allowed}: {_why(exc)}") from None
+    return {path.stem: _read_public(path) for path in paths}
+
+
+_MAX_KEY_FILE = 64 * 1024
+
+
+def _read_public(path: Path) -> str:
+    """The Z85 public key of a ZeroMQ certificate file, or a one-line ``ConfigError``."""
+    try:
+        if not path.is_file():
+            what = "is not a file" if path.exists() else "does not exist"
+            raise ConfigError(f"key file {path} {what}")
+        if path.stat().st_size > _MAX_KEY_FILE:
+            raise ConfigError(f"key file {path} is larger than {_MAX_KEY_FILE} bytes")
         public, _ = zmq.auth.load_certificate(path)
-        result[path.stem] = public.decode()
-    return result
+    except OSError as exc:
+        raise ConfigError(f"cannot read key file {path}: {_why(exc)}") from None
+    except ValueError:
+        raise ConfigError(f"key file {path} holds no public key (a ZeroMQ certificate)") from None
+    text = public.decode("ascii", errors="replace")
+    if not _Z85.match(text):
+        raise ConfigError(
+            f"key file {path}: its public key is not 40 Z85 characters (corrupt certificate)"
+        )
+    return text
+
+
+def _check_dir(root: Path) -> None:
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"{root}: not a directory (a keys directory is expected there)")
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or str(exc)
 
 
 def public_key_text(keys_dir: str | Path) -> str:
@@ -175,8 +230,6 @@ def public_key_text(keys_dir: str | Path) -> str:
         ConfigError: no keypair.
     """
     root = Path(keys_dir).expanduser()
-    try:
-        public, _ = zmq.auth.load_certificate(root / "self.key")
-    except OSError:
-        raise ConfigError(f"no keypair in {root} (run `swarm keys init`)") from None
-    return public.decode()
+    if not (root / "self.key").exists():
+        raise ConfigError(f"no keypair in {root} (run `swarm keys init --dir {root}`)")
+    return _read_public(root / "self.key")

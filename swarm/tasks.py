@@ -18,6 +18,7 @@ registered twice is an error. The same seed always gives the same data.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -95,13 +96,15 @@ def get_skill(name: str) -> Skill:
     """The skill registered as ``name``.
 
     Raises:
-        RegistryError: unknown name (the message lists the known ones).
+        RegistryError: unknown name (the message names a close one and lists the known ones).
     """
     try:
         return _SKILLS[name]
     except KeyError:
+        close = difflib.get_close_matches(name, skill_names(), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
         raise RegistryError(
-            f"unknown skill {name!r} (known: {', '.join(skill_names())})"
+            f"unknown skill {name!r}{hint} (known: {', '.join(skill_names())})"
         ) from None
 
 

@@ -58,3 +58,13 @@ def test_entry_point_role_from_another_distribution(tmp_path: Path,
     assert cls.__name__ == "Reviewer" and issubclass(cls, Agent)
     assert "reviewer" in registry.names()
     sys.modules.pop("thirdparty_roles", None)
+
+
+@pytest.mark.parametrize("name", ["", "r\u00f4le", "caf\u00e9", "x" * 65, "a.b", "a/b", "\u00b2"])
+def test_names_a_config_cannot_spell_are_refused(name: str) -> None:
+    registry: Registry[object] = Registry("role", "swarm.test_nothing")
+
+    with pytest.raises(RegistryError, match="ASCII letters, digits"):
+        registry.register(name, object())
+
+    assert registry.names() == []

@@ -1,0 +1,154 @@
+"""Rules a config must keep that no field type can say: checked before anything starts.
+
+Each of these once passed ``swarm config check`` and failed at run time:
+names that become git branches (``agent/<group>-<i>``) but that git refuses,
+two groups that give the same agent ids, a role, protocol or skill that no
+registry knows, ports past 65535, a path (``swarm.lineage``,
+``model.adapter_store``) with a placeholder other than ``{name}`` (``KeyError``
+at start) or with attribute access in it (``{name.__class__}``, which
+``str.format`` evaluates). ``config_problems``
+returns one line per problem in the style of the schema's own errors: the
+key, the bad value, what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import string
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+from swarm.errors import LineageError, RegistryError
+from swarm.gitbatch import check_ref_name
+
+if TYPE_CHECKING:
+    from swarm.config import SwarmConfig
+
+__all__ = ["MAX_AGENTS", "MAX_EXAMPLES", "config_problems", "agent_ids", "name_problem", "path_problem"]
+
+MAX_AGENTS = 4096
+"""Agents in one swarm, over all groups: every one is a process-wide branch and a LoRA slot."""
+
+MAX_EXAMPLES = 1_000_000
+"""Training examples over all agents: the coordinator and hosts hold them all in memory."""
+
+_PLACEHOLDERS = ("name",)
+
+
+def config_problems(config: SwarmConfig) -> list[str]:
+    """Every cross-field problem of an already type-checked config, one line each."""
+    problems: list[str] = []
+    problems += _name_problems(config)
+    problems += _agent_id_problems(config)
+    problems += _registry_problems(config)
+    problems += _port_problems(config)
+    paths = {"swarm.lineage": config.swarm.lineage, "model.adapter_store": config.model.adapter_store}
+    for key, template in paths.items():
+        problem = path_problem(template, _PLACEHOLDERS) if template is not None else None
+        if problem:
+            problems.append(f"{key}: {problem}")
+    return problems
+
+
+def agent_ids(group_name: str, count: int) -> list[str]:
+    """The ids of a group's agents (``<group>-<i>``), as ``swarm.population`` makes them."""
+    return [f"{group_name}-{k}" for k in range(count)]
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a git branch component or a path part, or ``None``.
+
+    The schema already limits names to letters, digits, ``_ . -``; git also
+    refuses ``..``, a leading ``.``, a trailing ``.lock``; a leading ``-`` reads
+    as an option on every command line that takes the name.
+    """
+    if name.startswith("-"):
+        return "must not start with '-'"
+    try:
+        check_ref_name(f"refs/heads/{name}")
+    except LineageError:
+        return "git refuses it as a branch name (no '..', no leading '.', no trailing '.lock')"
+    return None
+
+
+def path_problem(template: str, allowed: Iterable[str]) -> str | None:
+    """Why ``template.format(**allowed)`` would fail or evaluate more than a name, or ``None``."""
+    allowed = tuple(allowed)
+    shown = ", ".join(f"{{{a}}}" for a in allowed)
+    try:
+        fields = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        return f"{template!r}: {exc} (write {{{{ and }}}} for literal braces)"
+    for _, field, spec, conversion in fields:
+        if field is None:
+            continue
+        if field in allowed and not spec and conversion is None:
+            continue
+        if any(c in field for c in ".[") or spec or conversion:
+            return (f"{template!r}: placeholder {{{field}{'!' + conversion if conversion else ''}"
+                    f"{':' + spec if spec else ''}}} is more than a plain name (allowed: {shown})")
+        close = difflib.get_close_matches(field, allowed, n=1)
+        hint = f"; did you mean {{{close[0]}}}?" if close else ""
+        return f"{template!r}: unknown placeholder {{{field}}}{hint} (allowed: {shown})"
+    return None
+
+
+def _name_problems(config: SwarmConfig) -> Iterable[str]:
+    named = [("swarm.name", config.swarm.name)]
+    named += [(f"agents.{i}.name", g.name) for i, g in enumerate(config.agents)]
+    for key, name in named:
+        problem = name_problem(name)
+        if problem:
+            yield f"{key}: {name!r} {problem}"
+
+
+def _agent_id_problems(config: SwarmConfig) -> Iterable[str]:
+    if config.agent_count > MAX_AGENTS:
+        counts = " + ".join(str(g.count) for g in config.agents)
+        yield f"agents: {counts} = {config.agent_count} agents in all; at most {MAX_AGENTS}"
+        return
+    examples = sum(g.count * g.examples for g in config.agents)
+    if examples > MAX_EXAMPLES:
+        yield (f"agents: count x examples over all groups is {examples} training examples; "
+               f"at most {MAX_EXAMPLES}")
+    owner: dict[str, int] = {}
+    for i, group in enumerate(config.agents):
+        clash = sorted({owner[a] for a in agent_ids(group.name, group.count) if a in owner})
+        if clash:
+            yield (f"agents.{i}.name: {group.name!r} gives agent ids that agents.{clash[0]} "
+                   f"({config.agents[clash[0]].name!r}) gives too; each group needs its own name")
+        for aid in agent_ids(group.name, group.count):
+            owner.setdefault(aid, i)
+
+
+def _registry_problems(config: SwarmConfig) -> Iterable[str]:
+    from swarm.agents.registry import get_role
+    from swarm.protocols.registry import get_protocol
+    from swarm.tasks import get_skill, skill_names
+
+    yield from _lookup("protocol.name", config.protocol.name, get_protocol)
+    for i, group in enumerate(config.agents):
+        yield from _lookup(f"agents.{i}.role", group.role, get_role)
+        if not group.skills:
+            yield f"agents.{i}.skills: empty; name at least one of {', '.join(skill_names())}"
+        for j, skill in enumerate(group.skills):
+            yield from _lookup(f"agents.{i}.skills.{j}", skill, get_skill)
+
+
+def _port_problems(config: SwarmConfig) -> Iterable[str]:
+    """The highest port a swarm binds must exist (``bind`` raises ``OverflowError`` past 65535)."""
+    from swarm.host import PEER_OFFSET
+
+    base, hosts = config.transport.base_port, config.launcher.hosts
+    top = base + PEER_OFFSET + hosts - 1
+    if top > 65535:
+        yield (f"transport.base_port: {base} puts the last host's peer port at {top} "
+               f"(base_port + {PEER_OFFSET} + launcher.hosts - 1); ports end at 65535, "
+               f"so allowed: base_port <= {65535 - PEER_OFFSET - hosts + 1}")
+
+
+def _lookup(key: str, name: str, get: Callable[[str], object]) -> Iterable[str]:
+    try:
+        get(name)
+    except RegistryError as exc:
+        yield f"{key}: {exc}"
