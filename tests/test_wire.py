@@ -17,7 +17,10 @@ from hypothesis import strategies as st
 from swarm.errors import RemoteError, WireError
 from swarm.transport import Client, TransportOptions
 from swarm.wire import (
+    MAX_BATCH,
+    MAX_PAYLOAD_FRAMES,
     MESSAGE_TYPES,
+    PAYLOAD_TYPES,
     AdapterChunk,
     Chat,
     Commit,
@@ -36,6 +39,7 @@ from swarm.wire import (
     decode_envelope,
     encode,
     encode_batch,
+    envelope_of,
     payload_frames,
 )
 from tests.transport_peer import Peer, RawInbox
@@ -231,5 +235,142 @@ def test_fuzz_a_live_process_keeps_serving(echo: str) -> None:
                 break
             errors += isinstance(reply, Error) and reply.code.startswith("wire.")
         assert errors > sent // 2
+    finally:
+        sock.close(0)
+
+
+# -- bounds: every field a peer sends, and the batch ---------------------------
+
+
+def _raw(body: dict[str, object]) -> bytes:
+    return msgspec.msgpack.encode(body)
+
+
+_UNBOUNDED: dict[str, bytes] = {
+    "train steps 10**12": _raw({"type": "Train", "hyper": {"steps": 10**12}}),
+    "train steps as text": _raw({"type": "Train", "hyper": {"steps": "many"}}),
+    "train rank 0": _raw({"type": "Train", "hyper": {"rank": 0}}),
+    "train lr nan": _raw({"type": "Train", "hyper": {"learning_rate": float("nan")}}),
+    "max_tokens 2**62": _raw({"type": "Generate", "requests": [{"prompt": "x",
+                                                               "max_tokens": 2**62}]}),
+    "max_tokens 0": _raw({"type": "Generate", "requests": [{"prompt": "x", "max_tokens": 0}]}),
+    "temperature nan": _raw({"type": "Generate", "requests": [{"prompt": "x",
+                                                              "temperature": float("nan")}]}),
+    "temperature inf": _raw({"type": "Generate", "requests": [{"prompt": "x",
+                                                              "temperature": float("inf")}]}),
+    "too many requests": _raw({"type": "Generate", "requests": [{"prompt": ""}] * 65_537}),
+    "reward nan": _raw({"type": "Reward", "value": float("nan")}),
+    "score inf": _raw({"type": "StepDone", "reports": [{"agent_id": "a",
+                                                         "score": float("inf")}]}),
+    "outcome nan": _raw({"type": "StepDone", "outcomes": [{"teacher": "a", "student": "b",
+                                                            "after": float("nan")}]}),
+    "metric nan": _raw({"type": "Trained", "metrics": {"loss": float("nan")}}),
+    "profile nan": _raw({"type": "Profile", "vector": [0.0, float("nan")]}),
+    "sent_at inf": _raw({"type": "Chat", "sent_at": float("inf")}),
+    "round 2**40": _raw({"type": "Chat", "round": 2**40}),
+    "round -2": _raw({"type": "Chat", "round": -2}),
+    "credit 10**9": _raw({"type": "AdapterRequest", "credit": 10**9}),
+    "chunk 2**40": _raw({"type": "AdapterRequest", "chunk_bytes": 2**40}),
+    "offset 2**50": _raw({"type": "AdapterChunk", "offset": 2**50}),
+    "size 2**62": _raw({"type": "AdapterOffer", "size": 2**62}),
+    "heartbeat 0": _raw({"type": "Welcome", "heartbeat_ms": 0}),
+    "merge weight inf": _raw({"type": "Merge", "weight": float("inf")}),
+    "messages -1": _raw({"type": "StepDone", "messages": -1}),
+    "sender 10k chars": _raw({"type": "Chat", "sender": "s" * 10_000}),
+    "too many agents": _raw({"type": "Join", "agent_ids": ["a"] * 100_001}),
+    "too many capabilities": _raw({"type": "Join", "capabilities": {str(i): "x"
+                                                                     for i in range(1025)}}),
+    "too many commit paths": _raw({"type": "Commit", "paths": ["p"] * 10_001}),
+}
+
+
+@pytest.mark.parametrize("data", _UNBOUNDED.values(), ids=_UNBOUNDED.keys())
+def test_a_field_out_of_bounds_is_refused_as_invalid(data: bytes) -> None:
+    with pytest.raises(WireError) as info:
+        decode_envelope(data)
+    assert info.value.kind == "invalid"
+
+
+def test_the_bounds_admit_real_use() -> None:
+    train = _raw({"type": "Train", "hyper": {"steps": 100_000, "rank": 256, "lr": 1e-4,
+                                             "target_modules": "q_proj,v_proj", "seed": 2**40}})
+    gen = _raw({"type": "Generate", "requests": [{"prompt": "p" * 100_000, "max_tokens": 32_768,
+                                                  "temperature": 2.0}] * 4096})
+    msgs = [decode_envelope(train), decode_envelope(gen)]
+    assert isinstance(msgs[0], Train) and msgs[0].hyper["steps"] == 100_000
+    assert isinstance(msgs[1], Generate) and len(msgs[1].requests) == 4096
+
+
+def test_a_batch_is_bounded_in_length_before_its_items_are_decoded() -> None:
+    assert len(decode_envelope(encode_batch([Chat()] * MAX_BATCH))) == MAX_BATCH  # type: ignore[arg-type]
+    with pytest.raises(WireError) as info:
+        decode_envelope(encode_batch([Chat()] * (MAX_BATCH + 1)))
+    assert info.value.kind == "invalid"
+
+
+@pytest.mark.parametrize("kind", sorted(PAYLOAD_TYPES, key=lambda k: k.__name__),
+                         ids=lambda k: k.__name__)
+def test_a_batch_holding_a_payload_type_is_refused(kind: type[Message]) -> None:
+    batch = encode_batch([Chat(content="a"), sample(kind)[0], Chat(content="b")])
+    with pytest.raises(WireError) as info:
+        decode_envelope(batch)
+    assert info.value.kind == "frames"
+
+
+def test_envelope_of_reads_the_envelope_of_a_refused_message() -> None:
+    bad = _raw({"type": "Generate", "msg_id": "m1", "sender": "h0", "round": 4,
+                "requests": [{"prompt": "x", "max_tokens": 2**62}]})
+    env = envelope_of(bad)
+    assert env is not None and (env.msg_id, env.sender, env.round) == ("m1", "h0", 4)
+    assert envelope_of(b"\xc1") is None
+    assert envelope_of(encode_batch([Chat(), Chat()])) is None
+    assert envelope_of(_raw({"type": "Chat", "msg_id": "m" * 10_000})) is None
+
+
+def test_a_request_out_of_bounds_gets_a_typed_error_reply(echo: str) -> None:
+    async def run() -> None:
+        async with Client("t-bounds", echo, TransportOptions(max_message_bytes=MAX)) as cli:
+            for req in (GenRequest(prompt="x", max_tokens=2**62),
+                        GenRequest(prompt="x", temperature=float("nan"))):
+                with pytest.raises(RemoteError) as info:
+                    await cli.request(Generate(sender="a1", recipient="b2", requests=[req]),
+                                      timeout=10)
+                assert info.value.remote_code == "wire.invalid"
+            ok = await cli.request(Generate(sender="a1", recipient="b2",
+                                            requests=[GenRequest(prompt="x")]), timeout=10)
+            assert isinstance(ok.msg, Generate)
+
+    asyncio.run(asyncio.wait_for(run(), 60))
+
+
+def test_a_live_process_refuses_payload_types_in_a_batch_and_keeps_serving(echo: str) -> None:
+    sock = _raw_dealer(echo)
+    inbox = RawInbox(sock)
+    try:
+        for kind in (AdapterChunk, Commit):
+            sock.send(encode_batch([Chat(sender="a1", recipient="b2"), sample(kind)[0]]))
+            reply = _next_reply(inbox)
+            assert isinstance(reply, Error) and reply.code == "wire.frames"
+        sock.send_multipart(encode(Chat(sender="a1", recipient="b2", content="still there?")))
+        reply = _next_reply(inbox)
+        assert isinstance(reply, Chat) and reply.content == "still there?"
+    finally:
+        sock.close(0)
+
+
+def test_a_live_process_refuses_too_many_frames_and_keeps_serving(echo: str) -> None:
+    sock = _raw_dealer(echo)
+    inbox = RawInbox(sock)
+    n = MAX_PAYLOAD_FRAMES + 1
+    try:
+        # paths within bounds would still not match: the frame count is refused as read
+        env = msgspec.msgpack.encode(Commit(sender="a1", recipient="b2", paths=["p"]))
+        sock.send_multipart([env] + [b"x"] * n)
+        reply = _next_reply(inbox)
+        assert isinstance(reply, Error) and reply.code == "wire.frames"
+        assert "frames" in reply.reason
+        sock.send_multipart(encode(Chat(sender="a1", recipient="b2", content="still there?")))
+        reply = _next_reply(inbox)
+        assert isinstance(reply, Chat) and reply.content == "still there?"
     finally:
         sock.close(0)
