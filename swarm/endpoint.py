@@ -278,10 +278,11 @@ class Endpoint:
         # drain also stops once the inbox is full: the inbox limit holds however
         # the messages were framed.
         n = 0
+        inbox, room = self._inbox, self.options.inbox_max
         prefix = self._prefix
-        limit, inbox, room = self.options.drain_batch, self._inbox, self.options.inbox_max
+        limit = self.options.drain_batch
         opt, recv = sock.getsockopt, sock.recv
-        while n < limit and len(inbox) < room and (n > 1 or opt(_EVENTS) & _POLLIN):  # type: ignore[operator]
+        while n < limit and (n > 1 or opt(_EVENTS) & _POLLIN):  # type: ignore[operator]
             try:
                 first = recv(_NOBLOCK)
             except zmq.ZMQError:  # zmq.Again: the burst is drained
@@ -291,14 +292,11 @@ class Endpoint:
                 peer, frames = first, [recv()] if opt(_RCVMORE) else []
             else:
                 peer, frames = b"", [first]
-            if opt(_RCVMORE):  # payload frames: read under the limits, one by one
-                refused = self._read_payload(sock, frames)
-                if refused is not None:
-                    n += 1
-                    self._on_traffic(peer)
-                    self._answer_error(peer, refused, envelope_of(frames[0]))
-                    continue
-            n += self._on_frames(peer, frames)
+            # payload frames are read one by one, under the limits
+            refused = self._read_payload(sock, frames) if opt(_RCVMORE) else None
+            n += self._on_frames(peer, frames, refused)
+            if len(inbox) >= room:
+                break
         return n
 
     def _read_payload(self, sock: zmq.Socket[bytes], frames: list[Frame]) -> WireError | None:
@@ -326,10 +324,16 @@ class Endpoint:
                                  f"{cap}", kind="frames")
         return None
 
-    def _on_frames(self, peer: bytes, frames: list[Frame]) -> int:
-        """Decode and dispatch one received message; how many messages it held."""
+    def _on_frames(self, peer: bytes, frames: list[Frame], refused: WireError | None = None) -> int:
+        """Decode and dispatch one received message (or answer its refusal while read).
+
+        Returns how many messages it held (a batch holds several).
+        """
         self._on_traffic(peer)
         if not frames:
+            return 1
+        if refused is not None:
+            self._answer_error(peer, refused, envelope_of(frames[0]))
             return 1
         try:
             env = decode_envelope(frames[0])
