@@ -93,6 +93,9 @@ def _raw_bad_requests() -> list[tuple[str, list[bytes]]]:
         ("wire.invalid", [msgspec.msgpack.encode({"type": "Chat", "content": 5})]),
         ("wire.frames", [msgspec.msgpack.encode({"type": "AdapterChunk", "sha256": "x"})]),
         ("wire.oversize", encode(Commit(paths=["a", "b"]), [b"x" * (MAX - 100), b"y" * 200])),
+        ("wire.invalid", [_raw({"type": "Train", "msg_id": "t1", "hyper": {"steps": 10**12}})]),
+        ("wire.invalid", [_raw({"type": "Generate", "requests": [{"prompt": "x",
+                                                                 "max_tokens": 2**62}]})]),
         ("unknown_recipient", [encode(Chat(sender="a1", recipient="nobody"))[0]]),
     ]
 
