@@ -26,7 +26,17 @@ from swarm.transport import (
     TransportOptions,
     endpoint,
 )
-from swarm.wire import Chat, Commit, Error, Pairing, Reward, decode_envelope, encode, encode_batch
+from swarm.wire import (
+    MAX_BATCH,
+    Chat,
+    Commit,
+    Error,
+    Pairing,
+    Reward,
+    decode_envelope,
+    encode,
+    encode_batch,
+)
 from tests.transport_peer import Peer, RawInbox
 
 HB = 200  # ms; liveness 3 -> 0.6 s, slack for a loaded 2-core machine
@@ -491,3 +501,23 @@ def test_a_request_whose_answer_is_unreadable_fails_at_once(address: str) -> Non
             router.close(0)
 
     run(main())
+
+
+def test_a_batch_never_grows_past_the_receivers_limit(echo: Peer, address: str) -> None:
+    big = "x" * ((1 << 20) - 20_000)  # under the 1 MiB limit alone, over it with the others
+
+    async def main() -> None:
+        async with Client("host-big", address, OPTS) as cli:
+            await cli.wait_up(10)
+            msgs = [Chat(sender="a", content=str(i) * 10_000) for i in range(5)]
+            msgs.insert(3, Chat(sender="a", content=big))
+            waits = [cli.request(m, timeout=20) for m in msgs]  # one loop pass: one batch
+            replies = await asyncio.gather(*waits)
+            assert [r.msg.content for r in replies] == [m.content for m in msgs]
+
+    run(main())
+
+
+def test_transport_options_refuse_a_batch_longer_than_the_wire_allows() -> None:
+    with pytest.raises(ValueError, match="max_batch"):
+        TransportOptions(max_batch=MAX_BATCH + 1)
