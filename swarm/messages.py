@@ -84,8 +84,9 @@ VERSION = 1
 
 #: Characters of an id or a name (agent, host, branch, sha256, message id, key).
 MAX_ID = 256
-#: Characters of a text field (chat content, prompt, completion, generated text).
-MAX_TEXT = 4 << 20
+#: Characters of a text field (chat content, prompt, completion, generated text,
+#: a capability such as the JSON of a host's agents' skills).
+MAX_TEXT = 16 << 20
 #: Entries of a list or map naming agents (agent ids, pairs, steps, reports).
 MAX_AGENTS = 100_000
 #: Entries of a small map or list (metrics, capabilities, skills, parents, attrs).
@@ -132,7 +133,7 @@ _Text = Annotated[str, msgspec.Meta(max_length=MAX_TEXT)]
 _Ids = Annotated[list[_Id], msgspec.Meta(max_length=MAX_AGENTS)]
 _Names = Annotated[list[_Id], msgspec.Meta(max_length=MAX_ENTRIES)]
 _Metrics = Annotated[dict[_Id, _Real], msgspec.Meta(max_length=MAX_ENTRIES)]
-_Tags = Annotated[dict[_Id, _Text], msgspec.Meta(max_length=MAX_ENTRIES)]
+_Tags = Annotated[dict[_Id, _Text], msgspec.Meta(max_length=MAX_ENTRIES)]  # names -> text
 _Book = Annotated[dict[_Id, _Id], msgspec.Meta(max_length=MAX_AGENTS)]
 _Hyper = Annotated[
     dict[_Id, Union[Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)], _Real, _Text]],  # noqa: UP007
@@ -192,7 +193,7 @@ class Join(Message, frozen=True, kw_only=True):
     agent_ids: _Ids = []
     role: _Id = ""
     endpoint: _Id = ""
-    capabilities: Annotated[dict[_Id, _Id], msgspec.Meta(max_length=MAX_ENTRIES)] = {}
+    capabilities: _Tags = {}  # e.g. "skills": the JSON of every hosted agent's skills
 
 
 class Welcome(Message, frozen=True, kw_only=True):
