@@ -14,9 +14,11 @@ too, and stops once the inbox holds ``inbox_max``. Payload frames are received
 one by one under ``max_message_bytes`` (all frames together) and
 ``MAX_PAYLOAD_FRAMES``: past either, the rest of that message is taken off the
 socket and dropped frame by frame, and the sender gets
-``Error(code="wire.oversize")`` or ``"wire.frames"``. (libzmq itself holds a
-multipart message whole before it hands over the first frame, and bounds only
-each frame, by ``MAXMSGSIZE``; this process never holds more than the limit.)
+``Error(code="wire.oversize")`` or ``"wire.frames"``. This code never holds
+more of a message than the limit; libzmq, below it, holds a multipart message
+whole before it hands over the first frame and bounds only each frame
+(``MAXMSGSIZE``): 200 frames of 1 MiB raise the receiver's peak RSS by 200 MiB
+until they are refused and freed, whatever this code does.
 A refused message is answered with an ``Error`` naming it when its envelope
 fields are readable.
 

@@ -7,9 +7,10 @@ one msgpack map: a frozen ``msgspec.Struct`` from the tagged union ``Message``
 followed by the flat body of that type. Large binary payloads (adapter bytes,
 committed files) never go inside msgpack; they travel as separate zero-copy
 frames after the envelope, and ``payload_frames(msg)`` says how many a message
-carries. The message types themselves are in ``swarm.messages``. An envelope frame may also hold a msgpack array of up to ``MAX_BATCH``
-payload-free messages (a batch), which is how the hot path coalesces small
-messages; a batch holding a payload type is refused whole.
+carries. The message types themselves are in ``swarm.messages``. An envelope
+frame may also hold a msgpack array of up to ``MAX_BATCH`` payload-free
+messages (a batch), which is how the hot path coalesces small messages; a
+batch holding a payload type is refused whole.
 
 Every field is bounded (``swarm.messages``, "bounds"): a message asking for
 unbounded work or memory fails to decode like a malformed one.
@@ -148,10 +149,10 @@ _ENVELOPE = msgspec.msgpack.Decoder(_Envelope)
 
 
 def envelope_of(data: Frame) -> Message | None:
-    """The envelope of a refused message, when it can be read: its ``Error`` reply then
-    names the message (``correlation_id``), so a waiting request fails at once.
+    """The envelope fields of a refused message, or ``None`` where they are unreadable.
 
-    Never raises: ``None`` when not even the envelope fields are readable.
+    The ``Error`` reply then names the refused message (``correlation_id``), so
+    a request waiting for it fails at once. Never raises.
     """
     try:
         env = _ENVELOPE.decode(data)
