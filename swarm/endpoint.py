@@ -9,6 +9,19 @@ libzmq's descriptor is edge-triggered and a send may swallow the edge, so
 after every send and on every heartbeat tick the endpoint re-checks
 ``EVENTS`` and schedules a drain if input is waiting.
 
+Limits while reading: a drain counts messages, each message of a batch frame
+too, and stops once the inbox holds ``inbox_max``. Payload frames are received
+one by one under ``max_message_bytes`` (all frames together) and
+``MAX_PAYLOAD_FRAMES``: past either, the rest of that message is taken off the
+socket and dropped frame by frame, and the sender gets
+``Error(code="wire.oversize")`` or ``"wire.frames"``. This code never holds
+more of a message than the limit; libzmq, below it, holds a multipart message
+whole before it hands over the first frame and bounds only each frame
+(``MAXMSGSIZE``): 200 frames of 1 MiB raise the receiver's peak RSS by 200 MiB
+until they are refused and freed, whatever this code does.
+A refused message is answered with an ``Error`` naming it when its envelope
+fields are readable.
+
 Writing: a payload-free message goes out at once unless another one went out
 less than 50 us ago; then it queues, and the queue leaves at the end of the
 event-loop pass (``call_soon``), or when ``max_batch`` messages are queued or
@@ -38,11 +51,14 @@ from swarm.config import TransportSection
 from swarm.errors import PeerUnavailable, WireError
 from swarm.security import CurveSecurity
 from swarm.wire import (
+    MAX_BATCH,
+    MAX_PAYLOAD_FRAMES,
     PAYLOAD_TYPES,
     Frame,
     Message,
     decode_envelope,
     encode,
+    envelope_of,
     error_reply,
     payload_frames,
 )
@@ -84,6 +100,10 @@ class TransportOptions:
     backoff_max_ms: int = 32_000
     busy_poll_us: int = 300
     security: CurveSecurity | None = None
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_batch <= MAX_BATCH:  # a receiver refuses longer batches
+            raise ValueError(f"max_batch must be 1 to {MAX_BATCH}, got {self.max_batch}")
 
     @classmethod
     def from_config(
@@ -255,7 +275,12 @@ class Endpoint:
         # waiting it is a burst: receive until zmq.Again, one exception per
         # burst instead of an EVENTS call per message. Options are plain ints:
         # or-ing pyzmq's enum flags builds enum members on the hot path.
+        #
+        # ``n`` counts messages, a batch frame for each message it holds, and the
+        # drain also stops once the inbox is full: the inbox limit holds however
+        # the messages were framed.
         n = 0
+        inbox, room = self._inbox, self.options.inbox_max
         prefix = self._prefix
         limit = self.options.drain_batch
         opt, recv = sock.getsockopt, sock.recv
@@ -264,43 +289,72 @@ class Endpoint:
                 first = recv(_NOBLOCK)
             except zmq.ZMQError:  # zmq.Again: the burst is drained
                 break
-            n += 1
             frames: list[Frame]
             if prefix:
                 peer, frames = first, [recv()] if opt(_RCVMORE) else []
             else:
                 peer, frames = b"", [first]
-            while opt(_RCVMORE):
-                frames.append(recv(copy=False))
-            self._on_frames(peer, frames)
+            # payload frames are read one by one, under the limits
+            refused = self._read_payload(sock, frames) if opt(_RCVMORE) else None
+            n += self._on_frames(peer, frames, refused)
+            if len(inbox) >= room:
+                break
         return n
 
-    def _on_frames(self, peer: bytes, frames: list[Frame]) -> None:
+    def _read_payload(self, sock: zmq.Socket[bytes], frames: list[Frame]) -> WireError | None:
+        """Receive the rest of a multipart message into ``frames``, within the limits.
+
+        At most ``MAX_PAYLOAD_FRAMES`` frames after the envelope and
+        ``max_message_bytes`` in all: past either, the rest of the message is
+        received and dropped frame by frame (libzmq delivers a message whole, so
+        it must be taken off the socket), and the refusal is returned.
+        """
+        opt, recv = sock.getsockopt, sock.recv
+        size, most, cap = len(frames[0]) if frames else 0, self._max_bytes, MAX_PAYLOAD_FRAMES + 1
+        while opt(_RCVMORE):
+            frame = recv(copy=False)
+            size += len(frame)
+            frames.append(frame)
+            if size > most or len(frames) > cap:
+                while opt(_RCVMORE):
+                    size += len(recv(copy=False))
+                count, frames[1:] = len(frames), []
+                if size > most:
+                    return WireError(f"message of {size} bytes or more is over the limit "
+                                     f"of {most}", kind="oversize")
+                return WireError(f"message of {count} frames or more is over the limit of "
+                                 f"{cap}", kind="frames")
+        return None
+
+    def _on_frames(self, peer: bytes, frames: list[Frame], refused: WireError | None = None) -> int:
+        """Decode and dispatch one received message (or answer its refusal while read).
+
+        Returns how many messages it held (a batch holds several).
+        """
         self._on_traffic(peer)
         if not frames:
-            return
+            return 1
+        if refused is not None:
+            self._answer_error(peer, refused, envelope_of(frames[0]))
+            return 1
         try:
-            if len(frames) > 1 and sum(len(f) for f in frames) > self.options.max_message_bytes:
-                raise WireError(
-                    f"message of {sum(len(f) for f in frames)} bytes is over the limit of "
-                    f"{self.options.max_message_bytes}", kind="oversize",
-                )
             env = decode_envelope(frames[0])
         except WireError as exc:
-            self._answer_error(peer, exc, None)
-            return
+            self._answer_error(peer, exc, envelope_of(frames[0]))
+            return 1
         if isinstance(env, list):
             dispatch = self._dispatch
             for msg in env:
                 dispatch(peer, msg, [])
-            return
+            return len(env)
         payload = frames[1:]
         if len(payload) != payload_frames(env):
             self._answer_error(peer, WireError(
                 f"{type(env).__name__} needs {payload_frames(env)} payload frame(s), "
                 f"got {len(payload)}", kind="frames"), env)
-            return
+            return 1
         self._dispatch(peer, env, payload)
+        return 1
 
     def _dispatch(self, peer: bytes, msg: Message, payload: list[Frame]) -> None:
         """Deliver one decoded message; roles add heartbeats, acks and replies."""

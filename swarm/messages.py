@@ -18,6 +18,21 @@ import msgspec
 
 __all__ = [
     "VERSION",
+    "MAX_ID",
+    "MAX_TEXT",
+    "MAX_AGENTS",
+    "MAX_ENTRIES",
+    "MAX_PAYLOAD_FRAMES",
+    "MAX_BATCH",
+    "MAX_REQUESTS",
+    "MAX_EXAMPLES",
+    "MAX_TOKENS",
+    "MAX_TEMPERATURE",
+    "MAX_BYTES",
+    "MAX_CREDIT",
+    "MAX_ROUND",
+    "MAX_REAL",
+    "HYPER_BOUNDS",
     "Message",
     "Join",
     "Welcome",
@@ -61,9 +76,69 @@ __all__ = [
 #: Wire protocol version; a message with any other version is refused.
 VERSION = 1
 
+# -- bounds -----------------------------------------------------------------------
+# Every field a peer sends is bounded, so that no message can ask a process for
+# unbounded work or memory: a message outside them is refused as it is decoded
+# (``WireError(kind="invalid")``, answered with ``Error(code="wire.invalid")``).
+# The bounds are generous for real use; each is named here and in the docstrings.
 
+#: Characters of an id or a name (agent, host, branch, sha256, message id, key).
+MAX_ID = 256
+#: Characters of a text field (chat content, prompt, completion, generated text,
+#: a capability such as the JSON of a host's agents' skills).
+MAX_TEXT = 16 << 20
+#: Entries of a list or map naming agents (agent ids, pairs, steps, reports).
+MAX_AGENTS = 100_000
+#: Entries of a small map or list (metrics, capabilities, skills, parents, attrs).
+MAX_ENTRIES = 1024
+#: Payload frames of one message (``Commit`` files); the reader stops at one more.
+MAX_PAYLOAD_FRAMES = 10_000
+#: Messages in one batch frame (the coalescing writer sends at most ``max_batch``).
+MAX_BATCH = 4096
+#: Requests of one ``Generate`` and texts of one ``Generated``.
+MAX_REQUESTS = 65_536
+#: Examples of one ``Train``.
+MAX_EXAMPLES = 1_000_000
+#: ``GenRequest.max_tokens``: tokens one request may ask for.
+MAX_TOKENS = 32_768
+#: ``GenRequest.temperature``: the sampling temperature, ``0 <= t <= MAX_TEMPERATURE``.
+MAX_TEMPERATURE = 100.0
+#: A byte count or offset (adapter size, transfer offset): 1 TiB.
+MAX_BYTES = 1 << 40
+#: Chunks of credit one ``AdapterRequest``/``AdapterAck`` may grant.
+MAX_CREDIT = 65_536
+#: A round number.
+MAX_ROUND = 1_000_000_000
+#: Magnitude of any other float (scores, rewards, metrics, profile vectors, times):
+#: finite, ``-MAX_REAL <= x <= MAX_REAL`` (NaN and infinities are refused).
+MAX_REAL = 1e15
+#: Bounds of the numeric ``Train.hyper`` settings the trainer reads.
+HYPER_BOUNDS: dict[str, tuple[float, float]] = {
+    "steps": (1, 100_000),
+    "batch_size": (1, 65_536),
+    "rank": (1, 256),
+    "alpha": (1e-6, 1e6),
+    "dropout": (0.0, 1.0),
+    "learning_rate": (1e-12, 10.0),
+    "seed": (0, 2**63 - 1),
+}
 
 _Count = Annotated[int, msgspec.Meta(ge=0)]
+_Bytes = Annotated[int, msgspec.Meta(ge=0, le=MAX_BYTES)]
+_Credit = Annotated[int, msgspec.Meta(ge=0, le=MAX_CREDIT)]
+_Round = Annotated[int, msgspec.Meta(ge=-1, le=MAX_ROUND)]
+_Real = Annotated[float, msgspec.Meta(ge=-MAX_REAL, le=MAX_REAL)]
+_Id = Annotated[str, msgspec.Meta(max_length=MAX_ID)]
+_Text = Annotated[str, msgspec.Meta(max_length=MAX_TEXT)]
+_Ids = Annotated[list[_Id], msgspec.Meta(max_length=MAX_AGENTS)]
+_Names = Annotated[list[_Id], msgspec.Meta(max_length=MAX_ENTRIES)]
+_Metrics = Annotated[dict[_Id, _Real], msgspec.Meta(max_length=MAX_ENTRIES)]
+_Tags = Annotated[dict[_Id, _Text], msgspec.Meta(max_length=MAX_ENTRIES)]  # names -> text
+_Book = Annotated[dict[_Id, _Id], msgspec.Meta(max_length=MAX_AGENTS)]
+_Hyper = Annotated[
+    dict[_Id, Union[Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)], _Real, _Text]],  # noqa: UP007
+    msgspec.Meta(max_length=MAX_ENTRIES),
+]
 
 
 # Message ids: 64 random bits per process (redrawn after a fork) plus a counter;
@@ -93,15 +168,19 @@ class Message(
     ``ack=True`` asks the receiving transport to acknowledge the message with an
     ``Ack`` and to deliver it at most once (de-duplicated by ``msg_id``); the
     sending transport retries it until acknowledged.
+
+    Bounds (every message): ids and names up to ``MAX_ID`` characters, ``round``
+    from -1 to ``MAX_ROUND``, ``sent_at`` finite; each body's bounds are in its
+    docstring and the constants above.
     """
 
-    version: int = VERSION
-    msg_id: str = msgspec.field(default_factory=new_id)
-    correlation_id: str | None = None
-    sender: str = ""
-    recipient: str = ""
-    round: int = -1
-    sent_at: float = msgspec.field(default_factory=time.time)
+    version: Annotated[int, msgspec.Meta(ge=0, le=65_535)] = VERSION
+    msg_id: _Id = msgspec.field(default_factory=new_id)
+    correlation_id: _Id | None = None
+    sender: _Id = ""
+    recipient: _Id = ""
+    round: _Round = -1
+    sent_at: _Real = msgspec.field(default_factory=time.time)
     ack: bool = False
 
 
@@ -109,27 +188,30 @@ class Message(
 
 
 class Join(Message, frozen=True, kw_only=True):
-    """A process announces itself and the agents it hosts."""
+    """A process announces itself and the agents it hosts (up to ``MAX_AGENTS``)."""
 
-    agent_ids: list[str] = []
-    role: str = ""
-    endpoint: str = ""
-    capabilities: dict[str, str] = {}
+    agent_ids: _Ids = []
+    role: _Id = ""
+    endpoint: _Id = ""
+    capabilities: _Tags = {}  # e.g. "skills": the JSON of every hosted agent's skills
 
 
 class Welcome(Message, frozen=True, kw_only=True):
-    """The coordinator accepts a ``Join``: swarm name, peers' endpoints, heartbeat period."""
+    """The coordinator accepts a ``Join``: swarm name, peers' endpoints, heartbeat period.
 
-    swarm: str = ""
-    peers: dict[str, str] = {}
-    heartbeat_ms: int = 1000
+    ``heartbeat_ms`` is 10 to 60,000 (the config's range).
+    """
+
+    swarm: _Id = ""
+    peers: _Book = {}
+    heartbeat_ms: Annotated[int, msgspec.Meta(ge=10, le=60_000)] = 1000
 
 
 class Leave(Message, frozen=True, kw_only=True):
     """Agents (or a whole process) leave the swarm."""
 
-    agent_ids: list[str] = []
-    reason: str = ""
+    agent_ids: _Ids = []
+    reason: _Text = ""
 
 
 class Heartbeat(Message, frozen=True, kw_only=True):
@@ -144,62 +226,68 @@ class Ack(Message, frozen=True, kw_only=True):
 
 
 class Profile(Message, frozen=True, kw_only=True):
-    """An agent's profile vector (and the named metrics it was built from)."""
+    """An agent's profile vector (and the named metrics it was built from).
 
-    agent_id: str = ""
-    vector: list[float] = []
-    metrics: dict[str, float] = {}
+    Up to ``MAX_REQUESTS`` finite components and ``MAX_ENTRIES`` metrics.
+    """
+
+    agent_id: _Id = ""
+    vector: Annotated[list[_Real], msgspec.Meta(max_length=MAX_REQUESTS)] = []
+    metrics: _Metrics = {}
 
 
 class Pairing(Message, frozen=True, kw_only=True):
     """The pairs chosen for a round, each ``(teacher, student)``."""
 
-    pairs: list[tuple[str, str]] = []
+    pairs: Annotated[list[tuple[_Id, _Id]], msgspec.Meta(max_length=MAX_AGENTS)] = []
 
 
 class Reward(Message, frozen=True, kw_only=True):
-    """The reward a student reports for a pairing."""
+    """The reward a student reports for a pairing (finite, like every float)."""
 
-    teacher: str = ""
-    student: str = ""
-    value: float = 0.0
-    metrics: dict[str, float] = {}
+    teacher: _Id = ""
+    student: _Id = ""
+    value: _Real = 0.0
+    metrics: _Metrics = {}
 
 
 # -- adapters -------------------------------------------------------------------
 
 
 class AdapterOffer(Message, frozen=True, kw_only=True):
-    """A sender offers an adapter (content hash, size) to a receiver."""
+    """A sender offers an adapter (content hash, size up to ``MAX_BYTES``) to a receiver."""
 
-    sha256: str = ""
-    size: _Count = 0
-    agent_id: str = ""
-    meta: dict[str, str] = {}
+    sha256: _Id = ""
+    size: _Bytes = 0
+    agent_id: _Id = ""
+    meta: _Tags = {}
 
 
 class AdapterRequest(Message, frozen=True, kw_only=True):
-    """Receiver asks for the bytes from ``offset`` and grants ``credit`` chunks."""
+    """Receiver asks for the bytes from ``offset`` and grants ``credit`` chunks.
 
-    sha256: str = ""
-    offset: _Count = 0
-    credit: _Count = 0
-    chunk_bytes: Annotated[int, msgspec.Meta(ge=1)] = 1 << 20
+    ``credit`` is at most ``MAX_CREDIT``, ``chunk_bytes`` 1 byte to 1 GiB.
+    """
+
+    sha256: _Id = ""
+    offset: _Bytes = 0
+    credit: _Credit = 0
+    chunk_bytes: Annotated[int, msgspec.Meta(ge=1, le=1 << 30)] = 1 << 20
 
 
 class AdapterChunk(Message, frozen=True, kw_only=True):
     """Bytes ``[offset, offset+len)`` of an adapter; the bytes are the one payload frame."""
 
-    sha256: str = ""
-    offset: _Count = 0
+    sha256: _Id = ""
+    offset: _Bytes = 0
 
 
 class AdapterAck(Message, frozen=True, kw_only=True):
     """Receiver progress: bytes held, more credit, and at the end whether sha256 matched."""
 
-    sha256: str = ""
-    received: _Count = 0
-    credit: _Count = 0
+    sha256: _Id = ""
+    received: _Bytes = 0
+    credit: _Credit = 0
     done: bool = False
     ok: bool = True
 
@@ -210,123 +298,149 @@ class AdapterAck(Message, frozen=True, kw_only=True):
 class Chat(Message, frozen=True, kw_only=True):
     """One chat turn between agents."""
 
-    role: str = "user"
-    content: str = ""
-    in_reply_to: str | None = None
+    role: _Id = "user"
+    content: _Text = ""
+    in_reply_to: _Id | None = None
 
 
 class KGNode(msgspec.Struct, frozen=True, kw_only=True):
     """A knowledge-graph node (goal, subgoal, step, fact, ...)."""
 
-    id: str
-    kind: str = "fact"
-    label: str = ""
-    attrs: dict[str, str] = {}
+    id: _Id
+    kind: _Id = "fact"
+    label: _Text = ""
+    attrs: _Tags = {}
 
 
 class KGEdge(msgspec.Struct, frozen=True, kw_only=True):
     """A directed knowledge-graph edge."""
 
-    src: str
-    dst: str
-    kind: str = "related"
+    src: _Id
+    dst: _Id
+    kind: _Id = "related"
 
 
 class KGDelta(Message, frozen=True, kw_only=True):
-    """Nodes and edges an agent added to its knowledge graph."""
+    """Nodes and edges an agent added to its knowledge graph (up to ``MAX_AGENTS`` each)."""
 
-    agent_id: str = ""
-    nodes: list[KGNode] = []
-    edges: list[KGEdge] = []
+    agent_id: _Id = ""
+    nodes: Annotated[list[KGNode], msgspec.Meta(max_length=MAX_AGENTS)] = []
+    edges: Annotated[list[KGEdge], msgspec.Meta(max_length=MAX_AGENTS)] = []
 
 
 class Commit(Message, frozen=True, kw_only=True):
-    """Ask the lineage writer to commit files on a branch; file ``i`` is payload frame ``i``."""
+    """Ask the lineage writer to commit files on a branch; file ``i`` is payload frame ``i``.
 
-    branch: str = ""
-    paths: list[str] = []
-    message: str = ""
+    Up to ``MAX_PAYLOAD_FRAMES`` files; paths up to 4,096 characters.
+    """
+
+    branch: _Id = ""
+    paths: Annotated[
+        list[Annotated[str, msgspec.Meta(max_length=4096)]],
+        msgspec.Meta(max_length=MAX_PAYLOAD_FRAMES),
+    ] = []
+    message: _Text = ""
 
 
 class Committed(Message, frozen=True, kw_only=True):
     """The commit a ``Commit`` produced."""
 
-    branch: str = ""
-    commit: str = ""
+    branch: _Id = ""
+    commit: _Id = ""
 
 
 # -- serving and training ------------------------------------------------------------
 
 
 class GenRequest(msgspec.Struct, frozen=True, kw_only=True):
-    """One generation: prompt, adapter by content hash (``None`` = base model), sampling."""
+    """One generation: prompt, adapter by content hash (``None`` = base model), sampling.
 
-    prompt: str
-    adapter: str | None = None
-    max_tokens: int = 64
-    temperature: float = 0.0
-    agent_id: str = ""
+    ``max_tokens`` is 1 to ``MAX_TOKENS``; ``temperature`` 0 to ``MAX_TEMPERATURE``.
+    """
+
+    prompt: _Text
+    adapter: _Id | None = None
+    max_tokens: Annotated[int, msgspec.Meta(ge=1, le=MAX_TOKENS)] = 64
+    temperature: Annotated[float, msgspec.Meta(ge=0.0, le=MAX_TEMPERATURE)] = 0.0
+    agent_id: _Id = ""
 
 
 class Generate(Message, frozen=True, kw_only=True):
-    """A batch of generation requests for the model server."""
+    """A batch of generation requests for the model server (up to ``MAX_REQUESTS``)."""
 
-    requests: list[GenRequest] = []
+    requests: Annotated[list[GenRequest], msgspec.Meta(max_length=MAX_REQUESTS)] = []
 
 
 class Generated(Message, frozen=True, kw_only=True):
     """Completions, one per request of the ``Generate`` it answers, in order."""
 
-    texts: list[str] = []
+    texts: Annotated[list[_Text], msgspec.Meta(max_length=MAX_REQUESTS)] = []
 
 
 class Example(msgspec.Struct, frozen=True, kw_only=True):
     """One training example."""
 
-    prompt: str
-    completion: str
+    prompt: _Text
+    completion: _Text
 
 
 class Train(Message, frozen=True, kw_only=True):
-    """Fine-tune an agent's LoRA adapter on examples, starting from ``base_adapter``."""
+    """Fine-tune an agent's LoRA adapter on examples, starting from ``base_adapter``.
 
-    agent_id: str = ""
-    base_adapter: str | None = None
-    examples: list[Example] = []
-    hyper: dict[str, float | int | str] = {}
+    Up to ``MAX_EXAMPLES`` examples and ``MAX_ENTRIES`` settings; the settings the
+    trainer reads are bounded by ``HYPER_BOUNDS`` (``steps`` up to 100,000, ...).
+    """
+
+    agent_id: _Id = ""
+    base_adapter: _Id | None = None
+    examples: Annotated[list[Example], msgspec.Meta(max_length=MAX_EXAMPLES)] = []
+    hyper: _Hyper = {}
+
+    def __post_init__(self) -> None:
+        # msgspec turns this ValueError into the ValidationError of the decode
+        for key, (low, high) in HYPER_BOUNDS.items():
+            value = self.hyper.get(key)
+            if value is None:
+                continue
+            if isinstance(value, str) or not low <= value <= high:
+                raise ValueError(f"Train.hyper[{key!r}] must be a number in [{low}, {high}], "
+                                 f"got {str(value)[:40]!r}")
 
 
 class Trained(Message, frozen=True, kw_only=True):
     """The adapter (content hash) a ``Train`` produced, with training metrics."""
 
-    agent_id: str = ""
-    adapter: str = ""
-    metrics: dict[str, float] = {}
+    agent_id: _Id = ""
+    adapter: _Id = ""
+    metrics: _Metrics = {}
 
 
 class Merge(Message, frozen=True, kw_only=True):
-    """Merge a teacher's adapter into a student's: ``student + weight * teacher`` (task arithmetic)."""
+    """Merge a teacher's adapter into a student's: ``student + weight * teacher`` (task arithmetic).
 
-    agent_id: str = ""
-    student: str = ""
-    teacher: str = ""
-    weight: float = 1.0
-    method: str = "svd"
+    ``weight`` is -100 to 100.
+    """
+
+    agent_id: _Id = ""
+    student: _Id = ""
+    teacher: _Id = ""
+    weight: Annotated[float, msgspec.Meta(ge=-100.0, le=100.0)] = 1.0
+    method: _Id = "svd"
 
 
 class Merged(Message, frozen=True, kw_only=True):
     """The adapter (content hash) a ``Merge`` produced."""
 
-    agent_id: str = ""
-    adapter: str = ""
+    agent_id: _Id = ""
+    adapter: _Id = ""
 
 
 class Error(Message, frozen=True, kw_only=True):
     """An error crossing a process boundary as data."""
 
-    code: str = "error"
-    reason: str = ""
-    in_reply_to: str | None = None
+    code: _Id = "error"
+    reason: _Text = ""
+    in_reply_to: _Id | None = None
 
 
 # -- rounds: the coordinator drives hosts through the phases of a round ------
@@ -335,51 +449,52 @@ class Error(Message, frozen=True, kw_only=True):
 class AgentReport(msgspec.Struct, frozen=True, kw_only=True):
     """One agent's state after a step: adapter, held-out score, metrics."""
 
-    agent_id: str
-    adapter: str | None = None
-    score: float = 0.0
-    metrics: dict[str, float] = {}
-    skills: list[str] = []
+    agent_id: _Id
+    adapter: _Id | None = None
+    score: _Real = 0.0
+    metrics: _Metrics = {}
+    skills: _Names = []
 
 
 class Assignment(msgspec.Struct, frozen=True, kw_only=True):
     """One pair of an exchange step: who teaches whom, and the teacher's adapter."""
 
-    teacher: str
-    student: str
-    teacher_adapter: str | None = None
-    teacher_skills: list[str] = []
+    teacher: _Id
+    student: _Id
+    teacher_adapter: _Id | None = None
+    teacher_skills: _Names = []
 
 
 class PairOutcome(msgspec.Struct, frozen=True, kw_only=True):
     """What a student made of its teacher: scores before/after, adapter kept, parents."""
 
-    teacher: str
-    student: str
-    before: float = 0.0
-    after: float = 0.0
+    teacher: _Id
+    student: _Id
+    before: _Real = 0.0
+    after: _Real = 0.0
     accepted: bool = False
-    adapter: str | None = None
-    parents: list[str] = []
+    adapter: _Id | None = None
+    parents: _Names = []
 
 
 class Step(Message, frozen=True, kw_only=True):
     """Coordinator -> host: run ``phase`` (``local`` or ``exchange``) of ``round``."""
 
-    phase: str = "local"
-    agent_ids: list[str] = []
-    assignments: list[Assignment] = []
-    adapters: dict[str, str] = {}
+    phase: _Id = "local"
+    agent_ids: _Ids = []
+    assignments: Annotated[list[Assignment], msgspec.Meta(max_length=MAX_AGENTS)] = []
+    adapters: _Book = {}
 
 
 class StepDone(Message, frozen=True, kw_only=True):
     """Host -> coordinator: the reports and outcomes of a step, and agents that failed."""
 
-    phase: str = "local"
-    reports: list[AgentReport] = []
-    outcomes: list[PairOutcome] = []
-    failed: dict[str, str] = {}
-    messages: int = 0  # messages the host sent and received since its last StepDone
+    phase: _Id = "local"
+    reports: Annotated[list[AgentReport], msgspec.Meta(max_length=MAX_AGENTS)] = []
+    outcomes: Annotated[list[PairOutcome], msgspec.Meta(max_length=MAX_AGENTS)] = []
+    failed: Annotated[dict[_Id, _Text], msgspec.Meta(max_length=MAX_AGENTS)] = {}
+    # messages the host sent and received since its last StepDone
+    messages: Annotated[int, msgspec.Meta(ge=0, le=2**62)] = 0
 
 
 class Status(Message, frozen=True, kw_only=True):
@@ -389,7 +504,7 @@ class Status(Message, frozen=True, kw_only=True):
 class StatusReport(Message, frozen=True, kw_only=True):
     """The coordinator's status: members, round, last pairings and rewards, as JSON text."""
 
-    json: str = "{}"
+    json: Annotated[str, msgspec.Meta(max_length=64 << 20)] = "{}"
 
 
 MESSAGE_TYPES: tuple[type[Message], ...] = (

@@ -28,8 +28,8 @@ from swarm.endpoint import (
     TransportOptions,
     open_endpoints,
 )
-from swarm.errors import PeerUnavailable, RemoteError
-from swarm.wire import Ack, Error, Frame, Heartbeat, Message, encode
+from swarm.errors import PeerUnavailable, RemoteError, WireError
+from swarm.wire import Ack, Error, Frame, Heartbeat, Message, encode, error_reply
 
 __all__ = ["Messenger", "DOWN", "down_signal"]
 
@@ -106,6 +106,18 @@ class Messenger(Endpoint):
         if len(self._seen) > self.options.dedup_window:
             self._seen.popitem(last=False)
         return False
+
+    def _answer_error(self, peer: bytes, exc: WireError, to: Message | None) -> None:
+        """Refuse a message; if it was the answer a request here waits for, fail that request.
+
+        A peer's unreadable answer (a ``StepDone`` with a NaN score, say) then
+        raises ``RemoteError`` in the request at once instead of a timeout later.
+        """
+        super()._answer_error(peer, exc, to)
+        corr = to.correlation_id if to is not None else None
+        hook = self._pending.get(corr) if corr is not None else None
+        if hook is not None and to is not None:
+            hook(Incoming(error_reply(exc, to, sender=to.sender), [], peer))
 
     def _sent(self, msg: Message, frames: list[Frame] | None) -> None:
         corr = msg.correlation_id

@@ -7,8 +7,13 @@ one msgpack map: a frozen ``msgspec.Struct`` from the tagged union ``Message``
 followed by the flat body of that type. Large binary payloads (adapter bytes,
 committed files) never go inside msgpack; they travel as separate zero-copy
 frames after the envelope, and ``payload_frames(msg)`` says how many a message
-carries. The message types themselves are in ``swarm.messages``. An envelope frame may also hold a msgpack array of payload-free
-messages (a batch), which is how the hot path coalesces small messages.
+carries. The message types themselves are in ``swarm.messages``. An envelope
+frame may also hold a msgpack array of up to ``MAX_BATCH`` payload-free
+messages (a batch), which is how the hot path coalesces small messages; a
+batch holding a payload type is refused whole.
+
+Every field is bounded (``swarm.messages``, "bounds"): a message asking for
+unbounded work or memory fails to decode like a malformed one.
 
 ``decode`` takes untrusted frames and raises nothing but ``WireError``, whose
 ``kind`` (``garbage, truncated, unknown_type, bad_version, invalid, frames,
@@ -24,7 +29,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import Annotated, Any, Union
 
 import msgspec
 
@@ -32,6 +37,9 @@ from swarm import messages as _messages
 from swarm.errors import WireError
 from swarm.messages import *  # noqa: F403  (the message types, re-exported: import them from either)
 from swarm.messages import (
+    MAX_BATCH,
+    MAX_ID,
+    MAX_ROUND,
     VERSION,
     AdapterChunk,
     AnyMessage,
@@ -46,6 +54,7 @@ __all__ = [
     "encode_batch",
     "decode",
     "decode_envelope",
+    "envelope_of",
     "payload_frames",
     "PAYLOAD_TYPES",
     "error_reply",
@@ -56,8 +65,10 @@ __all__ += _messages.__all__
 Frame = Any
 
 _ENCODER = msgspec.msgpack.Encoder()
+# A batch is bounded in length before msgspec decodes its items: a small frame of
+# tiny messages must not expand into millions of objects.
 _DECODER: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(
-    Union[AnyMessage, list[AnyMessage]]  # noqa: UP007
+    Union[AnyMessage, Annotated[list[AnyMessage], msgspec.Meta(max_length=MAX_BATCH)]]  # noqa: UP007
 )
 
 
@@ -116,9 +127,39 @@ def decode_envelope(data: Frame) -> Message | list[Message]:
         for item in result:
             if item.version != VERSION:
                 _check(item)
+            if type(item) in PAYLOAD_TYPES:  # its payload frames cannot be in a batch
+                raise WireError(f"a {type(item).__name__} inside a batch (it carries payload "
+                                "frames, so it travels alone)", kind="frames")
         return result
     _check(result)
     return result
+
+
+class _Envelope(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """The envelope fields alone, read leniently (other fields, ``type`` included, ignored)."""
+
+    msg_id: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID)]
+    correlation_id: Annotated[str, msgspec.Meta(max_length=MAX_ID)] | None = None
+    sender: Annotated[str, msgspec.Meta(max_length=MAX_ID)] = ""
+    recipient: Annotated[str, msgspec.Meta(max_length=MAX_ID)] = ""
+    round: Annotated[int, msgspec.Meta(ge=-1, le=MAX_ROUND)] = -1
+
+
+_ENVELOPE = msgspec.msgpack.Decoder(_Envelope)
+
+
+def envelope_of(data: Frame) -> Message | None:
+    """The envelope fields of a refused message, or ``None`` where they are unreadable.
+
+    The ``Error`` reply then names the refused message (``correlation_id``), so
+    a request waiting for it fails at once. Never raises.
+    """
+    try:
+        env = _ENVELOPE.decode(data)
+    except Exception:  # anything at all: this only addresses an error reply
+        return None
+    return Message(msg_id=env.msg_id, correlation_id=env.correlation_id, sender=env.sender,
+                   recipient=env.recipient, round=env.round)
 
 
 def decode(frames: Sequence[Frame]) -> tuple[Message, list[Frame]]:

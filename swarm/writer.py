@@ -68,6 +68,12 @@ class Writer:
             if not batch[1]:
                 del self._out[dest]
             raise
+        if batch[1] and len(buf) > limit:  # the receiver would refuse the batch: it goes first
+            data = bytes(buf[start:])
+            del buf[start:]
+            self.flush()
+            self.enqueue(dest, data)
+            return
         self._queued(batch)
 
     def enqueue(self, dest: bytes, data: bytes) -> None:
@@ -75,6 +81,10 @@ class Writer:
         batch = self._out.get(dest) or self._new_batch(dest)
         if batch is None:
             self._send_direct(dest, data)
+            return
+        if batch[1] and len(batch[0]) + len(data) > self._ep._max_bytes:
+            self.flush()  # the batch first: with this message it would be over the limit
+            self.enqueue(dest, data)
             return
         batch[0] += data
         self._queued(batch)

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+import time
+import tracemalloc
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import zmq
+import zmq.asyncio
 
 from swarm.config import TransportSection
-from swarm.errors import PeerUnavailable, WireError
+from swarm.errors import PeerUnavailable, RemoteError, WireError
 from swarm.transport import (
     Client,
     Publisher,
@@ -21,7 +26,17 @@ from swarm.transport import (
     TransportOptions,
     endpoint,
 )
-from swarm.wire import Chat, Commit, Pairing, Reward, encode
+from swarm.wire import (
+    MAX_BATCH,
+    Chat,
+    Commit,
+    Error,
+    Pairing,
+    Reward,
+    decode_envelope,
+    encode,
+    encode_batch,
+)
 from tests.transport_peer import Peer, RawInbox
 
 HB = 200  # ms; liveness 3 -> 0.6 s, slack for a loaded 2-core machine
@@ -400,3 +415,109 @@ def test_the_busy_poll_gives_the_loop_back_when_another_socket_has_input(tmp_pat
         if thread.is_alive():
             thread.join()  # it uses the socket
         sock.close(0)
+
+
+def test_every_message_of_a_batch_counts_against_the_inbox_limit(address: str) -> None:
+    frames, per_frame, room = 40, 500, 1000
+    opts = TransportOptions(heartbeat_ms=HB, liveness=3, inbox_max=room)
+
+    async def main() -> None:
+        async with Server("srv-inbox", address, opts) as srv:
+            sock = zmq.Context.instance().socket(zmq.DEALER)
+            sock.linger = 0
+            sock.connect(address)
+            try:
+                batch = encode_batch([Chat(sender="a", content=str(i)) for i in range(per_frame)])
+                for _ in range(frames):
+                    sock.send(batch)
+                time.sleep(1.0)  # (blocks the loop) libzmq queues every frame at the server
+                await asyncio.sleep(0.5)  # the loop drains what the inbox has room for
+                held = len(srv._inbox)
+                assert srv._paused and held < room + per_frame  # not 20,000
+                got = 0
+                while got < frames * per_frame:  # and nothing is lost
+                    got += len(await srv.recv_batch(timeout=10))
+                assert got == frames * per_frame
+            finally:
+                sock.close(0)
+
+    run(main())
+
+
+def test_a_message_of_too_many_frames_is_dropped_as_it_is_read(address: str) -> None:
+    n = 200_000  # empty frames: python holds at most MAX_PAYLOAD_FRAMES of them at once
+
+    async def main() -> None:
+        async with Server("srv-frames", address, OPTS) as srv:
+            sock = zmq.Context.instance().socket(zmq.DEALER)
+            sock.linger, sock.rcvtimeo = 0, 10_000
+            sock.connect(address)
+            commit = Commit(sender="a", paths=["p"])
+            try:
+                sock.send_multipart([msgspec.msgpack.encode(commit)] + [b""] * n)
+                time.sleep(1.0)  # (blocks the loop) the whole message reaches the server
+                tracemalloc.start()
+                try:
+                    reply = None
+                    while reply is None:
+                        await asyncio.sleep(0.05)
+                        with contextlib.suppress(zmq.Again):
+                            reply = RawInbox(sock).next() if sock.poll(0) else None
+                    peak = tracemalloc.get_traced_memory()[1]
+                finally:
+                    tracemalloc.stop()
+                assert isinstance(reply, Error) and reply.code == "wire.frames"
+                assert reply.correlation_id == commit.msg_id  # the sender learns which
+                assert peak < 8 << 20  # 200,000 frames held would be ~30 MiB
+                assert not srv._inbox
+            finally:
+                sock.close(0)
+
+    run(main())
+
+
+def test_a_request_whose_answer_is_unreadable_fails_at_once(address: str) -> None:
+    async def main() -> None:
+        router = zmq.asyncio.Context.instance().socket(zmq.ROUTER)
+        router.linger = 0
+        router.bind(address)
+        try:
+            async with Client("cli-bad-answer", address, OPTS) as cli:
+                task = asyncio.ensure_future(cli.request(Chat(sender="a", content="q"),
+                                                         timeout=30))
+                while True:  # the client's heartbeat comes first, then the request
+                    peer, env = await router.recv_multipart()
+                    msg = decode_envelope(env)
+                    if isinstance(msg, Chat):
+                        break
+                bad = {"type": "StepDone", "msg_id": "r1", "correlation_id": msg.msg_id,
+                       "reports": [{"agent_id": "a", "score": float("nan")}]}
+                await router.send_multipart([peer, msgspec.msgpack.encode(bad)])
+                with pytest.raises(RemoteError) as info:  # not PeerUnavailable after 30 s
+                    await task
+                assert info.value.remote_code == "wire.invalid"
+                assert "score" in str(info.value)
+        finally:
+            router.close(0)
+
+    run(main())
+
+
+def test_a_batch_never_grows_past_the_receivers_limit(echo: Peer, address: str) -> None:
+    big = "x" * ((1 << 20) - 20_000)  # under the 1 MiB limit alone, over it with the others
+
+    async def main() -> None:
+        async with Client("host-big", address, OPTS) as cli:
+            await cli.wait_up(10)
+            msgs = [Chat(sender="a", content=str(i) * 10_000) for i in range(5)]
+            msgs.insert(3, Chat(sender="a", content=big))
+            waits = [cli.request(m, timeout=20) for m in msgs]  # one loop pass: one batch
+            replies = await asyncio.gather(*waits)
+            assert [r.msg.content for r in replies] == [m.content for m in msgs]
+
+    run(main())
+
+
+def test_transport_options_refuse_a_batch_longer_than_the_wire_allows() -> None:
+    with pytest.raises(ValueError, match="max_batch"):
+        TransportOptions(max_batch=MAX_BATCH + 1)

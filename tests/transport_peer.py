@@ -29,14 +29,20 @@ from swarm.wire import Chat, Error, new_id
 class Peer:
     """A running ``transport_peer.py`` process; ``start()`` waits for READY."""
 
-    def __init__(self, mode: str, bind: str, *args: str) -> None:
+    def __init__(self, mode: str, bind: str, *args: str, stderr: Path | None = None) -> None:
         self.argv = [sys.executable, "-X", "faulthandler", str(Path(__file__)), mode, "--bind", bind,
                      *args]
         self.proc: subprocess.Popen[str] | None = None
+        self.stderr = stderr  # where the process's stderr goes (None: inherited)
 
     def start(self, timeout: float = 30.0) -> Peer:
-        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, text=True,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        err = open(self.stderr, "w") if self.stderr is not None else None  # noqa: SIM115
+        try:
+            self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, text=True, stderr=err,
+                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        finally:
+            if err is not None:
+                err.close()
         assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -47,6 +53,16 @@ class Peer:
                 break
         self.stop()
         raise RuntimeError(f"peer did not start: {self.argv}")
+
+    def memory(self) -> dict[str, int]:
+        """The process's ``VmRSS`` and ``VmHWM`` (peak RSS), in bytes (Linux ``/proc``)."""
+        assert self.proc is not None
+        found: dict[str, int] = {}
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                found[key] = int(value.split()[0]) * 1024
+        return found
 
     @property
     def alive(self) -> bool:
