@@ -15,6 +15,7 @@ __all__ = [
     "PeerUnavailable",
     "RemoteError",
     "TransferError",
+    "SecurityError",
     "AdapterError",
     "AdapterFormatError",
     "AdapterPickleError",
@@ -91,6 +92,16 @@ class TransferError(TransportError):
     """An adapter transfer failed for good (after its retries)."""
 
     code = "transfer"
+
+
+class SecurityError(TransportError):
+    """A peer's claim was refused: a name another peer holds, or a key it does not own.
+
+    A restarted process meets it while its earlier incarnation is still
+    considered alive, and retries; anyone else gets nothing.
+    """
+
+    code = "security"
 
 
 class AdapterError(SwarmError):

@@ -18,20 +18,28 @@ or a plaintext peer never completes the handshake.
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import os
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
 import zmq
-import zmq.asyncio
 import zmq.auth
-from zmq.auth.asyncio import AsyncioAuthenticator
+from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils import z85
 
 from swarm.config import TransportSection
 from swarm.errors import ConfigError
 
-__all__ = ["CurveSecurity", "init_keys", "add_key", "list_keys", "public_key_text"]
+__all__ = [
+    "CurveSecurity", "init_keys", "add_key", "list_keys", "public_key_text", "is_loopback",
+    "warn_if_exposed",
+]
+
+log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _Z85 = re.compile(r"^[0-9A-Za-z.:+=^!/*?&<>()\[\]{}@%$#-]{40}$")
@@ -40,8 +48,12 @@ _Z85 = re.compile(r"^[0-9A-Za-z.:+=^!/*?&<>()\[\]{}@%$#-]{40}$")
 class CurveSecurity:
     """This node's keypair plus the allow-list, applied to sockets of one process.
 
-    The instance holds the ZAP authenticators it started (one per context);
-    pass the same instance to every endpoint of a process and ``close()`` it last.
+    Load it with ``load`` (or ``from_config``): both refuse a missing, unreadable
+    or corrupt key before any socket exists, so a swarm configured as secure
+    never starts in plaintext. The ZAP authenticator a server socket needs is
+    one per ZeroMQ context (libzmq binds one ZAP handler per context), so it is
+    shared by every ``CurveSecurity`` of the process and lives as long as the
+    context; ``close()`` stops the ones of contexts that are gone.
     """
 
     def __init__(
@@ -51,35 +63,49 @@ class CurveSecurity:
         self.secret = secret
         self.allowed_dir = allowed_dir
         self.server_key = server_key or public
-        self._auth: dict[int, AsyncioAuthenticator] = {}
 
     @classmethod
     def load(cls, keys_dir: str | Path, server_key: bytes | str | None = None) -> CurveSecurity:
         """Load ``keys_dir`` (see module docstring); ``server_key`` defaults to our own key.
 
         Raises:
-            ConfigError: no keypair there (run ``swarm keys init``).
+            ConfigError: no keys dir, no keypair there (run ``swarm keys init``), a key
+                file that cannot be read or holds no valid CURVE key, or an empty allow-list.
         """
+        if not str(keys_dir).strip():
+            raise ConfigError("transport.keys_dir: not set (security: curve needs a keys dir; "
+                              "create one with `swarm keys init --dir DIR`)")
         root = Path(keys_dir).expanduser()
         secret_file = root / "self.key_secret"
-        if not secret_file.exists():
+        if not root.is_dir() or not secret_file.exists():
             raise ConfigError(
                 f"transport.keys_dir: no keypair in {root} (run `swarm keys init --dir {root}`)"
             )
-        public, secret = zmq.auth.load_certificate(secret_file)
-        if secret is None:
-            raise ConfigError(f"transport.keys_dir: {secret_file} holds no secret key")
+        public, secret = _read_key(secret_file)
+        if secret is None or not _valid_key(secret) or zmq.curve_public(secret) != public:
+            raise ConfigError(f"transport.keys_dir: {secret_file} holds no valid secret key "
+                              f"for its public key (recreate it with `swarm keys init --force`)")
+        allowed = root / "allowed"
+        if not any(_read_key(path)[0] for path in _allowed_files(allowed)):
+            raise ConfigError(f"transport.keys_dir: {allowed} allows no public key "
+                              f"(add one with `swarm keys add NAME KEY --dir {root}`)")
         server = server_key.encode() if isinstance(server_key, str) else server_key
-        return cls(public, secret, root / "allowed", server)
+        if server is not None and not _valid_key(server):
+            raise ConfigError(f"server key {server!r}: not a CURVE public key (40 Z85 characters)")
+        return cls(public, secret, allowed, server)
 
     @classmethod
     def from_config(cls, section: TransportSection) -> CurveSecurity | None:
-        """The security the config asks for: ``None`` for ``none``, keys for ``curve``."""
+        """The security the config asks for: ``None`` for ``none``, keys for ``curve``.
+
+        Raises:
+            ConfigError: ``curve`` without usable keys (see ``load``).
+        """
         return cls.load(section.keys_dir) if section.security == "curve" else None
 
     def server_socket(self, sock: zmq.Socket[Any], context: zmq.Context[Any]) -> None:
         """Make ``sock`` a CURVE server guarded by the allow-list."""
-        self._authenticator(context)
+        _authenticator(context, self.allowed_dir)
         sock.curve_secretkey = self.secret
         sock.curve_publickey = self.public
         sock.curve_server = True
@@ -91,27 +117,100 @@ class CurveSecurity:
         sock.curve_serverkey = server_key or self.server_key
 
     def reload(self) -> None:
-        """Re-read the allow-list (after ``swarm keys add``) in every authenticator."""
-        for auth in self._auth.values():
-            auth.configure_curve(domain="*", location=str(self.allowed_dir))
+        """Re-read the allow-list (after ``swarm keys add``) in every authenticator using it."""
+        with _ZAP_LOCK:
+            for auth, location in _ZAP.values():
+                if location == self.allowed_dir:
+                    auth.configure_curve(domain="*", location=str(location))
 
     def close(self) -> None:
-        """Stop the authenticators this instance started."""
-        for auth in self._auth.values():
-            auth.stop()
-        self._auth.clear()
+        """Stop the authenticators of contexts that have been closed."""
+        with _ZAP_LOCK:
+            for key, (auth, _) in list(_ZAP.items()):
+                if auth.context.closed:
+                    auth.stop()
+                    del _ZAP[key]
 
-    def _authenticator(self, context: zmq.Context[Any]) -> None:
-        if id(context) in self._auth:
+
+# One ZAP handler per libzmq context (keyed by its address): a second bind of
+# the ZAP endpoint in the same context would fail.
+_ZAP: dict[int, tuple[ThreadAuthenticator, Path]] = {}
+_ZAP_LOCK = threading.Lock()
+
+
+def _authenticator(context: zmq.Context[Any], allowed_dir: Path) -> None:
+    """Start the context's ZAP handler with ``allowed_dir``, or check it uses the same one.
+
+    Raises:
+        ConfigError: the context already authenticates against another allow-list.
+    """
+    with _ZAP_LOCK:
+        found = _ZAP.get(context.underlying)
+        if found is not None and not found[0].context.closed:
+            if found[1] != allowed_dir:
+                raise ConfigError(f"transport.keys_dir: this process already admits the keys in "
+                                  f"{found[1]}; one process serves one allow-list, not also "
+                                  f"{allowed_dir}")
             return
-        actx = context if isinstance(context, zmq.asyncio.Context) else zmq.asyncio.Context.shadow(
-            context.underlying
-        )
-        auth = AsyncioAuthenticator(actx)
+        auth = ThreadAuthenticator(zmq.Context.shadow(context.underlying))
         auth.start()
-        self.allowed_dir.mkdir(parents=True, exist_ok=True)
-        auth.configure_curve(domain="*", location=str(self.allowed_dir))
-        self._auth[id(context)] = auth
+        auth.configure_curve(domain="*", location=str(allowed_dir))
+        _ZAP[context.underlying] = (auth, allowed_dir)
+
+
+def is_loopback(address: str) -> bool:
+    """Whether a ZeroMQ address can only be reached from this machine (ipc, inproc, loopback)."""
+    scheme, _, rest = address.partition("://")
+    if scheme in ("ipc", "inproc"):
+        return True
+    host = rest.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # an interface name or "*": reachable from the network
+
+
+def warn_if_exposed(address: str, security: CurveSecurity | None) -> str | None:
+    """Log (and return) a warning when ``address`` is bound off loopback without security."""
+    if security is not None or is_loopback(address):
+        return None
+    text = (f"SECURITY: {address} is bound without encryption or authentication: any machine "
+            f"that reaches it can join the swarm and read its traffic (set transport.security: "
+            f"curve, see `swarm keys init`)")
+    log.warning(text)
+    return text
+
+
+def _allowed_files(allowed: Path) -> list[Path]:
+    try:
+        return sorted(allowed.glob("*.key")) if allowed.is_dir() else []
+    except OSError as exc:
+        raise ConfigError(f"transport.keys_dir: cannot read {allowed} ({exc.strerror})") from None
+
+
+def _read_key(path: Path) -> tuple[bytes, bytes | None]:
+    """The (public, secret) keys of a certificate file, checked.
+
+    Raises:
+        ConfigError: the file cannot be read or holds no valid public key.
+    """
+    try:
+        public, secret = zmq.auth.load_certificate(path)
+    except (OSError, ValueError, IndexError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "no public key"
+        raise ConfigError(f"transport.keys_dir: cannot read key file {path} ({reason})") from None
+    if not _valid_key(public):
+        raise ConfigError(f"transport.keys_dir: {path} holds no valid CURVE public key")
+    return public, secret
+
+
+def _valid_key(key: bytes) -> bool:
+    try:
+        return _Z85.match(key.decode("ascii")) is not None and len(z85.decode(key)) == 32
+    except (UnicodeDecodeError, ValueError, KeyError, IndexError):
+        return False
 
 
 def init_keys(keys_dir: str | Path, force: bool = False) -> bytes:
