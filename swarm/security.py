@@ -36,7 +36,7 @@ from swarm.errors import ConfigError
 
 __all__ = [
     "CurveSecurity", "init_keys", "add_key", "list_keys", "public_key_text", "is_loopback",
-    "warn_if_exposed",
+    "exposure_warning", "warn_if_exposed", "check_transport",
 ]
 
 log = logging.getLogger(__name__)
@@ -172,15 +172,30 @@ def is_loopback(address: str) -> bool:
         return False  # an interface name or "*": reachable from the network
 
 
-def warn_if_exposed(address: str, security: CurveSecurity | None) -> str | None:
-    """Log (and return) a warning when ``address`` is bound off loopback without security."""
+def exposure_warning(address: str, security: CurveSecurity | None) -> str | None:
+    """The warning for binding ``address`` off loopback without security, else ``None``."""
     if security is not None or is_loopback(address):
         return None
-    text = (f"SECURITY: {address} is bound without encryption or authentication: any machine "
-            f"that reaches it can join the swarm and read its traffic (set transport.security: "
-            f"curve, see `swarm keys init`)")
-    log.warning(text)
-    return text
+    return (f"SECURITY: {address} is bound without encryption or authentication: any machine "
+            f"that reaches it can join the swarm, take unused names and read its traffic "
+            f"(set transport.security: curve, see `swarm keys init`)")
+
+
+def warn_if_exposed(address: str, security: CurveSecurity | None) -> None:
+    """Log a warning when ``address`` is bound off loopback without security."""
+    text = exposure_warning(address, security)
+    if text is not None:
+        log.warning(text)
+
+
+def check_transport(section: TransportSection) -> str | None:
+    """Check a swarm's security before any process starts; returns a warning to show, if any.
+
+    Raises:
+        ConfigError: ``security: curve`` without usable keys (see ``CurveSecurity.load``).
+    """
+    security = CurveSecurity.from_config(section)
+    return exposure_warning(f"tcp://{section.host}:{section.base_port}", security)
 
 
 def _allowed_files(allowed: Path) -> list[Path]:
