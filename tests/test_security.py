@@ -1,18 +1,39 @@
-"""CurveZMQ: the allow-list admits known keys and refuses unknown keys and plaintext peers."""
+"""Security: CurveZMQ keys and allow-list, the setting reaching every process, identity binding.
+
+Unit tests here use real sockets in this process or a peer process; the end
+to end test starts a real swarm with ``transport.security: curve``.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from swarm.cli import main
-from swarm.config import TransportSection
-from swarm.errors import ConfigError, PeerUnavailable
-from swarm.security import CurveSecurity, add_key, init_keys, list_keys, public_key_text
-from swarm.transport import Client, TransportOptions
-from swarm.wire import Chat
+from swarm.config import TransportSection, load_config, parse_config
+from swarm.errors import ConfigError, PeerUnavailable, RemoteError
+from swarm.launcher import LocalLauncher
+from swarm.security import (
+    CurveSecurity,
+    add_key,
+    check_transport,
+    exposure_warning,
+    init_keys,
+    list_keys,
+    public_key_text,
+)
+from swarm.transport import Client, Publisher, Server, TransportOptions
+from swarm.wire import Chat, Join, Leave, Status, Welcome
+from tests.conftest import SMALL, free_base_port
 from tests.transport_peer import Peer
 
 
@@ -39,13 +60,106 @@ def test_keys_cli_init_add_list(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert (keys / "self.key_secret").stat().st_mode & 0o777 == 0o600
 
 
-def test_security_from_config(tmp_path: Path) -> None:
+def test_curve_without_usable_keys_is_refused_before_anything_starts(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Prepare: a config asking for curve, keys dirs that are missing, empty, corrupt
     assert CurveSecurity.from_config(TransportSection()) is None
+    raw = {"swarm": {"name": "t"}, "agents": [{"name": "g", "count": 1, "skills": ["add"]}]}
+    keys = tmp_path / "keys"
+
+    def curve(keys_dir: str) -> dict[str, Any]:
+        return {**raw, "transport": {"security": "curve", "keys_dir": keys_dir}}
+
+    # Execute + Assert: unset and missing keys fail the config check, with the fix in the line
+    for keys_dir in ("", str(keys)):
+        with pytest.raises(ConfigError, match="keys init") as info:
+            parse_config(curve(keys_dir))
+        assert info.value.problems[0].startswith("transport:")
+    config_file = tmp_path / "swarm.yaml"
+    config_file.write_text(yaml.safe_dump(curve(str(keys))))
+    assert main(["config", "check", str(config_file)]) == 2
+    assert "keys_dir" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="keys init"):
-        CurveSecurity.from_config(TransportSection(security="curve", keys_dir=str(tmp_path)))
-    init_keys(tmp_path)
-    sec = CurveSecurity.from_config(TransportSection(security="curve", keys_dir=str(tmp_path)))
-    assert sec is not None and sec.public.decode() == public_key_text(tmp_path)
+        CurveSecurity.load(keys)
+    with pytest.raises(ConfigError, match="not set"):
+        CurveSecurity.load("")
+    public = init_keys(keys)
+    section = parse_config(curve(str(keys))).transport
+    opts = TransportOptions.from_config(section)  # what every process of a swarm calls
+    assert opts.security is not None and opts.security.public == public
+    # a corrupt secret key, a secret that is not the public key's, an unreadable or
+    # corrupt allow-list entry, an empty allow-list: each a one-line ConfigError
+    secret_file, good = keys / "self.key_secret", (keys / "self.key_secret").read_text()
+    cases: list[tuple[str, Callable[[], None]]] = [
+        ("no valid secret", lambda: secret_file.write_text(good.replace("secret-key", "x"))),
+        ("no valid secret", lambda: secret_file.write_text(
+            good.replace(good.split('secret-key = "')[1][:5], "00000"))),
+        ("cannot read key file", lambda: secret_file.write_text("garbage\n")),
+        ("no valid CURVE public key", lambda: (keys / "allowed" / "bad.key").write_text(
+            'public-key = "short"\n')),
+        ("cannot read key file", lambda: (keys / "allowed" / "bad.key").write_text("")),
+        ("allows no public key", lambda: (keys / "allowed" / "self.key").unlink()),
+    ]
+    for expected, damage in cases:
+        secret_file.write_text(good)
+        (keys / "allowed" / "bad.key").unlink(missing_ok=True)
+        add_key(keys, "self", public.decode())
+        CurveSecurity.load(keys)  # usable again before each damage
+        damage()
+        with pytest.raises(ConfigError, match=expected):
+            TransportOptions.from_config(section)
+    if os.geteuid() != 0:  # root reads a mode-0 file anyway
+        secret_file.write_text(good)
+        (keys / "allowed" / "bad.key").unlink(missing_ok=True)
+        add_key(keys, "self", public.decode())
+        secret_file.chmod(0)
+        with pytest.raises(ConfigError, match="cannot read key file"):
+            CurveSecurity.load(keys)
+        secret_file.chmod(0o600)
+
+
+def test_swarm_run_refuses_curve_without_keys_and_starts_nothing(tmp_path: Path) -> None:
+    # Prepare: a curve config whose keys are then removed (the check passed earlier)
+    keys = tmp_path / "keys"
+    init_keys(keys)
+    config = load_config(SMALL, ["transport.security=curve", f"transport.keys_dir={keys}",
+                                 f"swarm.lineage={tmp_path / 'run' / 'lineage'}"])
+    (keys / "self.key_secret").write_text("garbage\n")
+    launcher = LocalLauncher(config)
+
+    # Execute + Assert: refused in prepare, before any process or run file exists
+    with pytest.raises(ConfigError, match="cannot read key file"):
+        launcher.prepare()
+    assert launcher.children == {} and not (tmp_path / "run").exists()
+
+
+def test_binding_off_loopback_in_plaintext_warns(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Prepare
+    assert exposure_warning("tcp://127.0.0.1:1", None) is None
+    assert exposure_warning("tcp://localhost:1", None) is None
+    assert exposure_warning(f"ipc://{tmp_path}/x.ipc", None) is None
+    for exposed in ("tcp://0.0.0.0:1", "tcp://*:1", "tcp://10.1.2.3:1", "tcp://[::]:1"):
+        assert "SECURITY" in (exposure_warning(exposed, None) or "")
+    init_keys(tmp_path / "keys")
+    assert exposure_warning("tcp://0.0.0.0:1", CurveSecurity.load(tmp_path / "keys")) is None
+    config = load_config(SMALL, ["transport.host=0.0.0.0",
+                                 f"swarm.lineage={tmp_path / 'run' / 'lineage'}"])
+    assert "SECURITY" in (check_transport(config.transport) or "")
+    port = free_base_port()
+
+    async def bind() -> None:
+        async with Server("srv", f"tcp://0.0.0.0:{port}", TransportOptions()), \
+                Publisher("pub", f"tcp://0.0.0.0:{port + 1}", TransportOptions()):
+            pass
+
+    # Execute
+    with caplog.at_level(logging.WARNING, logger="swarm.security"):
+        asyncio.run(asyncio.wait_for(bind(), 30))
+
+    # Assert: each bound socket said so in its process's log
+    warned = [r.getMessage() for r in caplog.records if "SECURITY" in r.getMessage()]
+    assert len(warned) == 2 and f"tcp://0.0.0.0:{port}" in warned[0]
 
 
 def test_curve_allow_list(tmp_path: Path) -> None:
@@ -73,3 +187,172 @@ def test_curve_allow_list(tmp_path: Path) -> None:
     with Peer("echo", address, "--curve", str(server_dir)) as peer:
         asyncio.run(asyncio.wait_for(scenario(), 60))
         assert peer.alive
+
+
+# -- identity: a name belongs to the peer that joined with it -----------------------
+
+
+def _coordinator(tmp_path: Path, port: int) -> Any:
+    from swarm.coordinator import Coordinator
+    from swarm.recorder import Recorder
+
+    config = load_config(SMALL, [f"transport.base_port={port}", "transport.heartbeat_ms=200",
+                                 f"swarm.lineage={tmp_path / 'lineage'}"])
+    # four agents are expected: one host holding two keeps it waiting (and serving) for more
+    return Coordinator(config, ["arith-0", "arith-1", "text-0", "text-1"],
+                       Recorder.open(config))
+
+
+async def _answer(cli: Client, msg: Any) -> Any:
+    """The reply to ``msg``, or the ``RemoteError`` it raised."""
+    try:
+        return (await cli.request(msg, timeout=10)).msg
+    except RemoteError as exc:
+        return exc
+
+
+def test_join_and_leave_from_another_peer_are_refused(tmp_path: Path) -> None:
+    # Prepare: a real coordinator (real sockets, real lineage) and a host joined on it
+    port = free_base_port()
+    coordinator = _coordinator(tmp_path, port)
+    address, opts = f"tcp://127.0.0.1:{port}", TransportOptions(heartbeat_ms=200)
+
+    async def scenario() -> None:
+        serving = asyncio.ensure_future(coordinator.run())
+        async with Client("host-0.secret", address, opts) as host, \
+                Client("intruder", address, opts) as evil:
+            await host.wait_up(30)
+            await evil.wait_up(30)
+            joined = await _answer(host, Join(sender="host-0", agent_ids=["arith-0", "arith-1"]))
+            assert isinstance(joined, Welcome)
+
+            # Execute: a takeover of the name, of its agents, and a Leave in its name
+            takeover = await _answer(evil, Join(sender="host-0", agent_ids=["arith-0"]))
+            agents = await _answer(evil, Join(sender="host-9", agent_ids=["arith-1", "text-0"]))
+            leave = await _answer(evil, Leave(sender="host-0"))
+            status = json.loads((await _answer(evil, Status(sender="x"))).json)
+
+            # Assert: refused with a typed error each, and nothing changed
+            for refused in (takeover, agents, leave):
+                assert isinstance(refused, RemoteError) and refused.remote_code == "security"
+            assert status["members"] == {"host-0": ["arith-0", "arith-1"]}
+            assert coordinator.members["host-0"].peer == b"host-0.secret"
+            # the same peer may join again (a restart) and leave
+            again = await _answer(host, Join(sender="host-0", agent_ids=["arith-0"]))
+            assert isinstance(again, Welcome)
+            await host.send(Leave(sender="host-0"))
+            for _ in range(100):
+                status = json.loads((await _answer(evil, Status(sender="x"))).json)
+                if not status["members"]:
+                    break
+            assert status["members"] == {}
+        serving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
+
+    asyncio.run(asyncio.wait_for(scenario(), 120))
+
+
+def test_malformed_join_gets_an_error_and_the_coordinator_keeps_answering(
+        tmp_path: Path) -> None:
+    # Prepare
+    port = free_base_port()
+    coordinator = _coordinator(tmp_path, port)
+    address, opts = f"tcp://127.0.0.1:{port}", TransportOptions(heartbeat_ms=200)
+    bad = [
+        Join(sender="host-1", agent_ids=["text-0"], capabilities={"skills": "{not json"}),
+        Join(sender="host-1", agent_ids=["text-0"], capabilities={"skills": "[1, 2]"}),
+        Join(sender="host-1", agent_ids=["text-0"], capabilities={"skills": '{"text-0": 7}'}),
+        Join(sender="host-1", agent_ids=["text-0"], capabilities={"skills": '{"arith-0": []}'}),
+        Join(sender="host-1", agent_ids=["text-0"],
+             capabilities={"skills": "[" * 100_000 + "]" * 100_000}),
+        Join(sender="host-1", agent_ids=["text-0"] * 10_000),
+        Join(sender="host-1", agent_ids=[]),
+        Join(sender="host-1", agent_ids=["nobody"]),
+        Join(sender="../host\n1", agent_ids=["text-0"]),
+        Join(sender="host-1", agent_ids=["text-0"], role="coordinator"),
+        Join(sender="host-1", agent_ids=["text-0"],
+             capabilities={f"k{i}": "v" for i in range(100)}),
+    ]
+
+    async def scenario() -> None:
+        serving = asyncio.ensure_future(coordinator.run())
+        async with Client("host-1.secret", address, opts) as host:
+            await host.wait_up(30)
+
+            # Execute: every malformed Join, then a good one and a Status
+            answers = [await _answer(host, msg) for msg in bad]
+            good = await _answer(host, Join(sender="host-1", agent_ids=["text-0"],
+                                            capabilities={"skills": '{"text-0": ["reverse"]}'}))
+            status = json.loads((await _answer(host, Status(sender="x"))).json)
+
+            # Assert: each refused with an Error, nothing stored, and the coordinator still serves
+            assert [type(a).__name__ for a in answers] == ["RemoteError"] * len(bad)
+            assert isinstance(good, Welcome) and status["members"] == {"host-1": ["text-0"]}
+            assert coordinator.members["host-1"].skills == {"text-0": ["reverse"]}
+        assert not serving.done()
+        serving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
+
+    asyncio.run(asyncio.wait_for(scenario(), 120))
+
+
+def test_a_forged_chat_moves_no_route(tmp_path: Path) -> None:
+    # Prepare: a server (the ROUTER of a host's peer chat, or any other) and two peers
+    address = f"ipc://{tmp_path}/peers.ipc"
+    opts = TransportOptions(heartbeat_ms=200)
+
+    async def scenario() -> None:
+        async with Server("host-1", address, opts) as srv, Client("host-0.a", address, opts) as a, \
+                Client("intruder", address, opts) as evil:
+            await a.wait_up(30)
+            await evil.wait_up(30)
+            await a.send(Chat(sender="agent-7", recipient="b", content="mine"))
+            assert (await srv.recv(timeout=10)).peer == b"host-0.a"
+
+            # Execute: another socket sends as agent-7, then the server writes to agent-7
+            await evil.send(Chat(sender="agent-7", recipient="b", content="forged"))
+            forged = await srv.recv(timeout=10)
+            await srv.send(Chat(sender="b", recipient="agent-7", content="for agent-7"))
+
+            # Assert: the route stayed; agent-7's mail reaches its own peer, not the forger
+            assert forged.peer == b"intruder" and srv.routes["agent-7"] == b"host-0.a"
+            got = await a.recv(timeout=10)
+            assert got.msg.content == "for agent-7"
+            with pytest.raises(TimeoutError):
+                await evil.recv(timeout=1.0)
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_a_routing_id_taken_over_under_another_key_is_dropped(tmp_path: Path) -> None:
+    # Prepare: a CURVE server allowing two keys; both clients use the same routing id
+    server_dir, one_dir, two_dir = (tmp_path / n for n in ("server", "one", "two"))
+    server_key = init_keys(server_dir)
+    add_key(server_dir, "one", init_keys(one_dir).decode())
+    add_key(server_dir, "two", init_keys(two_dir).decode())
+    address = f"ipc://{tmp_path}/curve.ipc"
+
+    def opts(keys: Path, heartbeat_ms: int = 200) -> TransportOptions:
+        return TransportOptions(heartbeat_ms=heartbeat_ms,
+                                security=CurveSecurity.load(keys, server_key))
+
+    async def scenario() -> None:
+        # the server remembers a silent peer for 3 s: the takeover happens within that
+        async with Server("srv", address, opts(server_dir, heartbeat_ms=1000)) as srv:
+            async with Client("same-id", address, opts(one_dir)) as one:
+                await one.wait_up(30)
+                await one.send(Chat(sender="agent-1", content="from one"))
+                first = await srv.recv(timeout=10)
+            # Execute: another key connects with the routing id before it is forgotten
+            async with Client("same-id", address, opts(two_dir)) as two:
+                await two.send(Chat(sender="agent-1", content="from two"))
+                with pytest.raises(TimeoutError):
+                    await srv.recv(timeout=1.0)
+                key = srv.key_of(b"same-id")
+            # Assert: the peer stays bound to the key it authenticated with
+            assert first.msg.content == "from one"
+            assert key == public_key_text(one_dir).encode()
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
