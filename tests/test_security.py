@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -356,3 +357,109 @@ def test_a_routing_id_taken_over_under_another_key_is_dropped(tmp_path: Path) ->
             assert key == public_key_text(one_dir).encode()
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+# -- end to end: a real swarm with transport.security: curve ---------------------------
+
+
+@pytest.mark.slow
+def test_a_curve_swarm_completes_rounds_and_strangers_get_nothing(
+        tmp_path: Path, tiny_model: Path) -> None:
+    """Coordinator, model server (hf backend) and a host as real processes, all under CURVE.
+
+    While the swarm runs, a plaintext peer and a peer whose key is not on the
+    allow-list connect to each of its sockets (control ROUTER, events PUB,
+    model server ROUTER, the host's peer ROUTER) and ask: none gets an answer
+    or an event, membership does not change, and the round completes.
+    """
+    from swarm.cli_run import _ask_status
+    from swarm.coordinator import CONTROL_OFFSET, EVENTS_OFFSET
+    from swarm.host import MODEL_OFFSET, PEER_OFFSET
+    from swarm.lineage import LineageReader, round_path
+    from swarm.transport import Subscriber, endpoint
+    from swarm.wire import Generate, GenRequest
+
+    # Prepare: the swarm's keys, a stranger's keys, a curve config (one host, four agents)
+    keys, stranger = tmp_path / "keys", tmp_path / "stranger"
+    swarm_key = init_keys(keys)
+    init_keys(stranger)
+    config = load_config(SMALL, [
+        "transport.security=curve", f"transport.keys_dir={keys}",
+        f"transport.base_port={free_base_port()}", "model.backend=hf", f"model.path={tiny_model}",
+        f"model.adapter_store={tmp_path / 'store'}", f"swarm.lineage={tmp_path / 'run' / 'lineage'}",
+        "swarm.rounds=1"])
+    agents = ["arith-0", "arith-1", "text-0", "text-1"]
+    section = config.transport
+    routers = {"control": endpoint(section, CONTROL_OFFSET), "model": endpoint(section, MODEL_OFFSET),
+               "host-0 peers": endpoint(section, PEER_OFFSET)}
+    asks: dict[str, Any] = {
+        "control": [Join(sender="host-0", agent_ids=agents), Status(sender="x"),
+                    Leave(sender="host-0")],
+        "model": [Generate(sender="arith-0", requests=[GenRequest(prompt="2+2=")])],
+        "host-0 peers": [Chat(sender="text-0", recipient="arith-0", content="hi")],
+    }
+    outsiders = {"plaintext": None, "unknown key": CurveSecurity.load(stranger, swarm_key)}
+
+    async def stranger_asks(who: str, where: str, msg: Any) -> str:
+        opts = TransportOptions(heartbeat_ms=200, security=outsiders[who])
+        async with Client(f"{who}-{where}".replace(" ", "-"), routers[where], opts) as cli:
+            try:
+                got = await cli.request(msg, timeout=4.0)
+            except PeerUnavailable:
+                return ""
+            return f"{who} got {type(got.msg).__name__} from {where}"
+
+    async def members() -> dict[str, list[str]]:
+        return dict((await _ask_status(config))["members"])  # a client with the swarm's keys
+
+    async def scenario() -> tuple[list[Any], list[Any], list[str], list[dict[str, list[str]]]]:
+        seen = []
+        for _ in range(600):
+            assert launcher.poll() is None, "the swarm ended before it could be probed"
+            with contextlib.suppress(SystemExit):
+                seen = [await members()]
+                if seen[0]:
+                    break
+            await asyncio.sleep(0.5)
+        events = endpoint(section, EVENTS_OFFSET)
+        opts = TransportOptions.from_config(section)
+        async with Subscriber("ours", events, options=opts) as ours, \
+                Subscriber("plain", events, options=TransportOptions()) as plain, \
+                Subscriber("unknown", events, options=TransportOptions(
+                    security=outsiders["unknown key"])) as unknown:
+            # Execute: every outsider asks at every router, at once, while the swarm runs
+            answers = await asyncio.gather(*(stranger_asks(who, where, msg)
+                                             for who in outsiders for where in asks
+                                             for msg in asks[where]))
+            seen.append(await members())
+            got_ours: list[Any] = []
+            while launcher.poll() is None and not any(
+                    i.peer == b"done" for i in got_ours):
+                with contextlib.suppress(TimeoutError):
+                    got_ours += await ours.recv_batch(timeout=0.5)
+            leaked = [i for sub in (plain, unknown) for i in sub._inbox]
+        return got_ours, leaked, [a for a in answers if a], seen
+
+    launcher = LocalLauncher(config)
+    launcher.prepare()
+    launcher.start()
+    try:
+        got_ours, leaked, answered, seen = asyncio.run(asyncio.wait_for(scenario(), 1500))
+        code = launcher.poll()
+        for _ in range(600):
+            if code is not None:
+                break
+            time.sleep(0.5)
+            code = launcher.poll()
+    finally:
+        launcher.stop()
+
+    # Assert: no outsider got an answer or an event, membership stayed the host's,
+    # and the swarm under CURVE committed its round with every agent reporting
+    assert answered == []
+    assert leaked == []
+    assert seen == [{"host-0": agents}, {"host-0": agents}]
+    assert {i.peer for i in got_ours} >= {b"scores", b"done"}  # events do flow, to us
+    assert code == 0
+    record = json.loads(LineageReader(config.lineage_dir).show("swarm", round_path(0)))
+    assert record["unavailable"] == [] and sorted(record["scores"]) == agents
