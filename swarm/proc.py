@@ -91,7 +91,7 @@ def _routing_id(run_dir: Path, host_id: str) -> str:
     from swarm.host import new_routing_id
 
     path = run_dir / "ids" / host_id
-    path.parent.mkdir(mode=0o700, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:

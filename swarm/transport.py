@@ -34,8 +34,10 @@ Usage (the coordinator, a host and a model server of issue 7 look like this)::
     await AdapterSender(client_to_peer_host).send(data, sha256, sender="a1", recipient="b7")
 
 A ``Client``'s name is its ZeroMQ routing id: unique among the clients of
-one server (``f"{role}-{host}-{pid}"`` is a good choice), stable across
-reconnects so the server's routes survive them.
+one server, stable across reconnects so the server's routes survive them,
+and hard to guess where it matters (a host uses its name plus 64 secret
+random bits, ``swarm.host.new_routing_id``): libzmq hands a connection over to
+whoever connects with the same routing id.
 
 Roles: ``Server`` is a ROUTER that binds (coordinator, hosts, model servers),
 ``Client`` a DEALER that connects to one server, ``Publisher``/``Subscriber``

@@ -359,6 +359,21 @@ def test_a_routing_id_taken_over_under_another_key_is_dropped(tmp_path: Path) ->
     asyncio.run(asyncio.wait_for(scenario(), 60))
 
 
+def test_a_host_routing_id_is_secret_and_kept_across_restarts(tmp_path: Path) -> None:
+    from swarm.proc import _routing_id
+
+    # Execute: the first start makes it, a restart in the same run dir reads it back
+    first, again = _routing_id(tmp_path / "run", "host-0"), _routing_id(tmp_path / "run", "host-0")
+    other = _routing_id(tmp_path / "other-run", "host-0")
+
+    # Assert: the name plus 16 hex digits, the same after a restart, another in another run,
+    # readable by its owner only
+    name, _, secret = first.partition(".")
+    assert name == "host-0" and len(secret) == 16 and int(secret, 16) >= 0
+    assert again == first != other
+    assert (tmp_path / "run" / "ids" / "host-0").stat().st_mode & 0o777 == 0o600
+
+
 # -- end to end: a real swarm with transport.security: curve ---------------------------
 
 
