@@ -190,6 +190,29 @@ def test_curve_allow_list(tmp_path: Path) -> None:
         assert peer.alive
 
 
+def test_one_process_with_several_curve_endpoints_serves_on_each(tmp_path: Path) -> None:
+    # Prepare: as in the inline launcher, the coordinator and each host load the keys
+    # themselves: several CurveSecurity instances bind servers on one ZeroMQ context
+    keys = tmp_path / "keys"
+    init_keys(keys)
+    first, second = (TransportOptions(heartbeat_ms=200, security=CurveSecurity.load(keys))
+                     for _ in range(2))
+    one, two = f"ipc://{tmp_path}/one.ipc", f"ipc://{tmp_path}/two.ipc"
+
+    async def scenario() -> list[str]:
+        async with Server("one", one, first) as s1, Publisher("events", f"ipc://{tmp_path}/e.ipc",
+                                                              first), \
+                Server("two", two, second) as s2, Client("c1", one, second) as c1, \
+                Client("c2", two, first) as c2:
+            # Execute
+            await c1.send(Chat(sender="x", content="to one"))
+            await c2.send(Chat(sender="y", content="to two"))
+            return [str((await s.recv(timeout=10)).msg.content) for s in (s1, s2)]
+
+    # Assert: both servers authenticate their clients
+    assert asyncio.run(asyncio.wait_for(scenario(), 60)) == ["to one", "to two"]
+
+
 # -- identity: a name belongs to the peer that joined with it -----------------------
 
 
