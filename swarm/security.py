@@ -18,6 +18,7 @@ or a plaintext peer never completes the handshake.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import logging
 import os
@@ -53,7 +54,8 @@ class CurveSecurity:
     never starts in plaintext. The ZAP authenticator a server socket needs is
     one per ZeroMQ context (libzmq binds one ZAP handler per context), so it is
     shared by every ``CurveSecurity`` of the process and lives as long as the
-    context; ``close()`` stops the ones of contexts that are gone.
+    context; ``close()`` stops the ones of contexts that are gone. Each allow-list
+    is a ZAP domain of its own, so two allow-lists in one process do not mix.
     """
 
     def __init__(
@@ -104,8 +106,8 @@ class CurveSecurity:
         return cls.load(section.keys_dir) if section.security == "curve" else None
 
     def server_socket(self, sock: zmq.Socket[Any], context: zmq.Context[Any]) -> None:
-        """Make ``sock`` a CURVE server guarded by the allow-list."""
-        _authenticator(context, self.allowed_dir)
+        """Make ``sock`` a CURVE server guarded by the allow-list (its own ZAP domain)."""
+        sock.zap_domain = _authenticator(context, self.allowed_dir).encode()
         sock.curve_secretkey = self.secret
         sock.curve_publickey = self.public
         sock.curve_server = True
@@ -119,43 +121,42 @@ class CurveSecurity:
     def reload(self) -> None:
         """Re-read the allow-list (after ``swarm keys add``) in every authenticator using it."""
         with _ZAP_LOCK:
-            for auth, location in _ZAP.values():
-                if location == self.allowed_dir:
-                    auth.configure_curve(domain="*", location=str(location))
+            for auth in _ZAP.values():
+                auth.configure_curve(domain=_domain(self.allowed_dir),
+                                     location=str(self.allowed_dir))
 
     def close(self) -> None:
         """Stop the authenticators of contexts that have been closed."""
         with _ZAP_LOCK:
-            for key, (auth, _) in list(_ZAP.items()):
+            for key, auth in list(_ZAP.items()):
                 if auth.context.closed:
                     auth.stop()
                     del _ZAP[key]
 
 
-# One ZAP handler per libzmq context (keyed by its address): a second bind of
-# the ZAP endpoint in the same context would fail.
-_ZAP: dict[int, tuple[ThreadAuthenticator, Path]] = {}
+# One ZAP handler per libzmq context (keyed by its address): a second bind of the
+# ZAP endpoint in one context fails. Each allow-list is a ZAP domain of its own, so
+# servers of one process with different allow-lists (tests do that) do not mix them.
+_ZAP: dict[int, ThreadAuthenticator] = {}
 _ZAP_LOCK = threading.Lock()
 
 
-def _authenticator(context: zmq.Context[Any], allowed_dir: Path) -> None:
-    """Start the context's ZAP handler with ``allowed_dir``, or check it uses the same one.
+def _domain(allowed_dir: Path) -> str:
+    return "swarm-" + hashlib.sha256(str(allowed_dir.resolve()).encode()).hexdigest()[:16]
 
-    Raises:
-        ConfigError: the context already authenticates against another allow-list.
-    """
+
+def _authenticator(context: zmq.Context[Any], allowed_dir: Path) -> str:
+    """Start the context's ZAP handler if needed, admitting ``allowed_dir``; returns its domain."""
+    domain = _domain(allowed_dir)
     with _ZAP_LOCK:
-        found = _ZAP.get(context.underlying)
-        if found is not None and not found[0].context.closed:
-            if found[1] != allowed_dir:
-                raise ConfigError(f"transport.keys_dir: this process already admits the keys in "
-                                  f"{found[1]}; one process serves one allow-list, not also "
-                                  f"{allowed_dir}")
-            return
-        auth = ThreadAuthenticator(zmq.Context.shadow(context.underlying))
-        auth.start()
-        auth.configure_curve(domain="*", location=str(allowed_dir))
-        _ZAP[context.underlying] = (auth, allowed_dir)
+        auth = _ZAP.get(context.underlying)
+        if auth is None or auth.context.closed:
+            auth = _ZAP[context.underlying] = ThreadAuthenticator(
+                zmq.Context.shadow(context.underlying))
+            auth.start()
+        if domain not in auth.certs:
+            auth.configure_curve(domain=domain, location=str(allowed_dir))
+    return domain
 
 
 def is_loopback(address: str) -> bool:
