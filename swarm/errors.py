@@ -95,10 +95,11 @@ class TransferError(TransportError):
 
 
 class SecurityError(TransportError):
-    """A peer's claim was refused: a name another peer holds, or a key it does not own.
+    """A peer's claim was refused: a host name or agents that another live peer joined with.
 
-    A restarted process meets it while its earlier incarnation is still
-    considered alive, and retries; anyone else gets nothing.
+    The refused peer gets ``Error(code="security")`` and nothing changes. A
+    restarted host keeps its routing id (``swarm.proc``), so it is the same
+    peer and is not refused.
     """
 
     code = "security"
