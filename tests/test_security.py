@@ -504,3 +504,60 @@ def test_a_curve_swarm_completes_rounds_and_strangers_get_nothing(
     assert code == 0
     record = json.loads(LineageReader(config.lineage_dir).show("swarm", round_path(0)))
     assert record["unavailable"] == [] and sorted(record["scores"]) == agents
+
+
+@pytest.mark.slow
+def test_an_inline_swarm_under_curve_runs_and_a_plaintext_peer_gets_nothing(
+        tmp_path: Path, tiny_model: Path) -> None:
+    """The inline launcher: coordinator and host in this process, model server a subprocess."""
+    from swarm.cli_run import _ask_status
+    from swarm.inline import InlineLauncher
+    from swarm.lineage import LineageReader, round_path
+
+    # Prepare
+    keys = tmp_path / "keys"
+    init_keys(keys)
+    config = load_config(SMALL, [
+        "launcher.kind=inline", "transport.security=curve", f"transport.keys_dir={keys}",
+        f"transport.base_port={free_base_port()}", "model.backend=hf", f"model.path={tiny_model}",
+        f"model.adapter_store={tmp_path / 'store'}", f"swarm.lineage={tmp_path / 'run' / 'lineage'}",
+        "swarm.rounds=1"])
+    control = f"tcp://127.0.0.1:{config.transport.base_port}"
+
+    async def plaintext_status() -> str:
+        async with Client("plain", control, TransportOptions(heartbeat_ms=200)) as cli:
+            try:
+                return type((await cli.request(Status(sender="x"), timeout=4.0)).msg).__name__
+            except PeerUnavailable:
+                return ""
+
+    async def scenario() -> tuple[dict[str, Any], str]:
+        for _ in range(600):
+            assert launcher.poll() is None, "the swarm ended before it could be probed"
+            with contextlib.suppress(SystemExit):
+                status = await _ask_status(config)
+                if status["members"]:
+                    break
+            await asyncio.sleep(0.5)
+        return status, await plaintext_status()
+
+    launcher = InlineLauncher(config)
+    launcher.prepare()
+    launcher.start()
+    try:
+        # Execute
+        status, plaintext = asyncio.run(asyncio.wait_for(scenario(), 600))
+        code = None
+        for _ in range(1200):
+            code = launcher.poll()
+            if code is not None:
+                break
+            time.sleep(0.5)
+    finally:
+        launcher.stop()
+
+    # Assert: a client with the keys was answered, a plaintext one not; the round completed
+    assert list(status["members"]) == ["host-0"] and plaintext == ""
+    assert code == 0
+    record = json.loads(LineageReader(config.lineage_dir).show("swarm", round_path(0)))
+    assert record["unavailable"] == [] and len(record["scores"]) == 4
