@@ -134,6 +134,7 @@ class Server(Messenger):
         self.peers: dict[bytes, float] = {}
         self.routes: dict[str, bytes] = {}
         self.keys: dict[bytes, bytes] = {}  # peer -> CURVE public key (Z85), under CURVE
+        self._warned: set[bytes] = set()  # peers already logged for a refused claim
         self._routes = self.routes  # the messenger learns sender -> peer as messages arrive
         self._on_peer_lost = on_peer_lost
         self._copy_envelope = self.options.security is None
@@ -157,9 +158,17 @@ class Server(Messenger):
         if held is None or held == peer or held not in self.peers:
             self.routes[sender] = peer
             return True
-        log.warning("%s: %r sent as %r, which %r holds: the route stays",
-                    self.name, peer, sender, held)
+        if self._warn_once(peer):
+            log.warning("%s: %r sent as %r, which %r holds: the route stays (further "
+                        "claims from this peer are not logged)", self.name, peer, sender, held)
         return False
+
+    def _warn_once(self, peer: bytes) -> bool:
+        """True the first time ``peer`` is warned about (a flood of forgeries logs one line)."""
+        if peer in self._warned or len(self._warned) >= 10_000:
+            return False
+        self._warned.add(peer)
+        return True
 
     def _admit(self, peer: bytes, frames: list[Frame]) -> bool:
         if not frames or not isinstance(frames[0], zmq.Frame):
@@ -169,8 +178,9 @@ class Server(Messenger):
         if known == key:
             frames[0] = frames[0].bytes
             return True
-        log.warning("%s: dropped a message from %r under another key (%s, bound to %s)",
-                    self.name, peer, key[:8].decode(), known[:8].decode())
+        if self._warn_once(peer):
+            log.warning("%s: dropped a message from %r under another key (%s, bound to %s)",
+                        self.name, peer, key[:8].decode(), known[:8].decode())
         return False
 
     def _configure(self, sock: zmq.Socket[bytes]) -> None:
@@ -214,6 +224,7 @@ class Server(Messenger):
     def _forget(self, peer: bytes) -> None:
         del self.peers[peer]
         self.keys.pop(peer, None)
+        self._warned.discard(peer)
         for agent in [a for a, p in self.routes.items() if p == peer]:
             del self.routes[agent]
         if self._on_peer_lost is not None:
