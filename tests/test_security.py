@@ -401,7 +401,7 @@ def test_a_host_routing_id_is_secret_and_kept_across_restarts(tmp_path: Path) ->
 
 
 @pytest.mark.slow
-def test_a_curve_swarm_completes_rounds_and_strangers_get_nothing(
+def test_a_curve_swarm_completes_a_round_and_strangers_get_nothing(
         tmp_path: Path, tiny_model: Path) -> None:
     """Coordinator, model server (hf backend) and a host as real processes, all under CURVE.
 
