@@ -72,6 +72,8 @@ def run_swarm(config: SwarmConfig, resume: bool = False,
     console.print(f"[bold]swarm {config.swarm.name}[/]: {config.agent_count} agents, "
                   f"{config.swarm.rounds} rounds, protocol {config.protocol.name}, "
                   f"matchmaker {config.matchmaker.kind}; run dir {run_dir}")
+    for warning in launcher.warnings:
+        console.print(f"[bold yellow]{warning}[/]")
     if launcher.archived is not None:
         console.print(f"[dim]the previous run was kept in {launcher.archived}[/]")
     launcher.start()

@@ -156,6 +156,19 @@ class TransportSection(_Section, frozen=True):
     # (trades a little CPU for a shorter round trip; 0 = never spin)
     busy_poll_us: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = 300
 
+    def __post_init__(self) -> None:
+        # curve without keys would fail in every process at start: say so at check time
+        # (the keys themselves are read and checked by swarm.security.CurveSecurity.load)
+        if self.security != "curve":
+            return
+        if not self.keys_dir.strip():
+            raise ValueError("security 'curve' needs keys_dir, which is empty "
+                             "(create keys with `swarm keys init --dir DIR`)")
+        keys = Path(self.keys_dir).expanduser()
+        if not (keys / "self.key_secret").is_file():
+            raise ValueError(f"security 'curve' needs a keypair in keys_dir {self.keys_dir!r}, "
+                             f"which holds none (run `swarm keys init --dir {self.keys_dir}`)")
+
 
 class LauncherSection(_Section, frozen=True):
     """Where the processes run and how failures are handled."""

@@ -32,7 +32,8 @@ import msgspec
 import numpy as np
 
 from swarm.config import SwarmConfig
-from swarm.errors import PeerUnavailable, RemoteError, SwarmError
+from swarm.errors import PeerUnavailable, RemoteError, SecurityError, SwarmError
+from swarm.membership import check_join
 from swarm.recorder import Recorder
 from swarm.transport import Incoming, Publisher, Server, TransportOptions, endpoint
 from swarm.wire import (
@@ -47,6 +48,7 @@ from swarm.wire import (
     Step,
     StepDone,
     Welcome,
+    error_reply,
 )
 
 __all__ = ["Coordinator", "Member", "CONTROL_OFFSET", "EVENTS_OFFSET"]
@@ -66,6 +68,7 @@ class Member:
     agents: list[str]
     skills: dict[str, list[str]] = field(default_factory=dict)
     joined_at: float = field(default_factory=time.time)
+    key: bytes = b""  # the CURVE public key it joined with (empty without security)
 
 
 class Coordinator:
@@ -133,32 +136,63 @@ class Coordinator:
                     await self._handle(server, inc)
                 except SwarmError as exc:
                     log.warning("coordinator: %s from %r: %s", type(inc.msg).__name__, inc.peer, exc)
+                    if isinstance(inc.msg, (Join, Leave)):  # the peer waits for an answer
+                        with contextlib.suppress(SwarmError):
+                            await server.reply(inc, error_reply(exc, inc.msg, "coordinator"))
+                except Exception:  # one message must never stop the coordinator answering
+                    log.exception("coordinator: %s from %r failed", type(inc.msg).__name__,
+                                  inc.peer)
 
     async def _handle(self, server: Server, inc: Incoming) -> None:
         msg = inc.msg
         if isinstance(msg, Join):
-            self._join(inc, msg)
+            self._join(inc, msg, server.key_of(inc.peer), set(server.peers))
             await server.reply(inc, Welcome(sender="coordinator", swarm=self.config.swarm.name,
                                             heartbeat_ms=self.options.heartbeat_ms))
         elif isinstance(msg, Leave):
-            self.members.pop(msg.sender, None)
+            self._leave(inc, msg)
         elif isinstance(msg, Status):
             await server.reply(inc, StatusReport(sender="coordinator",
                                                  json=json.dumps(self.status())))
         elif not isinstance(msg, Heartbeat):
             log.debug("coordinator: ignoring %s", type(msg).__name__)
 
-    def _join(self, inc: Incoming, msg: Join) -> None:
-        unknown = [a for a in msg.agent_ids if a not in self.expected]
-        if unknown:
-            raise SwarmError(f"host {msg.sender!r} joined with unknown agents {unknown[:5]}")
+    def _join(self, inc: Incoming, msg: Join, key: bytes, live: set[bytes]) -> None:
+        """Admit a host, bound to the peer (routing id, CURVE key) that joined with its name.
+
+        Raises:
+            SecurityError: the name or one of the agents belongs to another live peer.
+            SwarmError: a malformed ``Join`` (bad name, unknown agents, bad capabilities).
+        """
+        skills = check_join(msg, self.expected)
+        for host, member in self.members.items():
+            if (member.peer, member.key) == (inc.peer, key) or member.peer not in live:
+                continue  # the same peer joining again, or a gone one's seat
+            taken = sorted(set(msg.agent_ids) & set(member.agents))
+            if host == msg.sender or taken:
+                raise SecurityError(f"host {msg.sender!r} from {inc.peer!r}: "
+                                    f"{'its name' if host == msg.sender else taken[:5]} "
+                                    f"belongs to {host!r}, joined from another peer")
         self._drop(msg.sender, "joined again: its earlier incarnation's work is lost")
-        skills = json.loads(msg.capabilities.get("skills", "{}"))
-        self.members[msg.sender] = Member(msg.sender, inc.peer, list(msg.agent_ids), skills)
+        for host in [h for h, m in self.members.items() if set(m.agents) & set(msg.agent_ids)]:
+            del self.members[host]  # a gone peer's seat (checked above)
+        self.members[msg.sender] = Member(msg.sender, inc.peer, list(msg.agent_ids), skills,
+                                          key=key)
         log.info("coordinator: host %s joined with %d agents", msg.sender, len(msg.agent_ids))
         # At the start every expected agent must be placed; mid-run any host will do.
         if self._placed() >= set(self.expected) or self.history:
             self._joined.set()
+
+    def _leave(self, inc: Incoming, msg: Leave) -> None:
+        """Remove a host, only at the request of the peer it joined from."""
+        member = self.members.get(msg.sender)
+        if member is None:
+            return
+        if member.peer != inc.peer:
+            raise SecurityError(f"Leave for host {msg.sender!r} from {inc.peer!r}, "
+                                f"not the peer it joined from")
+        self._drop(msg.sender, "left")
+        del self.members[msg.sender]
 
     def _lost(self, peer: bytes) -> None:
         host = next((h for h, m in self.members.items() if m.peer == peer), None)

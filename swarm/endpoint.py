@@ -109,7 +109,17 @@ class TransportOptions:
     def from_config(
         cls, section: TransportSection, security: CurveSecurity | None = None
     ) -> TransportOptions:
-        """Options from the config's ``transport`` section (keys are loaded by the caller)."""
+        """Options from the config's ``transport`` section.
+
+        With ``security: curve`` and no ``security`` given, the keys are loaded from
+        ``keys_dir`` here: every process builds its options through this one
+        call, so the setting reaches every socket it opens.
+
+        Raises:
+            ConfigError: ``security: curve`` and the keys are missing or unusable.
+        """
+        if security is None:
+            security = CurveSecurity.from_config(section)
         return cls(
             max_message_bytes=section.max_message_bytes,
             heartbeat_ms=section.heartbeat_ms,
@@ -284,6 +294,7 @@ class Endpoint:
         prefix = self._prefix
         limit = self.options.drain_batch
         opt, recv = sock.getsockopt, sock.recv
+        copy_env = self._copy_envelope
         while n < limit and (n > 1 or opt(_EVENTS) & _POLLIN):  # type: ignore[operator]
             try:
                 first = recv(_NOBLOCK)
@@ -291,7 +302,7 @@ class Endpoint:
                 break
             frames: list[Frame]
             if prefix:
-                peer, frames = first, [recv()] if opt(_RCVMORE) else []
+                peer, frames = first, [recv(copy=copy_env)] if opt(_RCVMORE) else []
             else:
                 peer, frames = b"", [first]
             # payload frames are read one by one, under the limits
@@ -331,6 +342,8 @@ class Endpoint:
 
         Returns how many messages it held (a batch holds several).
         """
+        if not self._copy_envelope and not self._admit(peer, frames):
+            return 1
         self._on_traffic(peer)
         if not frames:
             return 1
@@ -367,6 +380,14 @@ class Endpoint:
 
     def _on_traffic(self, peer: bytes) -> None:
         """Liveness bookkeeping for every message received; roles override."""
+
+    # Identity: a ROUTER under CURVE receives the envelope frame uncopied, so the
+    # ZAP-authenticated public key (its ``User-Id`` property) can be bound to the peer.
+    _copy_envelope = True
+
+    def _admit(self, peer: bytes, frames: list[Frame]) -> bool:
+        """Whether a message from ``peer`` is taken (roles that bind keys override)."""
+        return True
 
     def _answer_error(self, peer: bytes, exc: WireError, to: Message | None) -> None:
         log.info("%s: refused a message from %r: %s", self.name, peer, exc)

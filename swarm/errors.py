@@ -15,6 +15,7 @@ __all__ = [
     "PeerUnavailable",
     "RemoteError",
     "TransferError",
+    "SecurityError",
     "AdapterError",
     "AdapterFormatError",
     "AdapterPickleError",
@@ -91,6 +92,17 @@ class TransferError(TransportError):
     """An adapter transfer failed for good (after its retries)."""
 
     code = "transfer"
+
+
+class SecurityError(TransportError):
+    """A peer's claim was refused: a host name or agents that another live peer joined with.
+
+    The refused peer gets ``Error(code="security")`` and nothing changes. A
+    restarted host keeps its routing id (``swarm.proc``), so it is the same
+    peer and is not refused.
+    """
+
+    code = "security"
 
 
 class AdapterError(SwarmError):

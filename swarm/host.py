@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,7 @@ from swarm.wire import (
 )
 from swarm.wire import Example as WireExample
 
-__all__ = ["Host", "MODEL_OFFSET", "PEER_OFFSET"]
+__all__ = ["Host", "MODEL_OFFSET", "PEER_OFFSET", "new_routing_id"]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class Host:
         store_root: Path,
         options: TransportOptions | None = None,
         peer_address: str | None = None,
+        routing_id: str | None = None,
     ) -> None:
         from swarm.agents.registry import get_role
         from swarm.protocols.registry import get_protocol
@@ -76,6 +78,10 @@ class Host:
         self.protocol = get_protocol(config.protocol.name)(config.protocol)
         self.store_root = store_root
         self.peer_address = peer_address
+        # The socket identity of this process towards the coordinator and the model
+        # server: the host's name plus a secret part, so that no other peer can take
+        # over its connection (ZeroMQ hands a routing id to whoever connects with it).
+        self.routing_id = routing_id or new_routing_id(host_id)
         self.messages = 0  # sent and received since the last StepDone (for messages/s)
         self._model: Client | None = None
 
@@ -83,8 +89,8 @@ class Host:
         """Join the swarm and answer steps until the coordinator goes away or a stop."""
         control = endpoint(self.config.transport, 0)
         model = self.config.model.server or endpoint(self.config.transport, MODEL_OFFSET)
-        async with Client(self.host_id, control, self.options) as coord, Client(
-            self.host_id, model, self.options
+        async with Client(self.routing_id, control, self.options) as coord, Client(
+            self.routing_id, model, self.options
         ) as self._model:
             skills = {a: list(ag.spec.skills) for a, ag in self.agents.items()}
             await coord.request(Join(sender=self.host_id, agent_ids=list(self.agents),
@@ -237,6 +243,11 @@ class Host:
             raise SwarmError("host is not connected to a model server")
         self.messages += 2  # the request and its answer
         return self._model
+
+
+def new_routing_id(host_id: str) -> str:
+    """``host_id`` plus 64 random bits: a routing id no other peer can guess."""
+    return f"{host_id}.{secrets.token_hex(8)}"
 
 
 async def run_host(host: Host) -> None:

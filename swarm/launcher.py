@@ -54,6 +54,7 @@ class LocalLauncher:
         self.run_dir = config.run_dir
         self.children: dict[str, Child] = {}
         self.archived: Path | None = None  # where an earlier run in run_dir was moved
+        self.warnings: list[str] = []  # shown by `swarm run` (e.g. bound off loopback in plaintext)
         self._stopping = False
 
     def prepare(self) -> Path:
@@ -65,7 +66,12 @@ class LocalLauncher:
         Raises:
             SwarmError: ``--resume`` without a lineage, or a run directory that
                 swarm did not make already holds a run's files.
+            ConfigError: ``transport.security: curve`` without usable keys (nothing started).
         """
+        from swarm.security import check_transport
+
+        warning = check_transport(self.config.transport)
+        self.warnings = [warning] if warning else []
         lineage = self.config.lineage_dir
         if self.resume and not (lineage / "HEAD").is_file():
             raise SwarmError(f"--resume: {lineage} holds no lineage to continue")

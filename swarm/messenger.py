@@ -68,9 +68,8 @@ class Messenger(Endpoint):
         kind = type(msg)
         if kind is Heartbeat:
             return
-        routes = self._routes
-        if routes is not None and msg.sender:
-            routes[msg.sender] = peer
+        if self._routes is not None and msg.sender:
+            self._claim(msg.sender, peer)
         if msg.ack and self._duplicate(peer, msg):
             return
         corr = msg.correlation_id
@@ -91,6 +90,12 @@ class Messenger(Endpoint):
             hook(Incoming(msg, payload, peer))
         else:
             self._inbox.append(Incoming(msg, payload, peer))
+
+    def _claim(self, sender: str, peer: bytes) -> bool:
+        """Learn the route ``sender -> peer``; ``Server`` keeps a name with its first live peer."""
+        assert self._routes is not None
+        self._routes[sender] = peer
+        return True
 
     def _duplicate(self, peer: bytes, msg: Message) -> bool:
         """Ack a must-not-lose message; True (and resend the cached reply) if seen before."""

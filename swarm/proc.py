@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Coroutine
@@ -76,7 +77,30 @@ async def _host(config: SwarmConfig, args: argparse.Namespace) -> None:
     mine = set(hosts[args.index])
     specs = [s for s in build_population(config) if s.agent_id in mine]
     peers = endpoint(config.transport, PEER_OFFSET + args.index)
-    await Host(f"host-{args.index}", config, specs, config.adapter_store, peer_address=peers).run()
+    name = f"host-{args.index}"
+    await Host(name, config, specs, config.adapter_store, peer_address=peers,
+               routing_id=_routing_id(args.run_dir, name)).run()
+
+
+def _routing_id(run_dir: Path, host_id: str) -> str:
+    """The host's secret routing id, made by its first start and kept by its restarts.
+
+    A restarted host reuses it, so the coordinator sees the same peer come back
+    (and lets it join again); the file is readable only by its owner.
+    """
+    from swarm.host import new_routing_id
+
+    path = run_dir / "ids" / host_id
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as out:
+        out.write(new_routing_id(host_id))
+        out.flush()
+        os.fsync(out.fileno())
+    return path.read_text().strip()
 
 
 async def _model_server(config: SwarmConfig, args: argparse.Namespace) -> None:

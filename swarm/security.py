@@ -18,20 +18,29 @@ or a plaintext peer never completes the handshake.
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
+import logging
 import os
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
 import zmq
-import zmq.asyncio
 import zmq.auth
-from zmq.auth.asyncio import AsyncioAuthenticator
+from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils import z85
 
 from swarm.config import TransportSection
 from swarm.errors import ConfigError
 
-__all__ = ["CurveSecurity", "init_keys", "add_key", "list_keys", "public_key_text"]
+__all__ = [
+    "CurveSecurity", "init_keys", "add_key", "list_keys", "public_key_text", "is_loopback",
+    "exposure_warning", "warn_if_exposed", "check_transport",
+]
+
+log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _Z85 = re.compile(r"^[0-9A-Za-z.:+=^!/*?&<>()\[\]{}@%$#-]{40}$")
@@ -40,8 +49,13 @@ _Z85 = re.compile(r"^[0-9A-Za-z.:+=^!/*?&<>()\[\]{}@%$#-]{40}$")
 class CurveSecurity:
     """This node's keypair plus the allow-list, applied to sockets of one process.
 
-    The instance holds the ZAP authenticators it started (one per context);
-    pass the same instance to every endpoint of a process and ``close()`` it last.
+    Load it with ``load`` (or ``from_config``): both refuse a missing, unreadable
+    or corrupt key before any socket exists, so a swarm configured as secure
+    never starts in plaintext. The ZAP authenticator a server socket needs is
+    one per ZeroMQ context (libzmq binds one ZAP handler per context), so it is
+    shared by every ``CurveSecurity`` of the process and lives as long as the
+    context; ``close()`` stops the ones of contexts that are gone. Each allow-list
+    is a ZAP domain of its own, so two allow-lists in one process do not mix.
     """
 
     def __init__(
@@ -51,35 +65,49 @@ class CurveSecurity:
         self.secret = secret
         self.allowed_dir = allowed_dir
         self.server_key = server_key or public
-        self._auth: dict[int, AsyncioAuthenticator] = {}
 
     @classmethod
     def load(cls, keys_dir: str | Path, server_key: bytes | str | None = None) -> CurveSecurity:
         """Load ``keys_dir`` (see module docstring); ``server_key`` defaults to our own key.
 
         Raises:
-            ConfigError: no keypair there (run ``swarm keys init``).
+            ConfigError: no keys dir, no keypair there (run ``swarm keys init``), a key
+                file that cannot be read or holds no valid CURVE key, or an empty allow-list.
         """
+        if not str(keys_dir).strip():
+            raise ConfigError("transport.keys_dir: not set (security: curve needs a keys dir; "
+                              "create one with `swarm keys init --dir DIR`)")
         root = Path(keys_dir).expanduser()
         secret_file = root / "self.key_secret"
-        if not secret_file.exists():
+        if not root.is_dir() or not secret_file.exists():
             raise ConfigError(
                 f"transport.keys_dir: no keypair in {root} (run `swarm keys init --dir {root}`)"
             )
-        public, secret = zmq.auth.load_certificate(secret_file)
-        if secret is None:
-            raise ConfigError(f"transport.keys_dir: {secret_file} holds no secret key")
+        public, secret = _read_key(secret_file)
+        if secret is None or not _valid_key(secret) or zmq.curve_public(secret) != public:
+            raise ConfigError(f"transport.keys_dir: {secret_file} holds no valid secret key "
+                              f"for its public key (recreate it with `swarm keys init --force`)")
+        allowed = root / "allowed"
+        if not any(_read_key(path)[0] for path in _allowed_files(allowed)):
+            raise ConfigError(f"transport.keys_dir: {allowed} allows no public key "
+                              f"(add one with `swarm keys add NAME KEY --dir {root}`)")
         server = server_key.encode() if isinstance(server_key, str) else server_key
-        return cls(public, secret, root / "allowed", server)
+        if server is not None and not _valid_key(server):
+            raise ConfigError(f"server key {server!r}: not a CURVE public key (40 Z85 characters)")
+        return cls(public, secret, allowed, server)
 
     @classmethod
     def from_config(cls, section: TransportSection) -> CurveSecurity | None:
-        """The security the config asks for: ``None`` for ``none``, keys for ``curve``."""
+        """The security the config asks for: ``None`` for ``none``, keys for ``curve``.
+
+        Raises:
+            ConfigError: ``curve`` without usable keys (see ``load``).
+        """
         return cls.load(section.keys_dir) if section.security == "curve" else None
 
     def server_socket(self, sock: zmq.Socket[Any], context: zmq.Context[Any]) -> None:
-        """Make ``sock`` a CURVE server guarded by the allow-list."""
-        self._authenticator(context)
+        """Make ``sock`` a CURVE server guarded by the allow-list (its own ZAP domain)."""
+        sock.zap_domain = _authenticator(context, self.allowed_dir).encode()
         sock.curve_secretkey = self.secret
         sock.curve_publickey = self.public
         sock.curve_server = True
@@ -91,27 +119,114 @@ class CurveSecurity:
         sock.curve_serverkey = server_key or self.server_key
 
     def reload(self) -> None:
-        """Re-read the allow-list (after ``swarm keys add``) in every authenticator."""
-        for auth in self._auth.values():
-            auth.configure_curve(domain="*", location=str(self.allowed_dir))
+        """Re-read the allow-list (after ``swarm keys add``) in every authenticator using it."""
+        with _ZAP_LOCK:
+            for auth in _ZAP.values():
+                auth.configure_curve(domain=_domain(self.allowed_dir),
+                                     location=str(self.allowed_dir))
 
     def close(self) -> None:
-        """Stop the authenticators this instance started."""
-        for auth in self._auth.values():
-            auth.stop()
-        self._auth.clear()
+        """Stop the authenticators of contexts that have been closed."""
+        with _ZAP_LOCK:
+            for key, auth in list(_ZAP.items()):
+                if auth.context.closed:
+                    auth.stop()
+                    del _ZAP[key]
 
-    def _authenticator(self, context: zmq.Context[Any]) -> None:
-        if id(context) in self._auth:
-            return
-        actx = context if isinstance(context, zmq.asyncio.Context) else zmq.asyncio.Context.shadow(
-            context.underlying
-        )
-        auth = AsyncioAuthenticator(actx)
-        auth.start()
-        self.allowed_dir.mkdir(parents=True, exist_ok=True)
-        auth.configure_curve(domain="*", location=str(self.allowed_dir))
-        self._auth[id(context)] = auth
+
+# One ZAP handler per libzmq context (keyed by its address): a second bind of the
+# ZAP endpoint in one context fails. Each allow-list is a ZAP domain of its own, so
+# servers of one process with different allow-lists (tests do that) do not mix them.
+_ZAP: dict[int, ThreadAuthenticator] = {}
+_ZAP_LOCK = threading.Lock()
+
+
+def _domain(allowed_dir: Path) -> str:
+    return "swarm-" + hashlib.sha256(str(allowed_dir.resolve()).encode()).hexdigest()[:16]
+
+
+def _authenticator(context: zmq.Context[Any], allowed_dir: Path) -> str:
+    """Start the context's ZAP handler if needed, admitting ``allowed_dir``; returns its domain."""
+    domain = _domain(allowed_dir)
+    with _ZAP_LOCK:
+        auth = _ZAP.get(context.underlying)
+        if auth is None or auth.context.closed:
+            auth = _ZAP[context.underlying] = ThreadAuthenticator(
+                zmq.Context.shadow(context.underlying))
+            auth.start()
+        if domain not in auth.certs:
+            auth.configure_curve(domain=domain, location=str(allowed_dir))
+    return domain
+
+
+def is_loopback(address: str) -> bool:
+    """Whether a ZeroMQ address can only be reached from this machine (ipc, inproc, loopback)."""
+    scheme, _, rest = address.partition("://")
+    if scheme in ("ipc", "inproc"):
+        return True
+    host = rest.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # an interface name or "*": reachable from the network
+
+
+def exposure_warning(address: str, security: CurveSecurity | None) -> str | None:
+    """The warning for binding ``address`` off loopback without security, else ``None``."""
+    if security is not None or is_loopback(address):
+        return None
+    return (f"SECURITY: {address} is bound without encryption or authentication: any machine "
+            f"that reaches it can join the swarm, take unused names and read its traffic "
+            f"(set transport.security: curve, see `swarm keys init`)")
+
+
+def warn_if_exposed(address: str, security: CurveSecurity | None) -> None:
+    """Log a warning when ``address`` is bound off loopback without security."""
+    text = exposure_warning(address, security)
+    if text is not None:
+        log.warning(text)
+
+
+def check_transport(section: TransportSection) -> str | None:
+    """Check a swarm's security before any process starts; returns a warning to show, if any.
+
+    Raises:
+        ConfigError: ``security: curve`` without usable keys (see ``CurveSecurity.load``).
+    """
+    security = CurveSecurity.from_config(section)
+    return exposure_warning(f"tcp://{section.host}:{section.base_port}", security)
+
+
+def _allowed_files(allowed: Path) -> list[Path]:
+    try:
+        return sorted(allowed.glob("*.key")) if allowed.is_dir() else []
+    except OSError as exc:
+        raise ConfigError(f"transport.keys_dir: cannot read {allowed} ({exc.strerror})") from None
+
+
+def _read_key(path: Path) -> tuple[bytes, bytes | None]:
+    """The (public, secret) keys of a certificate file, checked.
+
+    Raises:
+        ConfigError: the file cannot be read or holds no valid public key.
+    """
+    try:
+        public, secret = zmq.auth.load_certificate(path)
+    except (OSError, ValueError, IndexError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "no public key"
+        raise ConfigError(f"transport.keys_dir: cannot read key file {path} ({reason})") from None
+    if not _valid_key(public):
+        raise ConfigError(f"transport.keys_dir: {path} holds no valid CURVE public key")
+    return public, secret
+
+
+def _valid_key(key: bytes) -> bool:
+    try:
+        return _Z85.match(key.decode("ascii")) is not None and len(z85.decode(key)) == 32
+    except (UnicodeDecodeError, ValueError, KeyError, IndexError):
+        return False
 
 
 def init_keys(keys_dir: str | Path, force: bool = False) -> bytes:

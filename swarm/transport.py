@@ -34,8 +34,10 @@ Usage (the coordinator, a host and a model server of issue 7 look like this)::
     await AdapterSender(client_to_peer_host).send(data, sha256, sender="a1", recipient="b7")
 
 A ``Client``'s name is its ZeroMQ routing id: unique among the clients of
-one server (``f"{role}-{host}-{pid}"`` is a good choice), stable across
-reconnects so the server's routes survive them.
+one server, stable across reconnects so the server's routes survive them,
+and hard to guess where it matters (a host uses its name plus 64 secret
+random bits, ``swarm.host.new_routing_id``): libzmq hands a connection over to
+whoever connects with the same routing id.
 
 Roles: ``Server`` is a ROUTER that binds (coordinator, hosts, model servers),
 ``Client`` a DEALER that connects to one server, ``Publisher``/``Subscriber``
@@ -77,6 +79,7 @@ Details in ``swarm.endpoint``; replies, acks and retries in ``swarm.messenger``.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -85,6 +88,7 @@ import zmq
 from swarm.endpoint import Endpoint, Incoming, TransportOptions, endpoint
 from swarm.errors import PeerUnavailable
 from swarm.messenger import DOWN, Messenger, down_signal
+from swarm.security import warn_if_exposed
 from swarm.wire import Frame, Heartbeat, Message, encode
 
 __all__ = [
@@ -101,13 +105,21 @@ __all__ = [
     "DOWN",
 ]
 
+log = logging.getLogger(__name__)
+
 
 class Server(Messenger):
     """A ROUTER that binds: answers requests and routes by agent id.
 
-    Every message received teaches the route ``msg.sender -> peer``;
-    ``send(msg)`` without ``peer`` routes by ``msg.recipient``.
-    ``on_peer_lost(peer)`` is called when a peer misses ``liveness`` heartbeats.
+    Every message received teaches the route ``msg.sender -> peer``, unless
+    the sender is already routed to another live peer: a name's route stays
+    with the peer that used it first until that peer is forgotten, so a
+    message from another socket that claims the name (a forged ``Chat``) is
+    still delivered, and answered to its own peer, but moves no route. Under
+    CURVE each peer is also bound to the public key it authenticated with
+    (``keys``); a message on the same routing id under another key is dropped. ``send(msg)`` without ``peer`` routes by
+    ``msg.recipient``. ``on_peer_lost(peer)`` is called when a peer misses
+    ``liveness`` heartbeats.
     """
 
     _kind = zmq.ROUTER
@@ -121,8 +133,11 @@ class Server(Messenger):
         super().__init__(name, address, options, context)
         self.peers: dict[bytes, float] = {}
         self.routes: dict[str, bytes] = {}
+        self.keys: dict[bytes, bytes] = {}  # peer -> CURVE public key (Z85), under CURVE
+        self._warned: set[bytes] = set()  # peers already logged for a refused claim
         self._routes = self.routes  # the messenger learns sender -> peer as messages arrive
         self._on_peer_lost = on_peer_lost
+        self._copy_envelope = self.options.security is None
 
     async def start(self) -> None:
         """Bind and start the heartbeat loop."""
@@ -133,12 +148,48 @@ class Server(Messenger):
         """Route messages for ``agent_id`` to ``peer``."""
         self.routes[agent_id] = peer
 
+    def key_of(self, peer: bytes) -> bytes:
+        """The CURVE public key ``peer`` authenticated with (``b""`` without security)."""
+        return self.keys.get(peer, b"")
+
+    def _claim(self, sender: str, peer: bytes) -> bool:
+        """Route ``sender`` to ``peer`` unless another live peer holds it (then keep that)."""
+        held = self.routes.get(sender)
+        if held is None or held == peer or held not in self.peers:
+            self.routes[sender] = peer
+            return True
+        if self._warn_once(peer):
+            log.warning("%s: %r sent as %r, which %r holds: the route stays (further "
+                        "claims from this peer are not logged)", self.name, peer, sender, held)
+        return False
+
+    def _warn_once(self, peer: bytes) -> bool:
+        """True the first time ``peer`` is warned about (a flood of forgeries logs one line)."""
+        if peer in self._warned or len(self._warned) >= 10_000:
+            return False
+        self._warned.add(peer)
+        return True
+
+    def _admit(self, peer: bytes, frames: list[Frame]) -> bool:
+        if not frames or not isinstance(frames[0], zmq.Frame):
+            return True
+        key = str(frames[0].get("User-Id") or "").encode()
+        known = self.keys.setdefault(peer, key)
+        if known == key:
+            frames[0] = frames[0].bytes
+            return True
+        if self._warn_once(peer):
+            log.warning("%s: dropped a message from %r under another key (%s, bound to %s)",
+                        self.name, peer, key[:8].decode(), known[:8].decode())
+        return False
+
     def _configure(self, sock: zmq.Socket[bytes]) -> None:
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
         sock.setsockopt(zmq.ROUTING_ID, self.name.encode())
         if self.options.security is not None:
             self.options.security.server_socket(sock, self._ctx)
+        warn_if_exposed(self.address, self.options.security)
         sock.bind(self.address)
 
     def _dest(self, msg: Message, peer: bytes | None) -> bytes:
@@ -172,6 +223,8 @@ class Server(Messenger):
 
     def _forget(self, peer: bytes) -> None:
         del self.peers[peer]
+        self.keys.pop(peer, None)
+        self._warned.discard(peer)
         for agent in [a for a, p in self.routes.items() if p == peer]:
             del self.routes[agent]
         if self._on_peer_lost is not None:
@@ -287,6 +340,7 @@ class Publisher(Endpoint):
     def _configure(self, sock: zmq.Socket[bytes]) -> None:
         if self.options.security is not None:
             self.options.security.server_socket(sock, self._ctx)
+        warn_if_exposed(self.address, self.options.security)
         sock.bind(self.address)
 
     async def publish(self, topic: str, msg: Message, payload: Sequence[Frame] = ()) -> None:
