@@ -13,10 +13,13 @@ agents they hold; the coordinator drives every round (DESIGN.md section 1):
 
 Slow is not dead. A step has no deadline of its own: the coordinator waits
 for a host's answer as long as the host is heard (its transport heartbeats
-every ``heartbeat_ms``), however long the step takes on a loaded machine. A
-host that falls silent for the liveness timeout (``heartbeat_ms *
-liveness``) is dead: it is dropped from that round (its agents are
-unavailable) and the round completes with the others.
+every ``heartbeat_ms``), however long the step takes on a loaded machine.
+Only silence counts: a host not heard for ``silence_s`` in a row (default
+30 s, and at least ten liveness timeouts, so a process the machine starves
+of CPU for a few seconds is not taken for dead) is dropped from that round
+(its agents are unavailable) and the round completes with the others; a
+host that restarts and joins again ends its earlier incarnation's step at
+once. A dropped host that is heard again rejoins at the next round.
 
 A host is a peer, not a trusted part: every answer is checked against the
 step it answers (``swarm.reports``). An invalid one (an agent or pair the
@@ -93,6 +96,7 @@ class Coordinator:
         recorder: Recorder,
         options: TransportOptions | None = None,
         round_attempts: int = 3,
+        silence_s: float | None = None,
     ) -> None:
         from swarm.protocols.registry import get_protocol
 
@@ -101,9 +105,11 @@ class Coordinator:
         self.recorder = recorder
         self.options = options or TransportOptions.from_config(config.transport)
         self.round_attempts = round_attempts
+        self.silence_s = max(30.0, 10 * self.options.timeout_s) if silence_s is None else silence_s
         self.checker = ReportChecker(AdapterStore(recorder.adapter_root), recorder.profiler.skills)
         self.protocol = get_protocol(config.protocol.name)(config.protocol)
         self.members: dict[str, Member] = {}
+        self._gone: dict[str, Member] = {}  # dropped for silence; readmitted when heard again
         self.reports: dict[str, AgentReport] = {}
         self.adapters: dict[str, str] = dict(recorder.adapters())
         self.round = recorder.next_round()
@@ -179,9 +185,21 @@ class Coordinator:
 
     def _lost(self, peer: bytes) -> None:
         host = next((h for h, m in self.members.items() if m.peer == peer), None)
-        if host is not None:
-            self._drop(host, "missed its heartbeats")
-            self.members.pop(host, None)
+        if host is not None:  # not dropped yet: a starved process may be heard again (_ask)
+            log.info("coordinator: host %s missed its heartbeats; dropped if silent for %.0f s",
+                     host, self.silence_s)
+
+    def _readmit(self) -> bool:
+        """Take back dropped hosts that are heard again; True if any came back."""
+        server, back = self._server, False
+        for host, member in list(self._gone.items()):
+            if host in self.members:  # it joined again meanwhile
+                del self._gone[host]
+            elif server is not None and member.peer in server.peers:
+                log.warning("coordinator: host %s is heard again; back from this round on", host)
+                self.members[host] = self._gone.pop(host)
+                back = True
+        return back
 
     def _drop(self, host: str, why: str) -> None:
         task = self._inflight.pop(host, None)
@@ -193,8 +211,11 @@ class Coordinator:
         return {a for m in self.members.values() for a in m.agents}
 
     async def _wait_for_hosts(self, timeout: float = 300.0) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._joined.wait(), timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self._joined.is_set() and not self._readmit() and loop.time() < deadline:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._joined.wait(), min(1.0, deadline - loop.time()))
         if not self.members:
             raise SwarmError(f"no host joined within {timeout:.0f} s")
 
@@ -235,6 +256,7 @@ class Coordinator:
         why = ""
         for attempt in range(1, self.round_attempts + 1):
             self.rejected = {}
+            self._readmit()
             if not self.members:  # every host died: wait for the launcher's restarts
                 self._joined.clear()
                 await self._wait_for_hosts()
@@ -300,7 +322,8 @@ class Coordinator:
             except (PeerUnavailable, RemoteError) as exc:
                 log.warning("coordinator: host %s dropped from round %d %s: %s",
                             host, rnd, phase, exc)
-                self.members.pop(host, None)
+                if self.members.get(host) is member:
+                    self._gone[host] = self.members.pop(host)
                 return host, None
             finally:
                 if self._inflight.get(host) is task:
@@ -315,25 +338,26 @@ class Coordinator:
     async def _ask(self, step: Step, member: Member) -> Incoming:
         """Send ``step`` and wait for the answer for as long as the host is heard.
 
-        Slow is not dead: each wait lasts one liveness timeout, and while the
-        host's heartbeats keep arriving the same request (same ``msg_id``, so
-        the host runs it once) is waited for again. A host silent for the
-        liveness timeout is dead (``_lost`` usually cancels this first).
+        Slow is not dead: each wait lasts one liveness timeout, and the same
+        request (same ``msg_id``: the host runs it once and answers a resend
+        with its cached answer) is waited for again until the host has been
+        silent for ``silence_s`` in a row.
 
         Raises:
-            PeerUnavailable: the host stopped being heard.
+            PeerUnavailable: the host was not heard for ``silence_s``.
         """
         assert self._server is not None
-        server = self._server
+        server, loop = self._server, asyncio.get_running_loop()
+        heard = loop.time()
         while True:
             try:
                 return await server.request(step, peer=member.peer,
                                             timeout=self.options.timeout_s, reliable=True)
             except PeerUnavailable:
-                if member.peer not in server.peers:
-                    raise
-                log.debug("coordinator: host %s still working on round %d %s", member.host,
-                          step.round, step.phase)
+                heard = server.peers.get(member.peer, heard)  # when its last traffic came
+                if loop.time() - heard >= self.silence_s:
+                    raise PeerUnavailable(f"host {member.host} was silent for "
+                                          f"{self.silence_s:.0f} s") from None
 
     def _checked(self, host: str, member: Member, step: Step, inc: Incoming) -> StepDone | None:
         """The host's answer if it is a valid one to ``step``; else None, with the reason kept."""

@@ -52,7 +52,9 @@ class FixedAgent(Agent):
             await asyncio.sleep(float(arg))  # the loop (and its heartbeats) keep running
         elif mode == "silent":
             time.sleep(60)  # the whole process stops answering, heartbeats included
-        elif mode == "fail" or (mode == "fail_once" and type(self).calls <= 2):
+        elif mode == "starved" or (mode == "starved_once" and type(self).calls == 1):
+            time.sleep(float(arg))  # as a process the machine gives no CPU for a while
+        if mode == "fail" or (mode == "fail_once" and type(self).calls <= 2):
             raise RuntimeError("the model server is gone")
         self.score = math.nan if mode == "nan" else 0.5
         adapter = GHOST if mode == "ghost_adapter" else None
@@ -220,6 +222,21 @@ def test_a_slow_host_is_waited_for(swarm: Any, tmp_path: Path) -> None:
     assert set(record["scores"]) == {"good-0", "good-1", "bad-0", "bad-1"}
 
 
+def test_a_host_starved_for_a_while_is_waited_for(swarm: Any, tmp_path: Path) -> None:
+    # Prepare: host-1 sends nothing for 2 s (four liveness timeouts), less than the silence allowed
+    s = swarm(_raw_config(tmp_path, good=2, bad=2))
+    s.start_host("host-0", "ok", ["good-0", "good-1"])
+    s.start_host("host-1", "starved:2", ["bad-0", "bad-1"])
+
+    # Execute
+    _, summary = s.run(silence_s=10.0)
+
+    # Assert: its results are in the round
+    record = summary["history"][0]
+    assert record["unavailable"] == []
+    assert set(record["scores"]) == {"good-0", "good-1", "bad-0", "bad-1"}
+
+
 def test_a_silent_host_is_dropped_and_the_round_goes_on(swarm: Any, tmp_path: Path) -> None:
     # Prepare: host-1's process stops answering anything, heartbeats included
     s = swarm(_raw_config(tmp_path, good=2, bad=2))
@@ -227,13 +244,30 @@ def test_a_silent_host_is_dropped_and_the_round_goes_on(swarm: Any, tmp_path: Pa
     s.start_host("host-1", "silent", ["bad-0", "bad-1"])
 
     # Execute
-    coordinator, summary = s.run()
+    coordinator, summary = s.run(silence_s=1.0)
 
     # Assert: the round is committed without host-1, which is no longer a member
     record = summary["history"][0]
     assert set(record["scores"]) == {"good-0", "good-1"}
     assert record["unavailable"] == ["bad-0", "bad-1"]
     assert list(coordinator.members) == ["host-0"]
+
+
+def test_a_dropped_host_heard_again_is_back_the_next_round(swarm: Any, tmp_path: Path) -> None:
+    # Prepare: host-1 is silent for 3 s in round 0 only, longer than the 1 s allowed;
+    # host-0 takes 5 s a step, so host-1 is heard again before round 1 starts
+    s = swarm(_raw_config(tmp_path, good=2, bad=2, rounds=2))
+    s.start_host("host-0", "slow:5", ["good-0", "good-1"])
+    s.start_host("host-1", "starved_once:3", ["bad-0", "bad-1"])
+
+    # Execute
+    _, summary = s.run(silence_s=1.0)
+
+    # Assert: dropped from round 0, stepped again in round 1
+    first, second = summary["history"]
+    assert first["unavailable"] == ["bad-0", "bad-1"]
+    assert second["unavailable"] == []
+    assert set(second["scores"]) == {"good-0", "good-1", "bad-0", "bad-1"}
 
 
 def test_a_round_nobody_reported_is_not_committed(swarm: Any, tmp_path: Path) -> None:
