@@ -130,15 +130,25 @@ class Swarm:
         self.procs.append(subprocess.Popen(
             [sys.executable, __file__, str(self.path), host, mode, *agents], cwd=ROOT, env=env))
 
-    def run(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
-        """Run the coordinator to the end; returns it and its summary."""
+    def run(self, during: Any = None, **kwargs: Any) -> Any:
+        """Run the coordinator to the end; returns it and its summary.
+
+        With ``during`` (an async function of the coordinator) that runs alongside,
+        and its result comes third.
+        """
         from swarm.coordinator import Coordinator
         from swarm.recorder import Recorder
 
         expected = [s.agent_id for s in build_population(self.config)]
         coordinator = Coordinator(self.config, expected, Recorder.open(self.config), **kwargs)
-        summary = asyncio.run(asyncio.wait_for(coordinator.run(), 60))
-        return coordinator, summary
+
+        async def main() -> Any:
+            if during is None:
+                return coordinator, await coordinator.run()
+            summary, extra = await asyncio.gather(coordinator.run(), during(coordinator))
+            return coordinator, summary, extra
+
+        return asyncio.run(asyncio.wait_for(main(), 60))
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -185,6 +195,30 @@ def test_a_bad_report_drops_only_that_hosts_results(swarm: Any, tmp_path: Path, 
     assert list(record["rejected"]) == ["host-1"] and why in record["rejected"]["host-1"]
     assert {a for pair in record["pairs"] for a in pair} <= {"good-0", "good-1"}
     assert coordinator.status()["last"]["rejected"] == record["rejected"]  # `swarm status`
+
+
+def test_swarm_status_names_the_rejected_host(swarm: Any, tmp_path: Path) -> None:
+    # Prepare: host-1 sends a NaN score every round; host-0 takes 4 s a step
+    s = swarm(_raw_config(tmp_path, good=2, bad=2, rounds=2))
+    s.start_host("host-0", "slow:4", ["good-0", "good-1"])
+    s.start_host("host-1", "nan", ["bad-0", "bad-1"])
+
+    async def status_during_round_1(coordinator: Any) -> str:
+        while not coordinator.history:
+            await asyncio.sleep(0.05)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "swarm", "status", str(s.path), cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await proc.communicate()
+        assert proc.returncode == 0, err.decode()
+        return out.decode()
+
+    # Execute: `swarm status`, a real CLI process, while round 1 runs
+    _, _, printed = s.run(during=status_during_round_1)
+
+    # Assert: it names host-1 and why, for the last round and for the current one
+    assert "results of host-1 rejected: local step: bad-0's score is nan" in printed
+    assert "round 1: results of host-1 rejected" in printed
 
 
 def test_an_outcome_for_a_pair_never_assigned_is_refused(swarm: Any, tmp_path: Path) -> None:
