@@ -110,7 +110,14 @@ class Host:
     async def _answer(self, coord: Client, inc: Incoming) -> None:
         msg = inc.msg
         if isinstance(msg, Step):
-            done = await self.step(msg)
+            try:
+                done = await self.step(msg)
+            except Exception as exc:  # the coordinator waits while we are heard: always answer
+                log.exception("host %s: %s step failed", self.host_id, msg.phase)
+                code = exc.code if isinstance(exc, SwarmError) else "host"
+                await coord.reply(inc, Error(sender=self.host_id, code=code,
+                                             reason=f"{type(exc).__name__}: {exc}"[:300]))
+                return
             done = msgspec.structs.replace(done, messages=self.messages + 2)
             self.messages = 0
             await coord.reply(inc, done)

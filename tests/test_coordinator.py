@@ -68,6 +68,8 @@ class ForgingHost(Host):
 
     async def step(self, step: Step) -> StepDone:
         """The real answer, then the forgery of ``mode`` on top."""
+        if self.mode == "crash_step":
+            raise SwarmError(f"cannot run the {step.phase} step")
         done = await super().step(step)
         if self.mode == "forge_foreign" and step.phase == "local":
             extra = [*done.reports, msgspec_copy(done.reports[0], agent_id="good-0")]
@@ -285,6 +287,22 @@ def test_a_silent_host_is_dropped_and_the_round_goes_on(swarm: Any, tmp_path: Pa
     assert set(record["scores"]) == {"good-0", "good-1"}
     assert record["unavailable"] == ["bad-0", "bad-1"]
     assert list(coordinator.members) == ["host-0"]
+
+
+def test_a_host_whose_step_fails_answers_and_is_dropped_from_the_round(swarm: Any,
+                                                                       tmp_path: Path) -> None:
+    # Prepare: host-1's step itself raises (not one agent's work: the whole step)
+    s = swarm(_raw_config(tmp_path, good=2, bad=2))
+    s.start_host("host-0", "ok", ["good-0", "good-1"])
+    s.start_host("host-1", "crash_step", ["bad-0", "bad-1"])
+
+    # Execute: the coordinator is not left waiting for an answer that never comes
+    _, summary = s.run()
+
+    # Assert
+    record = summary["history"][0]
+    assert set(record["scores"]) == {"good-0", "good-1"}
+    assert record["unavailable"] == ["bad-0", "bad-1"]
 
 
 def test_a_dropped_host_heard_again_is_back_the_next_round(swarm: Any, tmp_path: Path) -> None:
