@@ -65,6 +65,7 @@ from swarm.wire import (
     Step,
     StepDone,
     Welcome,
+    error_reply,
 )
 
 __all__ = ["Coordinator", "Member", "CONTROL_OFFSET", "EVENTS_OFFSET"]
@@ -154,8 +155,14 @@ class Coordinator:
                 self.messages += 1
                 try:
                     await self._handle(server, inc)
-                except SwarmError as exc:
-                    log.warning("coordinator: %s from %r: %s", type(inc.msg).__name__, inc.peer, exc)
+                except Exception as exc:  # one bad message must not stop the loop serving all
+                    log.warning("coordinator: %s from %r: %s: %s", type(inc.msg).__name__,
+                                inc.peer[:40], type(exc).__name__, str(exc)[:300])
+                    told = exc if isinstance(exc, SwarmError) else SwarmError(
+                        f"{type(exc).__name__}: {str(exc)[:300]}")
+                    with contextlib.suppress(SwarmError):
+                        await server.send(error_reply(told, inc.msg, sender="coordinator"),
+                                          peer=inc.peer)
 
     async def _handle(self, server: Server, inc: Incoming) -> None:
         msg = inc.msg

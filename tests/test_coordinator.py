@@ -223,6 +223,38 @@ def test_swarm_status_names_the_rejected_host(swarm: Any, tmp_path: Path) -> Non
     assert "round 1: results of host-1 rejected" in printed
 
 
+def test_a_malformed_join_is_refused_and_the_coordinator_keeps_serving(swarm: Any,
+                                                                       tmp_path: Path) -> None:
+    # Prepare: a swarm whose one round takes 3 s, and a stranger with a malformed Join
+    s = swarm(_raw_config(tmp_path, good=1, bad=1))
+    s.start_host("host-0", "slow:3", ["good-0", "bad-0"])
+
+    async def stranger(coordinator: Any) -> tuple[str, Any]:
+        from swarm.errors import RemoteError
+        from swarm.transport import Client, TransportOptions, endpoint
+        from swarm.wire import Join, Status
+
+        while not coordinator.members:
+            await asyncio.sleep(0.05)
+        address = endpoint(s.config.transport, 0)
+        async with Client("stranger", address, TransportOptions(heartbeat_ms=100)) as cli:
+            bad = Join(sender="host-9", agent_ids=["good-0"], capabilities={"skills": "{"})
+            try:
+                await cli.request(bad, timeout=10)
+                refused = ""
+            except RemoteError as exc:
+                refused = exc.reason
+            return refused, (await cli.request(Status(sender="stranger"), timeout=10)).msg
+
+    # Execute
+    _, summary, (refused, status) = s.run(during=stranger)
+
+    # Assert: an Error answered the Join, Status was still answered, the round completed
+    assert refused.startswith("JSONDecodeError: ")
+    assert json.loads(status.json)["members"] == {"host-0": ["good-0", "bad-0"]}
+    assert set(summary["history"][0]["scores"]) == {"good-0", "bad-0"}
+
+
 def test_an_outcome_for_a_pair_never_assigned_is_refused(swarm: Any, tmp_path: Path) -> None:
     # Prepare: 4 agents, 2 random pairs, so host-1 (3 of them) is a student's host
     s = swarm(_raw_config(tmp_path, good=1, bad=3))
