@@ -7,6 +7,7 @@ import os
 import platform
 import subprocess
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,33 @@ def git_head() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return sha + ("+dirty" if dirty else "")
+
+
+def refuse_unavailable(label: str, history: Sequence[Mapping[str, Any]], rounds: int) -> None:
+    """Exit non-zero, naming rounds and agents, unless every agent reported in every round.
+
+    A score averaged over the agents that happened to report is not the
+    swarm's score: a run in which agents were unavailable (a host dropped, its
+    results rejected, an agent that failed its step) or that ended early
+    reports nothing. A bench whose subject is availability reports it as its
+    figure instead of calling this.
+
+    Raises:
+        SystemExit: with the reason (exit status 1).
+    """
+    problems = []
+    if len(history) != rounds:
+        problems.append(f"{len(history)} of {rounds} rounds committed")
+    for record in history:
+        missing = sorted(record.get("unavailable") or [])
+        rejected = record.get("rejected") or {}
+        if missing:
+            names = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+            problems.append(f"round {record['round']}: unavailable {names}")
+        for host, why in sorted(rejected.items()):
+            problems.append(f"round {record['round']}: results of {host} rejected ({why})")
+    if problems:
+        raise SystemExit(f"{label}: refusing to report scores: {'; '.join(problems)}")
 
 
 def check_goal(value: float, goal: str) -> bool:

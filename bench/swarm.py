@@ -10,7 +10,10 @@ all runs so engine start-up is paid once:
 
 Figures: the mean held-out score after round 0's local step
 (``score_round0``) and after the last round, per setting, averaged over
-seeds; ratios: linucb over random and over local.
+seeds; ratios: linucb over random and over local. A run in which any agent
+was unavailable in any round, or that stopped early, reports no score: the
+bench exits non-zero naming the run, rounds and agents
+(``bench.common.refuse_unavailable``).
 
     python bench/swarm.py            # 3 seeds
     python bench/swarm.py --quick    # 1 seed, 2 rounds
@@ -33,9 +36,10 @@ import msgspec
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import write_result  # noqa: E402
+from bench.common import refuse_unavailable, write_result  # noqa: E402
 from swarm.cli_run import run_swarm  # noqa: E402
 from swarm.config import load_config  # noqa: E402
+from swarm.errors import SwarmError  # noqa: E402
 from swarm.launcher import start_model_server  # noqa: E402
 from swarm.transport import endpoint  # noqa: E402
 
@@ -72,10 +76,9 @@ def main() -> None:
                     f"swarm.seed={seed}", f"swarm.name=bench-{name}-{seed}",
                     f"swarm.lineage={work / f'{name}-{seed}' / 'lineage'}",
                     f"transport.base_port={base.transport.base_port + 10}"])
-                summary = _quiet_run(config)
-                history = summary["history"]
-                row[name] = history[-1]["mean_score"]
-                row[f"{name}_round0"] = _mean(history[0]["local_scores"])
+                label = f"bench/swarm: {name} seed {seed}"
+                row[f"{name}_round0"], row[name] = _scores(label, _quiet_run(config, label),
+                                                           config.swarm.rounds)
                 print(f"seed {seed} {name:7s} round0 {row[f'{name}_round0']:.3f} "
                       f"final {row[name]:.3f} ({time.time() - started:.0f} s)", flush=True)
             per_seed.append(row)
@@ -92,14 +95,28 @@ def _start_model_server(config: Any, run_dir: Path) -> subprocess.Popen[bytes]:
     return start_model_server(msgspec.structs.replace(config, model=shared), run_dir)
 
 
-def _quiet_run(config: Any) -> dict[str, Any]:
+def _quiet_run(config: Any, label: str) -> dict[str, Any]:
     from rich.console import Console
 
     console = Console(file=io.StringIO())
-    summary = run_swarm(config, console=console)
+    try:
+        summary = run_swarm(config, console=console)
+    except SwarmError as exc:
+        raise SystemExit(f"{label}: the run failed: {exc}") from None
     if summary is None:
         raise SystemExit("interrupted")
     return summary
+
+
+def _scores(label: str, summary: dict[str, Any], rounds: int) -> tuple[float, float]:
+    """Round 0's mean local score and the final mean score, of a run where every agent reported.
+
+    Raises:
+        SystemExit: agents were unavailable or rounds are missing (``refuse_unavailable``).
+    """
+    history = summary["history"]
+    refuse_unavailable(label, history, rounds)
+    return _mean(history[0]["local_scores"]), float(history[-1]["mean_score"])
 
 
 def _mean(values: dict[str, float]) -> float:

@@ -81,7 +81,9 @@ async def _distill(
     candidate = await host.train(student.id, student.adapter, samples, student.spec.hyper)
     after = await student.evaluate(host, candidate)
     keep = student.accepts(before, after)
+    # The parents are what the candidate was made from, read before a kept
+    # candidate replaces the student's adapter (else it is its own parent).
+    parents = tuple(p for p in (student.adapter, teacher_adapter) if p)
     if keep:
         student.adapter, student.score = candidate, after
-    parents = tuple(p for p in (student.adapter, teacher_adapter) if p)
     return Outcome(student.id, teacher, before, after, student.adapter, keep, parents)

@@ -146,6 +146,8 @@ async def _watch(config: SwarmConfig, launcher: Any, console: Console) -> int:
 
 
 def _print_round(body: dict[str, Any], rate: float, console: Console) -> None:
+    from rich.markup import escape
+
     pairs = ", ".join(f"{t}->{s}" for t, s in body["pairs"]) or "none"
     rewards = ", ".join(f"{r['student']} {r['reward']:+.2f}{'' if r['accepted'] else ' (kept own)'}"
                         for r in body["rewards"]) or "none"
@@ -157,6 +159,8 @@ def _print_round(body: dict[str, Any], rate: float, console: Console) -> None:
     console.print(f"  scores: {scores}")
     if body["unavailable"]:
         console.print(f"  [yellow]unavailable: {', '.join(body['unavailable'])}[/]")
+    for host, why in body.get("rejected", {}).items():
+        console.print(f"  [red]results of {escape(host)} rejected: {escape(why)}[/]")
 
 
 def _print_summary(config: SwarmConfig, summary: dict[str, Any], console: Console) -> None:
@@ -192,6 +196,10 @@ def _status(args: argparse.Namespace) -> int:
         print(f"last round {last['round']}: mean score {last['mean_score']:.3f}")
         for r in last["rewards"]:
             print(f"  {r['teacher']} -> {r['student']}: reward {r['reward']:+.3f}")
+        for host, why in last.get("rejected", {}).items():
+            print(f"  results of {host} rejected: {why}")
+    for host, why in status.get("rejected", {}).items():
+        print(f"round {status['round']}: results of {host} rejected: {why}")
     return 0
 
 

@@ -11,10 +11,26 @@ agents they hold; the coordinator drives every round (DESIGN.md section 1):
 4. rewards go to the matchmaker; adapters, pairings, rewards and matchmaker
    state are committed to the lineage; an event is published.
 
-A host that dies or times out mid-round is dropped from that round (its
-agents are unavailable) and the round completes with the others. The
-coordinator never touches weights (DESIGN.md: a matchmaker, not a parameter
-server).
+Slow is not dead. A step has no deadline of its own: the coordinator waits
+for a host's answer as long as the host is heard (its transport heartbeats
+every ``heartbeat_ms``), however long the step takes on a loaded machine.
+Only silence counts: a host not heard for ``silence_s`` in a row (default
+30 s, and at least ten liveness timeouts, so a process the machine starves
+of CPU for a few seconds is not taken for dead) is dropped from that round
+(its agents are unavailable) and the round completes with the others; a
+host that restarts and joins again ends its earlier incarnation's step at
+once. A dropped host that is heard again rejoins at the next round.
+
+A host is a peer, not a trusted part: every answer is checked against the
+step it answers (``swarm.reports``). An invalid one (an agent or pair the
+host was not given, a NaN score, an adapter not in the store) drops only that
+host's results for the round, with the reason under ``rejected`` in the round
+record and in ``swarm status``.
+
+A round in which no agent reported is no result: its local step is retried
+(``round_attempts`` times, waiting for hosts to rejoin), then the run stops
+with an error and nothing of the round committed. The coordinator never
+touches weights (DESIGN.md: a matchmaker, not a parameter server).
 """
 
 from __future__ import annotations
@@ -31,10 +47,12 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from swarm.adapters import AdapterStore
 from swarm.config import SwarmConfig
-from swarm.errors import PeerUnavailable, RemoteError, SecurityError, SwarmError
+from swarm.errors import PeerUnavailable, RemoteError, ReportError, SecurityError, SwarmError
 from swarm.membership import check_join
 from swarm.recorder import Recorder
+from swarm.reports import ReportChecker, short
 from swarm.transport import Incoming, Publisher, Server, TransportOptions, endpoint
 from swarm.wire import (
     AgentReport,
@@ -80,7 +98,8 @@ class Coordinator:
         expected_agents: list[str],
         recorder: Recorder,
         options: TransportOptions | None = None,
-        step_timeout: float = 600.0,
+        round_attempts: int = 3,
+        silence_s: float | None = None,
     ) -> None:
         from swarm.protocols.registry import get_protocol
 
@@ -88,9 +107,12 @@ class Coordinator:
         self.expected = list(expected_agents)
         self.recorder = recorder
         self.options = options or TransportOptions.from_config(config.transport)
-        self.step_timeout = step_timeout
+        self.round_attempts = round_attempts
+        self.silence_s = max(30.0, 10 * self.options.timeout_s) if silence_s is None else silence_s
+        self.checker = ReportChecker(AdapterStore(recorder.adapter_root), recorder.profiler.skills)
         self.protocol = get_protocol(config.protocol.name)(config.protocol)
         self.members: dict[str, Member] = {}
+        self._gone: dict[str, Member] = {}  # dropped for silence; readmitted when heard again
         self.reports: dict[str, AgentReport] = {}
         self.adapters: dict[str, str] = dict(recorder.adapters())
         self.round = recorder.next_round()
@@ -98,6 +120,7 @@ class Coordinator:
         self.last: dict[str, Any] = self.history[-1] if self.history else {}
         self.messages = 0
         self.exchange_failures: dict[str, str] = {}
+        self.rejected: dict[str, str] = {}  # host -> why its results of this round were dropped
         self._joined = asyncio.Event()
         self._inflight: dict[str, asyncio.Task[Incoming]] = {}
         self._server: Server | None = None
@@ -134,14 +157,18 @@ class Coordinator:
                 self.messages += 1
                 try:
                     await self._handle(server, inc)
-                except SwarmError as exc:
-                    log.warning("coordinator: %s from %r: %s", type(inc.msg).__name__, inc.peer, exc)
-                    if isinstance(inc.msg, (Join, Leave)):  # the peer waits for an answer
-                        with contextlib.suppress(SwarmError):
-                            await server.reply(inc, error_reply(exc, inc.msg, "coordinator"))
-                except Exception:  # one message must never stop the coordinator answering
-                    log.exception("coordinator: %s from %r failed", type(inc.msg).__name__,
-                                  inc.peer)
+                except Exception as exc:  # one bad message must not stop the loop serving all
+                    if isinstance(exc, SwarmError):
+                        log.warning("coordinator: %s from %r: %s", type(inc.msg).__name__,
+                                    inc.peer[:40], str(exc)[:300])
+                        told = exc
+                    else:
+                        log.exception("coordinator: %s from %r failed", type(inc.msg).__name__,
+                                      inc.peer[:40])
+                        told = SwarmError(f"{type(exc).__name__}: {str(exc)[:300]}")
+                    with contextlib.suppress(SwarmError):
+                        await server.send(error_reply(told, inc.msg, sender="coordinator"),
+                                          peer=inc.peer)
 
     async def _handle(self, server: Server, inc: Incoming) -> None:
         msg = inc.msg
@@ -196,9 +223,21 @@ class Coordinator:
 
     def _lost(self, peer: bytes) -> None:
         host = next((h for h, m in self.members.items() if m.peer == peer), None)
-        if host is not None:
-            self._drop(host, "missed its heartbeats")
-            self.members.pop(host, None)
+        if host is not None:  # not dropped yet: a starved process may be heard again (_ask)
+            log.info("coordinator: host %s missed its heartbeats; dropped if silent for %.0f s",
+                     host, self.silence_s)
+
+    def _readmit(self) -> bool:
+        """Take back dropped hosts that are heard again; True if any came back."""
+        server, back = self._server, False
+        for host, member in list(self._gone.items()):
+            if host in self.members:  # it joined again meanwhile
+                del self._gone[host]
+            elif server is not None and member.peer in server.peers:
+                log.warning("coordinator: host %s is heard again; back from this round on", host)
+                self.members[host] = self._gone.pop(host)
+                back = True
+        return back
 
     def _drop(self, host: str, why: str) -> None:
         task = self._inflight.pop(host, None)
@@ -210,8 +249,11 @@ class Coordinator:
         return {a for m in self.members.values() for a in m.agents}
 
     async def _wait_for_hosts(self, timeout: float = 300.0) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._joined.wait(), timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self._joined.is_set() and not self._readmit() and loop.time() < deadline:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._joined.wait(), min(1.0, deadline - loop.time()))
         if not self.members:
             raise SwarmError(f"no host joined within {timeout:.0f} s")
 
@@ -221,16 +263,7 @@ class Coordinator:
         """Run one round: local step, pairing, exchange, rewards, commit."""
         started = time.time()
         self.exchange_failures = {}
-        if not self.members:  # every host died: wait for the launcher's restarts
-            self._joined.clear()
-            await self._wait_for_hosts()
-        await self._publish("round", {"round": rnd, "members": len(self.members)})
-        local = await self._step_all(rnd, "local", {
-            host: Step(phase="local", agent_ids=m.agents,
-                       adapters={a: self.adapters[a] for a in m.agents if a in self.adapters})
-            for host, m in self.members.items()
-        })
-        reports = {r.agent_id: r for done in local.values() for r in done.reports}
+        local, reports = await self._local_step(rnd)
         self.reports.update(reports)
         for r in reports.values():
             if r.adapter:
@@ -252,6 +285,43 @@ class Coordinator:
         await self._publish("scores", record)
         return record
 
+    async def _local_step(self, rnd: int) -> tuple[dict[str, StepDone], dict[str, AgentReport]]:
+        """The local step of every live host, retried while no agent reports at all.
+
+        Raises:
+            SwarmError: no agent reported in ``round_attempts`` attempts; nothing was committed.
+        """
+        why = ""
+        for attempt in range(1, self.round_attempts + 1):
+            self.rejected = {}
+            self._readmit()
+            if not self.members:  # every host died: wait for the launcher's restarts
+                self._joined.clear()
+                await self._wait_for_hosts()
+            await self._publish("round", {"round": rnd, "members": len(self.members),
+                                          "attempt": attempt})
+            local = await self._step_all(rnd, "local", {
+                host: Step(phase="local", agent_ids=m.agents,
+                           adapters={a: self.adapters[a] for a in m.agents if a in self.adapters})
+                for host, m in self.members.items()
+            })
+            reports = {r.agent_id: r for done in local.values() for r in done.reports}
+            if reports:
+                return local, reports
+            why = self._why_empty(local)
+            log.warning("coordinator: round %d: no agent reported (attempt %d of %d): %s",
+                        rnd, attempt, self.round_attempts, why)
+            if attempt < self.round_attempts:
+                await asyncio.sleep(self.options.timeout_s)  # let dead hosts be noticed, restarted
+        raise SwarmError(f"round {rnd}: no agent reported in {self.round_attempts} attempt(s) "
+                         f"({why}); the run stops with nothing of round {rnd} committed")
+
+    def _why_empty(self, local: Mapping[str, StepDone]) -> str:
+        failed = [f"{a}: {short(w)}" for d in local.values() for a, w in sorted(d.failed.items())]
+        rejected = [f"{h} rejected: {w}" for h, w in sorted(self.rejected.items())]
+        parts = rejected + failed[:3] + ([f"{len(failed) - 3} more failed"] if len(failed) > 3 else [])
+        return "; ".join(parts) or "no host answered"
+
     async def _exchange(
         self, rnd: int, pairs: list[tuple[str, str]], reports: Mapping[str, AgentReport]
     ) -> list[PairOutcome]:
@@ -268,7 +338,8 @@ class Coordinator:
         })
         for d in done.values():
             for student, why in d.failed.items():
-                log.warning("coordinator: round %d: %s could not learn: %s", rnd, student, why)
+                log.warning("coordinator: round %d: %s could not learn: %s", rnd, student,
+                            short(why))
                 self.exchange_failures[student] = why
         return [o for d in done.values() for o in d.outcomes]
 
@@ -278,8 +349,7 @@ class Coordinator:
             if member is None or self._server is None:
                 return host, None
             step = msgspec.structs.replace(step, sender="coordinator", recipient=host, round=rnd)
-            task = asyncio.ensure_future(self._server.request(
-                step, peer=member.peer, timeout=self.step_timeout, reliable=True))
+            task = asyncio.ensure_future(self._ask(step, member))
             self._inflight[host] = task
             try:
                 inc = await task
@@ -290,17 +360,60 @@ class Coordinator:
             except (PeerUnavailable, RemoteError) as exc:
                 log.warning("coordinator: host %s dropped from round %d %s: %s",
                             host, rnd, phase, exc)
-                self.members.pop(host, None)
+                if self.members.get(host) is member:
+                    self._gone[host] = self.members.pop(host)
                 return host, None
             finally:
                 if self._inflight.get(host) is task:
                     del self._inflight[host]
-            done = inc.msg if isinstance(inc.msg, StepDone) else None
-            self.messages += 2 + (done.messages if done is not None else 0)
+            done = self._checked(host, member, step, inc)
+            self.messages += 2 + (min(max(done.messages, 0), 1 << 40) if done is not None else 0)
             return host, done
 
         results = await asyncio.gather(*(one(h, s) for h, s in steps.items()))
         return {h: d for h, d in results if d is not None}
+
+    async def _ask(self, step: Step, member: Member) -> Incoming:
+        """Send ``step`` and wait for the answer for as long as the host is heard.
+
+        Slow is not dead: each wait lasts one liveness timeout, and the same
+        request (same ``msg_id``: the host runs it once and answers a resend
+        with its cached answer) is waited for again until the host has been
+        silent for ``silence_s`` in a row.
+
+        Raises:
+            PeerUnavailable: the host was not heard for ``silence_s``.
+        """
+        assert self._server is not None
+        server, loop = self._server, asyncio.get_running_loop()
+        heard = loop.time()
+        while True:
+            try:
+                return await server.request(step, peer=member.peer,
+                                            timeout=self.options.timeout_s, reliable=True)
+            except PeerUnavailable:
+                heard = server.peers.get(member.peer, heard)  # when its last traffic came
+                if loop.time() - heard >= self.silence_s:
+                    raise PeerUnavailable(f"host {member.host} was silent for "
+                                          f"{self.silence_s:.0f} s") from None
+
+    def _checked(self, host: str, member: Member, step: Step, inc: Incoming) -> StepDone | None:
+        """The host's answer if it is a valid one to ``step``; else None, with the reason kept."""
+        try:
+            if inc.peer != member.peer:
+                raise ReportError(f"the answer came from peer {inc.peer[:40]!r}, not from the host")
+            if not isinstance(inc.msg, StepDone):
+                raise ReportError(f"answered the step with {type(inc.msg).__name__}")
+            self.checker.check(step, inc.msg)
+        except ReportError as exc:
+            why = f"{step.phase} step: {exc}"
+            log.warning("coordinator: round %d: results of host %s dropped: %s",
+                        step.round, host, why)
+            self.rejected[host] = why
+            for a in step.assignments:
+                self.exchange_failures[a.student] = f"host {host} rejected: {exc}"
+            return None
+        return inc.msg
 
     def _host_of(self, agent: str) -> str | None:
         return next((h for h, m in self.members.items() if agent in m.agents), None)
@@ -311,7 +424,7 @@ class Coordinator:
     def _record(self, rnd: int, reports: Mapping[str, AgentReport], pairs: list[tuple[str, str]],
                 outcomes: list[PairOutcome], local: Mapping[str, StepDone],
                 started: float) -> dict[str, Any]:
-        failed = {a: why for d in local.values() for a, why in d.failed.items()}
+        failed = {a: short(why) for d in local.values() for a, why in d.failed.items()}
         missing = sorted(set(self.expected) - set(reports) - set(failed))
         scores = {a: r.score for a, r in sorted(reports.items())}
         for o in outcomes:
@@ -326,18 +439,20 @@ class Coordinator:
             "rewards": [{"teacher": o.teacher, "student": o.student,
                          "reward": o.after - o.before, "accepted": o.accepted} for o in outcomes],
             "unavailable": missing + sorted(failed),
-            "exchange_failures": dict(self.exchange_failures),
+            "exchange_failures": {a: short(w) for a, w in self.exchange_failures.items()},
+            "rejected": dict(self.rejected),
             "seconds": round(time.time() - started, 3),
             "messages": self.messages,
         }
 
     def status(self) -> dict[str, Any]:
-        """Members, round, last pairings and rewards (what ``swarm status`` prints)."""
+        """Members, round, hosts whose results this round were rejected, and the last round."""
         return {
             "swarm": self.config.swarm.name,
             "round": self.round,
             "rounds": self.config.swarm.rounds,
             "members": {h: m.agents for h, m in self.members.items()},
+            "rejected": dict(self.rejected),
             "last": self.last,
         }
 

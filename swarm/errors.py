@@ -31,6 +31,7 @@ __all__ = [
     "TrainingError",
     "LineageError",
     "MatchmakerError",
+    "ReportError",
     "RegistryError",
 ]
 
@@ -193,6 +194,13 @@ class MatchmakerError(SwarmError):
     """Profiles or state given to a matchmaker are invalid (wrong length, NaN, bad state)."""
 
     code = "matchmaker"
+
+
+class ReportError(SwarmError):
+    """A host's answer to a ``Step`` is invalid (an agent or pair it was not given, a NaN score,
+    an adapter not in the store); the coordinator drops that host's results for the round."""
+
+    code = "report"
 
 
 class RegistryError(SwarmError):

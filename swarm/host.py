@@ -7,6 +7,11 @@ the coordinator's ``Step`` requests by running the phase for each of its
 agents concurrently, and implements ``HostServices`` for them (training and
 generation on the model server, adapter fetch and merge on the machine's
 adapter store).
+
+Slow is not dead here either: a request to the model server has no deadline
+of its own. The host waits for the answer as long as the server is heard
+(heartbeats), so a long queue of training jobs on a loaded machine fails no
+agent; only a server silent for ``silence_s`` fails the requests waiting on it.
 """
 
 from __future__ import annotations
@@ -67,6 +72,7 @@ class Host:
         options: TransportOptions | None = None,
         peer_address: str | None = None,
         routing_id: str | None = None,
+        silence_s: float = 120.0,
     ) -> None:
         from swarm.agents.registry import get_role
         from swarm.protocols.registry import get_protocol
@@ -82,6 +88,7 @@ class Host:
         # server: the host's name plus a secret part, so that no other peer can take
         # over its connection (ZeroMQ hands a routing id to whoever connects with it).
         self.routing_id = routing_id or new_routing_id(host_id)
+        self.silence_s = silence_s
         self.messages = 0  # sent and received since the last StepDone (for messages/s)
         self._model: Client | None = None
 
@@ -109,7 +116,14 @@ class Host:
     async def _answer(self, coord: Client, inc: Incoming) -> None:
         msg = inc.msg
         if isinstance(msg, Step):
-            done = await self.step(msg)
+            try:
+                done = await self.step(msg)
+            except Exception as exc:  # the coordinator waits while we are heard: always answer
+                log.exception("host %s: %s step failed", self.host_id, msg.phase)
+                code = exc.code if isinstance(exc, SwarmError) else "host"
+                await coord.reply(inc, Error(sender=self.host_id, code=code,
+                                             reason=f"{type(exc).__name__}: {exc}"[:300]))
+                return
             done = msgspec.structs.replace(done, messages=self.messages + 2)
             self.messages = 0
             await coord.reply(inc, done)
@@ -207,7 +221,7 @@ class Host:
         msg = Train(sender=agent_id, agent_id=agent_id, base_adapter=base_adapter,
                     examples=[WireExample(prompt=e.prompt, completion=e.completion)
                               for e in examples], hyper=hyper)
-        reply = await self._server().request(msg, timeout=600.0, reliable=True)
+        reply = await self._ask(msg)
         if not isinstance(reply.msg, Trained):
             raise SwarmError(f"model server answered Train with {type(reply.msg).__name__}")
         return reply.msg.adapter
@@ -218,7 +232,7 @@ class Host:
         msg = Generate(sender=self.host_id, requests=[
             GenRequest(prompt=p, adapter=adapter, max_tokens=max_tokens, temperature=0.0)
             for p in prompts])
-        reply = await self._server().request(msg, timeout=300.0, reliable=True)
+        reply = await self._ask(msg)
         if not isinstance(reply.msg, Generated):
             raise SwarmError(f"model server answered Generate with {type(reply.msg).__name__}")
         return list(reply.msg.texts)
@@ -233,10 +247,36 @@ class Host:
     async def merge(self, student: str, teacher: str, weight: float) -> str:
         """Merge on the model server (it holds the base model); returns the merged sha256."""
         msg = Merge(sender=self.host_id, student=student, teacher=teacher, weight=weight)
-        reply = await self._server().request(msg, timeout=600.0, reliable=True)
+        reply = await self._ask(msg)
         if not isinstance(reply.msg, Merged):
             raise SwarmError(f"model server answered Merge with {type(reply.msg).__name__}")
         return reply.msg.adapter
+
+    async def _ask(self, msg: Message) -> Incoming:
+        """Request from the model server, waiting as long as it is heard.
+
+        Each wait lasts one liveness timeout; while the server's heartbeats
+        arrive the same request (same ``msg_id``: the server runs it once) is
+        waited for again.
+
+        Raises:
+            PeerUnavailable: the server was not heard for ``silence_s``.
+            RemoteError: it answered with an ``Error``.
+        """
+        client = self._server()
+        loop = asyncio.get_running_loop()
+        silent_since: float | None = None
+        while True:
+            try:
+                return await client.request(msg, timeout=client.options.timeout_s, reliable=True)
+            except PeerUnavailable:
+                if client.up:  # heard since its last (re)connect, not declared dead
+                    silent_since = None
+                    continue
+                now = loop.time()
+                silent_since = now if silent_since is None else silent_since
+                if now - silent_since >= self.silence_s:
+                    raise
 
     def _server(self) -> Client:
         if self._model is None:

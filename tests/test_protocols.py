@@ -1,0 +1,55 @@
+"""Protocols: the bookkeeping of an exchange (the lineage parents it reports).
+
+The host services here are a stand-in that returns fixed hashes: the test is
+of ``knexa``'s own logic around them; the real services run in ``test_swarm``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from swarm.agents.base import Agent, AgentSpec
+from swarm.config import ProtocolSection
+from swarm.protocols.knexa import Knexa
+from swarm.tasks import Example
+
+OLD, TEACHER, NEW = "a" * 64, "b" * 64, "c" * 64
+
+
+class FixedServices:
+    """Training always yields ``NEW``; generation answers ``"4"``."""
+
+    def __init__(self) -> None:
+        self.trained_from: list[str | None] = []
+
+    async def train(self, agent_id: str, base_adapter: str | None,
+                    examples: Sequence[Example], hyper: dict[str, Any]) -> str:
+        self.trained_from.append(base_adapter)
+        return NEW
+
+    async def generate(self, prompts: Sequence[str], adapter: str | None,
+                       max_tokens: int) -> list[str]:
+        return ["4"] * len(prompts)
+
+    async def fetch_adapter(self, sha: str, owner: str) -> None:
+        return None
+
+    async def merge(self, student: str, teacher: str, weight: float) -> str:
+        return NEW
+
+
+def test_distill_records_what_the_kept_adapter_was_made_from() -> None:
+    # Prepare: a student with an adapter and no held-out set (every candidate is kept)
+    knexa = Knexa(ProtocolSection(name="knexa", exchange="distill"))
+    student = Agent(AgentSpec(agent_id="s", skills=("add",)), adapter=OLD)
+    services = FixedServices()
+
+    # Execute
+    out = asyncio.run(knexa.exchange(student, "t", TEACHER, ["add"], services))
+
+    # Assert: kept, and its parents are the student's old adapter and the teacher's, never itself
+    assert out.accepted and out.adapter == NEW and student.adapter == NEW
+    assert services.trained_from == [OLD]
+    assert out.parents == (OLD, TEACHER)
