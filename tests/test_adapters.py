@@ -231,6 +231,7 @@ def test_store_is_content_addressed_and_deduplicates(
     assert store.has(digest) and not store.has("0" * 64) and not store.has("../x")
     assert (ref.rank, ref.alpha, ref.target_modules) == (8, 16.0, ("q_proj", "v_proj"))
     assert sorted(p.name for p in store.path(digest).iterdir()) == [
+        ".swarm-complete",
         "adapter_config.json",
         "adapter_model.safetensors",
     ]
