@@ -269,7 +269,8 @@ def test_refused_adapter_errors_without_hurting_the_batch(
     with ServerThread(ModelServer(vllm_backend, address, window_s=0.5)):
         answers = ask(address, jobs)
 
-    assert answers == {"good": alone[0].text, "bad": "error: adapter", "unknown": "error: adapter"}
+    assert answers == {"good": alone[0].text, "bad": "error: adapter",
+                       "unknown": "error: adapter.not_found"}
     assert bad not in vllm_backend.loaded_adapters()
 
 
