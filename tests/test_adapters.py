@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from safetensors.numpy import load_file, save_file
 
 from swarm.adapters import (
@@ -429,3 +431,70 @@ def test_put_fsyncs_every_file_and_folder_before_it_returns(
     assert str(store.root) == synced[-1]  # the rename into the root, made durable last
     assert any(Path(p).name.startswith(".put-") for p in synced)  # the entry's own folder
     assert ref.path.is_dir()
+
+
+# -- fuzz: whatever the bytes, only a deliberate typed error comes out ------------------------
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+_CONFIG_FIELDS = ["r", "lora_alpha", "peft_type", "target_modules", "rank_pattern", "alpha_pattern",
+                  "use_rslora", "layers_to_transform", "layers_pattern", "modules_to_save",
+                  "exclude_modules", "base_model_name_or_path"]
+_name = st.sampled_from(["q_proj", "v_proj", "self_attn.q_proj", "(", "(.*.*)*!", "", ".", "a\\.b"])
+_field_value = _json | _name | st.lists(_name, max_size=3) | st.dictionaries(_name, _json, max_size=3)
+
+
+def _assert_deliberate(exc: AdapterError) -> None:
+    # the validator's safety net names the untyped exception it caught; none may reach it
+    assert "malformed adapter (" not in str(exc), str(exc)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(changes=st.dictionaries(st.sampled_from(_CONFIG_FIELDS), _field_value, max_size=4),
+       raw=st.none() | st.binary(max_size=64))
+def test_fuzzed_configs_give_only_typed_errors(
+    changes: dict[str, object], raw: bytes | None, good: Path, validator: AdapterValidator,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    folder = Path(shutil.copytree(good, tmp_path_factory.mktemp("fuzz") / "a"))
+    if raw is None:
+        _edit_config(folder, **changes)
+    else:
+        (folder / "adapter_config.json").write_bytes(raw)
+
+    try:
+        config = validator.check(folder).config
+    except AdapterError as exc:
+        _assert_deliberate(exc)
+    else:
+        assert all(isinstance(m, str) for m in config["target_modules"])
+
+
+_header_entry = st.fixed_dictionaries(
+    {}, optional={"dtype": st.sampled_from(["F32", "F16", "BF16", "I32", "X"]) | _json,
+                  "shape": st.lists(st.integers(-3, 300), max_size=3) | _json,
+                  "data_offsets": st.lists(st.integers(-5, 20000), min_size=2, max_size=2) | _json},
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(entries=st.dictionaries(st.sampled_from([Q_A, Q_B, "x", "__metadata__"]) | st.text(max_size=20),
+                               _header_entry | _json, max_size=3),
+       declared=st.none() | st.integers(0, 1 << 64 - 1), tail=st.binary(max_size=2048),
+       nesting=st.integers(0, 3000))
+def test_fuzzed_safetensors_headers_give_only_typed_errors(
+    entries: dict[str, object], declared: int | None, tail: bytes, nesting: int,
+    good: Path, validator: AdapterValidator, tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    folder = Path(shutil.copytree(good, tmp_path_factory.mktemp("fuzz") / "a"))
+    header = json.dumps(entries).encode() if nesting < 2000 else b"[" * nesting + b"]" * nesting
+    length = len(header) if declared is None else declared
+    (folder / "adapter_model.safetensors").write_bytes(length.to_bytes(8, "little") + header + tail)
+
+    with pytest.raises(AdapterError) as caught:
+        validator.validate(folder)
+
+    _assert_deliberate(caught.value)
