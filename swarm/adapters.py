@@ -11,7 +11,10 @@ by any unpickler; the safetensors header is parsed by ``swarm.tensorfile`` with
 bounds checks):
 files present, config usable, file not truncated, key names, dtypes, rank,
 shapes, finite values and a bound on each layer's update ``scale * B @ A``.
-Each failure raises its own ``AdapterError`` subclass naming what is wrong.
+Each failure raises its own ``AdapterError`` subclass naming what is wrong;
+nothing else escapes. The config is read by ``swarm.peft_config``, which
+evaluates no pattern from it, and stored in its normal form (explicit module
+lists), so peft and vLLM load exactly the modules that were checked.
 """
 
 from __future__ import annotations
@@ -24,10 +27,10 @@ import re
 import shutil
 import stat
 import tempfile
-from collections.abc import Container, Mapping
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -49,6 +52,12 @@ from swarm.tensorfile import FLOAT_DTYPES, read_safetensors, read_safetensors_he
 
 __all__ = [
     "AdapterRef",
+    "CheckedAdapter",
+    "lora_modules",
+    "normal_form",
+    "refuse_links",
+    "refuse_pickles",
+    "COMPLETE_MARKER",
     "AdapterStore",
     "AdapterValidator",
     "adapter_sha256",
@@ -58,6 +67,7 @@ __all__ = [
     "WEIGHTS_FILE",
 ]
 
+T = TypeVar("T")
 WEIGHTS_FILE = "adapter_model.safetensors"
 COMPLETE_MARKER = ".swarm-complete"  # written last into a store entry, before its rename
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
@@ -95,11 +105,8 @@ def adapter_sha256(folder: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _load_config(folder: Path) -> dict[str, Any]:
-    return load_config(folder)
-
-
-def _refuse_pickles(folder: Path) -> None:
+def refuse_pickles(folder: Path) -> None:
+    """Refuse a folder holding a pickle weights file (never opened)."""
     for entry in sorted(folder.iterdir()):
         if entry.suffix.lower() in PICKLE_SUFFIXES:
             raise AdapterPickleError(
@@ -108,7 +115,7 @@ def _refuse_pickles(folder: Path) -> None:
             )
 
 
-def _refuse_links(folder: Path) -> None:
+def refuse_links(folder: Path) -> None:
     """A folder (or one of its two files) that is a symlink could point anywhere: refused."""
     if folder.is_symlink():
         raise AdapterFormatError(f"{folder}: is a symlink; adapters are plain folders")
@@ -150,8 +157,25 @@ def normal_form(folder: Path) -> dict[str, Any]:
     Raises:
         AdapterError: a subclass naming what is wrong.
     """
-    config = load_config(folder)
-    return normalize_config(config, lora_modules(read_safetensors_header(folder / WEIGHTS_FILE)))
+    def run(folder: Path) -> dict[str, Any]:
+        config = load_config(folder)
+        return normalize_config(config, lora_modules(read_safetensors_header(folder / WEIGHTS_FILE)))
+
+    return _typed(folder, run)
+
+
+def _typed(folder: Path, check: Callable[[Path], T]) -> T:
+    """``check(folder)``, with whatever else a malformed file trips raised as an ``AdapterError``."""
+    try:
+        return check(folder)
+    except AdapterError:
+        raise
+    except OSError as exc:
+        raise AdapterFormatError(f"{folder}: cannot be read ({exc.strerror or exc})") from None
+    except Exception as exc:  # the safety net: no adapter file may end its caller
+        raise AdapterCorruptError(
+            f"{folder}: malformed adapter ({type(exc).__name__}: {_short(str(exc))})"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -197,21 +221,11 @@ class AdapterValidator:
         anything else (a ``TypeError`` deep in numpy, a ``MemoryError``) is
         reported as ``AdapterCorruptError``, so no adapter can end its caller.
         """
-        folder = Path(folder)
-        try:
-            return self._check(folder)
-        except AdapterError:
-            raise
-        except OSError as exc:
-            raise AdapterFormatError(f"{folder}: cannot be read ({exc.strerror or exc})") from None
-        except Exception as exc:  # noqa: BLE001 - the safety net named in the docstring
-            raise AdapterCorruptError(
-                f"{folder}: malformed adapter ({type(exc).__name__}: {_short(str(exc))})"
-            ) from None
+        return _typed(Path(folder), self._check)
 
     def _check(self, folder: Path) -> CheckedAdapter:
-        _refuse_links(folder)
-        _refuse_pickles(folder)
+        refuse_links(folder)
+        refuse_pickles(folder)
         if not (folder / WEIGHTS_FILE).is_file():
             raise AdapterFormatError(f"{folder}: no {WEIGHTS_FILE}")
         config = load_config(folder)
@@ -299,6 +313,7 @@ def _base_linear_shapes(base_model_dir: Path) -> dict[str, tuple[int, int]]:
     return shapes
 
 
+
 class AdapterStore:
     """Adapters kept once each under ``root/<sha256>/``.
 
@@ -328,8 +343,8 @@ class AdapterStore:
             AdapterError: a subclass, when the validator refuses the folder.
         """
         folder = Path(folder)
-        _refuse_links(folder)
-        _refuse_pickles(folder)
+        refuse_links(folder)
+        refuse_pickles(folder)
         tmp = Path(tempfile.mkdtemp(prefix=".put-", dir=self.root))
         try:
             _copy_no_follow(folder / WEIGHTS_FILE, tmp / WEIGHTS_FILE)
@@ -394,7 +409,7 @@ class AdapterStore:
     def ref(self, sha: str) -> AdapterRef:
         """The ``AdapterRef`` of a stored adapter (raises ``AdapterNotFound``)."""
         folder = self.path(sha)
-        config = _load_config(folder)
+        config = load_config(folder)
         targets = config.get("target_modules") or []
         if isinstance(targets, list):  # the normal form lists full module paths; the ref their kinds
             targets = sorted({t.rsplit(".", 1)[-1] for t in targets})
