@@ -362,6 +362,8 @@ class AdapterStore:
         _write_durably(tmp / COMPLETE_MARKER, sha.encode())
         _fsync_dir(tmp)
         dest = self.root / sha
+        if self.has(sha):  # a concurrent put finished first
+            return
         if dest.exists():  # a torn entry (no marker): set it aside, never read it again
             torn = Path(tempfile.mkdtemp(prefix=".torn-", dir=self.root))
             os.rename(dest, torn / sha)
