@@ -14,15 +14,19 @@ evaluated here, and none reaches peft or vLLM:
 - ``rank_pattern``/``alpha_pattern`` keys must be plain module names
   (``[A-Za-z0-9_]`` segments joined by ``.``; ``\\.`` is read as a literal dot),
   matched the same way;
-- ``modules_to_save``, ``target_parameters`` and ``trainable_token_indices``
-  must be empty (swarm adapters are LoRA factors only).
+- ``modules_to_save``, ``target_parameters``, ``trainable_token_indices``,
+  ``layer_replication`` and ``megatron_config`` must be empty
+  (swarm adapters are LoRA factors only; the last ones make peft copy layers
+  or import a module by name).
 
 ``normalize_config`` then rewrites the config against the modules the weights
 actually hold: ``target_modules`` becomes the sorted list of their full names,
 ``rank_pattern``/``alpha_pattern`` map each full name (dots escaped, so a regex
 reader matches exactly that module) whose rank or alpha is not the default,
-and ``layers_pattern``, ``layers_to_transform`` and ``exclude_modules`` are
-dropped (the explicit list already says which layers). The store keeps that
+``layers_pattern``, ``layers_to_transform`` and ``exclude_modules`` are
+dropped (the explicit list already says which layers), and an
+``init_lora_weights`` that rewrites base weights on load (``pissa``...) becomes
+``true``. The store keeps that
 form, so peft and vLLM load exactly the modules the validator checked.
 """
 
@@ -56,7 +60,9 @@ MAX_RANK = 1 << 16
 # Fixed and linear (segments and separators are disjoint): the only regex applied to names.
 _NAME = re.compile(r"[A-Za-z0-9_]+(?:\\?\.[A-Za-z0-9_]+)*")
 _DROPPED = ("layers_pattern", "layers_to_transform", "exclude_modules")
-_MUST_BE_EMPTY = ("modules_to_save", "target_parameters", "trainable_token_indices")
+# Full-weight modules, parameter targets, replicated layers (memory), a module peft imports by name.
+_MUST_BE_EMPTY = ("modules_to_save", "target_parameters", "trainable_token_indices",
+                  "layer_replication", "megatron_config")  # fmt: skip
 
 
 def read_no_follow(path: Path, limit: int) -> bytes:
@@ -211,6 +217,10 @@ def normalize_config(config: dict[str, Any], modules: Iterable[str]) -> dict[str
     out["alpha_pattern"] = {_escape(m): a for m, a in alphas.items() if a is not None and a != default_alpha}
     for key in _DROPPED:
         out[key] = None
+    if not isinstance(out.get("init_lora_weights", True), bool):
+        # "pissa", "olora"... rewrite the *base* weights when peft loads the adapter; the
+        # stored factors are what is served, so the plain initialisation is equivalent.
+        out["init_lora_weights"] = True
     return out
 
 

@@ -356,6 +356,30 @@ def test_store_keeps_the_config_as_explicit_module_lists_that_peft_reads_alike(
     assert not hasattr(layer.k_proj, "lora_A")
 
 
+@pytest.mark.parametrize("fields", [{"layer_replication": [[0, 2], [0, 2]]},
+                                    {"megatron_config": {"tensor_model_parallel_size": 1}},
+                                    {"modules_to_save": ["lm_head"]}])
+def test_fields_that_change_the_base_model_on_load_are_refused(
+    fields: dict[str, object], good: Path, validator: AdapterValidator, tmp_path: Path
+) -> None:
+    folder = _copy(good, tmp_path)
+    _edit_config(folder, **fields)
+
+    with pytest.raises(AdapterFormatError, match="is not supported"):
+        validator.validate(folder)
+
+
+def test_an_init_that_rewrites_base_weights_is_stored_as_the_plain_one(
+    good: Path, validator: AdapterValidator, tmp_path: Path
+) -> None:
+    folder = _copy(good, tmp_path)
+    _edit_config(folder, init_lora_weights="pissa")
+
+    ref = AdapterStore(tmp_path / "store", validator).put(folder)
+
+    assert json.loads((ref.path / "adapter_config.json").read_text())["init_lora_weights"] is True
+
+
 # -- the store: links, torn entries, durability ---------------------------------------------
 
 
