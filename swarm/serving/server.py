@@ -8,7 +8,10 @@ however many agents it holds) with two request types from ``swarm.wire``:
   first one (up to ``max_batch`` requests) joins one ``backend.generate`` call,
   so many agents with many adapters share one engine batch; messages that
   arrive while the engine is busy form the next batch. A message whose
-  adapter is unknown or invalid gets an ``Error`` without failing the others.
+  adapter is unknown or invalid, or whose request is out of bounds, gets an
+  ``Error`` without failing the others; when the shared engine call fails,
+  each message is rerun alone so only the ones that fail by themselves get
+  an ``Error``. Whatever a message trips, typed or not, never ends the loop.
 - ``Train(agent_id, base_adapter, examples, hyper)`` -> ``Trained(adapter,
   metrics)``: jobs queue and run one at a time through the ``TrainFn``; the new
   adapter is served by its new hash from the next ``Generate`` on.
