@@ -92,7 +92,7 @@ def adapter_sha256(folder: str | Path) -> str:
     """sha256 (hex) of a PEFT folder's ``adapter_model.safetensors`` bytes.
 
     Raises:
-        AdapterFormatError: the file is missing.
+        AdapterFormatError: the file is missing or unreadable.
     """
     path = Path(folder) / WEIGHTS_FILE
     digest = hashlib.sha256()
@@ -102,6 +102,8 @@ def adapter_sha256(folder: str | Path) -> str:
                 digest.update(block)
     except FileNotFoundError:
         raise AdapterFormatError(f"{folder}: no {WEIGHTS_FILE}") from None
+    except OSError as exc:  # unreadable, or a folder where the file belongs
+        raise AdapterFormatError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     return digest.hexdigest()
 
 
@@ -456,14 +458,15 @@ class AdapterStore:
 def _copy_no_follow(src: Path, dest: Path) -> None:
     """Copy one file without following a symlink at ``src``, fsynced before it returns."""
     try:
-        fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO must not block
     except FileNotFoundError:
         raise AdapterFormatError(f"{src.parent}: no {src.name}") from None
     except OSError as exc:
         raise AdapterFormatError(f"{src}: cannot be read ({exc.strerror}); symlinks are refused") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise AdapterFormatError(f"{src}: cannot be read (not a regular file)")
     with os.fdopen(fd, "rb") as source, open(dest, "wb") as target:
-        if not stat.S_ISREG(os.fstat(source.fileno()).st_mode):
-            raise AdapterFormatError(f"{src}: not a regular file")
         shutil.copyfileobj(source, target, 1 << 20)
         target.flush()
         os.fsync(target.fileno())

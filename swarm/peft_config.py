@@ -36,6 +36,7 @@ import json
 import math
 import os
 import re
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -72,13 +73,16 @@ def read_no_follow(path: Path, limit: int) -> bytes:
         AdapterFormatError: the file is a symlink, missing, unreadable or too large.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO must not block
     except FileNotFoundError:
         raise AdapterFormatError(f"{path.parent}: no {path.name}") from None
     except OSError as exc:
         if path.is_symlink():
             raise AdapterFormatError(f"{path}: is a symlink; adapters are plain files") from None
         raise AdapterFormatError(f"{path}: cannot be read ({exc.strerror})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise AdapterFormatError(f"{path}: cannot be read (not a regular file)")
     with os.fdopen(fd, "rb") as handle:
         data = handle.read(limit + 1)
     if len(data) > limit:

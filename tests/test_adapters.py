@@ -522,3 +522,26 @@ def test_fuzzed_safetensors_headers_give_only_typed_errors(
         validator.validate(folder)
 
     _assert_deliberate(caught.value)
+
+
+def test_an_unreadable_weights_file_is_a_format_error(good: Path, tmp_path: Path) -> None:
+    folder = _copy(good, tmp_path)
+    (folder / "adapter_model.safetensors").unlink()
+    (folder / "adapter_model.safetensors").mkdir()  # a folder where the file belongs: EISDIR
+
+    with pytest.raises(AdapterFormatError, match="cannot be read"):
+        adapter_sha256(folder)
+    with pytest.raises(AdapterFormatError):
+        AdapterStore(tmp_path / "store").put(folder)
+
+
+@pytest.mark.timeout(60)  # opening a FIFO for reading would wait for a writer for ever
+def test_a_fifo_in_place_of_a_file_is_refused_without_blocking(good: Path, tmp_path: Path) -> None:
+    import os
+
+    folder = _copy(good, tmp_path)
+    (folder / "adapter_config.json").unlink()
+    os.mkfifo(folder / "adapter_config.json")
+
+    with pytest.raises(AdapterFormatError, match="not a regular file"):
+        AdapterStore(tmp_path / "store").put(folder)
