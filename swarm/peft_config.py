@@ -57,6 +57,7 @@ __all__ = [
 CONFIG_FILE = "adapter_config.json"
 MAX_CONFIG_BYTES = 1 << 20
 MAX_NAME_CHARS = 512
+MAX_NAMES = 4096  # matching is names x modules: a million names would stall the engine thread
 MAX_RANK = 1 << 16
 # Fixed and linear (segments and separators are disjoint): the only regex applied to names.
 _NAME = re.compile(r"[A-Za-z0-9_]+(?:\\?\.[A-Za-z0-9_]+)*")
@@ -142,6 +143,8 @@ def _target_names(targets: Any) -> list[str] | None:
         return [_literal(targets, "target_modules")]
     if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
         raise AdapterFormatError(f"'target_modules' must be a list of module names, got {_short(targets)}")
+    if len(targets) > MAX_NAMES:
+        raise AdapterFormatError(f"'target_modules' lists {len(targets)} names; at most {MAX_NAMES}")
     if any(len(t) > MAX_NAME_CHARS for t in targets):
         raise AdapterFormatError(f"'target_modules' holds a name over {MAX_NAME_CHARS} characters")
     return list(targets)
@@ -153,6 +156,8 @@ def _pattern(config: dict[str, Any], field: str, ok: Any, what: str) -> dict[str
         return {}
     if not isinstance(value, dict):
         raise AdapterFormatError(f"{field!r} must be an object of module name -> {what}")
+    if len(value) > MAX_NAMES:
+        raise AdapterFormatError(f"{field!r} holds {len(value)} entries; at most {MAX_NAMES}")
     out = {}
     for key, item in value.items():
         if not ok(item):

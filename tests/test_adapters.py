@@ -356,6 +356,14 @@ def test_store_keeps_the_config_as_explicit_module_lists_that_peft_reads_alike(
     assert not hasattr(layer.k_proj, "lora_A")
 
 
+def test_too_many_module_names_are_refused(good: Path, validator: AdapterValidator, tmp_path: Path) -> None:
+    folder = _copy(good, tmp_path)
+    _edit_config(folder, target_modules=["q_proj", "v_proj"] + [f"m{i}" for i in range(50_000)])
+
+    with pytest.raises(AdapterFormatError, match="at most 4096"):
+        validator.validate(folder)
+
+
 @pytest.mark.parametrize("fields", [{"layer_replication": [[0, 2], [0, 2]]},
                                     {"megatron_config": {"tensor_model_parallel_size": 1}},
                                     {"modules_to_save": ["lm_head"]}])
