@@ -11,27 +11,33 @@ by any unpickler; the safetensors header is parsed by ``swarm.tensorfile`` with
 bounds checks):
 files present, config usable, file not truncated, key names, dtypes, rank,
 shapes, finite values and a bound on each layer's update ``scale * B @ A``.
-Each failure raises its own ``AdapterError`` subclass naming what is wrong.
+Each failure raises its own ``AdapterError`` subclass naming what is wrong;
+nothing else escapes. The config is read by ``swarm.peft_config``, which
+evaluates no pattern from it, and stored in its normal form (explicit module
+lists), so peft and vLLM load exactly the modules that were checked.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
+import stat
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from swarm.errors import (
     AdapterCorruptError,
     AdapterDtypeError,
+    AdapterError,
     AdapterFormatError,
     AdapterKeyError,
     AdapterNonFiniteError,
@@ -41,10 +47,17 @@ from swarm.errors import (
     AdapterRankError,
     AdapterShapeError,
 )
+from swarm.peft_config import CONFIG_FILE, load_config, normalize_config, rank_for, scale_for
 from swarm.tensorfile import FLOAT_DTYPES, read_safetensors, read_safetensors_header
 
 __all__ = [
     "AdapterRef",
+    "CheckedAdapter",
+    "lora_modules",
+    "normal_form",
+    "refuse_links",
+    "refuse_pickles",
+    "COMPLETE_MARKER",
     "AdapterStore",
     "AdapterValidator",
     "adapter_sha256",
@@ -54,9 +67,11 @@ __all__ = [
     "WEIGHTS_FILE",
 ]
 
-CONFIG_FILE = "adapter_config.json"
+T = TypeVar("T")
 WEIGHTS_FILE = "adapter_model.safetensors"
+COMPLETE_MARKER = ".swarm-complete"  # written last into a store entry, before its rename
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+_MAX_KEY_CHARS = 1024
 _LORA_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<factor>[AB])\.weight$")
 
 
@@ -77,7 +92,7 @@ def adapter_sha256(folder: str | Path) -> str:
     """sha256 (hex) of a PEFT folder's ``adapter_model.safetensors`` bytes.
 
     Raises:
-        AdapterFormatError: the file is missing.
+        AdapterFormatError: the file is missing or unreadable.
     """
     path = Path(folder) / WEIGHTS_FILE
     digest = hashlib.sha256()
@@ -87,31 +102,90 @@ def adapter_sha256(folder: str | Path) -> str:
                 digest.update(block)
     except FileNotFoundError:
         raise AdapterFormatError(f"{folder}: no {WEIGHTS_FILE}") from None
+    except OSError as exc:  # unreadable, or a folder where the file belongs
+        raise AdapterFormatError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     return digest.hexdigest()
 
 
-def _load_config(folder: Path) -> dict[str, Any]:
-    try:
-        config = json.loads((folder / CONFIG_FILE).read_text())
-    except FileNotFoundError:
-        raise AdapterFormatError(f"{folder}: no {CONFIG_FILE}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise AdapterFormatError(f"{folder}: {CONFIG_FILE} is not JSON ({exc})") from None
-    if not isinstance(config, dict) or config.get("peft_type", "LORA") != "LORA":
-        raise AdapterFormatError(f"{folder}: {CONFIG_FILE} is not a LoRA config")
-    rank = config.get("r")
-    if not isinstance(rank, int) or rank < 1:
-        raise AdapterFormatError(f"{folder}: {CONFIG_FILE} has no positive integer 'r' ({rank!r})")
-    return config
-
-
-def _refuse_pickles(folder: Path) -> None:
+def refuse_pickles(folder: Path) -> None:
+    """Refuse a folder holding a pickle weights file (never opened)."""
     for entry in sorted(folder.iterdir()):
         if entry.suffix.lower() in PICKLE_SUFFIXES:
             raise AdapterPickleError(
                 f"{folder}: {entry.name} is a pickle file; only {WEIGHTS_FILE} is accepted "
                 "(pickle files are never opened)"
             )
+
+
+def refuse_links(folder: Path) -> None:
+    """A folder (or one of its two files) that is a symlink could point anywhere: refused."""
+    if folder.is_symlink():
+        raise AdapterFormatError(f"{folder}: is a symlink; adapters are plain folders")
+    if not folder.is_dir():
+        raise AdapterFormatError(f"{folder}: not a folder")
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        if (folder / name).is_symlink():
+            raise AdapterFormatError(f"{folder / name}: is a symlink; adapters are plain files")
+
+
+def lora_modules(header: Mapping[str, Any], known: Container[str] | None = None) -> list[str]:
+    """The modules whose LoRA factors ``header`` holds (both ``lora_A`` and ``lora_B``), sorted.
+
+    Raises:
+        AdapterKeyError: a tensor is not a LoRA factor (of a module in ``known``,
+            when given), a factor lacks its partner, or there are none.
+    """
+    factors: dict[str, set[str]] = {}
+    for key in header:
+        match = _LORA_KEY.match(key) if len(key) <= _MAX_KEY_CHARS else None
+        if match is None:
+            raise AdapterKeyError(f"tensor {_short(key)!r} is not a LoRA factor (…lora_A/B.weight)")
+        if known is not None and match["module"] not in known:
+            raise AdapterKeyError(f"tensor {key!r}: the base model has no layer {match['module']!r}")
+        factors.setdefault(match["module"], set()).add(match["factor"])
+    if not factors:
+        raise AdapterKeyError("the adapter holds no LoRA tensors")
+    for module, have in factors.items():
+        if have != {"A", "B"}:
+            missing = ({"A", "B"} - have).pop()
+            raise AdapterKeyError(f"layer {module!r} lacks its lora_{missing} tensor")
+    return sorted(factors)
+
+
+def normal_form(folder: Path) -> dict[str, Any]:
+    """The normalised ``adapter_config.json`` of a PEFT folder, checked against its own
+    safetensors keys only (``swarm.peft_config``; no base model needed).
+
+    Raises:
+        AdapterError: a subclass naming what is wrong.
+    """
+    def run(folder: Path) -> dict[str, Any]:
+        config = load_config(folder)
+        return normalize_config(config, lora_modules(read_safetensors_header(folder / WEIGHTS_FILE)))
+
+    return _typed(folder, run)
+
+
+def _typed(folder: Path, check: Callable[[Path], T]) -> T:
+    """``check(folder)``, with whatever else a malformed file trips raised as an ``AdapterError``."""
+    try:
+        return check(folder)
+    except AdapterError:
+        raise
+    except OSError as exc:
+        raise AdapterFormatError(f"{folder}: cannot be read ({exc.strerror or exc})") from None
+    except Exception as exc:  # the safety net: no adapter file may end its caller
+        raise AdapterCorruptError(
+            f"{folder}: malformed adapter ({type(exc).__name__}: {_short(str(exc))})"
+        ) from None
+
+
+@dataclass(frozen=True)
+class CheckedAdapter:
+    """What validation returns: the tensors (float32) and the normalised config."""
+
+    tensors: dict[str, np.ndarray]
+    config: dict[str, Any]
 
 
 class AdapterValidator:
@@ -140,41 +214,31 @@ class AdapterValidator:
             AdapterKeyError, AdapterDtypeError, AdapterRankError,
             AdapterShapeError, AdapterNonFiniteError, AdapterNormError.
         """
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise AdapterFormatError(f"{folder}: not a folder")
-        _refuse_pickles(folder)
+        return self.check(folder).tensors
+
+    def check(self, folder: str | Path) -> CheckedAdapter:
+        """``validate``, also returning the normalised config (``swarm.peft_config``).
+
+        Every failure is an ``AdapterError``: a malformed file that trips
+        anything else (a ``TypeError`` deep in numpy, a ``MemoryError``) is
+        reported as ``AdapterCorruptError``, so no adapter can end its caller.
+        """
+        return _typed(Path(folder), self._check)
+
+    def _check(self, folder: Path) -> CheckedAdapter:
+        refuse_links(folder)
+        refuse_pickles(folder)
         if not (folder / WEIGHTS_FILE).is_file():
             raise AdapterFormatError(f"{folder}: no {WEIGHTS_FILE}")
-        config = _load_config(folder)
+        config = load_config(folder)
         header = read_safetensors_header(folder / WEIGHTS_FILE)
-        modules = self._check_keys(header, config)
+        modules = lora_modules(header, self.linear_shapes)
+        config = normalize_config(config, modules)
         self._check_dtypes(header)
         self._check_shapes(header, modules, config)
         tensors = read_safetensors(folder / WEIGHTS_FILE)
         self._check_values(tensors, modules, config)
-        return tensors
-
-    def _check_keys(self, header: Mapping[str, Any], config: dict[str, Any]) -> list[str]:
-        targets = config.get("target_modules") or []
-        factors: dict[str, set[str]] = {}
-        for key in header:
-            match = _LORA_KEY.match(key)
-            if match is None:
-                raise AdapterKeyError(f"tensor {key!r} is not a LoRA factor (…lora_A/B.weight)")
-            module = match["module"]
-            if module not in self.linear_shapes:
-                raise AdapterKeyError(f"tensor {key!r}: the base model has no layer {module!r}")
-            if not _targeted(module, targets):
-                raise AdapterKeyError(f"tensor {key!r}: {module!r} is not in target_modules")
-            factors.setdefault(module, set()).add(match["factor"])
-        if not factors:
-            raise AdapterKeyError("the adapter holds no LoRA tensors")
-        for module, have in factors.items():
-            if have != {"A", "B"}:
-                missing = ({"A", "B"} - have).pop()
-                raise AdapterKeyError(f"layer {module!r} lacks its lora_{missing} tensor")
-        return sorted(factors)
+        return CheckedAdapter(tensors, config)
 
     @staticmethod
     def _check_dtypes(header: Mapping[str, Any]) -> None:
@@ -192,7 +256,7 @@ class AdapterValidator:
             a_shape, b_shape = header[a_key]["shape"], header[b_key]["shape"]
             if len(a_shape) != 2 or len(b_shape) != 2:
                 raise AdapterShapeError(f"layer {module!r}: LoRA factors must be 2-D matrices")
-            rank = _rank_for(module, config)
+            rank = rank_for(module, config)
             if a_shape[0] != rank or b_shape[1] != rank:
                 raise AdapterRankError(
                     f"layer {module!r}: lora_A {a_shape} / lora_B {b_shape} have rank "
@@ -215,7 +279,7 @@ class AdapterValidator:
                 raise AdapterNonFiniteError(f"tensor {key!r} holds NaN or infinity")
         for module in modules:
             a_key, b_key = _factor_keys(module)
-            norm = _scale_for(module, config) * delta_norm(tensors[b_key], tensors[a_key])
+            norm = abs(scale_for(module, config)) * delta_norm(tensors[b_key], tensors[a_key])
             if not norm <= self.max_delta_norm:
                 raise AdapterNormError(
                     f"layer {module!r}: update norm {norm:.4g} exceeds the bound "
@@ -234,27 +298,8 @@ def _factor_keys(module: str) -> tuple[str, str]:
     return f"base_model.model.{module}.lora_A.weight", f"base_model.model.{module}.lora_B.weight"
 
 
-def _targeted(module: str, targets: Any) -> bool:
-    if isinstance(targets, str):
-        return re.fullmatch(targets, module) is not None
-    leaf = module.rsplit(".", 1)[-1]
-    return any(module == t or leaf == t or module.endswith("." + t) for t in targets)
-
-
-def _rank_for(module: str, config: dict[str, Any]) -> int:
-    for pattern, rank in (config.get("rank_pattern") or {}).items():
-        if re.search(pattern, module):
-            return int(rank)
-    return int(config["r"])
-
-
-def _scale_for(module: str, config: dict[str, Any]) -> float:
-    alpha = float(config.get("lora_alpha", config["r"]))
-    for pattern, value in (config.get("alpha_pattern") or {}).items():
-        if re.search(pattern, module):
-            alpha = float(value)
-    rank = _rank_for(module, config)
-    return alpha / (rank**0.5 if config.get("use_rslora") else rank)
+def _short(text: str) -> str:
+    return text if len(text) <= 100 else text[:97] + "..."
 
 
 def _base_linear_shapes(base_model_dir: Path) -> dict[str, tuple[int, int]]:
@@ -270,8 +315,17 @@ def _base_linear_shapes(base_model_dir: Path) -> dict[str, tuple[int, int]]:
     return shapes
 
 
+
 class AdapterStore:
     """Adapters kept once each under ``root/<sha256>/``.
+
+    An entry is written in a hidden temporary folder (the two files copied
+    without following symlinks, the config in its normal form, then the
+    ``COMPLETE_MARKER`` file), every file and the folder fsynced, and only then
+    renamed to its hash and the root fsynced: ``put`` acknowledges only what a
+    crash cannot take back, and ``has`` counts only entries with the marker.
+    What is validated is the copy, so the source changing meanwhile cannot slip
+    unchecked bytes in.
 
     Args:
         root: the store folder (created if missing).
@@ -287,29 +341,64 @@ class AdapterStore:
         """Copy a PEFT folder in (once per content hash) and return its reference.
 
         Raises:
+            AdapterFormatError: the folder or one of its files is a symlink.
             AdapterError: a subclass, when the validator refuses the folder.
         """
         folder = Path(folder)
-        if self.validator is not None:
-            self.validator.validate(folder)
-        else:
-            _refuse_pickles(folder)
-            _load_config(folder)
-        sha = adapter_sha256(folder)
-        dest = self.root / sha
-        if not dest.is_dir():
-            tmp = Path(tempfile.mkdtemp(prefix=".put-", dir=self.root))
-            for name in (CONFIG_FILE, WEIGHTS_FILE):
-                shutil.copyfile(folder / name, tmp / name)
-            try:
-                os.rename(tmp, dest)  # atomic: readers never see half a folder
-            except OSError:
-                shutil.rmtree(tmp, ignore_errors=True)  # a concurrent put won the race
+        refuse_links(folder)
+        refuse_pickles(folder)
+        tmp = Path(tempfile.mkdtemp(prefix=".put-", dir=self.root))
+        try:
+            _copy_no_follow(folder / WEIGHTS_FILE, tmp / WEIGHTS_FILE)
+            _copy_no_follow(folder / CONFIG_FILE, tmp / CONFIG_FILE)
+            config = self.validator.check(tmp).config if self.validator else normal_form(tmp)
+            _write_durably(tmp / CONFIG_FILE, (json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
+            sha = adapter_sha256(tmp)
+            if not self.has(sha):
+                self._commit(tmp, sha)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
         return self.ref(sha)
 
+    def _commit(self, tmp: Path, sha: str) -> None:
+        _write_durably(tmp / COMPLETE_MARKER, sha.encode())
+        _fsync_dir(tmp)
+        dest = self.root / sha
+        if self.has(sha):  # a concurrent put finished first
+            return
+        if dest.exists():  # a torn entry (no marker): set it aside, never read it again
+            torn = Path(tempfile.mkdtemp(prefix=".torn-", dir=self.root))
+            os.rename(dest, torn / sha)
+            shutil.rmtree(torn, ignore_errors=True)
+        try:
+            os.rename(tmp, dest)  # atomic: readers never see half a folder
+        except OSError:
+            if not self.has(sha):  # not a concurrent put that won the race
+                raise
+        _fsync_dir(self.root)
+
     def has(self, sha: str) -> bool:
-        """Whether an adapter with this hash is stored."""
-        return _is_sha(sha) and (self.root / sha / WEIGHTS_FILE).is_file()
+        """Whether a complete adapter with this hash is stored.
+
+        An entry written before the marker existed counts once its bytes hash
+        to ``sha`` and its config parses (the marker is then added).
+        """
+        if not _is_sha(sha):
+            return False
+        folder = self.root / sha
+        if (folder / COMPLETE_MARKER).is_file():
+            return True
+        if folder.is_symlink() or not (folder / WEIGHTS_FILE).is_file():
+            return False
+        try:
+            if adapter_sha256(folder) != sha:
+                return False
+            load_config(folder)
+        except AdapterError:
+            return False
+        with contextlib.suppress(OSError):  # a read-only store is still readable
+            _write_durably(folder / COMPLETE_MARKER, sha.encode())
+        return True
 
     def path(self, sha: str) -> Path:
         """The folder of a stored adapter.
@@ -324,8 +413,10 @@ class AdapterStore:
     def ref(self, sha: str) -> AdapterRef:
         """The ``AdapterRef`` of a stored adapter (raises ``AdapterNotFound``)."""
         folder = self.path(sha)
-        config = _load_config(folder)
+        config = load_config(folder)
         targets = config.get("target_modules") or []
+        if isinstance(targets, list):  # the normal form lists full module paths; the ref their kinds
+            targets = sorted({t.rsplit(".", 1)[-1] for t in targets})
         return AdapterRef(
             sha256=sha,
             path=folder,
@@ -353,6 +444,47 @@ class AdapterStore:
         if self.validator is None:
             return read_safetensors(folder / WEIGHTS_FILE)
         return self.validator.validate(folder)
+
+    def checked_path(self, sha: str) -> Path:
+        """``validate`` then ``path``: the ``Resolver`` a model server serves from.
+
+        Raises:
+            AdapterError: a subclass; unknown, tampered with or invalid.
+        """
+        self.validate(sha)
+        return self.root / sha
+
+
+def _copy_no_follow(src: Path, dest: Path) -> None:
+    """Copy one file without following a symlink at ``src``, fsynced before it returns."""
+    try:
+        fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO must not block
+    except FileNotFoundError:
+        raise AdapterFormatError(f"{src.parent}: no {src.name}") from None
+    except OSError as exc:
+        raise AdapterFormatError(f"{src}: cannot be read ({exc.strerror}); symlinks are refused") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise AdapterFormatError(f"{src}: cannot be read (not a regular file)")
+    with os.fdopen(fd, "rb") as source, open(dest, "wb") as target:
+        shutil.copyfileobj(source, target, 1 << 20)
+        target.flush()
+        os.fsync(target.fileno())
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _is_sha(text: str) -> bool:

@@ -8,8 +8,9 @@ float32 numpy arrays (bfloat16 included, which numpy lacks) without torch.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -42,8 +43,10 @@ def read_safetensors_header(path: str | Path) -> dict[str, dict[str, Any]]:
             )
         try:
             header = json.loads(handle.read(length))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise AdapterCorruptError(f"{path.name}: header is not JSON ({exc})") from None
+        except ValueError as exc:  # not UTF-8, not JSON, or an integer of over 4,300 digits
+            raise AdapterCorruptError(f"{path.name}: header is not JSON ({str(exc)[:100]})") from None
+        except RecursionError:
+            raise AdapterCorruptError(f"{path.name}: header is nested too deeply") from None
     if not isinstance(header, dict):
         raise AdapterCorruptError(f"{path.name}: header is not a JSON object")
     header.pop("__metadata__", None)
@@ -54,19 +57,27 @@ def read_safetensors_header(path: str | Path) -> dict[str, dict[str, Any]]:
 def _check_offsets(name: str, header: dict[str, Any], data_bytes: int) -> None:
     end_max = 0
     for key, info in header.items():
-        try:
-            start, end = (int(x) for x in info["data_offsets"])
-            count = int(np.prod([int(d) for d in info["shape"]], dtype=np.int64))
-            width = _ALL_DTYPES[info["dtype"]]
-        except (KeyError, TypeError, ValueError):
-            raise AdapterCorruptError(f"{name}: malformed header entry for {key!r}") from None
-        if not 0 <= start <= end or end - start != count * width:
+        offsets = info.get("data_offsets") if isinstance(info, dict) else None
+        shape = info.get("shape") if isinstance(info, dict) else None
+        dtype = info.get("dtype") if isinstance(info, dict) else None
+        if (not _ints(offsets) or len(offsets) != 2 or not _ints(shape) or len(shape) > 8
+                or not isinstance(dtype, str) or dtype not in _ALL_DTYPES):  # fmt: skip
+            raise AdapterCorruptError(f"{name}: malformed header entry for {key[:100]!r}")
+        start, end = offsets
+        count = math.prod(shape)  # Python ints: no overflow to hide a mismatch
+        width = _ALL_DTYPES[dtype]
+        if not 0 <= start <= end or any(d < 0 for d in shape) or end - start != count * width:
             raise AdapterCorruptError(f"{name}: tensor {key!r} has inconsistent offsets")
         end_max = max(end_max, end)
     if end_max > data_bytes:
         raise AdapterCorruptError(
             f"{name}: truncated (tensors need {end_max} data bytes, file has {data_bytes})"
         )
+
+
+def _ints(value: Any) -> TypeGuard[list[int]]:
+    """A JSON list of integers (``true`` is not one)."""
+    return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
 
 
 def read_safetensors(path: str | Path) -> dict[str, np.ndarray]:

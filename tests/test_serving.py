@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Coroutine, Iterator, Sequence
@@ -160,6 +161,54 @@ def test_server_answers_train_and_unsupported_messages(address: str) -> None:
     assert no_trainer.value.remote_code == "training"
 
 
+class BrittleBackend(FakeBackend):
+    """Fails as broken adapters and requests do: an untyped error loading one adapter
+    (as a validator's ``re.error`` did) and a crash of the whole engine call on one prompt."""
+
+    def load_adapter(self, ref: str) -> None:
+        if ref == "b" * 64:
+            raise re.error("missing ), unterminated subpattern")
+        super().load_adapter(ref)
+
+    def generate(self, requests: Sequence[GenRequest]) -> list[GenResult]:
+        if any(r.prompt == "boom" for r in requests):
+            raise RuntimeError("engine step failed")
+        return super().generate(requests)
+
+
+def test_one_bad_message_fails_alone_and_the_server_keeps_serving(address: str) -> None:
+    backend = BrittleBackend()
+    server = ModelServer(backend, address, window_s=5.0, max_batch=4)
+    asks = [(None, "p0"), ("a" * 64, "p1"), (None, "boom"), ("b" * 64, "p3")]
+
+    async def main() -> tuple[list[Any], Any]:
+        async with Client("host-1", address) as client:
+            first = await asyncio.gather(*(
+                client.request(Generate(sender=f"ag{i}", requests=[GenRequest(prompt=p, adapter=ref)]),
+                               timeout=30)
+                for i, (ref, p) in enumerate(asks)), return_exceptions=True)  # fmt: skip
+            later = await client.request(Generate(sender="ag9", requests=[GenRequest(prompt="p9")]),
+                                         timeout=30)  # fmt: skip
+            return first, later
+
+    with ServerThread(server):
+        (base, adapted, boom, bad), later = run(main())
+
+    assert base.msg.texts == ["base:p0"] and adapted.msg.texts == ["aaaa:p1"]
+    assert isinstance(boom, RemoteError) and boom.remote_code == "backend" and "engine step" in boom.reason
+    assert isinstance(bad, RemoteError) and bad.remote_code == "adapter" and "unterminated subpattern" in bad.reason
+    assert later.msg.texts == ["base:p9"]
+    assert server.stats.errors == 2
+
+
+def test_unbounded_requests_are_refused() -> None:
+    for bad in (GenRequest(prompt="x", max_tokens=2**62), GenRequest(prompt="x", temperature=float("nan")),
+                GenRequest(prompt="x", temperature=float("inf"))):  # fmt: skip
+        with pytest.raises(BackendError, match="max_tokens|temperature"):
+            check_requests([bad])
+    check_requests([GenRequest(prompt="x", max_tokens=1 << 16, temperature=100.0)])
+
+
 # -- the vLLM backend and the model server on a real engine ------------------------------
 
 
@@ -269,7 +318,8 @@ def test_refused_adapter_errors_without_hurting_the_batch(
     with ServerThread(ModelServer(vllm_backend, address, window_s=0.5)):
         answers = ask(address, jobs)
 
-    assert answers == {"good": alone[0].text, "bad": "error: adapter", "unknown": "error: adapter"}
+    assert answers == {"good": alone[0].text, "bad": "error: adapter",
+                       "unknown": "error: adapter.not_found"}
     assert bad not in vllm_backend.loaded_adapters()
 
 
@@ -285,6 +335,38 @@ def test_unloaded_adapter_comes_back_under_a_fresh_id(vllm_backend: Any, loras: 
 
     assert gone and after == before
     assert vllm_backend.lora_id(loras[2]) not in (None, first_id)
+
+
+@pytest.mark.slow
+def test_a_corrupt_stored_adapter_fails_alone_in_a_batch_on_the_real_engine(
+    vllm_backend: Any, adapter_paths: Any, loras: list[str], tiny_model: Path, tmp_path: Path,
+    address: str,
+) -> None:
+    from swarm.adapters import AdapterStore, AdapterValidator
+
+    store = AdapterStore(tmp_path / "store", AdapterValidator(tiny_model, max_rank=16))
+    good, bad_regex, redos = (store.put(random_lora(tiny_model, tmp_path / f"s{i}", seed=300 + i))
+                              for i in range(3))  # fmt: skip
+    for ref, field in ((bad_regex, {"target_modules": "("}), (redos, {"rank_pattern": {"(.*.*)*!": 8}})):
+        config = ref.path / "adapter_config.json"  # changed on disk after it was stored
+        config.write_text(json.dumps({**json.loads(config.read_text()), **field}))
+    adapter_paths.chain(store.checked_path)  # what ``serve`` resolves through
+    wanted = {"stored": good.sha256, "mapped": loras[3], "base": None}
+    jobs = [{"agent": name, "prompt": PROMPTS[4], "adapter": ref, "max_tokens": 8}
+            for name, ref in [*wanted.items(), ("regex", bad_regex.sha256), ("redos", redos.sha256)]]
+    alone = {name: vllm_backend.generate([GenRequest(prompt=PROMPTS[4], adapter=ref, max_tokens=8)])[0].text
+             for name, ref in wanted.items()}  # fmt: skip
+    server = ModelServer(vllm_backend, address, window_s=60.0, max_batch=len(jobs))
+
+    with ServerThread(server):
+        first = ask(address, jobs)
+        again = ask(address, jobs)  # the server is still serving, the engine still sound
+
+    errors = {"regex": "error: adapter.format", "redos": "error: adapter.format"}
+    assert first == again == {**alone, **errors}
+    assert len(set(alone.values())) == 3
+    assert server.stats.batches == 2 and server.stats.last_batch_requests == 3
+    assert server.stats.errors == 4
 
 
 # -- the transformers + peft backend -----------------------------------------------------

@@ -158,3 +158,19 @@ def test_a_diverging_job_is_a_training_error(trainer: Trainer, tmp_path: Path) -
     with pytest.raises(TrainingError, match="diverged"):
         trainer.train(data, wild, 0, tmp_path / "wild")
     assert not (tmp_path / "wild").exists()
+
+
+@pytest.mark.parametrize("seed", [10**30, "x", 2.5])
+def test_a_train_message_with_a_bad_seed_is_a_training_error(
+    seed: object, tiny_model: Path, tmp_path: Path
+) -> None:
+    from swarm.serving.training_job import store_trainer
+    from swarm.wire import Example, Train
+
+    run = store_trainer(tiny_model, AdapterStore(tmp_path / "store"))
+    job = Train(sender="ag", agent_id="ag", examples=[Example(prompt="add: 1 + 1 =", completion=" 2")],
+                hyper={"seed": seed, "steps": 1})  # type: ignore[dict-item]
+
+    with pytest.raises(TrainingError, match="seed must be an integer"):
+        run(job)
+    assert list((tmp_path / "store").iterdir()) == []

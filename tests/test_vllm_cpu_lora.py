@@ -7,8 +7,11 @@ kernels on this machine; here each op is compared number by number.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
+from torch.overrides import TorchFunctionMode
 from vllm.lora.ops import torch_ops
 
 from swarm.serving.vllm_cpu_lora import grouped_expand, grouped_shrink, plan
@@ -106,9 +109,33 @@ def test_kernel_choice_env_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     vllm_cpu_lora.install()
 
 
+class _TorchCalls(TorchFunctionMode):
+    """Records the name of every torch function run inside it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        self.names.append(getattr(func, "__name__", str(func)))
+        return func(*args, **(kwargs or {}))
+
+
+_WORK = {"mm", "bmm", "matmul", "__matmul__", "einsum", "index_select", "index_copy_"}
+
+
 def test_no_tokens_no_work() -> None:
     lora_a, lora_b = _weights(1)
-    y = torch.zeros(0, RANK)
-    grouped_shrink(y, torch.zeros(0, IN), lora_a, 1.0, plan(torch.zeros(0, dtype=torch.long)))
-    out = torch.zeros(0, OUT)
-    grouped_expand(out, y, lora_b, 0, OUT, True, plan(torch.zeros(0, dtype=torch.long)))
+    empty = plan(torch.zeros(0, dtype=torch.long))
+    y, out = torch.zeros(0, RANK), torch.zeros(0, OUT)
+
+    with _TorchCalls() as calls:
+        grouped_shrink(y, torch.zeros(0, IN), lora_a, 0.5, empty)
+        grouped_expand(out, y, lora_b, 0, OUT, True, empty)
+
+    assert empty.slot_list == () and empty.width == 0 and not empty.has_base
+    assert y.shape == (0, RANK) and out.shape == (0, OUT)
+    assert calls.names and not _WORK & set(calls.names), calls.names  # no product or gather
+    with _TorchCalls() as one_token:  # the recorder sees the work when there is some
+        grouped_shrink(torch.zeros(1, RANK), torch.ones(1, IN), lora_a, 0.5, plan(torch.tensor([2])))
+    assert _WORK & set(one_token.names)

@@ -20,7 +20,7 @@ from typing import Protocol, runtime_checkable
 
 import msgspec
 
-from swarm.errors import AdapterError, BackendError
+from swarm.errors import AdapterError, AdapterNotFound, BackendError
 from swarm.wire import GenRequest
 
 __all__ = [
@@ -34,6 +34,9 @@ __all__ = [
 ]
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+#: Bounds on what one request may ask of an engine (a peer's ``2**62`` tokens is refused).
+MAX_TOKENS = 1 << 16
+MAX_TEMPERATURE = 100.0
 
 #: Finds the PEFT folder of an adapter by content hash; raises ``AdapterError`` if unknown.
 Resolver = Callable[[str], Path]
@@ -82,7 +85,11 @@ class Backend(Protocol):
 
 class MappingResolver:
     """A ``Resolver`` over a mutable mapping of content hash to adapter folder, asking
-    the resolvers it was ``chain``-ed to (adapter stores, say) for hashes it lacks."""
+    the resolvers it was ``chain``-ed to (adapter stores, say) for hashes it lacks.
+
+    A fallback that raises ``AdapterNotFound`` passes the question on; any other
+    ``AdapterError`` (the store has the hash but the adapter is invalid) is the answer.
+    """
 
     def __init__(self, paths: Mapping[str, Path | str] | None = None) -> None:
         self._paths = {ref: Path(p) for ref, p in (paths or {}).items()}
@@ -104,9 +111,9 @@ class MappingResolver:
         for resolver in self._fallbacks:
             try:
                 return resolver(ref)
-            except AdapterError:
+            except AdapterNotFound:  # a resolver that knows the hash but refuses it says why
                 continue
-        raise AdapterError(f"unknown adapter {ref[:12]}: not in this resolver")
+        raise AdapterNotFound(f"unknown adapter {ref[:12]}: not in this resolver")
 
 
 def check_ref(ref: str) -> str:
@@ -125,12 +132,14 @@ def check_requests(requests: Sequence[GenRequest]) -> None:
 
     Raises:
         AdapterError: an adapter ref is not a sha256 digest.
-        BackendError: ``max_tokens`` < 1 or ``temperature`` < 0.
+        BackendError: ``max_tokens`` outside 1..``MAX_TOKENS`` or ``temperature``
+            not a number in 0..``MAX_TEMPERATURE`` (NaN included).
     """
     for i, req in enumerate(requests):
-        if req.max_tokens < 1:
-            raise BackendError(f"request {i}: max_tokens must be >= 1, got {req.max_tokens}")
-        if req.temperature < 0:
-            raise BackendError(f"request {i}: temperature must be >= 0, got {req.temperature}")
+        if not 1 <= req.max_tokens <= MAX_TOKENS:
+            raise BackendError(f"request {i}: max_tokens must be in 1..{MAX_TOKENS}, got {req.max_tokens}")
+        if not 0 <= req.temperature <= MAX_TEMPERATURE:  # False for NaN too
+            raise BackendError(f"request {i}: temperature must be in 0..{MAX_TEMPERATURE}, "
+                               f"got {req.temperature}")  # fmt: skip
         if req.adapter is not None:
             check_ref(req.adapter)

@@ -8,7 +8,10 @@ however many agents it holds) with two request types from ``swarm.wire``:
   first one (up to ``max_batch`` requests) joins one ``backend.generate`` call,
   so many agents with many adapters share one engine batch; messages that
   arrive while the engine is busy form the next batch. A message whose
-  adapter is unknown or invalid gets an ``Error`` without failing the others.
+  adapter is unknown or invalid, or whose request is out of bounds, gets an
+  ``Error`` without failing the others; when the shared engine call fails,
+  each message is rerun alone so only the ones that fail by themselves get
+  an ``Error``. Whatever a message trips, typed or not, never ends the loop.
 - ``Train(agent_id, base_adapter, examples, hyper)`` -> ``Trained(adapter,
   metrics)``: jobs queue and run one at a time through the ``TrainFn``; the new
   adapter is served by its new hash from the next ``Generate`` on.
@@ -33,7 +36,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import zmq.asyncio
 
 from swarm import aio
-from swarm.errors import BackendError, PeerUnavailable, SwarmError, TrainingError
+from swarm.errors import AdapterError, BackendError, PeerUnavailable, SwarmError, TrainingError
 from swarm.serving.base import Backend, check_requests
 from swarm.transport import Incoming, Server, TransportOptions, endpoint
 from swarm.wire import (
@@ -180,7 +183,11 @@ class ModelServer:
     async def _serve(self, srv: Server, batch: list[Incoming], pool: ThreadPoolExecutor) -> None:
         msgs = [inc.msg for inc in batch if isinstance(inc.msg, Generate)]
         loop = asyncio.get_running_loop()
-        outcomes = await loop.run_in_executor(pool, self._run_batch, msgs)
+        try:
+            outcomes = await loop.run_in_executor(pool, self._run_batch, msgs)
+        except Exception as exc:  # _run_batch answers per message; this is the last guard
+            log.exception("engine batch failed outside its guards")
+            outcomes = [_typed(exc, BackendError, "engine failed") for _ in msgs]
         for inc, outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, Exception):
                 self.stats.errors += 1
@@ -189,24 +196,34 @@ class ModelServer:
                 await self._reply(srv, inc, Generated(sender=self.name, texts=outcome))
 
     def _run_batch(self, msgs: Sequence[Generate]) -> list[list[str] | Exception]:
-        """One engine call for every valid message (engine thread)."""
+        """One engine call for every valid message (engine thread).
+
+        Whatever one message trips (a malformed request, an adapter that fails
+        to load, an engine error it causes) is that message's ``Error``: when the
+        shared engine call fails, each message is run alone, so only the ones
+        that fail by themselves are answered with an error.
+        """
         outcomes: list[list[str] | Exception] = [[] for _ in msgs]
         valid: list[int] = []
         for i, msg in enumerate(msgs):
             try:
                 check_requests(msg.requests)
-                for ref in {r.adapter for r in msg.requests if r.adapter is not None}:
+                for ref in sorted({r.adapter for r in msg.requests if r.adapter is not None}):
                     self.backend.load_adapter(ref)
                 valid.append(i)
-            except SwarmError as exc:
-                outcomes[i] = exc
+            except Exception as exc:
+                outcomes[i] = _typed(exc, AdapterError, "adapter could not be loaded")
         requests = [r for i in valid for r in msgs[i].requests]
         try:
             texts = [res.text for res in self.backend.generate(requests)] if requests else []
         except Exception as exc:
-            error = exc if isinstance(exc, SwarmError) else BackendError(f"engine failed: {exc}")
-            log.exception("engine batch failed")
-            return [error if i in valid else outcomes[i] for i in range(len(msgs))]
+            if len(valid) == 1:
+                outcomes[valid[0]] = _typed(exc, BackendError, "engine failed")
+                return outcomes
+            log.warning("engine batch of %d messages failed (%s); running each alone", len(valid), exc)
+            for i in valid:
+                outcomes[i] = self._run_alone(msgs[i])
+            return outcomes
         start = 0
         for i in valid:
             n = len(msgs[i].requests)
@@ -215,6 +232,15 @@ class ModelServer:
         adapters = len({r.adapter for r in requests if r.adapter is not None})
         self.stats.record(len(valid), len(requests), adapters)
         return outcomes
+
+    def _run_alone(self, msg: Generate) -> list[str] | Exception:
+        try:
+            texts = [res.text for res in self.backend.generate(msg.requests)]
+        except Exception as exc:
+            return _typed(exc, BackendError, "engine failed")
+        adapters = len({r.adapter for r in msg.requests if r.adapter is not None})
+        self.stats.record(1, len(msg.requests), adapters)
+        return texts
 
     async def _train_loop(self, srv: Server, pool: ThreadPoolExecutor) -> None:
         """Run queued ``Train`` jobs one at a time."""
@@ -259,6 +285,14 @@ class ModelServer:
             await srv.reply(to, msg)
         except PeerUnavailable as exc:  # the asker is gone; nothing to tell it
             log.warning("%s: reply to %s dropped: %s", self.name, to.msg.sender, exc)
+
+
+def _typed(exc: Exception, kind: type[SwarmError], what: str) -> SwarmError:
+    """``exc`` as the ``SwarmError`` its ``Error`` reply is made of (an untyped one is logged)."""
+    if isinstance(exc, SwarmError):
+        return exc
+    log.error("%s: %s: %s", what, type(exc).__name__, exc, exc_info=exc)
+    return kind(f"{what}: {type(exc).__name__}: {str(exc)[:200]}")
 
 
 class ServerThread:
@@ -317,11 +351,7 @@ async def serve(config: SwarmConfig, model: Path, store_root: Path) -> None:
 
     store = AdapterStore(store_root, AdapterValidator(model, max_rank=config.model.max_lora_rank))
 
-    def resolve(ref: str) -> Path:
-        store.validate(ref)
-        return store.path(ref)
-
-    backend = create_backend(config.model, model, resolve)
+    backend = create_backend(config.model, model, store.checked_path)
     address = config.model.server or endpoint(config.transport, MODEL_OFFSET)
     options = TransportOptions.from_config(config.transport)
     trainer = store_trainer(model, store, seed=config.swarm.seed)

@@ -55,7 +55,10 @@ def store_trainer(
         examples = [Example(prompt=e.prompt, completion=e.completion, skill="")
                     for e in job.examples]  # fmt: skip
         init = store.path(job.base_adapter) if job.base_adapter else None
-        job_seed = int(job.hyper.get("seed", seed))
+        job_seed = job.hyper.get("seed", seed)
+        if not isinstance(job_seed, int) or isinstance(job_seed, bool) or not 0 <= job_seed < 2**63:
+            raise TrainingError(f"bad training settings: seed must be an integer in 0..2**63-1, "
+                                f"got {str(job_seed)[:40]}")  # fmt: skip
         with tempfile.TemporaryDirectory(prefix=".train-", dir=store.root) as tmp:
             result = trainer.run(TrainJob(examples, lora_settings(defaults, job.hyper), job_seed,
                                           Path(tmp) / "adapter", init, label=job.agent_id))  # fmt: skip

@@ -202,7 +202,12 @@ class VLLMBackend:
             return lora
         from vllm.lora.request import LoRARequest
 
-        folder = Path(self.resolver(ref))
+        try:
+            folder = Path(self.resolver(ref))
+        except AdapterError:
+            raise
+        except Exception as exc:  # a resolver's own failure is this adapter's, not the engine's
+            raise AdapterError(f"adapter {ref[:12]} could not be resolved: {exc}") from exc
         if not (folder / "adapter_model.safetensors").is_file():
             raise AdapterError(f"adapter {ref[:12]}: {folder} holds no adapter_model.safetensors")
         lora = LoRARequest(lora_name=ref, lora_int_id=self._next_id, lora_path=str(folder))
