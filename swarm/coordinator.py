@@ -357,7 +357,16 @@ class Coordinator:
                 if not task.cancelled():
                     raise  # we are being cancelled ourselves
                 return host, None
-            except (PeerUnavailable, RemoteError) as exc:
+            except RemoteError as exc:
+                if exc.remote_code.startswith("wire."):  # its answer broke the wire's bounds
+                    self._reject(host, step, f"answer refused by the wire: {exc}")
+                    return host, None
+                log.warning("coordinator: host %s dropped from round %d %s: %s",
+                            host, rnd, phase, exc)
+                if self.members.get(host) is member:
+                    self._gone[host] = self.members.pop(host)
+                return host, None
+            except PeerUnavailable as exc:
                 log.warning("coordinator: host %s dropped from round %d %s: %s",
                             host, rnd, phase, exc)
                 if self.members.get(host) is member:
@@ -406,14 +415,17 @@ class Coordinator:
                 raise ReportError(f"answered the step with {type(inc.msg).__name__}")
             self.checker.check(step, inc.msg)
         except ReportError as exc:
-            why = f"{step.phase} step: {exc}"
-            log.warning("coordinator: round %d: results of host %s dropped: %s",
-                        step.round, host, why)
-            self.rejected[host] = why
-            for a in step.assignments:
-                self.exchange_failures[a.student] = f"host {host} rejected: {exc}"
+            self._reject(host, step, str(exc))
             return None
         return inc.msg
+
+    def _reject(self, host: str, step: Step, reason: str) -> None:
+        """Drop ``host``'s results of this step and keep why (round record, ``swarm status``)."""
+        why = f"{step.phase} step: {reason}"
+        log.warning("coordinator: round %d: results of host %s dropped: %s", step.round, host, why)
+        self.rejected[host] = why
+        for a in step.assignments:
+            self.exchange_failures[a.student] = f"host {host} rejected: {reason}"
 
     def _host_of(self, agent: str) -> str | None:
         return next((h for h, m in self.members.items() if agent in m.agents), None)

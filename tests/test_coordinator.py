@@ -173,7 +173,7 @@ def swarm(tmp_path: Path) -> Iterator[Any]:
 
 
 @pytest.mark.parametrize(("mode", "why"), [
-    ("nan", "not a finite number"),
+    ("nan", "$.reports[0].score"),  # the wire refuses a NaN before any report check
     ("ghost_adapter", "not in the adapter store"),
     ("forge_foreign", "not asked for"),
 ])
@@ -219,7 +219,8 @@ def test_swarm_status_names_the_rejected_host(swarm: Any, tmp_path: Path) -> Non
     _, _, printed = s.run(during=status_during_round_1)
 
     # Assert: it names host-1 and why, for the last round and for the current one
-    assert "results of host-1 rejected: local step: bad-0's score is nan" in printed
+    assert "results of host-1 rejected: local step: answer refused by the wire" in printed
+    assert "reports[0].score" in printed
     assert "round 1: results of host-1 rejected" in printed
 
 
