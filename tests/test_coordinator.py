@@ -251,7 +251,7 @@ def test_a_malformed_join_is_refused_and_the_coordinator_keeps_serving(swarm: An
     _, summary, (refused, status) = s.run(during=stranger)
 
     # Assert: an Error answered the Join, Status was still answered, the round completed
-    assert refused.startswith("JSONDecodeError: ")
+    assert "capabilities.skills is not a JSON object" in refused
     assert json.loads(status.json)["members"] == {"host-0": ["good-0", "bad-0"]}
     assert set(summary["history"][0]["scores"]) == {"good-0", "bad-0"}
 

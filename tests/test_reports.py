@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from swarm.adapters import WEIGHTS_FILE, AdapterStore
+from swarm.adapters import COMPLETE_MARKER, WEIGHTS_FILE, AdapterStore
 from swarm.errors import ReportError
 from swarm.reports import ReportChecker
 from swarm.wire import AgentReport, Assignment, PairOutcome, Step, StepDone
@@ -22,6 +22,7 @@ def checker(tmp_path: Path) -> ReportChecker:
     """A checker over a store that holds adapter ``STORED``, for a swarm of skill ``add``."""
     (tmp_path / STORED).mkdir()
     (tmp_path / STORED / WEIGHTS_FILE).write_bytes(b"weights")
+    (tmp_path / STORED / COMPLETE_MARKER).write_text(STORED)  # as AdapterStore.put leaves it
     return ReportChecker(AdapterStore(tmp_path), ["add"])
 
 

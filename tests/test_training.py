@@ -160,17 +160,18 @@ def test_a_diverging_job_is_a_training_error(trainer: Trainer, tmp_path: Path) -
     assert not (tmp_path / "wild").exists()
 
 
-@pytest.mark.parametrize("seed", [10**30, "x", 2.5])
-def test_a_train_message_with_a_bad_seed_is_a_training_error(
-    seed: object, tiny_model: Path, tmp_path: Path
-) -> None:
+def test_a_train_message_with_a_bad_seed_is_a_training_error(tiny_model: Path, tmp_path: Path) -> None:
     from swarm.serving.training_job import store_trainer
     from swarm.wire import Example, Train
 
     run = store_trainer(tiny_model, AdapterStore(tmp_path / "store"))
-    job = Train(sender="ag", agent_id="ag", examples=[Example(prompt="add: 1 + 1 =", completion=" 2")],
-                hyper={"seed": seed, "steps": 1})  # type: ignore[dict-item]
+    examples = [Example(prompt="add: 1 + 1 =", completion=" 2")]
+    job = Train(sender="ag", agent_id="ag", examples=examples, hyper={"seed": 2.5, "steps": 1})
 
     with pytest.raises(TrainingError, match="seed must be an integer"):
         run(job)
     assert list((tmp_path / "store").iterdir()) == []
+    for seed in (10**30, "x"):  # out of the message's own bounds: no such Train exists
+        with pytest.raises(ValueError, match="seed"):
+            Train(sender="ag", agent_id="ag", examples=examples,
+                  hyper={"seed": seed, "steps": 1})  # type: ignore[dict-item]
