@@ -47,6 +47,7 @@ from swarm.errors import (
     AdapterRankError,
     AdapterShapeError,
 )
+from swarm.gitwriter import fsync_dir, write_durably
 from swarm.peft_config import CONFIG_FILE, load_config, normalize_config, rank_for, scale_for
 from swarm.tensorfile import FLOAT_DTYPES, read_safetensors, read_safetensors_header
 
@@ -352,7 +353,8 @@ class AdapterStore:
             _copy_no_follow(folder / WEIGHTS_FILE, tmp / WEIGHTS_FILE)
             _copy_no_follow(folder / CONFIG_FILE, tmp / CONFIG_FILE)
             config = self.validator.check(tmp).config if self.validator else normal_form(tmp)
-            _write_durably(tmp / CONFIG_FILE, (json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
+            write_durably(tmp / CONFIG_FILE,
+                          [(json.dumps(config, indent=2, sort_keys=True) + "\n").encode()])
             sha = adapter_sha256(tmp)
             if not self.has(sha):
                 self._commit(tmp, sha)
@@ -361,8 +363,8 @@ class AdapterStore:
         return self.ref(sha)
 
     def _commit(self, tmp: Path, sha: str) -> None:
-        _write_durably(tmp / COMPLETE_MARKER, sha.encode())
-        _fsync_dir(tmp)
+        write_durably(tmp / COMPLETE_MARKER, [sha.encode()])
+        fsync_dir(tmp)
         dest = self.root / sha
         if self.has(sha):  # a concurrent put finished first
             return
@@ -375,7 +377,7 @@ class AdapterStore:
         except OSError:
             if not self.has(sha):  # not a concurrent put that won the race
                 raise
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
 
     def has(self, sha: str) -> bool:
         """Whether a complete adapter with this hash is stored.
@@ -397,7 +399,7 @@ class AdapterStore:
         except AdapterError:
             return False
         with contextlib.suppress(OSError):  # a read-only store is still readable
-            _write_durably(folder / COMPLETE_MARKER, sha.encode())
+            write_durably(folder / COMPLETE_MARKER, [sha.encode()])
         return True
 
     def path(self, sha: str) -> Path:
@@ -470,21 +472,6 @@ def _copy_no_follow(src: Path, dest: Path) -> None:
         shutil.copyfileobj(source, target, 1 << 20)
         target.flush()
         os.fsync(target.fileno())
-
-
-def _write_durably(path: Path, data: bytes) -> None:
-    with open(path, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _is_sha(text: str) -> bool:

@@ -42,6 +42,7 @@ __all__ = [
     "signature",
     "write_pack",
     "fsync_dir",
+    "write_durably",
     "CatFile",
     "RefUpdater",
 ]
@@ -145,7 +146,8 @@ def _pack_header(kind: str, size: int) -> bytes:
     return bytes(out)
 
 
-def _fsync_write(path: Path, chunks: Iterable[bytes]) -> None:
+def write_durably(path: Path, chunks: Iterable[bytes]) -> None:
+    """Write ``chunks`` to ``path`` and fsync the file (its folder entry is ``fsync_dir``'s)."""
     with open(path, "wb") as fh:
         for chunk in chunks:
             fh.write(chunk)
@@ -190,9 +192,9 @@ def write_pack(git_dir: Path, objects: Mapping[str, tuple[str, bytes]]) -> Path 
         return final_pack
     tmp_pack, tmp_idx = pack_dir / f"tmp_pack_{name}", pack_dir / f"tmp_idx_{name}"
     try:
-        _fsync_write(tmp_pack, [bytes(body)])
+        write_durably(tmp_pack, [bytes(body)])
         os.replace(tmp_pack, final_pack)
-        _fsync_write(tmp_idx, [_encode_idx(sorted(index), pack_sum)])
+        write_durably(tmp_idx, [_encode_idx(sorted(index), pack_sum)])
         os.replace(tmp_idx, final_idx)
         fsync_dir(pack_dir)
     except OSError as exc:  # full or read-only disk: no index, so git never sees the pack
