@@ -44,9 +44,9 @@ __all__ = [
 PosInt = Annotated[int, msgspec.Meta(ge=1, le=100_000)]
 Seed = Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)]
 Fraction = Annotated[float, msgspec.Meta(gt=0.0, le=1.0)]
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+\Z")]
 # A module name, never a pattern: peft and vLLM read a string as a regular expression.
-ModuleName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.]+$")]
+ModuleName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.]+\Z")]
 Path_ = Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
 Port = Annotated[int, msgspec.Meta(ge=1024, le=65535)]
 
@@ -96,7 +96,7 @@ class LoraSection(_Section, frozen=True):
     """LoRA adapter shape and the local fine-tuning budget of each round."""
 
     rank: Annotated[int, msgspec.Meta(ge=1, le=256)] = 8
-    alpha: Annotated[float, msgspec.Meta(gt=0.0, le=4096.0)] = 16.0
+    alpha: Annotated[float, msgspec.Meta(ge=1e-6, le=4096.0)] = 16.0
     dropout: Annotated[float, msgspec.Meta(ge=0.0, lt=1.0)] = 0.0
     # Attention and MLP: on the tiny model, rank 8 on all seven projections takes
     # held-out `reverse` to 1.0 in 300 steps; attention alone gets 0.14 (0.42 at
@@ -106,7 +106,7 @@ class LoraSection(_Section, frozen=True):
             "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"
         ])
     )
-    learning_rate: Annotated[float, msgspec.Meta(gt=0.0, le=10.0)] = 3e-3
+    learning_rate: Annotated[float, msgspec.Meta(ge=1e-12, le=10.0)] = 3e-3
     steps: PosInt = 40
     batch_size: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 16
 
@@ -149,7 +149,7 @@ class TransportSection(_Section, frozen=True):
     base_port: Port = 47000
     security: Literal["none", "curve"] = "none"
     keys_dir: str = "~/.swarm/keys"
-    max_message_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 256 * 1024 * 1024
+    max_message_bytes: Annotated[int, msgspec.Meta(ge=1024, le=1 << 32)] = 256 * 1024 * 1024
     heartbeat_ms: Annotated[int, msgspec.Meta(ge=10, le=60_000)] = 1000
     liveness: Annotated[int, msgspec.Meta(ge=1, le=100)] = 3
     # A client with one request in flight polls its socket this long before sleeping

@@ -115,9 +115,9 @@ MAX_REAL = 1e15
 #: Bounds of the numeric ``Train.hyper`` settings the trainer reads.
 HYPER_BOUNDS: dict[str, tuple[float, float]] = {
     "steps": (1, 100_000),
-    "batch_size": (1, 65_536),
+    "batch_size": (1, 4096),
     "rank": (1, 256),
-    "alpha": (1e-6, 1e6),
+    "alpha": (1e-6, 4096.0),
     "dropout": (0.0, 1.0),
     "learning_rate": (1e-12, 10.0),
     "seed": (0, 2**63 - 1),

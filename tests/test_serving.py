@@ -23,7 +23,16 @@ from swarm.serving import BACKENDS, GenResult, MappingResolver, create_backend
 from swarm.serving.base import Backend, check_requests
 from swarm.serving.server import ModelServer, ServerThread, TrainOutcome
 from swarm.transport import Client
-from swarm.wire import Chat, Generate, Generated, GenRequest, Train, Trained
+from swarm.wire import (
+    MAX_TEMPERATURE,
+    MAX_TOKENS,
+    Chat,
+    Generate,
+    Generated,
+    GenRequest,
+    Train,
+    Trained,
+)
 from tests.support import random_lora
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -202,11 +211,12 @@ def test_one_bad_message_fails_alone_and_the_server_keeps_serving(address: str) 
 
 
 def test_unbounded_requests_are_refused() -> None:
-    for bad in (GenRequest(prompt="x", max_tokens=2**62), GenRequest(prompt="x", temperature=float("nan")),
+    for bad in (GenRequest(prompt="x", max_tokens=2**62),
+                GenRequest(prompt="x", max_tokens=MAX_TOKENS + 1), GenRequest(prompt="x", temperature=float("nan")),
                 GenRequest(prompt="x", temperature=float("inf"))):  # fmt: skip
         with pytest.raises(BackendError, match="max_tokens|temperature"):
             check_requests([bad])
-    check_requests([GenRequest(prompt="x", max_tokens=1 << 16, temperature=100.0)])
+    check_requests([GenRequest(prompt="x", max_tokens=MAX_TOKENS, temperature=MAX_TEMPERATURE)])
 
 
 # -- the vLLM backend and the model server on a real engine ------------------------------

@@ -21,7 +21,7 @@ from typing import Protocol, runtime_checkable
 import msgspec
 
 from swarm.errors import AdapterError, AdapterNotFound, BackendError
-from swarm.wire import GenRequest
+from swarm.wire import MAX_TEMPERATURE, MAX_TOKENS, GenRequest
 
 __all__ = [
     "GenRequest",
@@ -33,10 +33,7 @@ __all__ = [
     "check_requests",
 ]
 
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-#: Bounds on what one request may ask of an engine (a peer's ``2**62`` tokens is refused).
-MAX_TOKENS = 1 << 16
-MAX_TEMPERATURE = 100.0
+_SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
 
 #: Finds the PEFT folder of an adapter by content hash; raises ``AdapterError`` if unknown.
 Resolver = Callable[[str], Path]
