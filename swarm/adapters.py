@@ -73,7 +73,7 @@ WEIGHTS_FILE = "adapter_model.safetensors"
 COMPLETE_MARKER = ".swarm-complete"  # written last into a store entry, before its rename
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 _MAX_KEY_CHARS = 1024
-_LORA_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<factor>[AB])\.weight$")
+_LORA_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<factor>[AB])\.weight\Z")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from swarm.wire import Join
 
 __all__ = ["check_join"]
 
-_HOST_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_HOST_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
 _MAX_CAPABILITY = 1 << 20  # bytes of one capability value
 
 

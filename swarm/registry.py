@@ -21,7 +21,7 @@ __all__ = ["Registry"]
 
 T = TypeVar("T")
 
-_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 
 
 class Registry(Generic[T]):

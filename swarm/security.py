@@ -42,8 +42,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-_Z85 = re.compile(r"^[0-9A-Za-z.:+=^!/*?&<>()\[\]{}@%$#-]{40}$")
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
+_Z85 = re.compile(r"^[0-9A-Za-z.:+=^!/*?&<>()\[\]{}@%$#-]{40}\Z")
 
 
 class CurveSecurity:
