@@ -40,7 +40,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,7 +108,7 @@ class Coordinator:
         self.recorder = recorder
         self.options = options or TransportOptions.from_config(config.transport)
         self.round_attempts = round_attempts
-        self.silence_s = max(30.0, 10 * self.options.timeout_s) if silence_s is None else silence_s
+        self.silence_s = self.options.hold_s if silence_s is None else silence_s
         self.checker = ReportChecker(AdapterStore(recorder.adapter_root), recorder.profiler.skills)
         self.protocol = get_protocol(config.protocol.name)(config.protocol)
         self.members: dict[str, Member] = {}
@@ -173,7 +173,7 @@ class Coordinator:
     async def _handle(self, server: Server, inc: Incoming) -> None:
         msg = inc.msg
         if isinstance(msg, Join):
-            self._join(inc, msg, server.key_of(inc.peer), set(server.peers))
+            self._join(inc, msg, server.key_of(inc.peer), server.holds)
             await server.reply(inc, Welcome(sender="coordinator", swarm=self.config.swarm.name,
                                             heartbeat_ms=self.options.heartbeat_ms))
         elif isinstance(msg, Leave):
@@ -184,25 +184,31 @@ class Coordinator:
         elif not isinstance(msg, Heartbeat):
             log.debug("coordinator: ignoring %s", type(msg).__name__)
 
-    def _join(self, inc: Incoming, msg: Join, key: bytes, live: set[bytes]) -> None:
+    def _join(self, inc: Incoming, msg: Join, key: bytes, holds: Callable[[bytes], bool]) -> None:
         """Admit a host, bound to the peer (routing id, CURVE key) that joined with its name.
 
+        A seat stays with its peer while the server ``holds`` it (live, or silent
+        for under ``hold_s``), also while the host is dropped from rounds for
+        silence: a starved host keeps its name and agents.
+
         Raises:
-            SecurityError: the name or one of the agents belongs to another live peer.
+            SecurityError: the name or one of the agents belongs to another peer.
             SwarmError: a malformed ``Join`` (bad name, unknown agents, bad capabilities).
         """
         skills = check_join(msg, self.expected)
-        for host, member in self.members.items():
-            if (member.peer, member.key) == (inc.peer, key) or member.peer not in live:
-                continue  # the same peer joining again, or a gone one's seat
+        for host, member in [*self.members.items(), *self._gone.items()]:
+            if (member.peer, member.key) == (inc.peer, key) or not holds(member.peer):
+                continue  # the same peer joining again, or a released seat
             taken = sorted(set(msg.agent_ids) & set(member.agents))
             if host == msg.sender or taken:
                 raise SecurityError(f"host {msg.sender!r} from {inc.peer!r}: "
                                     f"{'its name' if host == msg.sender else taken[:5]} "
                                     f"belongs to {host!r}, joined from another peer")
         self._drop(msg.sender, "joined again: its earlier incarnation's work is lost")
-        for host in [h for h, m in self.members.items() if set(m.agents) & set(msg.agent_ids)]:
-            del self.members[host]  # a gone peer's seat (checked above)
+        for seats in (self.members, self._gone):  # released seats (checked above)
+            for host in [h for h, m in seats.items() if set(m.agents) & set(msg.agent_ids)]:
+                del seats[host]
+        self._gone.pop(msg.sender, None)
         self.members[msg.sender] = Member(msg.sender, inc.peer, list(msg.agent_ids), skills,
                                           key=key)
         log.info("coordinator: host %s joined with %d agents", msg.sender, len(msg.agent_ids))

@@ -99,6 +99,11 @@ class TransportOptions:
     dedup_window: int = 100_000
     backoff_max_ms: int = 32_000
     busy_poll_us: int = 300
+    # Slow is not dead: a peer the machine starves for a few seconds misses its
+    # heartbeats (``timeout_s``), but its names (host name, agent routes, CURVE
+    # key) stay bound to it for ``hold_s`` of silence, so no other peer can take
+    # them over meanwhile; the coordinator drops a host after the same silence.
+    hold_s: float = 30.0
     security: CurveSecurity | None = None
 
     def __post_init__(self) -> None:
@@ -125,6 +130,7 @@ class TransportOptions:
             heartbeat_ms=section.heartbeat_ms,
             liveness=section.liveness,
             busy_poll_us=section.busy_poll_us,
+            hold_s=max(30.0, 10 * section.heartbeat_ms * section.liveness / 1000.0),
             security=security,
         )
 

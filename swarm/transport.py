@@ -135,6 +135,7 @@ class Server(Messenger):
         self.routes: dict[str, bytes] = {}
         self.keys: dict[bytes, bytes] = {}  # peer -> CURVE public key (Z85), under CURVE
         self._warned: set[bytes] = set()  # peers already logged for a refused claim
+        self.lapsed: dict[bytes, float] = {}  # forgotten peer -> when; its names held hold_s
         self._routes = self.routes  # the messenger learns sender -> peer as messages arrive
         self._on_peer_lost = on_peer_lost
         self._copy_envelope = self.options.security is None
@@ -152,10 +153,14 @@ class Server(Messenger):
         """The CURVE public key ``peer`` authenticated with (``b""`` without security)."""
         return self.keys.get(peer, b"")
 
+    def holds(self, peer: bytes) -> bool:
+        """Whether ``peer`` still holds its names: live, or forgotten under ``hold_s`` ago."""
+        return peer in self.peers or peer in self.lapsed
+
     def _claim(self, sender: str, peer: bytes) -> bool:
-        """Route ``sender`` to ``peer`` unless another live peer holds it (then keep that)."""
+        """Route ``sender`` to ``peer`` unless another peer holds it (then keep that)."""
         held = self.routes.get(sender)
-        if held is None or held == peer or held not in self.peers:
+        if held is None or held == peer or not self.holds(held):
             self.routes[sender] = peer
             return True
         if self._warn_once(peer):
@@ -203,6 +208,7 @@ class Server(Messenger):
 
     def _on_traffic(self, peer: bytes) -> None:
         if peer not in self.peers:  # let a new client see us at once
+            self.lapsed.pop(peer, None)
             self.peers[peer] = self._now
             self._send_now(peer, encode(Heartbeat(sender=self.name)))
         self.peers[peer] = self._now
@@ -216,19 +222,28 @@ class Server(Messenger):
             beat = encode(Heartbeat(sender=self.name))
             for peer, seen in list(self.peers.items()):
                 if now - seen > self.options.timeout_s:
-                    self._forget(peer)
+                    self._forget(peer, now)
                 else:
                     self._send_now(peer, beat)
+            for peer, since in list(self.lapsed.items()):
+                if now - since > self.options.hold_s:
+                    self._release(peer)
             self._check_readable()
 
-    def _forget(self, peer: bytes) -> None:
+    def _forget(self, peer: bytes, now: float) -> None:
+        """A peer missed its heartbeats: no more sends to it, but its names stay held."""
         del self.peers[peer]
+        self.lapsed[peer] = now
+        if self._on_peer_lost is not None:
+            self._on_peer_lost(peer)
+
+    def _release(self, peer: bytes) -> None:
+        """A peer silent for ``hold_s``: its routes and key are free for others."""
+        del self.lapsed[peer]
         self.keys.pop(peer, None)
         self._warned.discard(peer)
         for agent in [a for a, p in self.routes.items() if p == peer]:
             del self.routes[agent]
-        if self._on_peer_lost is not None:
-            self._on_peer_lost(peer)
 
 
 class Client(Messenger):

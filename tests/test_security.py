@@ -277,6 +277,43 @@ def test_join_and_leave_from_another_peer_are_refused(tmp_path: Path) -> None:
     asyncio.run(asyncio.wait_for(scenario(), 120))
 
 
+def test_a_host_silent_for_a_few_heartbeats_keeps_its_name(tmp_path: Path) -> None:
+    # Prepare: a host joins, then goes silent (a process the machine starves)
+    port = free_base_port()
+    coordinator = _coordinator(tmp_path, port)
+    address, opts = f"tcp://127.0.0.1:{port}", TransportOptions(heartbeat_ms=200)
+
+    async def scenario() -> None:
+        serving = asyncio.ensure_future(coordinator.run())
+        async with Client("intruder", address, opts) as evil:
+            async with Client("host-0.secret", address, opts) as host:
+                await host.wait_up(30)
+                joined = await _answer(host, Join(sender="host-0", agent_ids=["arith-0"]))
+                assert isinstance(joined, Welcome)
+            await evil.wait_up(30)
+            server = coordinator._server
+            for _ in range(200):  # the coordinator's server has missed host-0's heartbeats
+                if b"host-0.secret" not in server.peers:
+                    break
+                await asyncio.sleep(0.05)
+            assert b"host-0.secret" not in server.peers
+            assert coordinator.options.hold_s >= 30
+
+            # Execute: another peer claims the silent host's name and agent
+            takeover = await _answer(evil, Join(sender="host-0", agent_ids=["arith-0"]))
+            agent = await _answer(evil, Join(sender="host-7", agent_ids=["arith-0"]))
+
+            # Assert: refused; the seat stays with the peer that joined
+            for refused in (takeover, agent):
+                assert isinstance(refused, RemoteError) and refused.remote_code == "security"
+            assert coordinator.members["host-0"].peer == b"host-0.secret"
+        serving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
+
+    asyncio.run(asyncio.wait_for(scenario(), 120))
+
+
 def test_malformed_join_gets_an_error_and_the_coordinator_keeps_answering(
         tmp_path: Path) -> None:
     # Prepare
@@ -395,6 +432,26 @@ def test_a_host_routing_id_is_secret_and_kept_across_restarts(tmp_path: Path) ->
     assert name == "host-0" and len(secret) == 16 and int(secret, 16) >= 0
     assert again == first != other
     assert (tmp_path / "run" / "ids" / "host-0").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_torn_routing_id_file_is_made_anew(tmp_path: Path) -> None:
+    from swarm.proc import _routing_id
+
+    # Prepare: a crash left the id file empty (or holding something else)
+    ids = tmp_path / "run" / "ids"
+    ids.mkdir(parents=True)
+    for torn in ("", "host-0.", "host-1.0123456789abcdef", "\xff"):
+        (ids / "host-0").write_text(torn)
+
+        # Execute: the host starts again
+        made = _routing_id(tmp_path / "run", "host-0")
+
+        # Assert: a valid id of this host, kept from now on, and no temporary file left
+        name, _, secret = made.partition(".")
+        assert name == "host-0" and len(secret) == 16 and int(secret, 16) >= 0
+        assert _routing_id(tmp_path / "run", "host-0") == made
+        assert sorted(p.name for p in ids.iterdir()) == ["host-0"]
+        assert (ids / "host-0").stat().st_mode & 0o777 == 0o600
 
 
 # -- end to end: a real swarm with transport.security: curve ---------------------------

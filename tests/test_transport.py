@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
 import time
 import tracemalloc
@@ -282,10 +283,12 @@ def test_duplicates_are_delivered_once_and_answered_from_cache(echo: Peer, addre
         sock.close(0)
 
 
-def test_server_forgets_a_silent_peer(address: str) -> None:
+def test_server_forgets_a_silent_peer_but_holds_its_names_for_hold_s(address: str) -> None:
+    opts = dataclasses.replace(OPTS, hold_s=4 * OPTS.timeout_s)
+
     async def main() -> None:
         lost: list[bytes] = []
-        async with Server("srv", address, OPTS, on_peer_lost=lost.append) as srv:
+        async with Server("srv", address, opts, on_peer_lost=lost.append) as srv:
             sock = zmq.Context.instance().socket(zmq.DEALER)
             sock.linger = 0
             sock.setsockopt(zmq.ROUTING_ID, b"mute")
@@ -296,11 +299,26 @@ def test_server_forgets_a_silent_peer(address: str) -> None:
             for _ in range(100):
                 if lost:
                     break
-                await asyncio.sleep(OPTS.timeout_s / 10)
+                await asyncio.sleep(opts.timeout_s / 10)
             sock.close(0)
-            assert lost == [b"mute"] and "quiet-agent" not in srv.routes
-            with pytest.raises(PeerUnavailable):
+            assert lost == [b"mute"] and b"mute" not in srv.peers
+            with pytest.raises(PeerUnavailable):  # no sends to a silent peer
                 await srv.send(Chat(recipient="quiet-agent"))
+            # A starved peer is not a dead one: another peer cannot take its name yet.
+            intruder = zmq.Context.instance().socket(zmq.DEALER)
+            intruder.linger = 0
+            intruder.setsockopt(zmq.ROUTING_ID, b"intruder")
+            intruder.connect(address)
+            intruder.send_multipart(encode(Chat(sender="quiet-agent")))
+            await srv.recv(timeout=10)
+            assert srv.routes["quiet-agent"] == b"mute"
+            # After hold_s of silence the name is free.
+            await asyncio.sleep(opts.hold_s + 2 * opts.timeout_s)
+            assert "quiet-agent" not in srv.routes
+            intruder.send_multipart(encode(Chat(sender="quiet-agent")))
+            await srv.recv(timeout=10)
+            assert srv.routes["quiet-agent"] == b"intruder"
+            intruder.close(0)
 
     run(main())
 
