@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import sys
+import tempfile
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,8 @@ from swarm import aio
 from swarm.config import SwarmConfig
 
 __all__ = ["main"]
+
+_ROUTING_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}\.[0-9a-f]{16}")  # host.new_routing_id
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,20 +91,28 @@ def _routing_id(run_dir: Path, host_id: str) -> str:
     """The host's secret routing id, made by its first start and kept by its restarts.
 
     A restarted host reuses it, so the coordinator sees the same peer come back
-    (and lets it join again); the file is readable only by its owner.
+    (and lets it join again); the file is readable only by its owner. It is
+    written to a temporary file and renamed into place, so a crash never leaves
+    an empty or partial id; one that does not read as this host's id is made anew.
     """
     from swarm.host import new_routing_id
 
     path = run_dir / "ids" / host_id
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        kept = path.read_text().strip()
+        if _ROUTING_ID.fullmatch(kept) and kept.startswith(f"{host_id}."):
+            return kept
+    fd, tmp = tempfile.mkstemp(prefix=f".{host_id}.", dir=path.parent)  # mode 0600
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as out:
-        out.write(new_routing_id(host_id))
-        out.flush()
-        os.fsync(out.fileno())
+        with os.fdopen(fd, "w") as out:
+            out.write(new_routing_id(host_id))
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
     return path.read_text().strip()
 
 

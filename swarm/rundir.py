@@ -24,7 +24,7 @@ __all__ = ["RUN_MARKER", "claim_run_dir", "is_swarm_made", "protected", "make_ro
            "model_cache"]
 
 RUN_MARKER = ".swarm-run"
-_RUN_FILES = ("config.json", "hosts.json", "model.txt", "summary.json", "logs")
+_RUN_FILES = ("config.json", "hosts.json", "model.txt", "summary.json", "logs", "ids")
 
 
 def is_swarm_made(path: Path) -> bool:
@@ -77,6 +77,14 @@ def _held_run_files(config: SwarmConfig) -> list[str]:
     return held
 
 
+def _foreign_entries(config: SwarmConfig) -> list[str]:
+    """Entries of a swarm-made run directory that no run writes (a person's files)."""
+    own = {RUN_MARKER, *_RUN_FILES, config.lineage_dir.name, "adapters", ".models"}
+    if config.adapter_store.parent == config.run_dir:
+        own.add(config.adapter_store.name)
+    return sorted(p.name for p in config.run_dir.iterdir() if p.name not in own)
+
+
 def make_room(config: SwarmConfig) -> Path | None:
     """Before a new run: move an earlier run in a swarm-made run directory aside.
 
@@ -90,6 +98,9 @@ def make_room(config: SwarmConfig) -> Path | None:
     if not run_dir.is_dir() or not any(run_dir.iterdir()):
         return None
     reason = protected(run_dir)
+    foreign = _foreign_entries(config) if reason is None and is_swarm_made(run_dir) else []
+    if foreign:  # files put there later: moving the folder would move them too
+        reason = f"it also holds {', '.join(foreign[:5])}, which swarm did not write"
     if reason is None and is_swarm_made(run_dir):
         stamp = time.strftime("%Y%m%d-%H%M%S")
         kept, n = run_dir.with_name(f"{run_dir.name}.{stamp}"), 1

@@ -101,6 +101,22 @@ def test_a_run_directory_swarm_made_is_kept_aside(tmp_path: Path) -> None:
     assert not config.lineage_dir.exists() and (config.run_dir / RUN_MARKER).is_file()
 
 
+def test_a_swarm_made_run_directory_with_a_persons_files_is_not_moved(tmp_path: Path) -> None:
+    # Prepare: a first run in a folder swarm creates, then a person adds a file there.
+    config = _config(tmp_path, str(tmp_path / "runs" / "small" / "lineage"))
+    LocalLauncher(config).prepare()
+    LineageStore.open(config.lineage_dir, create=True).close()
+    (config.run_dir / "notes.txt").write_text("mine")
+    before = sorted(p.name for p in config.run_dir.iterdir())
+    # Execute: a second new run.
+    with pytest.raises(SwarmError, match="notes.txt"):
+        LocalLauncher(config).prepare()
+    # Assert: nothing was moved.
+    assert sorted(p.name for p in config.run_dir.iterdir()) == before
+    assert (config.run_dir / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in config.run_dir.parent.iterdir()) == ["small"]
+
+
 def test_swarm_run_with_lineage_under_home_leaves_home_alone(tmp_path: Path) -> None:
     # Prepare: HOME holds the user's files and an earlier run's lineage.
     home = tmp_path / "home"
