@@ -7,7 +7,8 @@ run by renaming its directory aside, so that rename must only ever touch a
 directory swarm created: ``claim_run_dir`` writes a marker file (``.swarm-run``)
 into each directory it creates, and ``make_room`` moves only a marked directory
 that is not ``/``, the home directory, the working directory or one of their
-ancestors. In any other directory a new run that would overwrite an earlier
+ancestors, and that holds only what runs write (a file a person put there keeps
+the directory where it is). In any other directory a new run that would overwrite an earlier
 run's files is refused with a sentence saying what to do.
 """
 
