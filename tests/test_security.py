@@ -400,7 +400,7 @@ def test_a_routing_id_taken_over_under_another_key_is_dropped(tmp_path: Path) ->
                                 security=CurveSecurity.load(keys, server_key))
 
     async def scenario() -> None:
-        # the server remembers a silent peer for 3 s: the takeover happens within that
+        # the server holds a silent peer's key for hold_s: the takeover happens within that
         async with Server("srv", address, opts(server_dir, heartbeat_ms=1000)) as srv:
             async with Client("same-id", address, opts(one_dir)) as one:
                 await one.wait_up(30)
@@ -412,9 +412,14 @@ def test_a_routing_id_taken_over_under_another_key_is_dropped(tmp_path: Path) ->
                 with pytest.raises(TimeoutError):
                     await srv.recv(timeout=1.0)
                 key = srv.key_of(b"same-id")
+            # Control: the same key on a routing id of its own is heard
+            async with Client("other-id", address, opts(two_dir)) as fresh:
+                await fresh.send(Chat(sender="agent-2", content="from two, own id"))
+                control = await srv.recv(timeout=10)
             # Assert: the peer stays bound to the key it authenticated with
             assert first.msg.content == "from one"
             assert key == public_key_text(one_dir).encode()
+            assert control.msg.content == "from two, own id"
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
 
