@@ -155,6 +155,11 @@ class TransportSection(_Section, frozen=True):
     # A client with one request in flight polls its socket this long before sleeping
     # (trades a little CPU for a shorter round trip; 0 = never spin)
     busy_poll_us: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = 300
+    # Slow is not dead: a peer silent this long (and at least ten liveness timeouts)
+    # is taken for dead: the coordinator drops a host from the round, and its
+    # names (host name, agent routes, key) are free for others. Raise it on a
+    # machine so loaded that processes go unscheduled for longer.
+    silence_s: Annotated[float, msgspec.Meta(ge=1.0, le=86_400.0)] = 30.0
 
     def __post_init__(self) -> None:
         # curve without keys would fail in every process at start: say so at check time

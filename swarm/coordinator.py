@@ -108,7 +108,7 @@ class Coordinator:
         self.recorder = recorder
         self.options = options or TransportOptions.from_config(config.transport)
         self.round_attempts = round_attempts
-        self.silence_s = self.options.hold_s if silence_s is None else silence_s
+        self.silence_s = self.options.silence_s if silence_s is None else silence_s
         self.checker = ReportChecker(AdapterStore(recorder.adapter_root), recorder.profiler.skills)
         self.protocol = get_protocol(config.protocol.name)(config.protocol)
         self.members: dict[str, Member] = {}
@@ -188,7 +188,7 @@ class Coordinator:
         """Admit a host, bound to the peer (routing id, CURVE key) that joined with its name.
 
         A seat stays with its peer while the server ``holds`` it (live, or silent
-        for under ``hold_s``), also while the host is dropped from rounds for
+        for under ``silence_s``), also while the host is dropped from rounds for
         silence: a starved host keeps its name and agents.
 
         Raises:

@@ -101,9 +101,9 @@ class TransportOptions:
     busy_poll_us: int = 300
     # Slow is not dead: a peer the machine starves for a few seconds misses its
     # heartbeats (``timeout_s``), but its names (host name, agent routes, CURVE
-    # key) stay bound to it for ``hold_s`` of silence, so no other peer can take
+    # key) stay bound to it for ``silence_s`` of silence, so no other peer can take
     # them over meanwhile; the coordinator drops a host after the same silence.
-    hold_s: float = 30.0
+    silence_s: float = 30.0
     security: CurveSecurity | None = None
 
     def __post_init__(self) -> None:
@@ -130,7 +130,7 @@ class TransportOptions:
             heartbeat_ms=section.heartbeat_ms,
             liveness=section.liveness,
             busy_poll_us=section.busy_poll_us,
-            hold_s=max(30.0, 10 * section.heartbeat_ms * section.liveness / 1000.0),
+            silence_s=max(section.silence_s, 10 * section.heartbeat_ms * section.liveness / 1000.0),
             security=security,
         )
 

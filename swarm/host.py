@@ -72,7 +72,7 @@ class Host:
         options: TransportOptions | None = None,
         peer_address: str | None = None,
         routing_id: str | None = None,
-        silence_s: float = 120.0,
+        silence_s: float | None = None,
     ) -> None:
         from swarm.agents.registry import get_role
         from swarm.protocols.registry import get_protocol
@@ -88,7 +88,8 @@ class Host:
         # server: the host's name plus a secret part, so that no other peer can take
         # over its connection (ZeroMQ hands a routing id to whoever connects with it).
         self.routing_id = routing_id or new_routing_id(host_id)
-        self.silence_s = silence_s
+        # the model server may hold its loop longer than a host (engine start): 120 s at least
+        self.silence_s = max(120.0, self.options.silence_s) if silence_s is None else silence_s
         self.messages = 0  # sent and received since the last StepDone (for messages/s)
         self._model: Client | None = None
 

@@ -135,7 +135,7 @@ class Server(Messenger):
         self.routes: dict[str, bytes] = {}
         self.keys: dict[bytes, bytes] = {}  # peer -> CURVE public key (Z85), under CURVE
         self._warned: set[bytes] = set()  # peers already logged for a refused claim
-        self.lapsed: dict[bytes, float] = {}  # forgotten peer -> when; its names held hold_s
+        self.lapsed: dict[bytes, float] = {}  # forgotten peer -> when; its names held silence_s
         self._routes = self.routes  # the messenger learns sender -> peer as messages arrive
         self._on_peer_lost = on_peer_lost
         self._copy_envelope = self.options.security is None
@@ -154,7 +154,7 @@ class Server(Messenger):
         return self.keys.get(peer, b"")
 
     def holds(self, peer: bytes) -> bool:
-        """Whether ``peer`` still holds its names: live, or forgotten under ``hold_s`` ago."""
+        """Whether ``peer`` still holds its names: live, or forgotten under ``silence_s`` ago."""
         return peer in self.peers or peer in self.lapsed
 
     def _claim(self, sender: str, peer: bytes) -> bool:
@@ -226,7 +226,7 @@ class Server(Messenger):
                 else:
                     self._send_now(peer, beat)
             for peer, since in list(self.lapsed.items()):
-                if now - since > self.options.hold_s:
+                if now - since > self.options.silence_s:
                     self._release(peer)
             self._check_readable()
 
@@ -238,7 +238,7 @@ class Server(Messenger):
             self._on_peer_lost(peer)
 
     def _release(self, peer: bytes) -> None:
-        """A peer silent for ``hold_s``: its routes and key are free for others."""
+        """A peer silent for ``silence_s``: its routes and key are free for others."""
         del self.lapsed[peer]
         self.keys.pop(peer, None)
         self._warned.discard(peer)

@@ -297,7 +297,7 @@ def test_a_host_silent_for_a_few_heartbeats_keeps_its_name(tmp_path: Path) -> No
                     break
                 await asyncio.sleep(0.05)
             assert b"host-0.secret" not in server.peers
-            assert coordinator.options.hold_s >= 30
+            assert coordinator.options.silence_s >= 30
 
             # Execute: another peer claims the silent host's name and agent
             takeover = await _answer(evil, Join(sender="host-0", agent_ids=["arith-0"]))
@@ -400,7 +400,7 @@ def test_a_routing_id_taken_over_under_another_key_is_dropped(tmp_path: Path) ->
                                 security=CurveSecurity.load(keys, server_key))
 
     async def scenario() -> None:
-        # the server holds a silent peer's key for hold_s: the takeover happens within that
+        # the server holds a silent peer's key for silence_s: the takeover happens within that
         async with Server("srv", address, opts(server_dir, heartbeat_ms=1000)) as srv:
             async with Client("same-id", address, opts(one_dir)) as one:
                 await one.wait_up(30)

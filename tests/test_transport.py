@@ -79,6 +79,11 @@ def test_options_and_endpoint_from_config() -> None:
     assert opts.timeout_s == 1.0
     assert endpoint(section, 2) == "tcp://127.0.0.1:47002"
     assert TransportOptions.from_config(TransportSection(busy_poll_us=0)).busy_poll_us == 0
+    # silence: the config's, but never under ten liveness timeouts
+    assert opts.silence_s == 30.0
+    assert TransportOptions.from_config(TransportSection(silence_s=300.0)).silence_s == 300.0
+    slow = TransportSection(heartbeat_ms=10_000, liveness=5, silence_s=30.0)
+    assert TransportOptions.from_config(slow).silence_s == 500.0
 
 
 @pytest.mark.parametrize("budget_us", [0, 2_000_000])
@@ -283,8 +288,8 @@ def test_duplicates_are_delivered_once_and_answered_from_cache(echo: Peer, addre
         sock.close(0)
 
 
-def test_server_forgets_a_silent_peer_but_holds_its_names_for_hold_s(address: str) -> None:
-    opts = dataclasses.replace(OPTS, hold_s=4 * OPTS.timeout_s)
+def test_server_forgets_a_silent_peer_but_holds_its_names_for_silence_s(address: str) -> None:
+    opts = dataclasses.replace(OPTS, silence_s=4 * OPTS.timeout_s)
 
     async def main() -> None:
         lost: list[bytes] = []
@@ -312,8 +317,8 @@ def test_server_forgets_a_silent_peer_but_holds_its_names_for_hold_s(address: st
             intruder.send_multipart(encode(Chat(sender="quiet-agent")))
             await srv.recv(timeout=10)
             assert srv.routes["quiet-agent"] == b"mute"
-            # After hold_s of silence the name is free.
-            await asyncio.sleep(opts.hold_s + 2 * opts.timeout_s)
+            # After silence_s of silence the name is free.
+            await asyncio.sleep(opts.silence_s + 2 * opts.timeout_s)
             assert "quiet-agent" not in srv.routes
             intruder.send_multipart(encode(Chat(sender="quiet-agent")))
             await srv.recv(timeout=10)
