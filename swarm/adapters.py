@@ -337,6 +337,7 @@ class AdapterStore:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.validator = validator
+        self._verified: set[str] = set()  # unmarked entries whose hash checked out once
 
     def put(self, folder: str | Path) -> AdapterRef:
         """Copy a PEFT folder in (once per content hash) and return its reference.
@@ -392,12 +393,15 @@ class AdapterStore:
             return True
         if folder.is_symlink() or not (folder / WEIGHTS_FILE).is_file():
             return False
+        if sha in self._verified:  # hashed once already (a read-only store keeps no marker)
+            return True
         try:
             if adapter_sha256(folder) != sha:
                 return False
             load_config(folder)
         except AdapterError:
             return False
+        self._verified.add(sha)
         with contextlib.suppress(OSError):  # a read-only store is still readable
             write_durably(folder / COMPLETE_MARKER, [sha.encode()])
         return True

@@ -440,6 +440,36 @@ def test_an_entry_from_before_the_marker_counts_once_verified(good: Path, tmp_pa
     assert not store.has("0" * 64)
 
 
+def test_an_unmarked_entry_in_a_read_only_store_is_hashed_once(
+    good: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import swarm.adapters
+
+    # Prepare: an entry from before the marker, in a store where no marker can be written
+    store = AdapterStore(tmp_path / "store")
+    sha = adapter_sha256(good)
+    shutil.copytree(good, store.root / sha)
+    hashed: list[Path] = []
+    real_hash = swarm.adapters.adapter_sha256
+
+    def counting(folder: str | Path) -> str:
+        hashed.append(Path(folder))
+        return real_hash(folder)
+
+    def read_only(path: Path, chunks: object) -> None:
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(swarm.adapters, "adapter_sha256", counting)
+    monkeypatch.setattr(swarm.adapters, "write_durably", read_only)
+
+    # Execute: the coordinator asks about it for every report
+    answers = [store.has(sha) for _ in range(5)]
+
+    # Assert: present each time, hashed once, no marker
+    assert answers == [True] * 5 and len(hashed) == 1
+    assert not (store.root / sha / ".swarm-complete").exists()
+
+
 def test_put_fsyncs_every_file_and_folder_before_it_returns(
     good: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
