@@ -59,6 +59,7 @@ __all__ = [
     "refuse_links",
     "refuse_pickles",
     "COMPLETE_MARKER",
+    "is_sha256",
     "AdapterStore",
     "AdapterValidator",
     "adapter_sha256",
@@ -386,7 +387,7 @@ class AdapterStore:
         An entry written before the marker existed counts once its bytes hash
         to ``sha`` and its config parses (the marker is then added).
         """
-        if not _is_sha(sha):
+        if not is_sha256(sha):
             return False
         folder = self.root / sha
         if (folder / COMPLETE_MARKER).is_file():
@@ -478,5 +479,6 @@ def _copy_no_follow(src: Path, dest: Path) -> None:
         os.fsync(target.fileno())
 
 
-def _is_sha(text: str) -> bool:
+def is_sha256(text: str) -> bool:
+    """Whether ``text`` is a full lowercase sha256 hex digest: an adapter's name in a store."""
     return len(text) == 64 and all(c in "0123456789abcdef" for c in text)

@@ -16,11 +16,10 @@ says why in the round record, and goes on with the other hosts.
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
 from collections.abc import Collection, Iterable
 
-from swarm.adapters import AdapterStore
+from swarm.adapters import AdapterStore, is_sha256
 from swarm.errors import ReportError
 from swarm.wire import AgentReport, PairOutcome, Step, StepDone
 
@@ -29,8 +28,6 @@ __all__ = ["ReportChecker", "short", "MAX_METRICS", "MAX_PARENTS", "MAX_REASON"]
 MAX_METRICS = 64  # named metrics per report
 MAX_PARENTS = 8  # parent adapters per outcome
 MAX_REASON = 300  # characters of a failure reason kept in the round record
-
-_SHA = re.compile(r"[0-9a-f]{64}")
 
 
 class ReportChecker:
@@ -104,12 +101,12 @@ class ReportChecker:
         if len(o.parents) > MAX_PARENTS:
             raise ReportError(f"{who} names {len(o.parents)} parents (at most {MAX_PARENTS})")
         for parent in o.parents:
-            if not _SHA.fullmatch(parent):
+            if not is_sha256(parent):
                 raise ReportError(f"{who} names a parent that is not a content hash: "
                                   f"{parent[:80]!r}")
 
     def _stored(self, sha: str, what: str) -> None:
-        if not _SHA.fullmatch(sha):
+        if not is_sha256(sha):
             raise ReportError(f"{what} is not a content hash: {sha[:80]!r}")
         if not self.store.has(sha):
             raise ReportError(f"{what} {sha[:12]} is not in the adapter store")

@@ -13,13 +13,13 @@ in a ``Generate`` message, so the model server hands them on unconverted.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import msgspec
 
+from swarm.adapters import is_sha256
 from swarm.errors import AdapterError, AdapterNotFound, BackendError
 from swarm.wire import MAX_TEMPERATURE, MAX_TOKENS, GenRequest
 
@@ -33,7 +33,6 @@ __all__ = [
     "check_requests",
 ]
 
-_SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
 
 #: Finds the PEFT folder of an adapter by content hash; raises ``AdapterError`` if unknown.
 Resolver = Callable[[str], Path]
@@ -119,7 +118,7 @@ def check_ref(ref: str) -> str:
     Raises:
         AdapterError: ``ref`` is not 64 lowercase hex digits.
     """
-    if not isinstance(ref, str) or not _SHA256.match(ref):
+    if not isinstance(ref, str) or not is_sha256(ref):
         raise AdapterError(f"adapter ref {ref!r} is not a sha256 hex digest")
     return ref
 
