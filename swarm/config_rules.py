@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from swarm.errors import LineageError, RegistryError
-from swarm.gitbatch import check_ref_name
+from swarm.lineage_names import check_id
 
 if TYPE_CHECKING:
     from swarm.config import SwarmConfig
@@ -65,9 +65,9 @@ def name_problem(name: str) -> str | None:
     if name.startswith("-"):
         return "must not start with '-'"
     try:
-        check_ref_name(f"refs/heads/{name}")
-    except LineageError:
-        return "git refuses it as a branch name (no '..', no leading '.', no trailing '.lock')"
+        check_id("name", name)  # the lineage's own rule for the ids it is given
+    except LineageError as exc:
+        return f"git refuses it as a branch name: {exc}"
     return None
 
 
