@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from swarm.knowledge import KnowledgeGraph
-from swarm.tasks import Example, exact_match
+from swarm.skills.procedural import Example, exact_match
 
 __all__ = ["Agent", "AgentSpec", "HostServices", "Report", "Outcome"]
 
@@ -66,7 +66,7 @@ class Outcome:
 
 
 class HostServices(Protocol):
-    """What a host offers its agents; implemented by ``swarm.host`` (and by test doubles)."""
+    """What a host offers its agents; implemented by ``swarm.runtime.host`` (and by test doubles)."""
 
     async def train(
         self, agent_id: str, base_adapter: str | None, examples: Sequence[Example], hyper: dict[str, Any]

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import write_result  # noqa: E402
-from swarm.lineage import CommitSpec, LineageStore  # noqa: E402
+from swarm.lineage.store import CommitSpec, LineageStore  # noqa: E402
 
 AGENTS = 16
 

@@ -7,7 +7,7 @@ Synthetic pairing environment (one per seed):
 - the expected reward of a pair is a hidden linear function of the two
   contexts, ``E[r_ij] = theta*^T phi(c_i, c_j)`` with
   ``phi = [1, c_i + c_j, c_i**2 + c_j**2, c_i * c_j]`` (the matchmaker's own
-  symmetric pair featurization, swarm.matchmaker.pair_features) and
+  symmetric pair featurization, swarm.matching.matchmaker.pair_features) and
   ``theta*`` drawn from a standard normal, then scaled so that the expected
   rewards of the 120 pairs have a standard deviation of 0.5;
 - an observed reward is the expected one plus Gaussian noise, sigma 0.15;
@@ -55,7 +55,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import write_result  # noqa: E402
-from swarm.matchmaker import (  # noqa: E402
+from swarm.matching.matchmaker import (  # noqa: E402
     greedy_disjoint_pairs,
     improve_pairs,
     make_matchmaker,

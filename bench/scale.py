@@ -41,11 +41,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import write_result  # noqa: E402
-from swarm import aio  # noqa: E402
 from swarm.agents.base import Agent, AgentSpec  # noqa: E402
 from swarm.agents.registry import role  # noqa: E402
-from swarm.transport import Client, TransportOptions  # noqa: E402
-from swarm.wire import Chat, encode_batch  # noqa: E402
+from swarm.transport import loop as aio  # noqa: E402
+from swarm.transport.peers import Client, TransportOptions  # noqa: E402
+from swarm.wire.codec import Chat, encode_batch  # noqa: E402
 
 STATS_ID = "__stats__"  # reserved agent: answers any chat with the host's RSS and CPU time
 TEXT = "hello, how are you doing today?"  # what the driver says
@@ -84,8 +84,8 @@ class ScaleStats(Agent):
 
 def serve(n_agents: int, address: str) -> None:
     """Run one host with ``n_agents`` chat agents and the stats agent until killed."""
-    from swarm.config import parse_config
-    from swarm.host import Host
+    from swarm.config.schema import parse_config
+    from swarm.runtime.host import Host
 
     config = parse_config({"swarm": {"name": "scale"},
                            "agents": [{"name": "g", "count": 1, "skills": ["add"]}],

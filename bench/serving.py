@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import write_result  # noqa: E402
-from swarm.wire import GenRequest  # noqa: E402
+from swarm.wire.codec import GenRequest  # noqa: E402
 
 WORK = ROOT / "bench" / ".runs" / "serving"
 GOALS = {"adapters64_vs_base": ">= 0.5", "server_vs_direct_engine": ">= 0.9"}
@@ -116,8 +116,8 @@ def via_server(address: str, requests: list[GenRequest], agents: int) -> tuple[f
 
 async def client_main(address: str, agents: int, requests: list[GenRequest]) -> dict[str, Any]:
     """Host side: each agent sends its share as one ``Generate``, all at once."""
-    from swarm.transport import Client
-    from swarm.wire import Generate
+    from swarm.transport.peers import Client
+    from swarm.wire.codec import Generate
 
     shares = [list(range(i, len(requests), agents)) for i in range(agents)]
     async with Client(f"bench-host-{os.getpid()}", address) as client:
@@ -146,11 +146,11 @@ def hf_naive(hf: Any, requests: list[GenRequest]) -> float:
 
 def measure(args: argparse.Namespace) -> None:
     """Build the model and adapters, start one engine, measure everything, write the JSON."""
+    from swarm.models.tiny import build_tiny_model
     from swarm.serving import MappingResolver
     from swarm.serving.hf_backend import HFBackend
     from swarm.serving.server import ModelServer, ServerThread
     from swarm.serving.vllm_backend import VLLMBackend
-    from swarm.tinymodel import build_tiny_model
 
     if not args.stock_child:
         shutil.rmtree(WORK, ignore_errors=True)

@@ -37,11 +37,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import refuse_unavailable, write_result  # noqa: E402
-from swarm.cli_run import run_swarm  # noqa: E402
-from swarm.config import load_config  # noqa: E402
+from swarm.cli.run import run_swarm  # noqa: E402
+from swarm.config.schema import load_config  # noqa: E402
 from swarm.errors import SwarmError  # noqa: E402
-from swarm.launcher import start_model_server  # noqa: E402
-from swarm.transport import endpoint  # noqa: E402
+from swarm.runtime.local_launcher import start_model_server  # noqa: E402
+from swarm.transport.peers import endpoint  # noqa: E402
 
 SETTINGS = {
     "linucb": ["protocol.name=knexa", "matchmaker.kind=linucb"],

@@ -53,10 +53,10 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import zmq  # noqa: E402
 
-from swarm import aio  # noqa: E402
-from swarm.transfer import AdapterReceiver, AdapterSender  # noqa: E402
-from swarm.transport import Client, Server, TransportOptions  # noqa: E402
-from swarm.wire import Chat, encode  # noqa: E402
+from swarm.transport import loop as aio  # noqa: E402
+from swarm.transport.peers import Client, Server, TransportOptions  # noqa: E402
+from swarm.transport.transfer import AdapterReceiver, AdapterSender  # noqa: E402
+from swarm.wire.codec import Chat, encode  # noqa: E402
 
 GOALS = {
     "small_msg_throughput_vs_raw": ">= 0.5",

@@ -52,7 +52,7 @@ class Protocol:
 
 
 def orient(pair: tuple[str, str], reports: Mapping[str, Report]) -> tuple[str, str]:
-    """The teacher/student rule (``swarm.matchmaker.orient_by_score``) over round reports."""
-    from swarm.matchmaker import orient_by_score
+    """The teacher/student rule (``swarm.matching.matchmaker.orient_by_score``) over round reports."""
+    from swarm.matching.matchmaker import orient_by_score
 
     return orient_by_score(pair, {agent: reports[agent].score for agent in pair})

@@ -1,7 +1,7 @@
 """One flat hierarchy of the errors swarm raises.
 
 A class exists only where a caller handles the case differently. Across a
-process boundary an error travels as data (``swarm.wire.Error``), never as a
+process boundary an error travels as data (``swarm.wire.codec.Error``), never as a
 dropped connection; ``code`` is the stable identifier used there.
 """
 
@@ -99,7 +99,7 @@ class SecurityError(TransportError):
     """A peer's claim was refused: a host name or agents that another live peer joined with.
 
     The refused peer gets ``Error(code="security")`` and nothing changes. A
-    restarted host keeps its routing id (``swarm.proc``), so it is the same
+    restarted host keeps its routing id (``swarm.runtime.process``), so it is the same
     peer and is not refused.
     """
 

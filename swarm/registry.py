@@ -39,7 +39,7 @@ class Registry(Generic[T]):
         Raises:
             RegistryError: the name is empty or already taken.
         """
-        if not _NAME.match(name):  # ASCII: a config can name nothing else (swarm.config.Name)
+        if not _NAME.match(name):  # ASCII: a config can name nothing else (swarm.config.schema.Name)
             raise RegistryError(
                 f"{self.kind} name {name[:70]!r} must be 1 to 64 ASCII letters, digits, '-' or '_'"
             )

@@ -25,7 +25,7 @@ os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny Llama model folder built once per session (seed 0, the defaults)."""
-    from swarm.tinymodel import build_tiny_model
+    from swarm.models.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
 
@@ -90,8 +90,8 @@ def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]
     Yields the config overrides that point a run at it (``model.server`` and the
     shared ``model.adapter_store``).
     """
-    from swarm.config import load_config
-    from swarm.launcher import start_model_server
+    from swarm.config.schema import load_config
+    from swarm.runtime.local_launcher import start_model_server
 
     work = tmp_path_factory.mktemp("model-server")
     port = free_base_port()

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import msgspec
 
-from swarm.wire import (
+from swarm.wire.codec import (
     MAX_BATCH,
     MAX_PAYLOAD_FRAMES,
     MESSAGE_TYPES,

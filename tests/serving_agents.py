@@ -15,8 +15,8 @@ import sys
 from typing import Any
 
 from swarm.errors import RemoteError
-from swarm.transport import Client
-from swarm.wire import Generate, Generated, GenRequest
+from swarm.transport.peers import Client
+from swarm.wire.codec import Generate, Generated, GenRequest
 
 
 async def _ask(client: Client, job: dict[str, Any]) -> str:

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import load_file, save_file
 
-from swarm.adapters import (
+from swarm.adapters.store import (
     AdapterStore,
     AdapterValidator,
     adapter_sha256,
@@ -443,14 +443,14 @@ def test_an_entry_from_before_the_marker_counts_once_verified(good: Path, tmp_pa
 def test_an_unmarked_entry_in_a_read_only_store_is_hashed_once(
     good: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import swarm.adapters
+    import swarm.adapters.store
 
     # Prepare: an entry from before the marker, in a store where no marker can be written
     store = AdapterStore(tmp_path / "store")
     sha = adapter_sha256(good)
     shutil.copytree(good, store.root / sha)
     hashed: list[Path] = []
-    real_hash = swarm.adapters.adapter_sha256
+    real_hash = swarm.adapters.store.adapter_sha256
 
     def counting(folder: str | Path) -> str:
         hashed.append(Path(folder))
@@ -459,8 +459,8 @@ def test_an_unmarked_entry_in_a_read_only_store_is_hashed_once(
     def read_only(path: Path, chunks: object) -> None:
         raise OSError(30, "Read-only file system")
 
-    monkeypatch.setattr(swarm.adapters, "adapter_sha256", counting)
-    monkeypatch.setattr(swarm.adapters, "write_durably", read_only)
+    monkeypatch.setattr(swarm.adapters.store, "adapter_sha256", counting)
+    monkeypatch.setattr(swarm.adapters.store, "write_durably", read_only)
 
     # Execute: the coordinator asks about it for every report
     answers = [store.has(sha) for _ in range(5)]

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from swarm import aio
 from swarm.errors import ConfigError
+from swarm.transport import loop as aio
 
 
 async def _loop_type() -> str:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from swarm.cas import ContentStore, sha256_file
 from swarm.errors import LineageError
+from swarm.lineage.cas import ContentStore, sha256_file
 
 
 def test_put_twice_stores_once(tmp_path: Path) -> None:
@@ -88,16 +88,16 @@ def test_bad_adapter_config_is_a_lineage_error(tmp_path: Path) -> None:
 def test_every_directory_a_put_creates_is_made_durable(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     # Prepare: record which folders are fsynced (the real fsync still runs).
-    import swarm.cas
+    import swarm.lineage.cas
 
     synced: list[Path] = []
-    real = swarm.cas.fsync_dir
+    real = swarm.lineage.cas.fsync_dir
 
     def record(path: Path) -> None:
         synced.append(Path(path))
         real(path)
 
-    monkeypatch.setattr(swarm.cas, "fsync_dir", record)
+    monkeypatch.setattr(swarm.lineage.cas, "fsync_dir", record)
     root = tmp_path / "lineage" / "cas"
     store = ContentStore(root)
     # Execute: the first put into a store that does not exist yet.

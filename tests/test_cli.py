@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from swarm.cli import describe, main
+from swarm.cli.main import describe, main
 from swarm.errors import ConfigError, LineageError
-from swarm.security import init_keys, public_key_text
+from swarm.transport.security import init_keys, public_key_text
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "configs" / "quickstart.yaml"

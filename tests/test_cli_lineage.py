@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from swarm.cli import main
-from swarm.lineage import CommitSpec, LineageStore
+from swarm.cli.main import main
+from swarm.lineage.store import CommitSpec, LineageStore
 
 
 def _lineage(tmp_path: Path) -> Path:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from swarm.cli import main
-from swarm.config import load_config
+from swarm.cli.main import main
+from swarm.config.schema import load_config
 from swarm.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent

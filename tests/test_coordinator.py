@@ -26,11 +26,11 @@ from typing import Any
 import pytest
 
 from swarm.agents.base import Agent, HostServices, Report
-from swarm.config import SwarmConfig, parse_config
+from swarm.config.schema import SwarmConfig, parse_config
 from swarm.errors import SwarmError
-from swarm.host import Host
-from swarm.population import build_population
-from swarm.wire import PairOutcome, Step, StepDone
+from swarm.runtime.host import Host
+from swarm.runtime.population import build_population
+from swarm.wire.codec import PairOutcome, Step, StepDone
 from tests.conftest import free_base_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,8 +91,8 @@ def msgspec_copy(item: Any, **changes: Any) -> Any:
 
 def serve(config_path: str, host_id: str, mode: str, agents: list[str]) -> None:
     """The host process: a real ``Host`` holding ``agents`` of the test role."""
-    from swarm import aio
     from swarm.agents.registry import role
+    from swarm.transport import loop as aio
 
     role("test_coordinator_fixed")(FixedAgent)
     FixedAgent.mode = mode
@@ -138,8 +138,8 @@ class Swarm:
         With ``during`` (an async function of the coordinator) that runs alongside,
         and its result comes third.
         """
-        from swarm.coordinator import Coordinator
-        from swarm.recorder import Recorder
+        from swarm.runtime.coordinator import Coordinator
+        from swarm.runtime.recorder import Recorder
 
         expected = [s.agent_id for s in build_population(self.config)]
         coordinator = Coordinator(self.config, expected, Recorder.open(self.config), **kwargs)
@@ -188,7 +188,7 @@ def test_a_bad_report_drops_only_that_hosts_results(swarm: Any, tmp_path: Path, 
     coordinator, summary = s.run()
 
     # Assert: the round is committed with host-0's results only, and says why
-    from swarm.lineage import LineageReader, round_path
+    from swarm.lineage.store import LineageReader, round_path
 
     record = json.loads(LineageReader(s.config.lineage_dir).show("swarm", round_path(0)))
     assert record == summary["history"][0]
@@ -232,8 +232,8 @@ def test_a_malformed_join_is_refused_and_the_coordinator_keeps_serving(swarm: An
 
     async def stranger(coordinator: Any) -> tuple[str, Any]:
         from swarm.errors import RemoteError
-        from swarm.transport import Client, TransportOptions, endpoint
-        from swarm.wire import Join, Status
+        from swarm.transport.peers import Client, TransportOptions, endpoint
+        from swarm.wire.codec import Join, Status
 
         while not coordinator.members:
             await asyncio.sleep(0.05)
@@ -365,7 +365,7 @@ def test_a_round_nobody_reported_is_not_committed(swarm: Any, tmp_path: Path) ->
         s.run(round_attempts=2)
 
     # Assert: the error says why, and the lineage holds no round
-    from swarm.recorder import Recorder
+    from swarm.runtime.recorder import Recorder
 
     assert "the model server is gone" in str(err.value)
     recorder = Recorder.open(s.config)

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import zmq
 
-from swarm.transport import Client, TransportOptions
-from swarm.wire import Chat, Error, decode_envelope, encode
+from swarm.transport.peers import Client, TransportOptions
+from swarm.wire.codec import Chat, Error, decode_envelope, encode
 from tests.fuzzing import multipart
 from tests.transport_peer import Peer
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from swarm.errors import LineageError
-from swarm.gitwriter import (
+from swarm.lineage.git import (
     BLOB_MODE,
     TREE_MODE,
     CatFile,

@@ -21,8 +21,8 @@ import zmq
 
 from swarm.agents.base import Agent, AgentSpec
 from swarm.errors import PeerUnavailable, RemoteError
-from swarm.transport import Client, TransportOptions
-from swarm.wire import Chat, Error, Heartbeat, Message, decode_envelope, encode
+from swarm.transport.peers import Client, TransportOptions
+from swarm.wire.codec import Chat, Error, Heartbeat, Message, decode_envelope, encode
 
 AGENTS = ("a0", "a1", "a2")
 OPTS = TransportOptions()
@@ -43,8 +43,8 @@ class EchoAgent(Agent):
 def serve(address: str) -> None:
     """The host process: three echo agents serving peers at ``address`` until killed."""
     from swarm.agents.registry import role
-    from swarm.config import parse_config
-    from swarm.host import Host
+    from swarm.config.schema import parse_config
+    from swarm.runtime.host import Host
 
     role("test_host_echo")(EchoAgent)
     config = parse_config({"swarm": {"name": "t"},

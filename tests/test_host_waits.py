@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from swarm.config import parse_config
+from swarm.config.schema import parse_config
 from swarm.errors import PeerUnavailable
-from swarm.host import Host
-from swarm.transport import Client, TransportOptions
-from swarm.wire import Train, Trained
+from swarm.runtime.host import Host
+from swarm.transport.peers import Client, TransportOptions
+from swarm.wire.codec import Train, Trained
 
 ROOT = Path(__file__).resolve().parent.parent
 OPTS = TransportOptions(heartbeat_ms=100, liveness=5)
@@ -32,8 +32,8 @@ SHA = "c" * 64
 
 def serve(address: str, mode: str) -> None:
     """The model server process: answers every ``Train`` as ``mode`` says."""
-    from swarm import aio
-    from swarm.transport import Server
+    from swarm.transport import loop as aio
+    from swarm.transport.peers import Server
 
     async def main() -> None:
         async with Server("model", address, OPTS) as server:

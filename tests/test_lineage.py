@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from swarm.errors import LineageError
-from swarm.lineage import CommitSpec, LineageReader, LineageStore
+from swarm.lineage.store import CommitSpec, LineageReader, LineageStore
 
 
 def git(repo: Path, *args: str) -> str:
@@ -202,7 +202,7 @@ def test_adapter_stored_twice_is_stored_once(store: LineageStore, tmp_path: Path
 _READER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from swarm.lineage import LineageReader
+    from swarm.lineage.store import LineageReader
     repo, stop = Path(sys.argv[1]), Path(sys.argv[2])
     r = LineageReader(repo)
     checks, last = 0, -1
@@ -252,7 +252,7 @@ def test_readers_never_see_torn_state_or_locks(tmp_path: Path) -> None:
 
 _CRASH_CHILD = textwrap.dedent("""
     import random, sys
-    from swarm.lineage import CommitSpec, LineageStore
+    from swarm.lineage.store import CommitSpec, LineageStore
     repo, seed = sys.argv[1], int(sys.argv[2])
     rng = random.Random(seed)
     store = LineageStore.open(repo, create=True, maintain_every=6)

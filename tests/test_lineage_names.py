@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from swarm.errors import LineageError
-from swarm.gitwriter import CatFile
-from swarm.lineage import CommitSpec, LineageStore, adapter_path, agent_branch, artifact_path
-from swarm.lineage_names import check_id, check_ref_name
+from swarm.lineage.git import CatFile
+from swarm.lineage.names import check_id, check_ref_name
+from swarm.lineage.store import CommitSpec, LineageStore, adapter_path, agent_branch, artifact_path
 
 BAD_IDS = ["", ".", "..", "a..b", "x.lock", "-rf", ".hidden", "a/b", "a\nb", "a b", "a\tb",
            "a\x00b", "a\x7fb", "a:b", "a~1", "a^", "a?", "a*", "a[", "a\\b", "a@{1}", "x" * 200]

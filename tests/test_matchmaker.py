@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from swarm.errors import MatchmakerError
-from swarm.matchmaker import (
+from swarm.matching.matchmaker import (
     GreedyMatchmaker,
     LinUCBMatchmaker,
     Matchmaker,

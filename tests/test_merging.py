@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from swarm.adapters import AdapterValidator
+from swarm.adapters.store import AdapterValidator
 from swarm.errors import AdapterError
-from swarm.merging import (
+from swarm.serving.merging import (
     Merger,
     adapter_deltas,
     merge_adapters,

@@ -8,11 +8,11 @@ import msgspec
 import pytest
 
 from swarm.errors import AdapterError, ConfigError, RegistryError, SwarmError
-from swarm.wire import Join
+from swarm.wire.codec import Join
 
 
 def test_config_names_refuse_a_trailing_newline() -> None:
-    from swarm.config import ModuleName, Name
+    from swarm.config.schema import ModuleName, Name
 
     for kind in (Name, ModuleName):
         assert msgspec.convert("q_proj", kind) == "q_proj"
@@ -29,7 +29,7 @@ def test_registry_refuses_a_name_with_a_trailing_newline() -> None:
 
 
 def test_join_refuses_a_host_name_with_a_trailing_newline() -> None:
-    from swarm.membership import check_join
+    from swarm.runtime.membership import check_join
 
     with pytest.raises(SwarmError):
         check_join(Join(sender="host-0\n", agent_ids=["a-0"]), ["a-0"])
@@ -43,7 +43,7 @@ def test_adapter_ref_refuses_a_trailing_newline() -> None:
 
 
 def test_keys_add_refuses_a_name_or_key_with_a_trailing_newline(tmp_path: Path) -> None:
-    from swarm.security import add_key, init_keys, public_key_text
+    from swarm.transport.security import add_key, init_keys, public_key_text
 
     init_keys(tmp_path)
     key = public_key_text(tmp_path)

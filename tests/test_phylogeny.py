@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from swarm.cli import main
+from swarm.cli.main import main
 from swarm.errors import LineageError
-from swarm.lineage import LineageStore
-from swarm.phylogeny import draw, generations
+from swarm.lineage.phylogeny import draw, generations
+from swarm.lineage.store import LineageStore
 
 
 @dataclass

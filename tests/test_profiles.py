@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from swarm.errors import MatchmakerError
-from swarm.matchmaker import LinUCBMatchmaker
-from swarm.profiles import AgentSnapshot, ProfileBuilder
-from swarm.wire import AgentReport
+from swarm.matching.matchmaker import LinUCBMatchmaker
+from swarm.matching.profiles import AgentSnapshot, ProfileBuilder
+from swarm.wire.codec import AgentReport
 
 
 def test_layout_names_every_feature() -> None:

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from swarm.agents.base import Agent, AgentSpec
-from swarm.config import ProtocolSection
+from swarm.config.schema import ProtocolSection
 from swarm.protocols.knexa import Knexa
-from swarm.tasks import Example
+from swarm.skills.procedural import Example
 
 OLD, TEACHER, NEW = "a" * 64, "b" * 64, "c" * 64
 

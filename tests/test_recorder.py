@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from swarm.config import load_config
+from swarm.config.schema import load_config
 from swarm.errors import LineageError
-from swarm.lineage import SWARM_BRANCH, LineageStore
-from swarm.matchmaker import make_matchmaker
-from swarm.messages import AgentReport
-from swarm.profiles import ProfileBuilder
-from swarm.recorder import Recorder
+from swarm.lineage.store import SWARM_BRANCH, LineageStore
+from swarm.matching.matchmaker import make_matchmaker
+from swarm.matching.profiles import ProfileBuilder
+from swarm.runtime.recorder import Recorder
+from swarm.wire.messages import AgentReport
 from tests.conftest import SMALL
 
 
@@ -70,7 +70,7 @@ def test_round_and_its_notes_land_together_or_not_at_all(tmp_path: Path) -> None
 
 def test_a_bad_teacher_id_commits_nothing_and_forgets_nothing(tmp_path: Path) -> None:
     # Prepare: round 0 committed for agent a.
-    from swarm.messages import PairOutcome
+    from swarm.wire.messages import PairOutcome
 
     rec = _recorder(tmp_path)
     root = tmp_path / "adapters"

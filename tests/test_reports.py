@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from swarm.adapters import COMPLETE_MARKER, WEIGHTS_FILE, AdapterStore
+from swarm.adapters.store import COMPLETE_MARKER, WEIGHTS_FILE, AdapterStore
 from swarm.errors import ReportError
-from swarm.reports import ReportChecker
-from swarm.wire import AgentReport, Assignment, PairOutcome, Step, StepDone
+from swarm.runtime.reports import ReportChecker
+from swarm.wire.codec import AgentReport, Assignment, PairOutcome, Step, StepDone
 
 STORED, OTHER = "a" * 64, "b" * 64
 

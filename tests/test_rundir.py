@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from swarm.config import SwarmConfig, load_config
+from swarm.config.schema import SwarmConfig, load_config
 from swarm.errors import SwarmError
-from swarm.launcher import LocalLauncher
-from swarm.lineage import LineageStore
-from swarm.rundir import RUN_MARKER
+from swarm.lineage.store import LineageStore
+from swarm.runtime.local_launcher import LocalLauncher
+from swarm.runtime.rundir import RUN_MARKER
 from tests.conftest import SMALL, free_base_port
 
 USER_FILES = {"notes.txt": "mine\n", "code/main.py": "print('mine')\n", ".bashrc": "# mine\n"}
@@ -157,7 +157,7 @@ def test_a_real_run_beside_user_files_moves_none_of_them(tmp_path: Path,
 
     from rich.console import Console
 
-    from swarm.cli_run import run_swarm
+    from swarm.cli.run import run_swarm
 
     data = tmp_path / "data"
     _plant(data)

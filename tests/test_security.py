@@ -19,11 +19,12 @@ from typing import Any
 import pytest
 import yaml
 
-from swarm.cli import main
-from swarm.config import TransportSection, load_config, parse_config
+from swarm.cli.main import main
+from swarm.config.schema import TransportSection, load_config, parse_config
 from swarm.errors import ConfigError, PeerUnavailable, RemoteError
-from swarm.launcher import LocalLauncher
-from swarm.security import (
+from swarm.runtime.local_launcher import LocalLauncher
+from swarm.transport.peers import Client, Publisher, Server, TransportOptions
+from swarm.transport.security import (
     CurveSecurity,
     add_key,
     check_transport,
@@ -32,8 +33,7 @@ from swarm.security import (
     list_keys,
     public_key_text,
 )
-from swarm.transport import Client, Publisher, Server, TransportOptions
-from swarm.wire import Chat, Join, Leave, Status, Welcome
+from swarm.wire.codec import Chat, Join, Leave, Status, Welcome
 from tests.conftest import SMALL, free_base_port
 from tests.transport_peer import Peer
 
@@ -155,7 +155,7 @@ def test_binding_off_loopback_in_plaintext_warns(
             pass
 
     # Execute
-    with caplog.at_level(logging.WARNING, logger="swarm.security"):
+    with caplog.at_level(logging.WARNING, logger="swarm.transport.security"):
         asyncio.run(asyncio.wait_for(bind(), 30))
 
     # Assert: each bound socket said so in its process's log
@@ -217,8 +217,8 @@ def test_one_process_with_several_curve_endpoints_serves_on_each(tmp_path: Path)
 
 
 def _coordinator(tmp_path: Path, port: int) -> Any:
-    from swarm.coordinator import Coordinator
-    from swarm.recorder import Recorder
+    from swarm.runtime.coordinator import Coordinator
+    from swarm.runtime.recorder import Recorder
 
     config = load_config(SMALL, [f"transport.base_port={port}", "transport.heartbeat_ms=200",
                                  f"swarm.lineage={tmp_path / 'lineage'}"])
@@ -425,7 +425,7 @@ def test_a_routing_id_taken_over_under_another_key_is_dropped(tmp_path: Path) ->
 
 
 def test_a_host_routing_id_is_secret_and_kept_across_restarts(tmp_path: Path) -> None:
-    from swarm.proc import _routing_id
+    from swarm.runtime.process import _routing_id
 
     # Execute: the first start makes it, a restart in the same run dir reads it back
     first, again = _routing_id(tmp_path / "run", "host-0"), _routing_id(tmp_path / "run", "host-0")
@@ -440,7 +440,7 @@ def test_a_host_routing_id_is_secret_and_kept_across_restarts(tmp_path: Path) ->
 
 
 def test_a_torn_routing_id_file_is_made_anew(tmp_path: Path) -> None:
-    from swarm.proc import _routing_id
+    from swarm.runtime.process import _routing_id
 
     # Prepare: a crash left the id file empty (or holding something else)
     ids = tmp_path / "run" / "ids"
@@ -472,12 +472,12 @@ def test_a_curve_swarm_completes_a_round_and_strangers_get_nothing(
     model server ROUTER, the host's peer ROUTER) and ask: none gets an answer
     or an event, membership does not change, and the round completes.
     """
-    from swarm.cli_run import _ask_status
-    from swarm.coordinator import CONTROL_OFFSET, EVENTS_OFFSET
-    from swarm.host import MODEL_OFFSET, PEER_OFFSET
-    from swarm.lineage import LineageReader, round_path
-    from swarm.transport import Subscriber, endpoint
-    from swarm.wire import Generate, GenRequest
+    from swarm.cli.run import _ask_status
+    from swarm.lineage.store import LineageReader, round_path
+    from swarm.runtime.coordinator import CONTROL_OFFSET, EVENTS_OFFSET
+    from swarm.runtime.host import MODEL_OFFSET, PEER_OFFSET
+    from swarm.transport.peers import Subscriber, endpoint
+    from swarm.wire.codec import Generate, GenRequest
 
     # Prepare: the swarm's keys, a stranger's keys, a curve config (one host, four agents)
     keys, stranger = tmp_path / "keys", tmp_path / "stranger"
@@ -572,9 +572,9 @@ def test_a_curve_swarm_completes_a_round_and_strangers_get_nothing(
 def test_an_inline_swarm_under_curve_runs_and_a_plaintext_peer_gets_nothing(
         tmp_path: Path, tiny_model: Path) -> None:
     """The inline launcher: coordinator and host in this process, model server a subprocess."""
-    from swarm.cli_run import _ask_status
-    from swarm.inline import InlineLauncher
-    from swarm.lineage import LineageReader, round_path
+    from swarm.cli.run import _ask_status
+    from swarm.lineage.store import LineageReader, round_path
+    from swarm.runtime.inline_launcher import InlineLauncher
 
     # Prepare
     keys = tmp_path / "keys"

@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 
-from swarm.config import ModelSection
+from swarm.config.schema import ModelSection
 from swarm.errors import AdapterError, BackendError, RegistryError, RemoteError
 from swarm.serving import BACKENDS, GenResult, MappingResolver, create_backend
 from swarm.serving.base import Backend, check_requests
 from swarm.serving.server import ModelServer, ServerThread, TrainOutcome
-from swarm.transport import Client
-from swarm.wire import (
+from swarm.transport.peers import Client
+from swarm.wire.codec import (
     MAX_TEMPERATURE,
     MAX_TOKENS,
     Chat,
@@ -352,7 +352,7 @@ def test_a_corrupt_stored_adapter_fails_alone_in_a_batch_on_the_real_engine(
     vllm_backend: Any, adapter_paths: Any, loras: list[str], tiny_model: Path, tmp_path: Path,
     address: str,
 ) -> None:
-    from swarm.adapters import AdapterStore, AdapterValidator
+    from swarm.adapters.store import AdapterStore, AdapterValidator
 
     store = AdapterStore(tmp_path / "store", AdapterValidator(tiny_model, max_rank=16))
     good, bad_regex, redos = (store.put(random_lora(tiny_model, tmp_path / f"s{i}", seed=300 + i))
@@ -421,11 +421,11 @@ def test_trained_then_retrained_adapter_is_served_by_its_new_hash(
 ) -> None:
     import numpy as np
 
-    from swarm.adapters import AdapterStore, AdapterValidator
-    from swarm.config import LoraSection
-    from swarm.serving.training_job import store_trainer
-    from swarm.tasks import make_dataset
-    from swarm.wire import Example
+    from swarm.adapters.store import AdapterStore, AdapterValidator
+    from swarm.config.schema import LoraSection
+    from swarm.serving.jobs import store_trainer
+    from swarm.skills.procedural import make_dataset
+    from swarm.wire.codec import Example
 
     store = AdapterStore(tmp_path / "store", AdapterValidator(tiny_model, max_rank=16))
     adapter_paths.chain(store.path)
@@ -470,11 +470,11 @@ def test_model_server_process_serves_and_trains_with_the_hf_backend(
 
     import numpy as np
 
-    from swarm.adapters import AdapterStore
-    from swarm.config import load_config
-    from swarm.launcher import start_model_server
-    from swarm.tasks import make_dataset
-    from swarm.wire import Example
+    from swarm.adapters.store import AdapterStore
+    from swarm.config.schema import load_config
+    from swarm.runtime.local_launcher import start_model_server
+    from swarm.skills.procedural import make_dataset
+    from swarm.wire.codec import Example
 
     address = f"ipc://{tmp_path}/proc.ipc"
     config = load_config(ROOT / "configs" / "quickstart.yaml", [

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from swarm.errors import AdapterError
-from swarm.wire import GenRequest
+from swarm.wire.codec import GenRequest
 from tests.support import random_lora
 from tests.test_serving import PROMPTS, sha
 

@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from swarm.cli_run import _ask_status, run_swarm
-from swarm.config import SwarmConfig, load_config
-from swarm.launcher import LocalLauncher
-from swarm.lineage import LATEST_ROUND_PATH, LineageReader, round_path
+from swarm.cli.run import _ask_status, run_swarm
+from swarm.config.schema import SwarmConfig, load_config
+from swarm.lineage.store import LATEST_ROUND_PATH, LineageReader, round_path
+from swarm.runtime.local_launcher import LocalLauncher
 from tests.conftest import SMALL, free_base_port
 
 pytestmark = pytest.mark.slow
@@ -134,7 +134,7 @@ def test_coordinator_killed_then_resumed(tmp_path: Path, model_server: list[str]
     committed = json.loads(reader.show("swarm", LATEST_ROUND_PATH))["round"]
     state_before = json.loads(reader.show("swarm", "matchmaker/state.json"))
 
-    from swarm.recorder import Recorder
+    from swarm.runtime.recorder import Recorder
 
     restored = Recorder.open(config, resume=True)
     assert restored.matchmaker.state() == state_before

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from swarm.errors import RegistryError
-from swarm.tasks import (
+from swarm.skills.procedural import (
     LETTERS,
     Example,
     Skill,

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from swarm.cli import main
-from swarm.tinymodel import weights_sha256
+from swarm.cli.main import main
+from swarm.models.tiny import weights_sha256
 from tests.support import random_lora
 
 
@@ -54,8 +54,8 @@ def test_transformers_loads_and_chats(tiny_model: Path) -> None:
 def test_vllm_serves_two_adapters_in_one_batch(
     tiny_model: Path, vllm_backend: Any, adapter_paths: Any, tmp_path: Path
 ) -> None:
-    from swarm.adapters import adapter_sha256
-    from swarm.wire import GenRequest
+    from swarm.adapters.store import adapter_sha256
+    from swarm.wire.codec import GenRequest
 
     first = random_lora(tiny_model, tmp_path / "a1", seed=1)
     second = random_lora(tiny_model, tmp_path / "a2", seed=2)

@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from swarm.adapters import AdapterStore, AdapterValidator, adapter_sha256, read_safetensors
-from swarm.config import LoraSection
+from swarm.adapters.store import AdapterStore, AdapterValidator, adapter_sha256, read_safetensors
+from swarm.config.schema import LoraSection
 from swarm.errors import TrainingError
-from swarm.tasks import evaluate, make_dataset, train_test_split
-from swarm.training import Trainer, TrainJob, train_lora
+from swarm.serving.training import Trainer, TrainJob, train_lora
+from swarm.skills.procedural import evaluate, make_dataset, train_test_split
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -138,7 +138,7 @@ def test_vllm_serves_the_trained_adapter(
     vllm_backend: Any,
     adapter_paths: Any,
 ) -> None:
-    from swarm.wire import GenRequest
+    from swarm.wire.codec import GenRequest
 
     ref = learned["result"].ref
     _, test = reverse_data
@@ -161,8 +161,8 @@ def test_a_diverging_job_is_a_training_error(trainer: Trainer, tmp_path: Path) -
 
 
 def test_a_train_message_with_a_bad_seed_is_a_training_error(tiny_model: Path, tmp_path: Path) -> None:
-    from swarm.serving.training_job import store_trainer
-    from swarm.wire import Example, Train
+    from swarm.serving.jobs import store_trainer
+    from swarm.wire.codec import Example, Train
 
     run = store_trainer(tiny_model, AdapterStore(tmp_path / "store"))
     examples = [Example(prompt="add: 1 + 1 =", completion=" 2")]

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from swarm.errors import TransferError
-from swarm.transfer import AdapterReceiver, AdapterSender
-from swarm.transport import Client, Server, TransportOptions
+from swarm.transport.peers import Client, Server, TransportOptions
+from swarm.transport.transfer import AdapterReceiver, AdapterSender
 from tests.transport_peer import Peer
 
 HB = 200  # ms; liveness 3 -> 0.6 s, slack for a loaded 2-core machine

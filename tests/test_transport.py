@@ -17,9 +17,9 @@ import pytest
 import zmq
 import zmq.asyncio
 
-from swarm.config import TransportSection
+from swarm.config.schema import TransportSection
 from swarm.errors import PeerUnavailable, RemoteError, WireError
-from swarm.transport import (
+from swarm.transport.peers import (
     Client,
     Publisher,
     Server,
@@ -27,7 +27,7 @@ from swarm.transport import (
     TransportOptions,
     endpoint,
 )
-from swarm.wire import (
+from swarm.wire.codec import (
     MAX_BATCH,
     Chat,
     Commit,
@@ -369,7 +369,7 @@ def test_a_message_that_cannot_go_is_cut_out_of_its_batch_and_the_batch_still_go
     # cannot send them one by one). An oversize envelope and one that fails to encode are
     # refused, with their bytes cut out of the batch: the others all arrive. "alone": the
     # refused messages are the first of their batch, which must then not linger empty.
-    monkeypatch.setattr("swarm.writer._QUIET", 10.0)
+    monkeypatch.setattr("swarm.transport.outbox._QUIET", 10.0)
 
     async def main() -> None:
         async with Client("host-h", address, OPTS) as cli:

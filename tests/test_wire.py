@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from swarm.errors import RemoteError, WireError
-from swarm.transport import Client, Server, TransportOptions
-from swarm.wire import (
+from swarm.transport.peers import Client, Server, TransportOptions
+from swarm.wire.codec import (
     MAX_BATCH,
     MAX_PAYLOAD_FRAMES,
     MESSAGE_TYPES,

@@ -20,10 +20,10 @@ from typing import Any
 
 import msgspec
 
-from swarm.security import CurveSecurity
-from swarm.transfer import AdapterReceiver, ReceivedAdapter
-from swarm.transport import Incoming, Server, TransportOptions
-from swarm.wire import Chat, Error, new_id
+from swarm.transport.peers import Incoming, Server, TransportOptions
+from swarm.transport.security import CurveSecurity
+from swarm.transport.transfer import AdapterReceiver, ReceivedAdapter
+from swarm.wire.codec import Chat, Error, new_id
 
 
 class Peer:
@@ -95,7 +95,7 @@ class RawInbox:
 
     def next(self) -> Any:
         """The next non-heartbeat message (raises ``zmq.Again`` after the socket's rcvtimeo)."""
-        from swarm.wire import Heartbeat, decode_envelope
+        from swarm.wire.codec import Heartbeat, decode_envelope
 
         while True:
             while not self.queue:
@@ -144,7 +144,7 @@ def _log(path: str, adapter: ReceivedAdapter) -> None:
 
 def _slow_down(server: Server, receiver: AdapterReceiver, delay: float) -> None:
     """Make the receiver slow so a test can kill it in the middle of a transfer."""
-    from swarm.wire import AdapterChunk
+    from swarm.wire.codec import AdapterChunk
 
     take = receiver._on_chunk
 

@@ -7,12 +7,12 @@ that peft and vLLM load unchanged.
 
 ``AdapterValidator`` checks an adapter against a base model before anything
 uses it, reading only bytes (a pickle file is refused without being opened
-by any unpickler; the safetensors header is parsed by ``swarm.tensorfile`` with
+by any unpickler; the safetensors header is parsed by ``swarm.adapters.tensorfile`` with
 bounds checks):
 files present, config usable, file not truncated, key names, dtypes, rank,
 shapes, finite values and a bound on each layer's update ``scale * B @ A``.
 Each failure raises its own ``AdapterError`` subclass naming what is wrong;
-nothing else escapes. The config is read by ``swarm.peft_config``, which
+nothing else escapes. The config is read by ``swarm.adapters.peft_config``, which
 evaluates no pattern from it, and stored in its normal form (explicit module
 lists), so peft and vLLM load exactly the modules that were checked.
 """
@@ -34,6 +34,14 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from swarm.adapters.peft_config import (
+    CONFIG_FILE,
+    load_config,
+    normalize_config,
+    rank_for,
+    scale_for,
+)
+from swarm.adapters.tensorfile import FLOAT_DTYPES, read_safetensors, read_safetensors_header
 from swarm.errors import (
     AdapterCorruptError,
     AdapterDtypeError,
@@ -47,9 +55,7 @@ from swarm.errors import (
     AdapterRankError,
     AdapterShapeError,
 )
-from swarm.gitwriter import fsync_dir, write_durably
-from swarm.peft_config import CONFIG_FILE, load_config, normalize_config, rank_for, scale_for
-from swarm.tensorfile import FLOAT_DTYPES, read_safetensors, read_safetensors_header
+from swarm.lineage.git import fsync_dir, write_durably
 
 __all__ = [
     "AdapterRef",
@@ -156,7 +162,7 @@ def lora_modules(header: Mapping[str, Any], known: Container[str] | None = None)
 
 def normal_form(folder: Path) -> dict[str, Any]:
     """The normalised ``adapter_config.json`` of a PEFT folder, checked against its own
-    safetensors keys only (``swarm.peft_config``; no base model needed).
+    safetensors keys only (``swarm.adapters.peft_config``; no base model needed).
 
     Raises:
         AdapterError: a subclass naming what is wrong.
@@ -219,7 +225,7 @@ class AdapterValidator:
         return self.check(folder).tensors
 
     def check(self, folder: str | Path) -> CheckedAdapter:
-        """``validate``, also returning the normalised config (``swarm.peft_config``).
+        """``validate``, also returning the normalised config (``swarm.adapters.peft_config``).
 
         Every failure is an ``AdapterError``: a malformed file that trips
         anything else (a ``TypeError`` deep in numpy, a ``MemoryError``) is

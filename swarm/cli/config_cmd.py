@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 import yaml
 
-from swarm.config import load_config, to_dict
+from swarm.config.schema import load_config, to_dict
 from swarm.errors import ConfigError
 
 __all__ = ["register"]
@@ -77,8 +77,8 @@ def _config_check(args: argparse.Namespace) -> int:
 
 
 def _model_tiny(args: argparse.Namespace) -> int:
-    from swarm.config import TinyModelSection
-    from swarm.tinymodel import TinySpec, build_tiny_model, weights_sha256
+    from swarm.config.schema import TinyModelSection
+    from swarm.models.tiny import TinySpec, build_tiny_model, weights_sha256
 
     # The same bounds as the config's model.tiny: --layers 10**9 must not start building.
     shape = {"layers": args.layers, "hidden": args.hidden, "vocab": args.vocab, "seed": args.seed}

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
-from swarm.security import add_key, init_keys, list_keys, public_key_text
+from swarm.transport.security import add_key, init_keys, list_keys, public_key_text
 
 __all__ = ["register", "key_after_dashes"]
 

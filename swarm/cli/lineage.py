@@ -77,7 +77,7 @@ def _named_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[...,
 
 
 def _reader(args: argparse.Namespace) -> Any:
-    from swarm.lineage_read import LineageReader
+    from swarm.lineage.reader import LineageReader
 
     return LineageReader(args.dir)
 
@@ -108,7 +108,7 @@ def _diff(args: argparse.Namespace) -> int:
 
 
 def _graph(args: argparse.Namespace) -> int:
-    from swarm.phylogeny import draw
+    from swarm.lineage.phylogeny import draw
 
     graph = _reader(args).phylogeny()
     dest = draw(graph, args.output, args.title, args.max_commits)
@@ -117,7 +117,7 @@ def _graph(args: argparse.Namespace) -> int:
 
 
 def _promote(args: argparse.Namespace) -> int:
-    from swarm.lineage import LineageStore
+    from swarm.lineage.store import LineageStore
 
     with LineageStore.open(args.dir, lock_timeout=5) as store:
         sha = store.promote(args.ref, args.name, args.message)
@@ -126,7 +126,7 @@ def _promote(args: argparse.Namespace) -> int:
 
 
 def _prune(args: argparse.Namespace) -> int:
-    from swarm.lineage import LineageStore
+    from swarm.lineage.store import LineageStore
 
     with LineageStore.open(args.dir, lock_timeout=5) as store:
         ref = store.prune(args.branch, args.reason)

@@ -24,17 +24,17 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from swarm import __version__
-from swarm.cli_keys import key_after_dashes
+from swarm.cli.keys import key_after_dashes
 from swarm.errors import ConfigError, SwarmError
 
 __all__ = ["main", "build_parser", "describe"]
 
 # Modules that each add one command group (``register(subparsers)``).
 _GROUPS = (
-    "swarm.cli_basic",
-    "swarm.cli_run",
-    "swarm.cli_lineage",
-    "swarm.cli_keys",
+    "swarm.cli.config_cmd",
+    "swarm.cli.run",
+    "swarm.cli.lineage",
+    "swarm.cli.keys",
 )
 
 _MAX_LINE = 400

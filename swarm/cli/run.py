@@ -18,9 +18,9 @@ from typing import Any, TypeVar
 from rich.console import Console
 from rich.table import Table
 
-from swarm import aio
-from swarm.config import SwarmConfig, load_config
+from swarm.config.schema import SwarmConfig, load_config
 from swarm.errors import SwarmError
+from swarm.transport import loop as aio
 
 __all__ = ["register", "run_swarm"]
 
@@ -60,8 +60,8 @@ def _run(args: argparse.Namespace) -> int:
 def run_swarm(config: SwarmConfig, resume: bool = False,
               console: Console | None = None) -> dict[str, Any] | None:
     """Launch ``config`` locally, show progress, return the summary (None if interrupted)."""
-    from swarm.inline import InlineLauncher
-    from swarm.launcher import LocalLauncher
+    from swarm.runtime.inline_launcher import InlineLauncher
+    from swarm.runtime.local_launcher import LocalLauncher
 
     # Plain output outside a terminal (notebooks, pipes, CI logs): no live widgets.
     console = console or Console(force_jupyter=False, highlight=False)
@@ -120,7 +120,7 @@ def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
 
 
 async def _watch(config: SwarmConfig, launcher: Any, console: Console) -> int:
-    from swarm.transport import Subscriber, TransportOptions, endpoint
+    from swarm.transport.peers import Subscriber, TransportOptions, endpoint
 
     options = TransportOptions.from_config(config.transport)
     started, last_msgs = time.time(), 0
@@ -204,8 +204,8 @@ def _status(args: argparse.Namespace) -> int:
 
 
 async def _ask_status(config: SwarmConfig) -> dict[str, Any]:
-    from swarm.transport import Client, TransportOptions, endpoint
-    from swarm.wire import Status, StatusReport
+    from swarm.transport.peers import Client, TransportOptions, endpoint
+    from swarm.wire.codec import Status, StatusReport
 
     options = TransportOptions.from_config(config.transport)
     address = endpoint(config.transport, 0)

@@ -19,10 +19,10 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from swarm.errors import LineageError, RegistryError
-from swarm.lineage_names import check_id
+from swarm.lineage.names import check_id
 
 if TYPE_CHECKING:
-    from swarm.config import SwarmConfig
+    from swarm.config.schema import SwarmConfig
 
 __all__ = ["MAX_AGENTS", "MAX_EXAMPLES", "config_problems", "agent_ids", "name_problem", "path_problem"]
 
@@ -51,7 +51,7 @@ def config_problems(config: SwarmConfig) -> list[str]:
 
 
 def agent_ids(group_name: str, count: int) -> list[str]:
-    """The ids of a group's agents (``<group>-<i>``), as ``swarm.population`` makes them."""
+    """The ids of a group's agents (``<group>-<i>``), as ``swarm.runtime.population`` makes them."""
     return [f"{group_name}-{k}" for k in range(count)]
 
 
@@ -124,7 +124,7 @@ def _agent_id_problems(config: SwarmConfig) -> Iterable[str]:
 def _registry_problems(config: SwarmConfig) -> Iterable[str]:
     from swarm.agents.registry import get_role
     from swarm.protocols.registry import get_protocol
-    from swarm.tasks import get_skill, skill_names
+    from swarm.skills.procedural import get_skill, skill_names
 
     yield from _lookup("protocol.name", config.protocol.name, get_protocol)
     for i, group in enumerate(config.agents):
@@ -137,7 +137,7 @@ def _registry_problems(config: SwarmConfig) -> Iterable[str]:
 
 def _port_problems(config: SwarmConfig) -> Iterable[str]:
     """The highest port a swarm binds must exist (``bind`` raises ``OverflowError`` past 65535)."""
-    from swarm.host import PEER_OFFSET
+    from swarm.runtime.host import PEER_OFFSET
 
     base, hosts = config.transport.base_port, config.launcher.hosts
     top = base + PEER_OFFSET + hosts - 1

@@ -18,8 +18,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from swarm.config_rules import config_problems
-from swarm.config_yaml import MAX_CONFIG_BYTES, decode_text, load_yaml
+from swarm.config.reader import MAX_CONFIG_BYTES, decode_text, load_yaml
+from swarm.config.rules import config_problems
 from swarm.errors import ConfigError
 
 __all__ = [
@@ -163,7 +163,7 @@ class TransportSection(_Section, frozen=True):
 
     def __post_init__(self) -> None:
         # curve without keys would fail in every process at start: say so at check time
-        # (the keys themselves are read and checked by swarm.security.CurveSecurity.load)
+        # (the keys themselves are read and checked by swarm.transport.security.CurveSecurity.load)
         if self.security != "curve":
             return
         if not self.keys_dir.strip():
@@ -255,7 +255,7 @@ def parse_config(raw: Mapping[str, Any]) -> SwarmConfig:
 
     Raises:
         ConfigError: unknown keys (with suggestions) first, then type and range
-            errors, then rules across fields (``swarm.config_rules``).
+            errors, then rules across fields (``swarm.config.rules``).
     """
     problems = list(_unknown_keys(raw, SwarmConfig, "$"))
     if problems:

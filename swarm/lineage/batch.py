@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from typing import Any, Union
 
 from swarm.errors import LineageError
-from swarm.gitwriter import BLOB_MODE, TREE_MODE, CatFile, encode_tree, object_id, parse_tree
-from swarm.lineage_names import check_ref_name, check_rev, check_tree_path
-from swarm.lineage_read import branch_ref
+from swarm.lineage.git import BLOB_MODE, TREE_MODE, CatFile, encode_tree, object_id, parse_tree
+from swarm.lineage.names import check_ref_name, check_rev, check_tree_path
+from swarm.lineage.reader import branch_ref
 
 __all__ = ["FileValue", "ObjectBatch", "encode_file", "split_paths", "check_ref_name"]
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from swarm.errors import LineageError
-from swarm.gitwriter import fsync_dir
+from swarm.lineage.git import fsync_dir
 
 __all__ = ["ContentStore", "sha256_file", "POINTER_FORMAT"]
 

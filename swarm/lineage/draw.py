@@ -1,4 +1,4 @@
-"""Matplotlib rendering of a phylogeny graph (see ``swarm.phylogeny.draw``).
+"""Matplotlib rendering of a phylogeny graph (see ``swarm.lineage.phylogeny.draw``).
 
 Lanes are branches (one row each, coloured), columns are generations. Commits
 on a lane are joined by a thick line; forks and merges are curves from the

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import IO
 
 from swarm.errors import LineageError
-from swarm.lineage_names import is_sha
+from swarm.lineage.names import is_sha
 
 __all__ = [
     "ZERO_OID",

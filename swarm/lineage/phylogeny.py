@@ -20,7 +20,7 @@ import networkx as nx
 from swarm.errors import LineageError
 
 if TYPE_CHECKING:
-    from swarm.lineage_read import LineageReader
+    from swarm.lineage.reader import LineageReader
 
 __all__ = ["build", "draw", "generations"]
 
@@ -161,7 +161,7 @@ def draw(graph: nx.DiGraph, dest: Path, title: str | None = None, max_commits: i
         LineageError: a bad suffix, nothing to draw, or ``dest`` cannot be written
             (missing folder, read-only, full).
     """
-    from swarm.phylogeny_draw import render
+    from swarm.lineage.draw import render
 
     dest = Path(dest)
     if dest.suffix.lower() not in (".png", ".svg", ".pdf"):

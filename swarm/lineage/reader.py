@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from swarm.cas import POINTER_FORMAT, ContentStore
 from swarm.errors import LineageError
-from swarm.lineage_names import check_ref_name, check_rev, check_tree_path, is_sha
+from swarm.lineage.cas import POINTER_FORMAT, ContentStore
+from swarm.lineage.names import check_ref_name, check_rev, check_tree_path, is_sha
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -257,9 +257,9 @@ class LineageReader:
     def phylogeny(self, notes: str | None = "commits") -> nx.DiGraph:
         """The swarm's family tree: one node per commit, an edge from each parent to child.
 
-        See ``swarm.phylogeny.build`` for the node and graph attributes.
+        See ``swarm.lineage.phylogeny.build`` for the node and graph attributes.
         """
-        from swarm.phylogeny import build
+        from swarm.lineage.phylogeny import build
 
         return build(self, notes)
 

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 from swarm.errors import LineageError
-from swarm.gitwriter import fsync_dir
-from swarm.lineage_names import check_id, check_tree_path
+from swarm.lineage.git import fsync_dir
+from swarm.lineage.names import check_id, check_tree_path
 
 __all__ = [
     "GIT_CONFIG",

@@ -42,8 +42,8 @@ from pathlib import Path
 from typing import Any
 
 from swarm.errors import LineageError
-from swarm.gitbatch import FileValue, ObjectBatch, split_paths
-from swarm.gitwriter import (
+from swarm.lineage.batch import FileValue, ObjectBatch, split_paths
+from swarm.lineage.git import (
     CatFile,
     RefUpdater,
     encode_commit,
@@ -53,15 +53,15 @@ from swarm.gitwriter import (
     signature,
     write_pack,
 )
-from swarm.lineage_names import check_id, check_ref_name
-from swarm.lineage_read import (
+from swarm.lineage.names import check_id, check_ref_name
+from swarm.lineage.reader import (
     TRAILER,
     DiffEntry,
     LineageReader,
     LogEntry,
     branch_ref,
 )
-from swarm.lineage_repo import (
+from swarm.lineage.repo import (
     LATEST_ROUND_PATH,
     MATCHMAKER_PATH,
     SWARM_BRANCH,

@@ -8,7 +8,7 @@ the reward a pair earned; ``state``/``from_state`` round-trip through JSON
 exactly, random generator included, so a restarted coordinator makes the same
 next choices.
 
-Pair features (``swarm.pairing``): ``phi(p_i, p_j) = [1, p_i + p_j,
+Pair features (``swarm.matching.pairing``): ``phi(p_i, p_j) = [1, p_i + p_j,
 p_i**2 + p_j**2, p_i * p_j]``, symmetric and the same at select and update time.
 
 LinUCB. With ``A = lam*I + sum x x^T`` and ``b = sum r x`` over the pairs
@@ -36,7 +36,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from swarm.errors import MatchmakerError
-from swarm.pairing import (
+from swarm.matching.pairing import (
     greedy_disjoint_pairs,
     improve_pairs,
     pair_dim,

@@ -63,7 +63,7 @@ class AgentSnapshot:
 
 
 class ReportLike(Protocol):
-    """The fields of a round report (``swarm.wire.AgentReport``) the builder reads."""
+    """The fields of a round report (``swarm.wire.codec.AgentReport``) the builder reads."""
 
     @property
     def agent_id(self) -> str: ...

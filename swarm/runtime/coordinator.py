@@ -22,7 +22,7 @@ host that restarts and joins again ends its earlier incarnation's step at
 once. A dropped host that is heard again rejoins at the next round.
 
 A host is a peer, not a trusted part: every answer is checked against the
-step it answers (``swarm.reports``). An invalid one (an agent or pair the
+step it answers (``swarm.runtime.reports``). An invalid one (an agent or pair the
 host was not given, a NaN score, an adapter not in the store) drops only that
 host's results for the round, with the reason under ``rejected`` in the round
 record and in ``swarm status``.
@@ -47,14 +47,14 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from swarm.adapters import AdapterStore
-from swarm.config import SwarmConfig
+from swarm.adapters.store import AdapterStore
+from swarm.config.schema import SwarmConfig
 from swarm.errors import PeerUnavailable, RemoteError, ReportError, SecurityError, SwarmError
-from swarm.membership import check_join
-from swarm.recorder import Recorder
-from swarm.reports import ReportChecker, short
-from swarm.transport import Incoming, Publisher, Server, TransportOptions, endpoint
-from swarm.wire import (
+from swarm.runtime.membership import check_join
+from swarm.runtime.recorder import Recorder
+from swarm.runtime.reports import ReportChecker, short
+from swarm.transport.peers import Incoming, Publisher, Server, TransportOptions, endpoint
+from swarm.wire.codec import (
     AgentReport,
     Assignment,
     Heartbeat,
@@ -482,7 +482,7 @@ class Coordinator:
     async def _publish(self, topic: str, body: Mapping[str, Any]) -> None:
         if self._events is None:
             return
-        from swarm.wire import Chat
+        from swarm.wire.codec import Chat
 
         with contextlib.suppress(SwarmError):
             await self._events.publish(topic, Chat(sender="coordinator", role=topic,

@@ -28,11 +28,11 @@ from typing import Any
 import msgspec
 
 from swarm.agents.base import Agent, AgentSpec
-from swarm.config import SwarmConfig
+from swarm.config.schema import SwarmConfig
 from swarm.errors import AdapterError, PeerUnavailable, SwarmError
-from swarm.tasks import Example
-from swarm.transport import Client, Incoming, Server, TransportOptions, endpoint
-from swarm.wire import (
+from swarm.skills.procedural import Example
+from swarm.transport.peers import Client, Incoming, Server, TransportOptions, endpoint
+from swarm.wire.codec import (
     AgentReport,
     Assignment,
     Chat,
@@ -50,7 +50,7 @@ from swarm.wire import (
     Train,
     Trained,
 )
-from swarm.wire import Example as WireExample
+from swarm.wire.codec import Example as WireExample
 
 __all__ = ["Host", "MODEL_OFFSET", "PEER_OFFSET", "new_routing_id"]
 
@@ -240,7 +240,7 @@ class Host:
 
     async def fetch_adapter(self, sha: str, owner: str) -> None:
         """Adapters of one machine live in its shared store; check it holds ``sha``."""
-        from swarm.adapters import AdapterStore
+        from swarm.adapters.store import AdapterStore
 
         if not AdapterStore(self.store_root).has(sha):
             raise AdapterError(f"adapter {sha[:12]} of {owner} is not in this machine's store")

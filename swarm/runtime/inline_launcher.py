@@ -16,9 +16,9 @@ import json
 import logging
 import threading
 
-from swarm import aio
 from swarm.errors import SwarmError
-from swarm.launcher import LocalLauncher
+from swarm.runtime.local_launcher import LocalLauncher
+from swarm.transport import loop as aio
 
 __all__ = ["InlineLauncher"]
 
@@ -52,11 +52,11 @@ class InlineLauncher(LocalLauncher):
             self._code = 1
 
     async def _run(self) -> None:
-        from swarm.coordinator import Coordinator
-        from swarm.host import PEER_OFFSET, Host
-        from swarm.population import build_population
-        from swarm.recorder import Recorder
-        from swarm.transport import endpoint
+        from swarm.runtime.coordinator import Coordinator
+        from swarm.runtime.host import PEER_OFFSET, Host
+        from swarm.runtime.population import build_population
+        from swarm.runtime.recorder import Recorder
+        from swarm.transport.peers import endpoint
 
         self._loop = asyncio.get_running_loop()
         self._task = asyncio.current_task()  # type: ignore[assignment]

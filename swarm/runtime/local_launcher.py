@@ -1,8 +1,8 @@
 """The ``local`` launcher: the swarm's processes as watched subprocesses on this machine.
 
 It writes the run directory (the resolved config and the host assignment, as
-JSON; see ``swarm.rundir`` for which directories a run may move), starts the model server, the coordinator and the hosts as
-``python -m swarm.proc ROLE`` subprocesses, restarts a host that dies (up to
+JSON; see ``swarm.runtime.rundir`` for which directories a run may move), starts the model server, the coordinator and the hosts as
+``python -m swarm.runtime.process ROLE`` subprocesses, restarts a host that dies (up to
 ``launcher.max_restarts`` times), and on Ctrl-C or SIGTERM stops every process
 it started, with their children (each runs in its own process group), so
 nothing is orphaned. The lineage is written by the coordinator, which
@@ -25,10 +25,10 @@ from pathlib import Path
 
 import msgspec
 
-from swarm.config import SwarmConfig
+from swarm.config.schema import SwarmConfig
 from swarm.errors import SwarmError
-from swarm.population import assign_hosts, build_population
-from swarm.rundir import claim_run_dir, make_room, model_cache
+from swarm.runtime.population import assign_hosts, build_population
+from swarm.runtime.rundir import claim_run_dir, make_room, model_cache
 
 __all__ = ["LocalLauncher", "Child", "resolve_model", "start_model_server", "write_run_files"]
 
@@ -61,14 +61,14 @@ class LocalLauncher:
         """Write ``config.json`` and ``hosts.json`` into the run directory; returns it.
 
         A new run moves an earlier run aside only when swarm made its directory
-        (``swarm.rundir``); anything else is never moved or overwritten.
+        (``swarm.runtime.rundir``); anything else is never moved or overwritten.
 
         Raises:
             SwarmError: ``--resume`` without a lineage, or a run directory that
                 swarm did not make already holds a run's files.
             ConfigError: ``transport.security: curve`` without usable keys (nothing started).
         """
-        from swarm.security import check_transport
+        from swarm.transport.security import check_transport
 
         warning = check_transport(self.config.transport)
         self.warnings = [warning] if warning else []
@@ -90,7 +90,7 @@ class LocalLauncher:
 
     def start(self) -> None:
         """Start the model server, the coordinator and every host."""
-        base = [sys.executable, "-m", "swarm.proc"]
+        base = [sys.executable, "-m", "swarm.runtime.process"]
         run = ["--run-dir", str(self.run_dir)]
         self._start_model_server()
         coord = [*base, "coordinator", *run, *(["--resume"] if self.resume else [])]
@@ -101,7 +101,7 @@ class LocalLauncher:
 
     def _start_model_server(self) -> None:
         if self.config.model.server is None:
-            argv = [sys.executable, "-m", "swarm.proc", "model-server", "--run-dir",
+            argv = [sys.executable, "-m", "swarm.runtime.process", "model-server", "--run-dir",
                     str(self.run_dir)]
             self._spawn(Child("model-server", argv, self.run_dir / "logs" / "model-server.log"))
 
@@ -166,7 +166,7 @@ def check_ports_free(config: SwarmConfig) -> None:
     Raises:
         SwarmError: naming the ports in use and the key that moves them.
     """
-    from swarm.host import MODEL_OFFSET, PEER_OFFSET
+    from swarm.runtime.host import MODEL_OFFSET, PEER_OFFSET
 
     offsets = [0, 1, *([] if config.model.server else [MODEL_OFFSET]),
                *(PEER_OFFSET + i for i in range(config.launcher.hosts))]
@@ -209,7 +209,7 @@ def start_model_server(config: SwarmConfig, run_dir: Path) -> subprocess.Popen[b
     ``model.adapter_store``.
     """
     write_run_files(config, run_dir)
-    argv = [sys.executable, "-m", "swarm.proc", "model-server", "--run-dir", str(run_dir)]
+    argv = [sys.executable, "-m", "swarm.runtime.process", "model-server", "--run-dir", str(run_dir)]
     return spawn(argv, run_dir / "logs" / "model-server.log")
 
 
@@ -220,7 +220,7 @@ def resolve_model(config: SwarmConfig, cache: Path) -> Path:
         if config.model.backend != "openai" and not path.exists():
             raise SwarmError(f"model.path: {path} does not exist (use 'tiny' to build one)")
         return path
-    from swarm.tinymodel import TinySpec, build_tiny_model
+    from swarm.models.tiny import TinySpec, build_tiny_model
 
     spec = TinySpec(**msgspec.to_builtins(config.model.tiny))
     key = "-".join(f"{k}{v}" for k, v in sorted(msgspec.to_builtins(config.model.tiny).items()))

@@ -13,7 +13,7 @@ import re
 import msgspec
 
 from swarm.errors import SwarmError
-from swarm.wire import Join
+from swarm.wire.codec import Join
 
 __all__ = ["check_join"]
 

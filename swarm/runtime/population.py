@@ -13,9 +13,9 @@ from __future__ import annotations
 import numpy as np
 
 from swarm.agents.base import AgentSpec
-from swarm.config import SwarmConfig
+from swarm.config.schema import SwarmConfig
 from swarm.errors import ConfigError
-from swarm.tasks import Example, make_dataset, skill_names
+from swarm.skills.procedural import Example, make_dataset, skill_names
 
 __all__ = ["build_population", "assign_hosts"]
 

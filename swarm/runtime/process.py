@@ -1,4 +1,4 @@
-"""Process entry points started by the launchers: ``python -m swarm.proc ROLE --run-dir D``.
+"""Process entry points started by the launchers: ``python -m swarm.runtime.process ROLE --run-dir D``.
 
 Each process reads the run directory written by the launcher (``config.json``,
 ``hosts.json``, ``model.txt``: JSON and text, never pickle), logs to
@@ -23,8 +23,8 @@ from typing import Any
 
 import msgspec
 
-from swarm import aio
-from swarm.config import SwarmConfig
+from swarm.config.schema import SwarmConfig
+from swarm.transport import loop as aio
 
 __all__ = ["main"]
 
@@ -33,7 +33,7 @@ _ROUTING_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}\.[0-9a-f]{16}")  # host.new_rout
 
 def main(argv: list[str] | None = None) -> int:
     """Run one swarm process until it finishes or receives SIGTERM."""
-    parser = argparse.ArgumentParser(prog="python -m swarm.proc")
+    parser = argparse.ArgumentParser(prog="python -m swarm.runtime.process")
     parser.add_argument("role", choices=["coordinator", "host", "model-server"])
     parser.add_argument("--run-dir", type=Path, required=True)
     parser.add_argument("--index", type=int, default=0, help="host index (host only)")
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         aio.run(_until_signalled(runner(config, args)))
     except Exception:
-        logging.getLogger("swarm.proc").exception("%s failed", args.role)
+        logging.getLogger("swarm.runtime.process").exception("%s failed", args.role)
         return 1
     return 0
 
@@ -59,12 +59,12 @@ async def _until_signalled(work: Coroutine[Any, Any, None]) -> None:
     try:
         await task
     except asyncio.CancelledError:
-        logging.getLogger("swarm.proc").info("stopped by signal")
+        logging.getLogger("swarm.runtime.process").info("stopped by signal")
 
 
 async def _coordinator(config: SwarmConfig, args: argparse.Namespace) -> None:
-    from swarm.coordinator import Coordinator
-    from swarm.recorder import Recorder
+    from swarm.runtime.coordinator import Coordinator
+    from swarm.runtime.recorder import Recorder
 
     hosts = json.loads((args.run_dir / "hosts.json").read_text())
     expected = [a for host in hosts for a in host]
@@ -74,9 +74,9 @@ async def _coordinator(config: SwarmConfig, args: argparse.Namespace) -> None:
 
 
 async def _host(config: SwarmConfig, args: argparse.Namespace) -> None:
-    from swarm.host import PEER_OFFSET, Host
-    from swarm.population import build_population
-    from swarm.transport import endpoint
+    from swarm.runtime.host import PEER_OFFSET, Host
+    from swarm.runtime.population import build_population
+    from swarm.transport.peers import endpoint
 
     hosts = json.loads((args.run_dir / "hosts.json").read_text())
     mine = set(hosts[args.index])
@@ -95,7 +95,7 @@ def _routing_id(run_dir: Path, host_id: str) -> str:
     written to a temporary file and renamed into place, so a crash never leaves
     an empty or partial id; one that does not read as this host's id is made anew.
     """
-    from swarm.host import new_routing_id
+    from swarm.runtime.host import new_routing_id
 
     path = run_dir / "ids" / host_id
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from swarm.config import SwarmConfig
+from swarm.config.schema import SwarmConfig
 from swarm.errors import LineageError
-from swarm.lineage import (
+from swarm.lineage.store import (
     LATEST_ROUND_PATH,
     MATCHMAKER_PATH,
     SWARM_BRANCH,
@@ -39,7 +39,7 @@ from swarm.lineage import (
     profile_path,
     round_path,
 )
-from swarm.wire import AgentReport, PairOutcome
+from swarm.wire.codec import AgentReport, PairOutcome
 
 __all__ = ["Recorder"]
 
@@ -64,8 +64,8 @@ class Recorder:
     @classmethod
     def open(cls, config: SwarmConfig, resume: bool = False) -> Recorder:
         """Open (or create) the lineage of ``config``; with ``resume`` read its state back."""
-        from swarm.matchmaker import make_matchmaker, matchmaker_from_state
-        from swarm.profiles import ProfileBuilder
+        from swarm.matching.matchmaker import make_matchmaker, matchmaker_from_state
+        from swarm.matching.profiles import ProfileBuilder
 
         store = LineageStore.open(config.lineage_dir, create=True)
         profiler = ProfileBuilder(skills=_all_skills(config))
@@ -82,7 +82,7 @@ class Recorder:
 
     def adapters(self) -> dict[str, str]:
         """Each agent's last committed adapter sha, restored into the machine's store if missing."""
-        from swarm.adapters import AdapterStore
+        from swarm.adapters.store import AdapterStore
 
         out: dict[str, str] = {}
         store = AdapterStore(self.adapter_root)
@@ -152,7 +152,7 @@ class Recorder:
         self._committed = committed
 
     def _pointer(self, sha: str, agent: str, rnd: int, parents: list[str]) -> dict[str, Any]:
-        from swarm.adapters import AdapterStore
+        from swarm.adapters.store import AdapterStore
 
         folder = AdapterStore(self.adapter_root).path(sha)
         return self.store.put_adapter(folder, {"parents": parents, "agent": agent, "round": rnd,

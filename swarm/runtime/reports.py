@@ -19,9 +19,9 @@ import math
 from collections import Counter
 from collections.abc import Collection, Iterable
 
-from swarm.adapters import AdapterStore, is_sha256
+from swarm.adapters.store import AdapterStore, is_sha256
 from swarm.errors import ReportError
-from swarm.wire import AgentReport, PairOutcome, Step, StepDone
+from swarm.wire.codec import AgentReport, PairOutcome, Step, StepDone
 
 __all__ = ["ReportChecker", "short", "MAX_METRICS", "MAX_PARENTS", "MAX_REASON"]
 

@@ -18,7 +18,7 @@ import os
 import time
 from pathlib import Path
 
-from swarm.config import SwarmConfig
+from swarm.config.schema import SwarmConfig
 from swarm.errors import SwarmError
 
 __all__ = ["RUN_MARKER", "claim_run_dir", "is_swarm_made", "protected", "make_room",

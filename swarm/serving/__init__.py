@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from swarm.config import ModelSection
+from swarm.config.schema import ModelSection
 from swarm.errors import BackendError
 from swarm.registry import Registry
 from swarm.serving.base import Backend, GenRequest, GenResult, MappingResolver, Resolver

@@ -7,7 +7,7 @@ reusable name, so a new version of an adapter is a new hash and can never be
 answered with stale weights. A backend finds the folder of a hash through a
 ``Resolver`` (the adapter store, or a plain mapping in tests).
 
-Requests are ``swarm.wire.GenRequest`` structs, the same objects that arrive
+Requests are ``swarm.wire.codec.GenRequest`` structs, the same objects that arrive
 in a ``Generate`` message, so the model server hands them on unconverted.
 """
 
@@ -19,9 +19,9 @@ from typing import Protocol, runtime_checkable
 
 import msgspec
 
-from swarm.adapters import is_sha256
+from swarm.adapters.store import is_sha256
 from swarm.errors import AdapterError, AdapterNotFound, BackendError
-from swarm.wire import MAX_TEMPERATURE, MAX_TOKENS, GenRequest
+from swarm.wire.codec import MAX_TEMPERATURE, MAX_TOKENS, GenRequest
 
 __all__ = [
     "GenRequest",

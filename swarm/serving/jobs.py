@@ -1,7 +1,7 @@
 """Training on the model server: a ``Train`` message becomes a stored adapter.
 
 The thin boundary between the server (``swarm.serving.server``) and the
-trainer (``swarm.training``): ``store_trainer`` returns the ``TrainFn`` the
+trainer (``swarm.serving.training``): ``store_trainer`` returns the ``TrainFn`` the
 server calls in its trainer thread, one job at a time. The base model is
 loaded once, on the first job. ``Train.hyper`` may override any field of the
 LoRA settings (``rank, alpha, dropout, target_modules, learning_rate, steps,
@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from swarm.config import LoraSection
+from swarm.config.schema import LoraSection
 from swarm.errors import TrainingError
 from swarm.serving.server import MergeFn, TrainFn, TrainOutcome
-from swarm.wire import Merge, Train
+from swarm.wire.codec import Merge, Train
 
 if TYPE_CHECKING:
-    from swarm.adapters import AdapterStore
+    from swarm.adapters.store import AdapterStore
 
 __all__ = ["store_trainer", "store_merger", "lora_settings"]
 
@@ -45,8 +45,8 @@ def store_trainer(
     lock = threading.Lock()
 
     def run(job: Train) -> TrainOutcome:
-        from swarm.tasks import Example
-        from swarm.training import Trainer, TrainJob
+        from swarm.serving.training import Trainer, TrainJob
+        from swarm.skills.procedural import Example
 
         with lock:
             if "trainer" not in state:
@@ -97,7 +97,7 @@ def store_merger(model: Path, store: AdapterStore) -> MergeFn:
     lock = threading.Lock()
 
     def run(job: Merge) -> str:
-        from swarm.merging import Merger
+        from swarm.serving.merging import Merger
 
         with lock:
             if "merger" not in state:

@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from swarm.adapters import CONFIG_FILE, WEIGHTS_FILE, AdapterValidator, read_safetensors
+from swarm.adapters.store import CONFIG_FILE, WEIGHTS_FILE, AdapterValidator, read_safetensors
 from swarm.errors import AdapterError
 
 __all__ = [

@@ -1,7 +1,7 @@
 """The model server: one backend for every agent of a machine, behind one ZeroMQ ROUTER.
 
-Hosts talk to it through a ``swarm.transport.Client`` (one socket per host,
-however many agents it holds) with two request types from ``swarm.wire``:
+Hosts talk to it through a ``swarm.transport.peers.Client`` (one socket per host,
+however many agents it holds) with two request types from ``swarm.wire.codec``:
 
 - ``Generate(requests=[GenRequest...])`` -> ``Generated(texts)``, one text per
   request, in order. Every ``Generate`` that arrives within ``window_s`` of the
@@ -35,11 +35,11 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import zmq.asyncio
 
-from swarm import aio
 from swarm.errors import AdapterError, BackendError, PeerUnavailable, SwarmError, TrainingError
 from swarm.serving.base import Backend, check_requests
-from swarm.transport import Incoming, Server, TransportOptions, endpoint
-from swarm.wire import (
+from swarm.transport import loop as aio
+from swarm.transport.peers import Incoming, Server, TransportOptions, endpoint
+from swarm.wire.codec import (
     Error,
     Generate,
     Generated,
@@ -52,7 +52,7 @@ from swarm.wire import (
 )
 
 if TYPE_CHECKING:
-    from swarm.config import SwarmConfig
+    from swarm.config.schema import SwarmConfig
 
 __all__ = ["TrainOutcome", "TrainFn", "MergeFn", "ServerStats", "ModelServer", "ServerThread", "serve"]
 
@@ -338,16 +338,16 @@ class ServerThread:
 
 
 async def serve(config: SwarmConfig, model: Path, store_root: Path) -> None:
-    """Run the machine's model server for ``config`` until cancelled (``swarm.proc``).
+    """Run the machine's model server for ``config`` until cancelled (``swarm.runtime.process``).
 
     Adapters are resolved through the adapter store at ``store_root``; each is
     validated against the base model (hash, keys, shapes, rank, finite values,
     norm) the first time the engine loads it.
     """
-    from swarm.adapters import AdapterStore, AdapterValidator
-    from swarm.host import MODEL_OFFSET
+    from swarm.adapters.store import AdapterStore, AdapterValidator
+    from swarm.runtime.host import MODEL_OFFSET
     from swarm.serving import create_backend
-    from swarm.serving.training_job import store_merger, store_trainer
+    from swarm.serving.jobs import store_merger, store_trainer
 
     store = AdapterStore(store_root, AdapterValidator(model, max_rank=config.model.max_lora_rank))
 

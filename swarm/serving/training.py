@@ -27,10 +27,10 @@ from typing import Any, cast
 
 import numpy as np
 
-from swarm.adapters import AdapterRef, AdapterStore
-from swarm.config import LoraSection
+from swarm.adapters.store import AdapterRef, AdapterStore
+from swarm.config.schema import LoraSection
 from swarm.errors import TrainingError
-from swarm.tasks import Example
+from swarm.skills.procedural import Example
 
 __all__ = ["TrainJob", "TrainResult", "Trainer", "train_lora"]
 

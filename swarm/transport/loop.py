@@ -6,7 +6,7 @@ of a request's round trip (``bench/transport.py``), and uvloop's libuv loop
 makes them cheaper. ``SWARM_EVENT_LOOP=asyncio`` forces the standard loop, for
 debugging or to compare.
 
-    from swarm import aio
+    from swarm.transport import loop as aio
     aio.run(main())            # instead of asyncio.run(main())
 """
 

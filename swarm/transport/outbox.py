@@ -1,4 +1,4 @@
-"""The coalescing writer of an ``Endpoint`` (see ``swarm.endpoint``, "Writing")."""
+"""The coalescing writer of an ``Endpoint`` (see ``swarm.transport.socket``, "Writing")."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ import msgspec
 import zmq
 
 from swarm.errors import PeerUnavailable, WireError
-from swarm.wire import Frame, Message
+from swarm.wire.codec import Frame, Message
 
 if TYPE_CHECKING:
-    from swarm.endpoint import Endpoint
+    from swarm.transport.socket import Endpoint
 
 __all__ = ["Writer"]
 
-log = logging.getLogger("swarm.endpoint")
+log = logging.getLogger("swarm.transport.socket")
 _ZERO_COPY_MIN = 1 << 20
 _QUIET = 50e-6  # a send this soon after a direct one is coalesced (Nagle-like window)
 _clock = time.perf_counter

@@ -29,19 +29,19 @@ Usage (the coordinator, a host and a model server of issue 7 look like this)::
             for inc in batch:
                 await srv.reply(inc, Generated(texts=run(inc.msg.requests)))
 
-    # adapters, host to host (swarm.transfer): verified by sha256, handed on once
+    # adapters, host to host (swarm.transport.transfer): verified by sha256, handed on once
     AdapterReceiver(host_server, on_adapter=lambda a: cas.put(a.sha256, a.data))
     await AdapterSender(client_to_peer_host).send(data, sha256, sender="a1", recipient="b7")
 
 A ``Client``'s name is its ZeroMQ routing id: unique among the clients of
 one server, stable across reconnects so the server's routes survive them,
 and hard to guess where it matters (a host uses its name plus 64 secret
-random bits, ``swarm.host.new_routing_id``): libzmq hands a connection over to
+random bits, ``swarm.runtime.host.new_routing_id``): libzmq hands a connection over to
 whoever connects with the same routing id.
 
 Roles: ``Server`` is a ROUTER that binds (coordinator, hosts, model servers),
 ``Client`` a DEALER that connects to one server, ``Publisher``/``Subscriber``
-carry best-effort events. Adapter bytes go through ``swarm.transfer``.
+carry best-effort events. Adapter bytes go through ``swarm.transport.transfer``.
 
 Reliability. ``Client`` runs the Paranoid Pirate pattern: it heartbeats every
 ``heartbeat_ms``, counts down ``liveness`` for each silent period, declares the
@@ -71,9 +71,9 @@ non-blocking receives and decodes each with msgspec (awaiting each ``recv()``
 is 7x slower, see DESIGN.md section 4). Payload-free messages sent to one
 peer in the same loop pass are coalesced into one frame. A request that is
 the only one in flight polls the socket for up to ``busy_poll_us`` before the
-loop sleeps (``swarm.messenger``), which takes most of the loop's sleep and
-wake-up out of a short round trip. Processes run on uvloop (``swarm.aio``).
-Details in ``swarm.endpoint``; replies, acks and retries in ``swarm.messenger``.
+loop sleeps (``swarm.transport.reliable``), which takes most of the loop's sleep and
+wake-up out of a short round trip. Processes run on uvloop (``swarm.transport.loop``).
+Details in ``swarm.transport.socket``; replies, acks and retries in ``swarm.transport.reliable``.
 """
 
 from __future__ import annotations
@@ -85,11 +85,11 @@ from typing import Any
 
 import zmq
 
-from swarm.endpoint import Endpoint, Incoming, TransportOptions, endpoint
 from swarm.errors import PeerUnavailable
-from swarm.messenger import DOWN, Messenger, down_signal
-from swarm.security import warn_if_exposed
-from swarm.wire import Frame, Heartbeat, Message, encode
+from swarm.transport.reliable import DOWN, Messenger, down_signal
+from swarm.transport.security import warn_if_exposed
+from swarm.transport.socket import Endpoint, Incoming, TransportOptions, endpoint
+from swarm.wire.codec import Frame, Heartbeat, Message, encode
 
 __all__ = [
     "TransportOptions",

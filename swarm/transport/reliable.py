@@ -19,7 +19,8 @@ from typing import Any
 import msgspec
 import zmq
 
-from swarm.endpoint import (
+from swarm.errors import PeerUnavailable, RemoteError, WireError
+from swarm.transport.socket import (
     _EVENTS,
     _POLLIN,
     Endpoint,
@@ -28,8 +29,7 @@ from swarm.endpoint import (
     TransportOptions,
     open_endpoints,
 )
-from swarm.errors import PeerUnavailable, RemoteError, WireError
-from swarm.wire import Ack, Error, Frame, Heartbeat, Message, encode, error_reply
+from swarm.wire.codec import Ack, Error, Frame, Heartbeat, Message, encode, error_reply
 
 __all__ = ["Messenger", "DOWN", "down_signal"]
 

@@ -32,7 +32,7 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 
-from swarm.config import TransportSection
+from swarm.config.schema import TransportSection
 from swarm.errors import ConfigError
 
 __all__ = [

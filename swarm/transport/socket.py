@@ -1,6 +1,6 @@
 """Socket I/O every transport role shares: options, the reader, the coalescing writer, the inbox.
 
-``swarm.transport`` builds the roles on ``Endpoint``; read its docstring first.
+``swarm.transport.peers`` builds the roles on ``Endpoint``; read its docstring first.
 
 Reading: the socket's file descriptor is registered once with the event loop
 (``loop.add_reader``); its callback drains up to ``drain_batch`` messages with
@@ -47,10 +47,11 @@ from typing import Any
 import msgspec
 import zmq
 
-from swarm.config import TransportSection
+from swarm.config.schema import TransportSection
 from swarm.errors import PeerUnavailable, WireError
-from swarm.security import CurveSecurity
-from swarm.wire import (
+from swarm.transport.outbox import Writer
+from swarm.transport.security import CurveSecurity
+from swarm.wire.codec import (
     MAX_BATCH,
     MAX_PAYLOAD_FRAMES,
     PAYLOAD_TYPES,
@@ -62,7 +63,6 @@ from swarm.wire import (
     error_reply,
     payload_frames,
 )
-from swarm.writer import Writer
 
 __all__ = ["TransportOptions", "Incoming", "Endpoint", "endpoint"]
 

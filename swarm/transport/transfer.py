@@ -34,11 +34,11 @@ from typing import Any
 
 import msgspec
 
-from swarm.endpoint import Incoming
 from swarm.errors import PeerUnavailable, RemoteError, TransferError
-from swarm.messenger import DOWN, Messenger
-from swarm.transport import Client
-from swarm.wire import AdapterAck, AdapterChunk, AdapterOffer, AdapterRequest, Error, Message
+from swarm.transport.peers import Client
+from swarm.transport.reliable import DOWN, Messenger
+from swarm.transport.socket import Incoming
+from swarm.wire.codec import AdapterAck, AdapterChunk, AdapterOffer, AdapterRequest, Error, Message
 
 __all__ = ["AdapterSender", "AdapterReceiver", "ReceivedAdapter"]
 

@@ -7,12 +7,12 @@ one msgpack map: a frozen ``msgspec.Struct`` from the tagged union ``Message``
 followed by the flat body of that type. Large binary payloads (adapter bytes,
 committed files) never go inside msgpack; they travel as separate zero-copy
 frames after the envelope, and ``payload_frames(msg)`` says how many a message
-carries. The message types themselves are in ``swarm.messages``. An envelope
+carries. The message types themselves are in ``swarm.wire.messages``. An envelope
 frame may also hold a msgpack array of up to ``MAX_BATCH`` payload-free
 messages (a batch), which is how the hot path coalesces small messages; a
 batch holding a payload type is refused whole.
 
-Every field is bounded (``swarm.messages``, "bounds"): a message asking for
+Every field is bounded (``swarm.wire.messages``, "bounds"): a message asking for
 unbounded work or memory fails to decode like a malformed one.
 
 ``decode`` takes untrusted frames and raises nothing but ``WireError``, whose
@@ -33,10 +33,10 @@ from typing import Annotated, Any, Union
 
 import msgspec
 
-from swarm import messages as _messages
 from swarm.errors import WireError
-from swarm.messages import *  # noqa: F403  (the message types, re-exported: import them from either)
-from swarm.messages import (
+from swarm.wire import messages as _messages
+from swarm.wire.messages import *  # noqa: F403  (the message types, re-exported: import them from either)
+from swarm.wire.messages import (
     MAX_BATCH,
     MAX_ID,
     MAX_ROUND,

@@ -3,7 +3,7 @@
 Every message carries the envelope fields of ``Message`` (``version, msg_id,
 correlation_id, sender, recipient, round, sent_at, ack``) followed by the flat
 body of its type; the tag field ``type`` holds the class name. How they are
-framed, encoded and decoded is ``swarm.wire``, which also re-exports every
+framed, encoded and decoded is ``swarm.wire.codec``, which also re-exports every
 name here (import them from either).
 """
 
