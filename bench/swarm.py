@@ -41,7 +41,7 @@ from swarm.cli.run import run_swarm  # noqa: E402
 from swarm.config.schema import load_config  # noqa: E402
 from swarm.errors import SwarmError  # noqa: E402
 from swarm.runtime.local_launcher import start_model_server  # noqa: E402
-from swarm.transport.peers import endpoint  # noqa: E402
+from swarm.transport.topology import endpoint  # noqa: E402
 
 SETTINGS = {
     "linucb": ["protocol.name=knexa", "matchmaker.kind=linucb"],

@@ -232,7 +232,8 @@ def test_a_malformed_join_is_refused_and_the_coordinator_keeps_serving(swarm: An
 
     async def stranger(coordinator: Any) -> tuple[str, Any]:
         from swarm.errors import RemoteError
-        from swarm.transport.peers import Client, TransportOptions, endpoint
+        from swarm.transport.peers import Client, TransportOptions
+        from swarm.transport.topology import endpoint
         from swarm.wire.codec import Join, Status
 
         while not coordinator.members:

@@ -474,9 +474,14 @@ def test_a_curve_swarm_completes_a_round_and_strangers_get_nothing(
     """
     from swarm.cli.run import _ask_status
     from swarm.lineage.store import LineageReader, round_path
-    from swarm.runtime.coordinator import CONTROL_OFFSET, EVENTS_OFFSET
-    from swarm.runtime.host import MODEL_OFFSET, PEER_OFFSET
-    from swarm.transport.peers import Subscriber, endpoint
+    from swarm.transport.peers import Subscriber
+    from swarm.transport.topology import (
+        CONTROL_OFFSET,
+        EVENTS_OFFSET,
+        MODEL_OFFSET,
+        PEER_OFFSET,
+        endpoint,
+    )
     from swarm.wire.codec import Generate, GenRequest
 
     # Prepare: the swarm's keys, a stranger's keys, a curve config (one host, four agents)

@@ -25,8 +25,8 @@ from swarm.transport.peers import (
     Server,
     Subscriber,
     TransportOptions,
-    endpoint,
 )
+from swarm.transport.topology import endpoint
 from swarm.wire.codec import (
     MAX_BATCH,
     Chat,

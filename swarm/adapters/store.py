@@ -42,6 +42,7 @@ from swarm.adapters.peft_config import (
     scale_for,
 )
 from swarm.adapters.tensorfile import FLOAT_DTYPES, read_safetensors, read_safetensors_header
+from swarm.durable import fsync_dir, write_durably
 from swarm.errors import (
     AdapterCorruptError,
     AdapterDtypeError,
@@ -55,7 +56,6 @@ from swarm.errors import (
     AdapterRankError,
     AdapterShapeError,
 )
-from swarm.lineage.git import fsync_dir, write_durably
 
 __all__ = [
     "AdapterRef",

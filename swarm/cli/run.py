@@ -120,11 +120,12 @@ def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
 
 
 async def _watch(config: SwarmConfig, launcher: Any, console: Console) -> int:
-    from swarm.transport.peers import Subscriber, TransportOptions, endpoint
+    from swarm.transport.peers import Subscriber, TransportOptions
+    from swarm.transport.topology import EVENTS_OFFSET, endpoint
 
     options = TransportOptions.from_config(config.transport)
     started, last_msgs = time.time(), 0
-    async with Subscriber("cli", endpoint(config.transport, 1), options=options) as events:
+    async with Subscriber("cli", endpoint(config.transport, EVENTS_OFFSET), options=options) as events:
         while True:
             code = launcher.poll()
             if code is not None:
@@ -204,11 +205,12 @@ def _status(args: argparse.Namespace) -> int:
 
 
 async def _ask_status(config: SwarmConfig) -> dict[str, Any]:
-    from swarm.transport.peers import Client, TransportOptions, endpoint
+    from swarm.transport.peers import Client, TransportOptions
+    from swarm.transport.topology import CONTROL_OFFSET, endpoint
     from swarm.wire.codec import Status, StatusReport
 
     options = TransportOptions.from_config(config.transport)
-    address = endpoint(config.transport, 0)
+    address = endpoint(config.transport, CONTROL_OFFSET)
     async with Client("status-cli", address, options) as client:
         try:
             reply = await client.request(Status(sender="status-cli"), timeout=5.0)

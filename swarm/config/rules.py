@@ -137,7 +137,7 @@ def _registry_problems(config: SwarmConfig) -> Iterable[str]:
 
 def _port_problems(config: SwarmConfig) -> Iterable[str]:
     """The highest port a swarm binds must exist (``bind`` raises ``OverflowError`` past 65535)."""
-    from swarm.runtime.host import PEER_OFFSET
+    from swarm.transport.topology import PEER_OFFSET
 
     base, hosts = config.transport.base_port, config.launcher.hosts
     top = base + PEER_OFFSET + hosts - 1

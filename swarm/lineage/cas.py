@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from swarm.durable import fsync_dir
 from swarm.errors import LineageError
-from swarm.lineage.git import fsync_dir
 
 __all__ = ["ContentStore", "sha256_file", "POINTER_FORMAT"]
 

@@ -22,10 +22,11 @@ import os
 import struct
 import subprocess
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
+from swarm.durable import fsync_dir, write_durably
 from swarm.errors import LineageError
 from swarm.lineage.names import is_sha
 
@@ -41,8 +42,6 @@ __all__ = [
     "encode_tag",
     "signature",
     "write_pack",
-    "fsync_dir",
-    "write_durably",
     "CatFile",
     "RefUpdater",
 ]
@@ -144,24 +143,6 @@ def _pack_header(kind: str, size: int) -> bytes:
         size >>= 7
     out.append(byte)
     return bytes(out)
-
-
-def write_durably(path: Path, chunks: Iterable[bytes]) -> None:
-    """Write ``chunks`` to ``path`` and fsync the file (its folder entry is ``fsync_dir``'s)."""
-    with open(path, "wb") as fh:
-        for chunk in chunks:
-            fh.write(chunk)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def fsync_dir(path: Path) -> None:
-    """Make the entries of folder ``path`` (renames into it) durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_pack(git_dir: Path, objects: Mapping[str, tuple[str, bytes]]) -> Path | None:

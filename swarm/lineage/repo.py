@@ -15,8 +15,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from swarm.durable import fsync_dir
 from swarm.errors import LineageError
-from swarm.lineage.git import fsync_dir
 from swarm.lineage.names import check_id, check_tree_path
 
 __all__ = [

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from swarm.durable import fsync_dir
 from swarm.errors import LineageError
 from swarm.lineage.batch import FileValue, ObjectBatch, split_paths
 from swarm.lineage.git import (
@@ -48,7 +49,6 @@ from swarm.lineage.git import (
     RefUpdater,
     encode_commit,
     encode_tag,
-    fsync_dir,
     parse_commit_tree,
     signature,
     write_pack,

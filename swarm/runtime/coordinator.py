@@ -53,7 +53,8 @@ from swarm.errors import PeerUnavailable, RemoteError, ReportError, SecurityErro
 from swarm.runtime.membership import check_join
 from swarm.runtime.recorder import Recorder
 from swarm.runtime.reports import ReportChecker, short
-from swarm.transport.peers import Incoming, Publisher, Server, TransportOptions, endpoint
+from swarm.transport.peers import Incoming, Publisher, Server, TransportOptions
+from swarm.transport.topology import CONTROL_OFFSET, EVENTS_OFFSET, endpoint
 from swarm.wire.codec import (
     AgentReport,
     Assignment,
@@ -69,12 +70,10 @@ from swarm.wire.codec import (
     error_reply,
 )
 
-__all__ = ["Coordinator", "Member", "CONTROL_OFFSET", "EVENTS_OFFSET"]
+__all__ = ["Coordinator", "Member"]
 
 log = logging.getLogger(__name__)
 
-CONTROL_OFFSET = 0  # port offsets from transport.base_port
-EVENTS_OFFSET = 1
 
 
 @dataclass

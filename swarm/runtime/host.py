@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import secrets
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,8 @@ from swarm.agents.base import Agent, AgentSpec
 from swarm.config.schema import SwarmConfig
 from swarm.errors import AdapterError, PeerUnavailable, SwarmError
 from swarm.skills.procedural import Example
-from swarm.transport.peers import Client, Incoming, Server, TransportOptions, endpoint
+from swarm.transport.peers import Client, Incoming, Server, TransportOptions
+from swarm.transport.topology import CONTROL_OFFSET, MODEL_OFFSET, endpoint, new_routing_id
 from swarm.wire.codec import (
     AgentReport,
     Assignment,
@@ -52,12 +52,10 @@ from swarm.wire.codec import (
 )
 from swarm.wire.codec import Example as WireExample
 
-__all__ = ["Host", "MODEL_OFFSET", "PEER_OFFSET", "new_routing_id"]
+__all__ = ["Host"]
 
 log = logging.getLogger(__name__)
 
-MODEL_OFFSET = 2  # port offset of the machine's model server
-PEER_OFFSET = 10  # host i serves direct peer messages at base_port + PEER_OFFSET + i
 
 
 class Host:
@@ -95,7 +93,7 @@ class Host:
 
     async def run(self) -> None:
         """Join the swarm and answer steps until the coordinator goes away or a stop."""
-        control = endpoint(self.config.transport, 0)
+        control = endpoint(self.config.transport, CONTROL_OFFSET)
         model = self.config.model.server or endpoint(self.config.transport, MODEL_OFFSET)
         async with Client(self.routing_id, control, self.options) as coord, Client(
             self.routing_id, model, self.options
@@ -284,11 +282,6 @@ class Host:
             raise SwarmError("host is not connected to a model server")
         self.messages += 2  # the request and its answer
         return self._model
-
-
-def new_routing_id(host_id: str) -> str:
-    """``host_id`` plus 64 random bits: a routing id no other peer can guess."""
-    return f"{host_id}.{secrets.token_hex(8)}"
 
 
 async def run_host(host: Host) -> None:

@@ -53,10 +53,10 @@ class InlineLauncher(LocalLauncher):
 
     async def _run(self) -> None:
         from swarm.runtime.coordinator import Coordinator
-        from swarm.runtime.host import PEER_OFFSET, Host
+        from swarm.runtime.host import Host
         from swarm.runtime.population import build_population
         from swarm.runtime.recorder import Recorder
-        from swarm.transport.peers import endpoint
+        from swarm.transport.topology import PEER_OFFSET, endpoint
 
         self._loop = asyncio.get_running_loop()
         self._task = asyncio.current_task()  # type: ignore[assignment]

@@ -166,13 +166,11 @@ def check_ports_free(config: SwarmConfig) -> None:
     Raises:
         SwarmError: naming the ports in use and the key that moves them.
     """
-    from swarm.runtime.host import MODEL_OFFSET, PEER_OFFSET
+    from swarm.transport.topology import swarm_ports
 
-    offsets = [0, 1, *([] if config.model.server else [MODEL_OFFSET]),
-               *(PEER_OFFSET + i for i in range(config.launcher.hosts))]
     taken = []
-    for offset in offsets:
-        port = config.transport.base_port + offset
+    for port in swarm_ports(config.transport, config.launcher.hosts,
+                            own_model_server=not config.model.server):
         with socket.socket() as sock:
             # As ZeroMQ binds: a port in TIME_WAIT from a finished run is free.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

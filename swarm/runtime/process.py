@@ -28,7 +28,7 @@ from swarm.transport import loop as aio
 
 __all__ = ["main"]
 
-_ROUTING_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}\.[0-9a-f]{16}")  # host.new_routing_id
+_ROUTING_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}\.[0-9a-f]{16}")  # topology.new_routing_id
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,9 +74,9 @@ async def _coordinator(config: SwarmConfig, args: argparse.Namespace) -> None:
 
 
 async def _host(config: SwarmConfig, args: argparse.Namespace) -> None:
-    from swarm.runtime.host import PEER_OFFSET, Host
+    from swarm.runtime.host import Host
     from swarm.runtime.population import build_population
-    from swarm.transport.peers import endpoint
+    from swarm.transport.topology import PEER_OFFSET, endpoint
 
     hosts = json.loads((args.run_dir / "hosts.json").read_text())
     mine = set(hosts[args.index])
@@ -95,7 +95,7 @@ def _routing_id(run_dir: Path, host_id: str) -> str:
     written to a temporary file and renamed into place, so a crash never leaves
     an empty or partial id; one that does not read as this host's id is made anew.
     """
-    from swarm.runtime.host import new_routing_id
+    from swarm.transport.topology import new_routing_id
 
     path = run_dir / "ids" / host_id
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -38,7 +38,8 @@ import zmq.asyncio
 from swarm.errors import AdapterError, BackendError, PeerUnavailable, SwarmError, TrainingError
 from swarm.serving.base import Backend, check_requests
 from swarm.transport import loop as aio
-from swarm.transport.peers import Incoming, Server, TransportOptions, endpoint
+from swarm.transport.peers import Incoming, Server, TransportOptions
+from swarm.transport.topology import endpoint
 from swarm.wire.codec import (
     Error,
     Generate,
@@ -345,9 +346,9 @@ async def serve(config: SwarmConfig, model: Path, store_root: Path) -> None:
     norm) the first time the engine loads it.
     """
     from swarm.adapters.store import AdapterStore, AdapterValidator
-    from swarm.runtime.host import MODEL_OFFSET
     from swarm.serving import create_backend
     from swarm.serving.jobs import store_merger, store_trainer
+    from swarm.transport.topology import MODEL_OFFSET
 
     store = AdapterStore(store_root, AdapterValidator(model, max_rank=config.model.max_lora_rank))
 

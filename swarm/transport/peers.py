@@ -36,7 +36,7 @@ Usage (the coordinator, a host and a model server of issue 7 look like this)::
 A ``Client``'s name is its ZeroMQ routing id: unique among the clients of
 one server, stable across reconnects so the server's routes survive them,
 and hard to guess where it matters (a host uses its name plus 64 secret
-random bits, ``swarm.runtime.host.new_routing_id``): libzmq hands a connection over to
+random bits, ``swarm.transport.topology.new_routing_id``): libzmq hands a connection over to
 whoever connects with the same routing id.
 
 Roles: ``Server`` is a ROUTER that binds (coordinator, hosts, model servers),
@@ -88,7 +88,7 @@ import zmq
 from swarm.errors import PeerUnavailable
 from swarm.transport.reliable import DOWN, Messenger, down_signal
 from swarm.transport.security import warn_if_exposed
-from swarm.transport.socket import Endpoint, Incoming, TransportOptions, endpoint
+from swarm.transport.socket import Endpoint, Incoming, TransportOptions
 from swarm.wire.codec import Frame, Heartbeat, Message, encode
 
 __all__ = [
@@ -100,7 +100,6 @@ __all__ = [
     "Client",
     "Publisher",
     "Subscriber",
-    "endpoint",
     "down_signal",
     "DOWN",
 ]

@@ -64,7 +64,7 @@ from swarm.wire.codec import (
     payload_frames,
 )
 
-__all__ = ["TransportOptions", "Incoming", "Endpoint", "endpoint"]
+__all__ = ["TransportOptions", "Incoming", "Endpoint"]
 
 log = logging.getLogger(__name__)
 _EVENTS, _POLLIN, _RCVMORE, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.RCVMORE), int(zmq.NOBLOCK)
@@ -138,11 +138,6 @@ class TransportOptions:
     def timeout_s(self) -> float:
         """How long a silent peer is considered alive: ``heartbeat_ms * liveness``."""
         return self.heartbeat_ms * self.liveness / 1000.0
-
-
-def endpoint(section: TransportSection, offset: int) -> str:
-    """The TCP endpoint ``tcp://host:(base_port + offset)`` of one role."""
-    return f"tcp://{section.host}:{section.base_port + offset}"
 
 
 class Incoming(msgspec.Struct, frozen=True, gc=False):
