@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from swarm import load_config
 from swarm.cli.main import describe, main
 from swarm.errors import ConfigError, LineageError
 from swarm.transport.security import init_keys, public_key_text
@@ -238,3 +239,58 @@ def test_console_script_bad_config_is_one_line_and_debug_shows_the_traceback(
     for run in (debug, env_debug):
         assert run.returncode != 0
         assert "Traceback" in run.stderr and "ConfigError" in run.stderr
+
+
+# -- swarm init ------------------------------------------------------------------------------
+
+
+def _starter() -> dict[str, bytes]:
+    """What ``swarm init`` must write: the checkout's configs and notebooks."""
+    files = {f"configs/{p.name}": p.read_bytes() for p in (ROOT / "configs").glob("*.yaml")}
+    files |= {f"notebooks/{p.name}": p.read_bytes() for p in (ROOT / "notebooks").glob("*.ipynb")}
+    return files
+
+
+def test_init_writes_the_quickstart_config_and_the_notebooks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dest = tmp_path / "new" / "project"
+
+    code = main(["init", str(dest)])
+
+    out = capsys.readouterr().out
+    assert code == 0
+    written = {str(p.relative_to(dest)): p.read_bytes() for p in dest.rglob("*") if p.is_file()}
+    assert written == _starter()
+    assert "configs/quickstart.yaml" in written and "notebooks/quickstart.ipynb" in written
+    assert f"cd {dest}" in out and "swarm run configs/quickstart.yaml" in out
+    load_config(dest / "configs" / "quickstart.yaml")  # the starter config validates
+
+
+def test_init_into_an_existing_folder_keeps_its_other_files(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine\n")
+
+    assert main(["init", str(tmp_path)]) == 0
+
+    assert (tmp_path / "notes.txt").read_text() == "mine\n"
+    assert (tmp_path / "configs" / "quickstart.yaml").read_bytes() == QUICKSTART.read_bytes()
+
+
+def test_init_overwrites_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    mine = tmp_path / "configs" / "quickstart.yaml"
+    mine.parent.mkdir()
+    mine.write_text("swarm: {name: mine}\n")
+
+    _one_line(capsys, ["init", str(tmp_path)], f"{mine} already exists", "overwrites nothing")
+
+    assert mine.read_text() == "swarm: {name: mine}\n"
+    assert not (tmp_path / "notebooks").exists()  # refused before writing anything
+
+
+def test_init_into_a_file_or_an_unwritable_place_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    file = tmp_path / "file"
+    file.write_text("x")
+    _one_line(capsys, ["init", str(file)], f"{file} is not a folder")
+    _one_line(capsys, ["init", str(file / "below")], f"{file / 'below' / 'configs'}")

@@ -21,9 +21,9 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 from typing import NoReturn
 
-from swarm import __version__
 from swarm.cli.keys import key_after_dashes
 from swarm.errors import ConfigError, SwarmError
 
@@ -35,6 +35,7 @@ _GROUPS = (
     "swarm.cli.run",
     "swarm.cli.lineage",
     "swarm.cli.keys",
+    "swarm.cli.init",
 )
 
 _MAX_LINE = 400
@@ -54,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="swarm",
         description="Run and inspect swarms of LLM agents that learn from each other.",
     )
-    parser.add_argument("--version", action="version", version=f"swarm {__version__}")
+    parser.add_argument("--version", action="version", version=f"swarm {_version()}")
     parser.add_argument(
         "--debug", action="store_true",
         help="show the traceback of an error instead of one line (also SWARM_DEBUG=1)",
@@ -141,6 +142,17 @@ def _flush_stdout() -> None:
         except (OSError, ValueError):
             pass
         raise OSError(exc.errno, exc.strerror, "standard output") from None
+
+
+def _version() -> str:
+    """The installed distribution's version (``swarm.__version__``, read by pyproject).
+
+    Read from the package metadata, not ``swarm``: no part imports the facade.
+    """
+    try:
+        return metadata.version("swarm")
+    except metadata.PackageNotFoundError:  # the checkout on sys.path, never installed
+        return "(not installed)"
 
 
 def _os_error(exc: OSError) -> str:
