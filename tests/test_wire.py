@@ -377,8 +377,8 @@ def _reader() -> Server:
 @given(_MULTIPART)
 def test_hypothesis_the_read_path_delivers_only_whole_messages(frames: list[bytes]) -> None:
     reader = _reader()
-    reader._on_frames(b"peer", frames)  # nothing may escape
-    for inc in reader._inbox:
+    reader.feed(b"peer", frames)  # nothing may escape
+    for inc in reader.recv_nowait(reader.waiting):
         assert len(inc.payload) == payload_frames(inc.msg)
 
 
@@ -391,9 +391,9 @@ def test_fuzz_the_read_path_with_100k_multipart_messages() -> None:
         frames = next(gen)
         if len(frames) > MAX_PAYLOAD_FRAMES + 1 or sum(map(len, frames)) > MAX:
             continue  # refused as read, by the socket loop (the live fuzz test covers it)
-        reader._on_frames(b"peer", frames)
-        for inc in reader._inbox:
+        reader.feed(b"peer", frames)
+        got = reader.recv_nowait(reader.waiting)
+        for inc in got:
             assert len(inc.payload) == payload_frames(inc.msg)
-        delivered += len(reader._inbox)
-        reader._inbox.clear()
+        delivered += len(got)
     assert delivered > 10_000  # the valid paths really ran, batches included

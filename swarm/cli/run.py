@@ -120,7 +120,8 @@ def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
 
 
 async def _watch(config: SwarmConfig, launcher: Any, console: Console) -> int:
-    from swarm.transport.peers import Subscriber, TransportOptions
+    from swarm.transport.peers import TransportOptions
+    from swarm.transport.pubsub import Subscriber
     from swarm.transport.topology import EVENTS_OFFSET, endpoint
 
     options = TransportOptions.from_config(config.transport)
