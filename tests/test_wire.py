@@ -22,6 +22,7 @@ from swarm.wire.codec import (
     MAX_PAYLOAD_FRAMES,
     MESSAGE_TYPES,
     PAYLOAD_TYPES,
+    VERSION,
     AdapterChunk,
     Chat,
     Commit,
@@ -272,6 +273,25 @@ def test_a_batch_holding_a_payload_type_is_refused(kind: type[Message]) -> None:
     with pytest.raises(WireError) as info:
         decode_envelope(batch)
     assert info.value.kind == "frames"
+
+
+@pytest.mark.parametrize("data", [
+    {"type": "Chat", "version": 2, "content": "hi"},  # decodes here, but another version
+    {"type": "Chat", "version": 2, "content": 5},  # a field this version reads otherwise
+    {"type": "Teleport", "version": 2},  # a type this version does not know
+    {"type": "Chat", "version": 70_000},  # past the field's bound
+], ids=["same-fields", "other-field-type", "unknown-type", "out-of-bounds"])
+def test_another_version_is_refused_as_bad_version_naming_ours(data: dict[str, object]) -> None:
+    for frame in (_raw(data), msgspec.msgpack.encode([{"type": "Chat"}, data])):  # alone, batched
+        with pytest.raises(WireError) as info:
+            decode_envelope(frame)
+        assert info.value.kind == "bad_version"
+        assert f"version {data['version']} is not supported" in str(info.value)
+        assert f"this side speaks version {VERSION}" in str(info.value)
+    # a message of this version that fails to decode is not blamed on its version
+    with pytest.raises(WireError) as info:
+        decode_envelope(_raw({"type": "Chat", "version": VERSION, "content": 5}))
+    assert info.value.kind == "invalid"
 
 
 def test_envelope_of_reads_the_envelope_of_a_refused_message() -> None:
