@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 from bench.common import write_result  # noqa: E402
 from swarm.agents.base import Agent, AgentSpec  # noqa: E402
 from swarm.agents.registry import role  # noqa: E402
-from swarm.transport import loop as aio  # noqa: E402
+from swarm.transport.loop import run_loop  # noqa: E402
 from swarm.transport.peers import Client, TransportOptions  # noqa: E402
 from swarm.wire.codec import Chat, encode_batch  # noqa: E402
 
@@ -94,7 +94,7 @@ def serve(n_agents: int, address: str) -> None:
     specs.append(AgentSpec(agent_id=STATS_ID, role="scale_stats"))
     host = Host("scale-host", config, specs, Path(tempfile.gettempdir()))
     del specs
-    aio.run(host.serve_peers(address))  # the loop swarm's host processes run on
+    run_loop(host.serve_peers(address))  # the loop swarm's host processes run on
 
 
 def raw_echo(address: str) -> None:
@@ -181,7 +181,7 @@ def run_host(n_agents: int, runs: list[int], batch: int, window: int,
     """Start a host with ``n_agents`` agents, measure it, stop it."""
     address = free_address()
     with process("--serve", str(n_agents), "--address", address):
-        return aio.run(measure_host(address, n_agents, runs, batch, window, seed))
+        return run_loop(measure_host(address, n_agents, runs, batch, window, seed))
 
 
 def run_raw(runs: list[int], batch: int, window: int, frame_bytes: int) -> list[float]:

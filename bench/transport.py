@@ -53,7 +53,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import zmq  # noqa: E402
 
-from swarm.transport import loop as aio  # noqa: E402
+from swarm.transport.loop import loop_factory, run_loop  # noqa: E402
 from swarm.transport.peers import Client, Server, TransportOptions  # noqa: E402
 from swarm.transport.transfer import AdapterReceiver, AdapterSender  # noqa: E402
 from swarm.wire.codec import Chat, encode  # noqa: E402
@@ -81,7 +81,7 @@ def child(mode: str, address: str, n: int) -> None:
     if mode.startswith("raw"):
         _raw_child(mode, address, n)
     else:
-        aio.run(_swarm_child(mode, address, n))  # the loop swarm's processes run on
+        run_loop(_swarm_child(mode, address, n))  # the loop swarm's processes run on
 
 
 def _peak_rss() -> int:
@@ -342,8 +342,8 @@ def run(quick: bool) -> dict[str, Any]:
     raws, swarms, batched = [], [], []
     for _ in range(5 if not quick else 1):  # interleaved rounds; ratios are medians of rounds
         raws.append(raw_throughput(addr, n_msgs))
-        swarms.append(aio.run(swarm_throughput(addr, n_msgs)))
-        batched.append(aio.run(swarm_throughput(addr, n_msgs, post=True)))
+        swarms.append(run_loop(swarm_throughput(addr, n_msgs)))
+        batched.append(run_loop(swarm_throughput(addr, n_msgs, post=True)))
     f["raw_small_msgs_per_s"] = statistics.median(raws)
     f["swarm_small_msgs_per_s"] = statistics.median(swarms)
     f["swarm_post_small_msgs_per_s"] = statistics.median(batched)
@@ -352,8 +352,8 @@ def run(quick: bool) -> dict[str, Any]:
     rounds = 2 if quick else 5
     sides = {
         "raw": lambda k: raw_rtt(addr, k),
-        "swarm": lambda k: aio.run(swarm_rtt(addr, k)),  # default options: busy poll on
-        "swarm_no_busy_poll": lambda k: aio.run(swarm_rtt(addr, k, NO_SPIN)),
+        "swarm": lambda k: run_loop(swarm_rtt(addr, k)),  # default options: busy poll on
+        "swarm_no_busy_poll": lambda k: run_loop(swarm_rtt(addr, k, NO_SPIN)),
     }
     got: dict[str, list[float]] = {side: [] for side in sides}
     cpu: dict[str, float] = {side: 0.0 for side in sides}
@@ -375,7 +375,7 @@ def run(quick: bool) -> dict[str, Any]:
         f[f"{name}_client_cpu_us_per_request"] = cpu[name] / len(ts) * 1e6
     f["rtt_p50_vs_raw_per_round"] = [round(x, 3) for x in per_round["swarm"]]
     f["rtt_p50_no_busy_poll_vs_raw_per_round"] = [round(x, 3) for x in per_round["swarm_no_busy_poll"]]
-    bt, rss = aio.run(bulk(tmp, size, reps))
+    bt, rss = run_loop(bulk(tmp, size, reps))
     bw_ratio = [r / x for r, x in zip(bt["raw"], bt["swarm"], strict=True)]
     f["raw_adapter_bytes_per_s"] = size / statistics.median(bt["raw"])
     f["raw_discard_adapter_bytes_per_s"] = size / statistics.median(bt["raw_discard"])
@@ -410,7 +410,7 @@ def run(quick: bool) -> dict[str, Any]:
     params = {"messages": n_msgs, "payload_bytes": len(BODY), "rtt_samples": n_rtt,
               "adapter_bytes": size, "adapter_reps": reps, "transport": "ipc",
               "envelope_bytes": len(encode(small_message())[0]), "quick": quick,
-              "rtt_rounds": rounds, "event_loop": aio.loop_factory().__module__.split(".")[0],
+              "rtt_rounds": rounds, "event_loop": loop_factory().__module__.split(".")[0],
               "busy_poll_us": OPTS.busy_poll_us}
     return {"params": params, "figures": f, "ratios": ratios}
 

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from swarm.errors import ConfigError
-from swarm.transport import loop as aio
+from swarm.transport.loop import ENV, run_loop
 
 
 async def _loop_type() -> str:
@@ -16,13 +16,13 @@ async def _loop_type() -> str:
 
 def test_uvloop_by_default_asyncio_on_request(monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("uvloop")
-    monkeypatch.delenv(aio.ENV, raising=False)
-    assert aio.run(_loop_type()) == "uvloop"
-    monkeypatch.setenv(aio.ENV, "asyncio")
-    assert aio.run(_loop_type()) == "asyncio"
+    monkeypatch.delenv(ENV, raising=False)
+    assert run_loop(_loop_type()) == "uvloop"
+    monkeypatch.setenv(ENV, "asyncio")
+    assert run_loop(_loop_type()) == "asyncio"
 
 
 def test_a_bad_loop_name_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(aio.ENV, "trio")
+    monkeypatch.setenv(ENV, "trio")
     with pytest.raises(ConfigError, match="SWARM_EVENT_LOOP must be 'uvloop' or 'asyncio', got 'trio'"):
-        aio.run(_loop_type())
+        run_loop(_loop_type())

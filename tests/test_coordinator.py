@@ -92,7 +92,7 @@ def msgspec_copy(item: Any, **changes: Any) -> Any:
 def serve(config_path: str, host_id: str, mode: str, agents: list[str]) -> None:
     """The host process: a real ``Host`` holding ``agents`` of the test role."""
     from swarm.agents.registry import role
-    from swarm.transport import loop as aio
+    from swarm.transport.loop import run_loop
 
     role("test_coordinator_fixed")(FixedAgent)
     FixedAgent.mode = mode
@@ -101,7 +101,7 @@ def serve(config_path: str, host_id: str, mode: str, agents: list[str]) -> None:
     specs = [dataclasses.replace(s, role="test_coordinator_fixed")
              for s in build_population(config) if s.agent_id in agents]
     host = ForgingHost(host_id, config, specs, config.adapter_store)
-    aio.run(host.run())
+    run_loop(host.run())
 
 
 def _raw_config(tmp: Path, good: int, bad: int, rounds: int = 1) -> dict[str, Any]:

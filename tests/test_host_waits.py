@@ -32,7 +32,7 @@ SHA = "c" * 64
 
 def serve(address: str, mode: str) -> None:
     """The model server process: answers every ``Train`` as ``mode`` says."""
-    from swarm.transport import loop as aio
+    from swarm.transport.loop import run_loop
     from swarm.transport.peers import Server
 
     async def main() -> None:
@@ -48,7 +48,7 @@ def serve(address: str, mode: str) -> None:
         await asyncio.sleep(float(mode.partition(":")[2]))
         await server.reply(inc, Trained(agent_id="a-0", adapter=SHA))  # type: ignore[arg-type]
 
-    aio.run(main())
+    run_loop(main())
 
 
 @pytest.fixture

@@ -23,7 +23,8 @@ from swarm.cli.main import main
 from swarm.config.schema import TransportSection, load_config, parse_config
 from swarm.errors import ConfigError, PeerUnavailable, RemoteError
 from swarm.runtime.local_launcher import LocalLauncher
-from swarm.transport.peers import Client, Publisher, Server, TransportOptions
+from swarm.transport.peers import Client, Server, TransportOptions
+from swarm.transport.pubsub import Publisher
 from swarm.transport.security import (
     CurveSecurity,
     add_key,
@@ -474,7 +475,7 @@ def test_a_curve_swarm_completes_a_round_and_strangers_get_nothing(
     """
     from swarm.cli.run import _ask_status
     from swarm.lineage.store import LineageReader, round_path
-    from swarm.transport.peers import Subscriber
+    from swarm.transport.pubsub import Subscriber
     from swarm.transport.topology import (
         CONTROL_OFFSET,
         EVENTS_OFFSET,
@@ -545,7 +546,7 @@ def test_a_curve_swarm_completes_a_round_and_strangers_get_nothing(
                     i.peer == b"done" for i in got_ours):
                 with contextlib.suppress(TimeoutError):
                     got_ours += await ours.recv_batch(timeout=0.5)
-            leaked = [i for sub in (plain, unknown) for i in sub._inbox]
+            leaked = [i for sub in (plain, unknown) for i in sub.recv_nowait(sub.waiting)]
         return got_ours, leaked, [a for a in answers if a], seen
 
     launcher = LocalLauncher(config)

@@ -99,7 +99,7 @@ def test_transfer_resumes_from_the_receivers_offset_after_a_reconnect(tmp_path: 
                 task = asyncio.ensure_future(sender.send(data, sha))
                 while rx.progress(sha) < 1 << 20:
                     await asyncio.sleep(0.001)
-                cli._reconnect()  # the connection breaks mid-transfer
+                cli.reconnect()  # the connection breaks mid-transfer
                 held = rx.progress(sha)
                 await task
             assert held >= 1 << 20 and got == [data]
@@ -115,11 +115,16 @@ def test_credit_goes_back_in_batches_of_a_quarter_window(tmp_path: Path) -> None
     async def main() -> None:
         got: list[bytes] = []
         async with Server("recv", address, OPTS) as srv:
-            rx = AdapterReceiver(srv, on_adapter=lambda a: got.append(bytes(a.data)),
-                                 window=8, chunk_bytes=1 << 20)
+            AdapterReceiver(srv, on_adapter=lambda a: got.append(bytes(a.data)),  # takes its hooks
+                            window=8, chunk_bytes=1 << 20)
             answers: list[Any] = []
-            answer = rx._answer
-            rx._answer = lambda offer, peer, msg: (answers.append(msg), answer(offer, peer, msg))  # type: ignore[method-assign]
+            answer = srv.send_nowait  # the receiver answers through it
+
+            def spy(msg: Any, payload: Any = (), peer: bytes | None = None) -> bool:
+                answers.append(msg)
+                return answer(msg, payload, peer)
+
+            srv.send_nowait = spy  # type: ignore[method-assign]
             async with Client("sender-6", address, OPTS) as cli:
                 await cli.wait_up(10)
                 await AdapterSender(cli).send(data, sha)

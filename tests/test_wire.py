@@ -22,6 +22,7 @@ from swarm.wire.codec import (
     MAX_PAYLOAD_FRAMES,
     MESSAGE_TYPES,
     PAYLOAD_TYPES,
+    VERSION,
     AdapterChunk,
     Chat,
     Commit,
@@ -274,6 +275,25 @@ def test_a_batch_holding_a_payload_type_is_refused(kind: type[Message]) -> None:
     assert info.value.kind == "frames"
 
 
+@pytest.mark.parametrize("data", [
+    {"type": "Chat", "version": 2, "content": "hi"},  # decodes here, but another version
+    {"type": "Chat", "version": 2, "content": 5},  # a field this version reads otherwise
+    {"type": "Teleport", "version": 2},  # a type this version does not know
+    {"type": "Chat", "version": 70_000},  # past the field's bound
+], ids=["same-fields", "other-field-type", "unknown-type", "out-of-bounds"])
+def test_another_version_is_refused_as_bad_version_naming_ours(data: dict[str, object]) -> None:
+    for frame in (_raw(data), msgspec.msgpack.encode([{"type": "Chat"}, data])):  # alone, batched
+        with pytest.raises(WireError) as info:
+            decode_envelope(frame)
+        assert info.value.kind == "bad_version"
+        assert f"version {data['version']} is not supported" in str(info.value)
+        assert f"this side speaks version {VERSION}" in str(info.value)
+    # a message of this version that fails to decode is not blamed on its version
+    with pytest.raises(WireError) as info:
+        decode_envelope(_raw({"type": "Chat", "version": VERSION, "content": 5}))
+    assert info.value.kind == "invalid"
+
+
 def test_envelope_of_reads_the_envelope_of_a_refused_message() -> None:
     bad = _raw({"type": "Generate", "msg_id": "m1", "sender": "h0", "round": 4,
                 "requests": [{"prompt": "x", "max_tokens": 2**62}]})
@@ -377,8 +397,8 @@ def _reader() -> Server:
 @given(_MULTIPART)
 def test_hypothesis_the_read_path_delivers_only_whole_messages(frames: list[bytes]) -> None:
     reader = _reader()
-    reader._on_frames(b"peer", frames)  # nothing may escape
-    for inc in reader._inbox:
+    reader.feed(b"peer", frames)  # nothing may escape
+    for inc in reader.recv_nowait(reader.waiting):
         assert len(inc.payload) == payload_frames(inc.msg)
 
 
@@ -391,9 +411,9 @@ def test_fuzz_the_read_path_with_100k_multipart_messages() -> None:
         frames = next(gen)
         if len(frames) > MAX_PAYLOAD_FRAMES + 1 or sum(map(len, frames)) > MAX:
             continue  # refused as read, by the socket loop (the live fuzz test covers it)
-        reader._on_frames(b"peer", frames)
-        for inc in reader._inbox:
+        reader.feed(b"peer", frames)
+        got = reader.recv_nowait(reader.waiting)
+        for inc in got:
             assert len(inc.payload) == payload_frames(inc.msg)
-        delivered += len(reader._inbox)
-        reader._inbox.clear()
+        delivered += len(got)
     assert delivered > 10_000  # the valid paths really ran, batches included

@@ -123,11 +123,10 @@ async def main(args: argparse.Namespace) -> None:
     agents = set(args.agents.split(",")) if args.agents else set()
     async with Server(args.name, args.bind, opts) as server:
         if args.mode == "receiver":
-            receiver = AdapterReceiver(server, on_adapter=lambda a: _log(args.log, a),
-                                       window=args.window, chunk_bytes=args.chunk,
-                                       max_bytes=args.max_adapter)
+            AdapterReceiver(server, on_adapter=lambda a: _log(args.log, a),  # takes its hooks
+                            window=args.window, chunk_bytes=args.chunk, max_bytes=args.max_adapter)
             if args.delay_ms:
-                _slow_down(server, receiver, args.delay_ms / 1000.0)
+                _slow_down(server, args.delay_ms / 1000.0)
         print("READY", flush=True)
         while True:
             for inc in await server.recv_batch():
@@ -142,17 +141,17 @@ def _log(path: str, adapter: ReceivedAdapter) -> None:
         fh.write(f"{adapter.sha256} {adapter.size}\n")
 
 
-def _slow_down(server: Server, receiver: AdapterReceiver, delay: float) -> None:
+def _slow_down(server: Server, delay: float) -> None:
     """Make the receiver slow so a test can kill it in the middle of a transfer."""
     from swarm.wire.codec import AdapterChunk
-
-    take = receiver._on_chunk
 
     def slow(inc: Incoming) -> None:
         time.sleep(delay)
         take(inc)
 
-    server.add_hook(AdapterChunk, slow)
+    previous = server.add_hook(AdapterChunk, slow)  # the receiver's hook, now behind the delay
+    assert previous is not None
+    take = previous
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:

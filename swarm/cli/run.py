@@ -20,7 +20,7 @@ from rich.table import Table
 
 from swarm.config.schema import SwarmConfig, load_config
 from swarm.errors import SwarmError
-from swarm.transport import loop as aio
+from swarm.transport.loop import run_loop
 
 __all__ = ["register", "run_swarm"]
 
@@ -114,13 +114,14 @@ def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return aio.run(coro)
+        return run_loop(coro)
     with ThreadPoolExecutor(1) as pool:
-        return pool.submit(aio.run, coro).result()
+        return pool.submit(run_loop, coro).result()
 
 
 async def _watch(config: SwarmConfig, launcher: Any, console: Console) -> int:
-    from swarm.transport.peers import Subscriber, TransportOptions
+    from swarm.transport.peers import TransportOptions
+    from swarm.transport.pubsub import Subscriber
     from swarm.transport.topology import EVENTS_OFFSET, endpoint
 
     options = TransportOptions.from_config(config.transport)

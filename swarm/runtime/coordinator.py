@@ -53,7 +53,8 @@ from swarm.errors import PeerUnavailable, RemoteError, ReportError, SecurityErro
 from swarm.runtime.membership import check_join
 from swarm.runtime.recorder import Recorder
 from swarm.runtime.reports import ReportChecker, short
-from swarm.transport.peers import Incoming, Publisher, Server, TransportOptions
+from swarm.transport.peers import Incoming, Server, TransportOptions
+from swarm.transport.pubsub import Publisher
 from swarm.transport.topology import CONTROL_OFFSET, EVENTS_OFFSET, endpoint
 from swarm.wire.codec import (
     AgentReport,

@@ -18,7 +18,7 @@ import threading
 
 from swarm.errors import SwarmError
 from swarm.runtime.local_launcher import LocalLauncher
-from swarm.transport import loop as aio
+from swarm.transport.loop import run_loop
 
 __all__ = ["InlineLauncher"]
 
@@ -42,7 +42,7 @@ class InlineLauncher(LocalLauncher):
 
     def _main(self) -> None:
         try:
-            aio.run(self._run())
+            run_loop(self._run())
             self._code = 0
         except asyncio.CancelledError:
             self._code = 130

@@ -24,7 +24,7 @@ from typing import Any
 import msgspec
 
 from swarm.config.schema import SwarmConfig
-from swarm.transport import loop as aio
+from swarm.transport.loop import run_loop
 
 __all__ = ["main"]
 
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     config = msgspec.json.decode((args.run_dir / "config.json").read_bytes(), type=SwarmConfig)
     runner = {"coordinator": _coordinator, "host": _host, "model-server": _model_server}[args.role]
     try:
-        aio.run(_until_signalled(runner(config, args)))
+        run_loop(_until_signalled(runner(config, args)))
     except Exception:
         logging.getLogger("swarm.runtime.process").exception("%s failed", args.role)
         return 1

@@ -37,7 +37,7 @@ import zmq.asyncio
 
 from swarm.errors import AdapterError, BackendError, PeerUnavailable, SwarmError, TrainingError
 from swarm.serving.base import Backend, check_requests
-from swarm.transport import loop as aio
+from swarm.transport.loop import run_loop
 from swarm.transport.peers import Incoming, Server, TransportOptions
 from swarm.transport.topology import endpoint
 from swarm.wire.codec import (
@@ -332,7 +332,7 @@ class ServerThread:
                 await self.server.run(ready=self._ready.set)
 
         try:
-            aio.run(main())
+            run_loop(main())
         except BaseException as exc:
             self._error = exc
             self._ready.set()

@@ -6,8 +6,8 @@ of a request's round trip (``bench/transport.py``), and uvloop's libuv loop
 makes them cheaper. ``SWARM_EVENT_LOOP=asyncio`` forces the standard loop, for
 debugging or to compare.
 
-    from swarm.transport import loop as aio
-    aio.run(main())            # instead of asyncio.run(main())
+    from swarm.transport.loop import run_loop
+    run_loop(main())           # instead of asyncio.run(main())
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from swarm.errors import ConfigError
 
-__all__ = ["ENV", "loop_factory", "run"]
+__all__ = ["ENV", "loop_factory", "run_loop"]
 
 ENV = "SWARM_EVENT_LOOP"
 T = TypeVar("T")
@@ -46,7 +46,7 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
     return asyncio.new_event_loop
 
 
-def run(coro: Coroutine[Any, Any, T]) -> T:
+def run_loop(coro: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run(coro)`` on the chosen loop (see the module docstring).
 
     Raises:

@@ -1,4 +1,4 @@
-"""ZeroMQ transport: one socket per role per process, typed messages, reliable delivery.
+"""The conversing roles of the ZeroMQ transport: ``Server`` (ROUTER) and ``Client`` (DEALER).
 
 Usage (the coordinator, a host and a model server of issue 7 look like this)::
 
@@ -40,8 +40,9 @@ random bits, ``swarm.transport.topology.new_routing_id``): libzmq hands a connec
 whoever connects with the same routing id.
 
 Roles: ``Server`` is a ROUTER that binds (coordinator, hosts, model servers),
-``Client`` a DEALER that connects to one server, ``Publisher``/``Subscriber``
-carry best-effort events. Adapter bytes go through ``swarm.transport.transfer``.
+``Client`` a DEALER that connects to one server; ``Publisher``/``Subscriber``
+(``swarm.transport.pubsub``) carry best-effort events. Adapter bytes go through
+``swarm.transport.transfer``.
 
 Reliability. ``Client`` runs the Paranoid Pirate pattern: it heartbeats every
 ``heartbeat_ms``, counts down ``liveness`` for each silent period, declares the
@@ -65,60 +66,56 @@ liveness timeout, then ``PeerUnavailable``) instead of dropping; ``Publisher``
 drops past its mark because events are best effort. Adapter chunks are bounded
 by credit, not by the HWM.
 
-Hot path. The socket's descriptor is registered with the event loop once;
-when it fires, a callback drains up to ``drain_batch`` messages with
-non-blocking receives and decodes each with msgspec (awaiting each ``recv()``
-is 7x slower, see DESIGN.md section 4). Payload-free messages sent to one
-peer in the same loop pass are coalesced into one frame. A request that is
-the only one in flight polls the socket for up to ``busy_poll_us`` before the
-loop sleeps (``swarm.transport.reliable``), which takes most of the loop's sleep and
-wake-up out of a short round trip. Processes run on uvloop (``swarm.transport.loop``).
-Details in ``swarm.transport.socket``; replies, acks and retries in ``swarm.transport.reliable``.
+Hot path (batched reads, coalesced writes, the busy poll of a lone request):
+``swarm.transport.socket``. Processes run on uvloop (``swarm.transport.loop``).
+
+Structure. ``Endpoint`` (``swarm.transport.socket``) is the socket with its
+reader, inbox and write queue (``swarm.transport.outbox.Outbox``); every role
+here is an ``Endpoint`` one level down. ``Client`` and ``Server`` each hold a
+``Conversations`` (``swarm.transport.reliable``) for replies, requests, acks,
+retries and de-duplication, and expose its methods; a ``Server`` holds its
+``Routes`` (``swarm.transport.routes``): the peers it hears and the names
+routed to them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import zmq
 
-from swarm.errors import PeerUnavailable
-from swarm.transport.reliable import DOWN, Messenger, down_signal
+from swarm.errors import PeerUnavailable, WireError
+from swarm.transport.reliable import DOWN, Conversations, down_signal
+from swarm.transport.routes import Routes
 from swarm.transport.security import warn_if_exposed
-from swarm.transport.socket import Endpoint, Incoming, TransportOptions
+from swarm.transport.socket import Endpoint, Hook, Incoming, TransportOptions
 from swarm.wire.codec import Frame, Heartbeat, Message, encode
 
 __all__ = [
     "TransportOptions",
     "Incoming",
     "Endpoint",
-    "Messenger",
+    "Conversations",
     "Server",
     "Client",
-    "Publisher",
-    "Subscriber",
     "down_signal",
     "DOWN",
 ]
 
-log = logging.getLogger(__name__)
 
-
-class Server(Messenger):
+class Server(Endpoint):
     """A ROUTER that binds: answers requests and routes by agent id.
 
     Every message received teaches the route ``msg.sender -> peer``, unless
-    the sender is already routed to another live peer: a name's route stays
-    with the peer that used it first until that peer is forgotten, so a
-    message from another socket that claims the name (a forged ``Chat``) is
+    the sender is already routed to another live peer (``swarm.transport.routes``):
+    a message from another socket that claims the name (a forged ``Chat``) is
     still delivered, and answered to its own peer, but moves no route. Under
-    CURVE each peer is also bound to the public key it authenticated with
-    (``keys``); a message on the same routing id under another key is dropped. ``send(msg)`` without ``peer`` routes by
+    CURVE a message on a peer's routing id under another key than the one it
+    authenticated with is dropped. ``send(msg)`` without ``peer`` routes by
     ``msg.recipient``. ``on_peer_lost(peer)`` is called when a peer misses
-    ``liveness`` heartbeats.
+    ``liveness`` heartbeats. Replies, requests and acks go through ``conversations``.
     """
 
     _kind = zmq.ROUTER
@@ -130,12 +127,8 @@ class Server(Messenger):
         on_peer_lost: Callable[[bytes], None] | None = None,
     ) -> None:
         super().__init__(name, address, options, context)
-        self.peers: dict[bytes, float] = {}
-        self.routes: dict[str, bytes] = {}
-        self.keys: dict[bytes, bytes] = {}  # peer -> CURVE public key (Z85), under CURVE
-        self._warned: set[bytes] = set()  # peers already logged for a refused claim
-        self.lapsed: dict[bytes, float] = {}  # forgotten peer -> when; its names held silence_s
-        self._routes = self.routes  # the messenger learns sender -> peer as messages arrive
+        self.conversations = Conversations(self)
+        self._routes = Routes(name)
         self._on_peer_lost = on_peer_lost
         self._copy_envelope = self.options.security is None
 
@@ -144,48 +137,89 @@ class Server(Messenger):
         await super().start()
         self._tasks.append(asyncio.ensure_future(self._heartbeat_loop()))
 
+    # -- conversations (see ``swarm.transport.reliable.Conversations``) ---------------
+
+    def expect(self, msg_id: str, hook: Hook | None) -> None:
+        """Route replies whose ``correlation_id`` is ``msg_id`` to ``hook`` (``None`` stops)."""
+        self.conversations.expect(msg_id, hook)
+
+    async def reply(self, to: Incoming, msg: Message, payload: Sequence[Frame] = ()) -> None:
+        """Answer ``to`` (``Conversations.reply``)."""
+        await self.conversations.reply(to, msg, payload)
+
+    async def request(
+        self, msg: Message, payload: Sequence[Frame] = (), peer: bytes | None = None,
+        timeout: float = 30.0, reliable: bool = False,
+    ) -> Incoming:
+        """Send ``msg`` and wait for its answer (``Conversations.request``)."""
+        return await self.conversations.request(msg, payload, peer, timeout, reliable)
+
+    async def send_reliable(
+        self, msg: Message, payload: Sequence[Frame] = (), peer: bytes | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        """Send until acknowledged (``Conversations.send_reliable``)."""
+        await self.conversations.send_reliable(msg, payload, peer, timeout)
+
+    # -- routes (``swarm.transport.routes.Routes``) -------------------------------------
+
+    @property
+    def peers(self) -> Mapping[bytes, float]:
+        """The live peers and the loop time each was last heard."""
+        return self._routes.live
+
+    @property
+    def routes(self) -> Mapping[str, bytes]:
+        """Each name (agent, host) and the peer it is routed to."""
+        return self._routes.names
+
     def route(self, agent_id: str, peer: bytes) -> None:
         """Route messages for ``agent_id`` to ``peer``."""
-        self.routes[agent_id] = peer
+        self._routes.route(agent_id, peer)
 
     def key_of(self, peer: bytes) -> bytes:
         """The CURVE public key ``peer`` authenticated with (``b""`` without security)."""
-        return self.keys.get(peer, b"")
+        return self._routes.key_of(peer)
 
     def holds(self, peer: bytes) -> bool:
         """Whether ``peer`` still holds its names: live, or forgotten under ``silence_s`` ago."""
-        return peer in self.peers or peer in self.lapsed
+        return self._routes.holds(peer)
 
-    def _claim(self, sender: str, peer: bytes) -> bool:
-        """Route ``sender`` to ``peer`` unless another peer holds it (then keep that)."""
-        held = self.routes.get(sender)
-        if held is None or held == peer or not self.holds(held):
-            self.routes[sender] = peer
-            return True
-        if self._warn_once(peer):
-            log.warning("%s: %r sent as %r, which %r holds: the route stays (further "
-                        "claims from this peer are not logged)", self.name, peer, sender, held)
-        return False
+    # -- the endpoint's hooks -------------------------------------------------------
 
-    def _warn_once(self, peer: bytes) -> bool:
-        """True the first time ``peer`` is warned about (a flood of forgeries logs one line)."""
-        if peer in self._warned or len(self._warned) >= 10_000:
-            return False
-        self._warned.add(peer)
-        return True
+    def _dispatch(self, peer: bytes, msg: Message, payload: list[Frame]) -> None:
+        # Endpoint._dispatch plus heartbeats, routes and conversations, written out: per message
+        kind = type(msg)
+        if kind is Heartbeat:
+            return
+        if msg.sender:
+            self._routes.claim(msg.sender, peer)
+        if (msg.ack or msg.correlation_id is not None) and self.conversations.take(
+                peer, msg, payload):
+            return
+        hook = self._hooks.get(kind)
+        if hook is not None:
+            hook(Incoming(msg, payload, peer))
+        else:
+            self._inbox.append(Incoming(msg, payload, peer))
+
+    def _answer_error(self, peer: bytes, exc: WireError, to: Message | None) -> None:
+        super()._answer_error(peer, exc, to)
+        self.conversations.refused(peer, exc, to)
+
+    def _sent(self, msg: Message, frames: list[Frame] | None) -> None:
+        self.conversations.sent(msg, frames)
+
+    def _on_closed(self) -> None:
+        self.conversations.fail_pending("closed")
 
     def _admit(self, peer: bytes, frames: list[Frame]) -> bool:
         if not frames or not isinstance(frames[0], zmq.Frame):
             return True
-        key = str(frames[0].get("User-Id") or "").encode()
-        known = self.keys.setdefault(peer, key)
-        if known == key:
-            frames[0] = frames[0].bytes
-            return True
-        if self._warn_once(peer):
-            log.warning("%s: dropped a message from %r under another key (%s, bound to %s)",
-                        self.name, peer, key[:8].decode(), known[:8].decode())
-        return False
+        if not self._routes.bind_key(peer, str(frames[0].get("User-Id") or "").encode()):
+            return False
+        frames[0] = frames[0].bytes
+        return True
 
     def _configure(self, sock: zmq.Socket[bytes]) -> None:
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -197,59 +231,42 @@ class Server(Messenger):
         sock.bind(self.address)
 
     def _dest(self, msg: Message, peer: bytes | None) -> bytes:
+        routes = self._routes
         if peer is None:
-            peer = self.routes.get(msg.recipient)
+            peer = routes.names.get(msg.recipient)
             if peer is None:
                 raise PeerUnavailable(f"{self.name}: no route to {msg.recipient!r}")
-        if peer not in self.peers:
+        if peer not in routes.live:
             raise PeerUnavailable(f"{self.name}: peer {peer!r} is not connected")
         return peer
 
     def _on_traffic(self, peer: bytes) -> None:
-        if peer not in self.peers:  # let a new client see us at once
-            self.lapsed.pop(peer, None)
-            self.peers[peer] = self._now
-            self._send_now(peer, encode(Heartbeat(sender=self.name)))
-        self.peers[peer] = self._now
+        if self._routes.heard(peer, self._now):  # let a new client see us at once
+            self.send_encoded(peer, encode(Heartbeat(sender=self.name)))
 
     async def _heartbeat_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        period = self.options.heartbeat_ms / 1000.0
+        period, routes = self.options.heartbeat_ms / 1000.0, self._routes
         while True:
             await asyncio.sleep(period)
             now = loop.time()
+            for peer in routes.silent(now, self.options.timeout_s):
+                routes.forget(peer, now)
+                if self._on_peer_lost is not None:
+                    self._on_peer_lost(peer)
             beat = encode(Heartbeat(sender=self.name))
-            for peer, seen in list(self.peers.items()):
-                if now - seen > self.options.timeout_s:
-                    self._forget(peer, now)
-                else:
-                    self._send_now(peer, beat)
-            for peer, since in list(self.lapsed.items()):
-                if now - since > self.options.silence_s:
-                    self._release(peer)
+            for peer in list(routes.live):
+                self.send_encoded(peer, beat)
+            routes.release_expired(now, self.options.silence_s)
             self._check_readable()
 
-    def _forget(self, peer: bytes, now: float) -> None:
-        """A peer missed its heartbeats: no more sends to it, but its names stay held."""
-        del self.peers[peer]
-        self.lapsed[peer] = now
-        if self._on_peer_lost is not None:
-            self._on_peer_lost(peer)
 
-    def _release(self, peer: bytes) -> None:
-        """A peer silent for ``silence_s``: its routes and key are free for others."""
-        del self.lapsed[peer]
-        self.keys.pop(peer, None)
-        self._warned.discard(peer)
-        for agent in [a for a, p in self.routes.items() if p == peer]:
-            del self.routes[agent]
-
-
-class Client(Messenger):
+class Client(Endpoint):
     """A DEALER connected to one server, kept alive by the Paranoid Pirate pattern.
 
     ``up`` is true once the server has been heard since the last (re)connect.
     Listeners added with ``on_down`` run when the server is declared dead.
+    Replies, requests and acks go through ``conversations``.
     """
 
     _kind = zmq.DEALER
@@ -259,6 +276,7 @@ class Client(Messenger):
         context: zmq.Context[Any] | None = None, server_key: bytes | None = None,
     ) -> None:
         super().__init__(name, address, options, context)
+        self.conversations = Conversations(self)
         self.server_key = server_key
         self._up = asyncio.Event()
         self._last_heard = 0.0
@@ -286,6 +304,56 @@ class Client(Messenger):
         """Call ``listener()`` each time the server is declared dead."""
         self._down_listeners.append(listener)
 
+    # -- conversations (see ``swarm.transport.reliable.Conversations``) ---------------
+
+    def expect(self, msg_id: str, hook: Hook | None) -> None:
+        """Route replies whose ``correlation_id`` is ``msg_id`` to ``hook`` (``None`` stops)."""
+        self.conversations.expect(msg_id, hook)
+
+    async def reply(self, to: Incoming, msg: Message, payload: Sequence[Frame] = ()) -> None:
+        """Answer ``to`` (``Conversations.reply``)."""
+        await self.conversations.reply(to, msg, payload)
+
+    async def request(
+        self, msg: Message, payload: Sequence[Frame] = (), peer: bytes | None = None,
+        timeout: float = 30.0, reliable: bool = False,
+    ) -> Incoming:
+        """Send ``msg`` and wait for its answer (``Conversations.request``)."""
+        return await self.conversations.request(msg, payload, peer, timeout, reliable)
+
+    async def send_reliable(
+        self, msg: Message, payload: Sequence[Frame] = (), peer: bytes | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        """Send until acknowledged (``Conversations.send_reliable``)."""
+        await self.conversations.send_reliable(msg, payload, peer, timeout)
+
+    # -- the endpoint's hooks -------------------------------------------------------
+
+    def _dispatch(self, peer: bytes, msg: Message, payload: list[Frame]) -> None:
+        # Endpoint._dispatch plus heartbeats and conversations, written out: per message
+        kind = type(msg)
+        if kind is Heartbeat:
+            return
+        if (msg.ack or msg.correlation_id is not None) and self.conversations.take(
+                peer, msg, payload):
+            return
+        hook = self._hooks.get(kind)
+        if hook is not None:
+            hook(Incoming(msg, payload, peer))
+        else:
+            self._inbox.append(Incoming(msg, payload, peer))
+
+    def _answer_error(self, peer: bytes, exc: WireError, to: Message | None) -> None:
+        super()._answer_error(peer, exc, to)
+        self.conversations.refused(peer, exc, to)
+
+    def _sent(self, msg: Message, frames: list[Frame] | None) -> None:
+        self.conversations.sent(msg, frames)
+
+    def _on_closed(self) -> None:
+        self.conversations.fail_pending("closed")
+
     def _configure(self, sock: zmq.Socket[bytes]) -> None:
         sock.setsockopt(zmq.ROUTING_ID, self.name.encode())
         sock.setsockopt(zmq.IMMEDIATE, 1)  # no queueing towards a server that is not there
@@ -299,6 +367,8 @@ class Client(Messenger):
         self._last_heard = self._now
         if not self._up.is_set():
             self._up.set()
+
+    # -- liveness ---------------------------------------------------------------------
 
     @property
     def liveness(self) -> int:
@@ -315,7 +385,7 @@ class Client(Messenger):
         while True:
             now = loop.time()
             if now >= next_beat:
-                self._send_now(b"", encode(Heartbeat(sender=self.name)))
+                self.send_encoded(b"", encode(Heartbeat(sender=self.name)))
                 self._check_readable()
                 next_beat = now + period
             if self.liveness > 0:
@@ -327,71 +397,20 @@ class Client(Messenger):
             self._declare_down()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.options.backoff_max_ms / 1000.0)
-            self._reconnect()
+            self.reconnect()
             self._last_heard = next_beat = loop.time()
 
     def _declare_down(self) -> None:
         was_up = self._up.is_set()
         self._up.clear()
-        self._fail_pending("peer down")
+        self.conversations.fail_pending("peer down")
         if was_up:
             for listener in list(self._down_listeners):
                 listener()
 
-    def _reconnect(self) -> None:
+    def reconnect(self) -> None:
         """Drop the socket (and whatever libzmq queued in it) and connect a fresh one."""
         self.reconnects += 1
         self._close_socket()
         self._open()
-        self._send_now(b"", encode(Heartbeat(sender=self.name)))
-
-
-class Publisher(Endpoint):
-    """A PUB that binds: best-effort events, dropped past the HWM for slow subscribers."""
-
-    _kind = zmq.PUB
-
-    def _configure(self, sock: zmq.Socket[bytes]) -> None:
-        if self.options.security is not None:
-            self.options.security.server_socket(sock, self._ctx)
-        warn_if_exposed(self.address, self.options.security)
-        sock.bind(self.address)
-
-    async def publish(self, topic: str, msg: Message, payload: Sequence[Frame] = ()) -> None:
-        """Publish ``msg`` under ``topic`` (subscribers filter by topic prefix)."""
-        await self.send(msg, payload, peer=topic.encode())
-
-    def _dest(self, msg: Message, peer: bytes | None) -> bytes:
-        return peer or b""
-
-    def _drain(self, sock: zmq.Socket[bytes]) -> int:
-        # A PUB socket receives nothing, but its descriptor still signals send-side
-        # events: reading EVENTS re-arms it, else the loop spins on a readable fd.
-        sock.getsockopt(zmq.EVENTS)
-        return 0
-
-
-class Subscriber(Endpoint):
-    """A SUB that connects to a publisher; ``Incoming.peer`` is the topic."""
-
-    _kind = zmq.SUB
-    _prefix = 1
-
-    def __init__(
-        self, name: str, address: str, topics: Sequence[str] = ("",),
-        options: TransportOptions | None = None, context: zmq.Context[Any] | None = None,
-        server_key: bytes | None = None,
-    ) -> None:
-        super().__init__(name, address, options, context)
-        self.topics = list(topics)
-        self.server_key = server_key
-
-    def _configure(self, sock: zmq.Socket[bytes]) -> None:
-        for topic in self.topics:
-            sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
-        if self.options.security is not None:
-            self.options.security.client_socket(sock, self.server_key)
-        sock.connect(self.address)
-
-    def _send_now(self, dest: bytes, frames: list[Frame]) -> bool:
-        return False  # a SUB socket cannot answer
+        self.send_encoded(b"", encode(Heartbeat(sender=self.name)))

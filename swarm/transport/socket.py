@@ -1,4 +1,4 @@
-"""Socket I/O every transport role shares: options, the reader, the coalescing writer, the inbox.
+"""Socket I/O every transport role shares: options, the reader, the inbox, the write queue.
 
 ``swarm.transport.peers`` builds the roles on ``Endpoint``; read its docstring first.
 
@@ -26,18 +26,24 @@ Writing: a payload-free message goes out at once unless another one went out
 less than 50 us ago; then it queues, and the queue leaves at the end of the
 event-loop pass (``call_soon``), or when ``max_batch`` messages are queued or
 one peer's batch reaches ``max_batch_bytes``, as one frame per peer: a
-msgpack array the messages are encoded straight into (``Writer.write``), with
-no copy per message. A lone request pays no latency; a burst from many agents
-costs one ZeroMQ message per peer instead of one per agent message. When the
-socket is full the writer stalls: queued frames keep their order and ``send``
-waits (backpressure) until there is room again or the liveness timeout passes
+msgpack array the messages are encoded straight into (``Outbox.write``, in
+``swarm.transport.outbox``: each endpoint owns one), with no copy per message.
+A lone request pays no latency; a burst from many agents costs one ZeroMQ
+message per peer instead of one per agent message. When the socket is full the
+outbox stalls: queued frames keep their order and ``send`` waits
+(backpressure) until there is room again or the liveness timeout passes
 (``PeerUnavailable``).
+
+Busy poll: ``Endpoint.busy_poll`` reads the socket for a short budget before
+the loop sleeps, for a request that is the only one in flight
+(``swarm.transport.reliable`` decides when).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -49,7 +55,7 @@ import zmq
 
 from swarm.config.schema import TransportSection
 from swarm.errors import PeerUnavailable, WireError
-from swarm.transport.outbox import Writer
+from swarm.transport.outbox import Outbox
 from swarm.transport.security import CurveSecurity
 from swarm.wire.codec import (
     MAX_BATCH,
@@ -69,7 +75,7 @@ __all__ = ["TransportOptions", "Incoming", "Endpoint"]
 log = logging.getLogger(__name__)
 _EVENTS, _POLLIN, _RCVMORE, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.RCVMORE), int(zmq.NOBLOCK)
 # Per event loop, its endpoints with an open socket: a client's busy poll
-# (``Messenger``) gives the loop back as soon as another one has input. Each set
+# (``Endpoint.busy_poll``) gives the loop back as soon as another one has input. Each set
 # is only changed on its loop's thread, so iterating it there is safe.
 _OPEN: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, weakref.WeakSet[Endpoint]] = (
     weakref.WeakKeyDictionary())
@@ -81,6 +87,8 @@ def open_endpoints(loop: asyncio.AbstractEventLoop) -> weakref.WeakSet[Endpoint]
     if found is None:
         found = _OPEN[loop] = weakref.WeakSet()
     return found
+
+
 Hook = Callable[["Incoming"], None]
 
 
@@ -149,7 +157,7 @@ class Incoming(msgspec.Struct, frozen=True, gc=False):
 
 
 class Endpoint:
-    """One ZeroMQ socket with a batched reader, a coalescing writer and an inbox."""
+    """One ZeroMQ socket with a batched reader, an inbox and its own write queue (``Outbox``)."""
 
     _kind: int = zmq.DEALER
     _prefix = 0  # frames before the envelope: routing id (ROUTER) or topic (SUB)
@@ -171,7 +179,11 @@ class Endpoint:
         self._paused = False
         self._drain_due = False
         self._hooks: dict[type[Message], Hook] = {}
-        self._writer = Writer(self)
+        opts = self.options
+        self._outbox = Outbox(
+            name, routed=bool(self._prefix) or self._kind == zmq.PUB, max_bytes=self._max_bytes,
+            max_batch=opts.max_batch, max_batch_bytes=opts.max_batch_bytes,
+            timeout_s=opts.timeout_s, after_send=self._check_readable)
         self._tasks: list[asyncio.Task[None]] = []
         self._now = 0.0  # loop time of the current drain, stamped on traffic
         self._closed = False
@@ -197,18 +209,39 @@ class Endpoint:
         """
         if self._closed:
             return
-        self._writer.flush()
+        self._outbox.flush()
         self._closed = True
+        self._outbox.close()
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, self._outbox.wait_closed(), return_exceptions=True)
         self._tasks.clear()
         self._close_socket(linger_ms)
         self._on_closed()
 
-    def add_hook(self, msg_type: type[Message], hook: Hook) -> None:
-        """Route every incoming message of ``msg_type`` to ``hook`` instead of the inbox."""
+    def add_hook(self, msg_type: type[Message], hook: Hook) -> Hook | None:
+        """Route every incoming message of ``msg_type`` to ``hook`` instead of the inbox.
+
+        Returns the hook it replaces (``None`` if there was none), so a caller can wrap it.
+        """
+        previous = self._hooks.get(msg_type)
         self._hooks[msg_type] = hook
+        return previous
+
+    @property
+    def waiting(self) -> int:
+        """Delivered messages waiting in the inbox for ``recv``."""
+        return len(self._inbox)
+
+    @property
+    def paused(self) -> bool:
+        """Whether reading is paused because the inbox holds ``inbox_max`` messages."""
+        return self._paused
+
+    @property
+    def queued(self) -> int:
+        """Payload-free messages in the write queue, waiting for the end of the loop pass."""
+        return self._outbox.queued
 
     # -- receiving ---------------------------------------------------------------
 
@@ -226,6 +259,10 @@ class Endpoint:
         """Every delivered message waiting (at least one, at most ``max_items``)."""
         while not self._inbox:
             await self._wait_inbox(timeout)
+        return self.recv_nowait(max_items)
+
+    def recv_nowait(self, max_items: int = 1024) -> list[Incoming]:
+        """The delivered messages waiting now, at most ``max_items`` (maybe none)."""
         n = min(max_items, len(self._inbox))
         items = [self._inbox.popleft() for _ in range(n)]
         self._resume_if_room()
@@ -259,7 +296,7 @@ class Endpoint:
             self._paused = True  # backpressure: libzmq queues, then the HWM stops the sender
         elif full:
             self._schedule_drain()
-        self._writer.flush()
+        self._outbox.flush()
 
     def _schedule_drain(self) -> None:
         if not self._drain_due and self._loop is not None:
@@ -279,6 +316,36 @@ class Endpoint:
         self._schedule_drain()
         return True
 
+    def busy_poll(self, fut: asyncio.Future[Any]) -> None:
+        """Read the socket for up to ``busy_poll_us``, or until ``fut`` is done, before the loop sleeps.
+
+        For a request that is the only one in flight: a fast answer is then
+        taken while the process is still running, instead of after the loop's
+        sleep and wake-up, which is most of a short round trip. The poll stops
+        as soon as another endpoint on this loop has input, so it never holds up
+        the process's other sockets (timers and non-swarm descriptors still wait
+        up to the budget).
+        """
+        sock = self._sock
+        if sock is None:
+            return
+        assert self._loop is not None
+        others = [ep._check_readable for ep in open_endpoints(self._loop) if ep is not self]
+        opt, clock = sock.getsockopt, time.perf_counter
+        end = clock() + self.options.busy_poll_us * 1e-6
+        while not fut.done() and clock() < end:
+            if others and any(waiting() for waiting in others):
+                return  # the loop takes that input (a drain is scheduled) and our answer later
+            if opt(_EVENTS) & _POLLIN:  # type: ignore[operator]
+                try:
+                    self._on_readable()
+                except Exception as exc:  # a hook's error is not this request's: report it as
+                    # the loop would for its reader callback, and let the loop drain the rest
+                    self._loop.call_exception_handler({
+                        "message": f"{self.name}: message hook failed", "exception": exc})
+                    self._schedule_drain()  # _on_readable cleared _drain_due on entry
+                    return
+
     def _drain(self, sock: zmq.Socket[bytes]) -> int:
         # The first two receives are guarded by EVENTS (libzmq's documented loop
         # for its edge-triggered descriptor): a lone message, the request/reply
@@ -295,7 +362,7 @@ class Endpoint:
         prefix = self._prefix
         limit = self.options.drain_batch
         opt, recv = sock.getsockopt, sock.recv
-        copy_env = self._copy_envelope
+        copy_env, feed = self._copy_envelope, self.feed
         while n < limit and (n > 1 or opt(_EVENTS) & _POLLIN):  # type: ignore[operator]
             try:
                 first = recv(_NOBLOCK)
@@ -308,7 +375,7 @@ class Endpoint:
                 peer, frames = b"", [first]
             # payload frames are read one by one, under the limits
             refused = self._read_payload(sock, frames) if opt(_RCVMORE) else None
-            n += self._on_frames(peer, frames, refused)
+            n += feed(peer, frames, refused)
             if len(inbox) >= room:
                 break
         return n
@@ -338,10 +405,12 @@ class Endpoint:
                                  f"{cap}", kind="frames")
         return None
 
-    def _on_frames(self, peer: bytes, frames: list[Frame], refused: WireError | None = None) -> int:
-        """Decode and dispatch one received message (or answer its refusal while read).
+    def feed(self, peer: bytes, frames: list[Frame], refused: WireError | None = None) -> int:
+        """Decode and dispatch one received multipart message (or answer its refusal).
 
-        Returns how many messages it held (a batch holds several).
+        The reader calls this for each message it takes off the socket; a test
+        or a fuzzer may feed frames directly. Returns how many messages it held
+        (a batch holds several).
         """
         if not self._copy_envelope and not self._admit(peer, frames):
             return 1
@@ -371,7 +440,11 @@ class Endpoint:
         return 1
 
     def _dispatch(self, peer: bytes, msg: Message, payload: list[Frame]) -> None:
-        """Deliver one decoded message; roles add heartbeats, acks and replies."""
+        """Deliver one decoded message to its hook or the inbox.
+
+        ``Client`` and ``Server`` first drop heartbeats and hand acks and replies
+        to their ``Conversations`` (written out there: this runs per message).
+        """
         hook = self._hooks.get(type(msg))
         inc = Incoming(msg, payload, peer)
         if hook is not None:
@@ -392,7 +465,7 @@ class Endpoint:
 
     def _answer_error(self, peer: bytes, exc: WireError, to: Message | None) -> None:
         log.info("%s: refused a message from %r: %s", self.name, peer, exc)
-        self._send_now(peer, encode(error_reply(exc, to, sender=self.name)))
+        self.send_encoded(peer, encode(error_reply(exc, to, sender=self.name)))
 
     # -- sending ------------------------------------------------------------------
 
@@ -419,14 +492,14 @@ class Endpoint:
             frames = encode(msg, payload)
             if sum(len(f) for f in frames) > self.options.max_message_bytes:
                 raise WireError("message over max_message_bytes", kind="oversize")
-            self._writer.flush()
-            await self._writer.send_frames(self._head(dest) + frames)
+            self._outbox.flush()
+            await self._outbox.send_frames(self._head(dest) + frames)
             self._sent(msg, frames)
             return
-        writer = self._writer
-        if writer.stalled:
-            await writer.wait_unstalled()
-        writer.write(self._dest(msg, peer), msg, self._max_bytes)
+        outbox = self._outbox
+        if outbox.stalled:
+            await outbox.wait_unstalled()
+        outbox.write(self._dest(msg, peer), msg)
         if msg.correlation_id is not None:
             self._sent(msg, None)
 
@@ -441,9 +514,9 @@ class Endpoint:
         if type(msg) in PAYLOAD_TYPES:
             raise WireError(f"{type(msg).__name__} carries payload frames: use send()",
                             kind="frames")
-        if self._writer.stalled:
+        if self._outbox.stalled:
             raise PeerUnavailable(f"{self.name}: no room to send (stalled)")
-        self._writer.write(dest, msg, self._max_bytes)
+        self._outbox.write(dest, msg)
         if msg.correlation_id is not None:
             self._sent(msg, None)
 
@@ -460,24 +533,28 @@ class Endpoint:
             dest = self._dest(msg, peer)
         except PeerUnavailable:
             return False
-        return self._send_now(dest, encode(msg, payload))
+        return self.send_encoded(dest, encode(msg, payload))
 
     def _sent(self, msg: Message, frames: list[Frame] | None) -> None:
-        """Hook after a message was handed to the writer (roles cache replies here).
+        """Hook after a message was handed to the outbox (roles cache replies here).
 
         ``frames`` are the message's frames if it had payload, else ``None``
         (it was encoded straight into a batch; ``encode(msg)`` gives its frame).
         """
 
-    def _send_now(self, dest: bytes, frames: list[Frame]) -> bool:
-        """Non-blocking send of control traffic (acks, errors, heartbeats, transfer replies)."""
+    def send_encoded(self, dest: bytes, frames: list[Frame]) -> bool:
+        """Send encoded frames without waiting, to a routing id (``b""`` on a DEALER).
+
+        For control traffic: acks, errors, heartbeats, cached replies, transfer
+        replies. False if there is no socket, or no room for a multipart message.
+        """
         if self._sock is None:
             return False
         if len(frames) == 1:
-            self._writer.enqueue(dest, frames[0])
+            self._outbox.enqueue(dest, frames[0])
             return True
-        self._writer.flush()
-        return self._writer.try_send(self._head(dest) + frames) is True
+        self._outbox.flush()
+        return self._outbox.try_send(self._head(dest) + frames) is True
 
     # -- sockets --------------------------------------------------------------------
 
@@ -491,6 +568,7 @@ class Endpoint:
         sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
         self._configure(sock)
         self._sock = sock
+        self._outbox.attach(sock, self._loop)
         self._fd = int(sock.getsockopt(zmq.FD))
         self._loop.add_reader(self._fd, self._on_readable)
         open_endpoints(self._loop).add(self)
@@ -501,6 +579,7 @@ class Endpoint:
             assert self._loop is not None
             open_endpoints(self._loop).discard(self)
             self._loop.remove_reader(self._fd)
+            self._outbox.detach()
             self._sock.close(linger=linger_ms)
             self._sock = None
 

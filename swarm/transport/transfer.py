@@ -35,8 +35,8 @@ from typing import Any
 import msgspec
 
 from swarm.errors import PeerUnavailable, RemoteError, TransferError
-from swarm.transport.peers import Client
-from swarm.transport.reliable import DOWN, Messenger
+from swarm.transport.peers import Client, Server
+from swarm.transport.reliable import DOWN
 from swarm.transport.socket import Incoming
 from swarm.wire.codec import AdapterAck, AdapterChunk, AdapterOffer, AdapterRequest, Error, Message
 
@@ -73,7 +73,7 @@ class ReceivedAdapter:
 class AdapterSender:
     """Pushes adapters through a ``Client`` (or a ``Server`` with ``peer``)."""
 
-    def __init__(self, endpoint: Messenger, retries: int = 5) -> None:
+    def __init__(self, endpoint: Client | Server, retries: int = 5) -> None:
         self.endpoint = endpoint
         self.retries = retries
         self.acked = 0  # bytes the receiver acknowledged in the current attempt (progress)
@@ -179,7 +179,7 @@ class AdapterReceiver:
     """
 
     def __init__(
-        self, endpoint: Messenger, on_adapter: Callable[[ReceivedAdapter], None] | None = None,
+        self, endpoint: Client | Server, on_adapter: Callable[[ReceivedAdapter], None] | None = None,
         have: Callable[[str], bool] | None = None, window: int = 16,
         chunk_bytes: int = 4 << 20, max_bytes: int = 4 << 30, remember: int = 4096,
     ) -> None:

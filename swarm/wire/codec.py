@@ -19,6 +19,12 @@ unbounded work or memory fails to decode like a malformed one.
 ``kind`` (``garbage, truncated, unknown_type, bad_version, invalid, frames,
 oversize``) becomes the ``code`` of the ``Error`` reply.
 
+Versions: every envelope carries ``version`` (``VERSION``, today 1). A message
+of any other version is refused with ``wire.bad_version``, whose reason names
+the version this side speaks; the version is checked first, so a peer of
+another version learns that even where its message would not decode here at
+all (a type or a field this version does not know).
+
 Example::
 
     msg = Chat(sender="a1", recipient="b7", role="user", content="hi")
@@ -114,6 +120,9 @@ def decode_envelope(data: Frame) -> Message | list[Message]:
     try:
         result: Message | list[Message] = _DECODER.decode(data)
     except msgspec.ValidationError as exc:
+        other = _foreign_version(data)
+        if other is not None:  # another version's message: say so, not what failed in it
+            raise _bad_version(other) from None
         text = str(exc)
         kind = "unknown_type" if text.endswith(".type`") else "invalid"
         raise WireError(f"invalid envelope: {text}", kind=kind) from None
@@ -185,9 +194,35 @@ def decode(frames: Sequence[Frame]) -> tuple[Message, list[Frame]]:
 
 def _check(msg: Message) -> None:
     if msg.version != VERSION:
-        raise WireError(
-            f"unsupported version {msg.version} (this side speaks {VERSION})", kind="bad_version"
-        )
+        raise _bad_version(msg.version)
+
+
+def _bad_version(version: int) -> WireError:
+    return WireError(f"wire version {version} is not supported: this side speaks "
+                     f"version {VERSION}", kind="bad_version")
+
+
+class _Version(msgspec.Struct, frozen=True, gc=False):
+    """The ``version`` field alone, read leniently (every other field ignored)."""
+
+    version: int = VERSION
+
+
+_VERSIONS: msgspec.msgpack.Decoder[_Version | list[_Version]] = msgspec.msgpack.Decoder(
+    Union[_Version, list[_Version]]  # noqa: UP007
+)
+
+
+def _foreign_version(data: Frame) -> int | None:
+    """The version an undecodable envelope (or an item of its batch) declares, if not ours."""
+    try:
+        found = _VERSIONS.decode(data)
+    except Exception:  # anything at all: this only names the refusal
+        return None
+    for item in found if isinstance(found, list) else [found]:
+        if item.version != VERSION:
+            return item.version
+    return None
 
 
 def error_reply(exc: Exception, to: Message | None, sender: str = "") -> Error:
