@@ -17,7 +17,6 @@ import pytest
 import zmq
 import zmq.asyncio
 
-from swarm.config.schema import TransportSection
 from swarm.errors import PeerUnavailable, RemoteError, WireError
 from swarm.transport.peers import (
     Client,
@@ -26,6 +25,7 @@ from swarm.transport.peers import (
     Subscriber,
     TransportOptions,
 )
+from swarm.transport.settings import TransportSection
 from swarm.transport.topology import endpoint
 from swarm.wire.codec import (
     MAX_BATCH,

@@ -23,7 +23,7 @@ from typing import Any
 
 import msgspec
 
-from swarm.config.schema import SwarmConfig
+from swarm.config import SwarmConfig, parse_config
 from swarm.transport import loop as aio
 
 __all__ = ["main"]
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format=f"%(asctime)s {args.role} %(levelname)s %(name)s: %(message)s")
-    config = msgspec.json.decode((args.run_dir / "config.json").read_bytes(), type=SwarmConfig)
+    config = parse_config(msgspec.json.decode((args.run_dir / "config.json").read_bytes()))
     runner = {"coordinator": _coordinator, "host": _host, "model-server": _model_server}[args.role]
     try:
         aio.run(_until_signalled(runner(config, args)))
