@@ -84,7 +84,7 @@ class ScaleStats(Agent):
 
 def serve(n_agents: int, address: str) -> None:
     """Run one host with ``n_agents`` chat agents and the stats agent until killed."""
-    from swarm.config.schema import parse_config
+    from swarm.config import parse_config
     from swarm.runtime.host import Host
 
     config = parse_config({"swarm": {"name": "scale"},

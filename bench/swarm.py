@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import refuse_unavailable, write_result  # noqa: E402
 from swarm.cli.run import run_swarm  # noqa: E402
-from swarm.config.schema import load_config  # noqa: E402
+from swarm.config import load_config  # noqa: E402
 from swarm.errors import SwarmError  # noqa: E402
 from swarm.runtime.local_launcher import start_model_server  # noqa: E402
 from swarm.transport.topology import endpoint  # noqa: E402

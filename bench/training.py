@@ -25,8 +25,8 @@ sys.path = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]  
 sys.path.insert(0, str(ROOT))
 
 from bench.common import write_result  # noqa: E402
-from swarm.config.schema import LoraSection  # noqa: E402
 from swarm.models.tiny import build_tiny_model  # noqa: E402
+from swarm.serving.settings import LoraSection  # noqa: E402
 from swarm.serving.training import Trainer, TrainJob  # noqa: E402
 from swarm.skills.procedural import Example, evaluate, make_dataset, train_test_split  # noqa: E402
 

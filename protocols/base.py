@@ -5,6 +5,11 @@ protocol's ``pairs`` hook chooses ``(teacher, student)`` pairs from the
 reports (usually through the matchmaker), then each student runs the
 protocol's ``exchange`` hook on its host, and the outcome's reward goes back
 to the matchmaker. A protocol that exchanges nothing returns no pairs.
+
+A protocol's settings are the config's ``protocol`` keys other than ``name``:
+it declares their schema as ``settings_schema`` (a ``msgspec.Struct`` class,
+or ``None`` for none), the config validates them against it, and the
+protocol gets them as ``self.settings``.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import msgspec
 import numpy as np
 
 if TYPE_CHECKING:
@@ -24,8 +30,10 @@ class Protocol:
     """Base of round protocols; subclasses override ``pairs`` and ``exchange``."""
 
     name: ClassVar[str] = ""
+    settings_schema: ClassVar[type[msgspec.Struct] | None] = None
 
     def __init__(self, settings: Any) -> None:
+        """``settings``: an instance of ``settings_schema`` (the config's ``protocol.settings``)."""
         self.settings = settings
 
     def pairs(

@@ -22,6 +22,7 @@ import numpy as np
 
 from swarm.protocols.base import Protocol, orient
 from swarm.protocols.registry import protocol
+from swarm.protocols.settings import ExchangeSettings
 
 if TYPE_CHECKING:
     from swarm.agents.base import Agent, HostServices, Outcome, Report
@@ -32,6 +33,8 @@ __all__ = ["Knexa"]
 @protocol("knexa")
 class Knexa(Protocol):
     """Pairs from the matchmaker; exchange by adapter merge or distillation."""
+
+    settings_schema = ExchangeSettings
 
     def pairs(
         self,

@@ -24,7 +24,7 @@ def run_swarm(config: SwarmConfig, resume: bool = False) -> dict[str, Any] | Non
 
 
 def load_config(path: str, overrides: tuple[str, ...] | list[str] = ()) -> SwarmConfig:
-    """Read and validate a swarm config (see ``swarm.config.schema.load_config``)."""
-    from swarm.config.schema import load_config as load
+    """Read and validate a swarm config (see ``swarm.config.loader.load_config``)."""
+    from swarm.config import load_config as load
 
     return load(path, overrides)

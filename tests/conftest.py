@@ -90,7 +90,7 @@ def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]
     Yields the config overrides that point a run at it (``model.server`` and the
     shared ``model.adapter_store``).
     """
-    from swarm.config.schema import load_config
+    from swarm.config import load_config
     from swarm.runtime.local_launcher import start_model_server
 
     work = tmp_path_factory.mktemp("model-server")

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from swarm.cli.main import main
-from swarm.config.schema import load_config
+from swarm.config import load_config
 from swarm.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,6 +67,9 @@ BROKEN = [
     ("out of range", _mutate(["swarm", "rounds"], -2), None, ["swarm.rounds", ">= 1", "-2"]),
     ("bad enum", _mutate(["model", "backend"], "tensorflow"), None, ["model.backend", "vllm", "'tensorflow'"]),
     ("fraction out of range", _mutate(["model", "gpu_memory_utilization"], 1.5), None, ["model.gpu_memory_utilization", "<= 1.0"]),
+    ("typo'd matchmaker setting", _mutate(["matchmaker", "lamda"], 2), None, ["matchmaker.lamda", "did you mean 'lam'", "allowed for matchmaker 'linucb'"]),
+    ("bad protocol setting", _mutate(["protocol", "exchange"], "swap"), None, ["protocol.exchange", "'swap'", "'distill'"]),
+    ("setting of another backend", _mutate(["model", "colour"], "red"), None, ["model.colour", "unknown key", "backend 'vllm'"]),
     ("nested list item", _mutate(["agents", 0, "count"], 0), None, ["agents.0.count", ">= 1"]),
     ("unknown key in list item", _mutate(["agents", 1, "rol"], "x"), None, ["agents.1.rol", "did you mean 'role'"]),
     ("bad override value", _base(), "swarm.rounds=many", ["swarm.rounds", "'many'"]),
@@ -344,3 +347,31 @@ def test_every_problem_of_a_config_is_reported_at_once(tmp_path: Path) -> None:
         load_config(path)
 
     assert len(info.value.problems) == 3
+
+
+def test_resolved_config_reads_back_as_the_same_config() -> None:
+    """What `config check` prints and the launcher writes (config.json) parses to the same config."""
+    import msgspec
+
+    from swarm.config import parse_config, to_dict
+
+    for overrides in ([], ["protocol.name=local", "matchmaker.kind=random", "model.backend=hf"],
+                      ["protocol.exchange=distill", "matchmaker.max_pairs=2", "model.dtype=float32"]):
+        config = load_config(QUICKSTART, overrides)
+
+        data = msgspec.json.decode(msgspec.json.encode(to_dict(config)))
+
+        assert parse_config(data) == config
+        assert "settings" not in data["model"] and data["matchmaker"]["beta0"] == 0.1
+
+
+def test_settings_of_the_chosen_entry_are_typed_by_its_schema() -> None:
+    from swarm.matching.settings import BanditSettings
+    from swarm.protocols.settings import ExchangeSettings
+    from swarm.serving.settings import EngineSettings
+
+    config = load_config(QUICKSTART, ["protocol.exchange=distill", "model.max_loras=4"])
+
+    assert config.protocol.settings == ExchangeSettings(exchange="distill")
+    assert config.matchmaker.settings == BanditSettings(beta0=0.1)
+    assert config.model.settings == EngineSettings(max_loras=4, gpu_memory_utilization=0.3)

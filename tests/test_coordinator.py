@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from swarm.agents.base import Agent, HostServices, Report
-from swarm.config.schema import SwarmConfig, parse_config
+from swarm.config import SwarmConfig, parse_config
 from swarm.errors import SwarmError
 from swarm.runtime.host import Host
 from swarm.runtime.population import build_population

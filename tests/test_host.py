@@ -43,7 +43,7 @@ class EchoAgent(Agent):
 def serve(address: str) -> None:
     """The host process: three echo agents serving peers at ``address`` until killed."""
     from swarm.agents.registry import role
-    from swarm.config.schema import parse_config
+    from swarm.config import parse_config
     from swarm.runtime.host import Host
 
     role("test_host_echo")(EchoAgent)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from swarm.config.schema import parse_config
+from swarm.config import parse_config
 from swarm.errors import PeerUnavailable
 from swarm.runtime.host import Host
 from swarm.transport.peers import Client, TransportOptions

@@ -12,7 +12,7 @@ from swarm.wire.codec import Join
 
 
 def test_config_names_refuse_a_trailing_newline() -> None:
-    from swarm.config.schema import ModuleName, Name
+    from swarm.settings import ModuleName, Name
 
     for kind in (Name, ModuleName):
         assert msgspec.convert("q_proj", kind) == "q_proj"

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from swarm.agents.base import Agent, AgentSpec
-from swarm.config.schema import ProtocolSection
 from swarm.protocols.knexa import Knexa
+from swarm.protocols.settings import ExchangeSettings
 from swarm.skills.procedural import Example
 
 OLD, TEACHER, NEW = "a" * 64, "b" * 64, "c" * 64
@@ -42,7 +42,7 @@ class FixedServices:
 
 def test_distill_records_what_the_kept_adapter_was_made_from() -> None:
     # Prepare: a student with an adapter and no held-out set (every candidate is kept)
-    knexa = Knexa(ProtocolSection(name="knexa", exchange="distill"))
+    knexa = Knexa(ExchangeSettings(exchange="distill"))
     student = Agent(AgentSpec(agent_id="s", skills=("add",)), adapter=OLD)
     services = FixedServices()
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from swarm.config.schema import load_config
+from swarm.config import load_config
 from swarm.errors import LineageError
 from swarm.lineage.store import SWARM_BRANCH, LineageStore
 from swarm.matching.matchmaker import make_matchmaker

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from swarm.config.schema import SwarmConfig, load_config
+from swarm.config import SwarmConfig, load_config
 from swarm.errors import SwarmError
 from swarm.lineage.store import LineageStore
 from swarm.runtime.local_launcher import LocalLauncher

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from swarm.cli.main import main
-from swarm.config.schema import TransportSection, load_config, parse_config
+from swarm.config import load_config, parse_config
 from swarm.errors import ConfigError, PeerUnavailable, RemoteError
 from swarm.runtime.local_launcher import LocalLauncher
 from swarm.transport.peers import Client, Server, TransportOptions
@@ -34,6 +34,7 @@ from swarm.transport.security import (
     list_keys,
     public_key_text,
 )
+from swarm.transport.settings import TransportSection
 from swarm.wire.codec import Chat, Join, Leave, Status, Welcome
 from tests.conftest import SMALL, free_base_port
 from tests.transport_peer import Peer

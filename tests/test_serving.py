@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from swarm.config.schema import ModelSection
 from swarm.errors import AdapterError, BackendError, RegistryError, RemoteError
 from swarm.serving import BACKENDS, GenResult, MappingResolver, create_backend
 from swarm.serving.base import Backend, check_requests
 from swarm.serving.server import ModelServer, ServerThread, TrainOutcome
+from swarm.serving.settings import ModelSection
 from swarm.transport.peers import Client
 from swarm.wire.codec import (
     MAX_TEMPERATURE,
@@ -117,7 +117,7 @@ def test_malformed_requests_and_refs_are_typed_errors() -> None:
 def test_backend_registry_names_and_refusals() -> None:
     assert {"vllm", "hf", "openai"} <= set(BACKENDS.names())
     with pytest.raises(RegistryError, match="unknown backend"):
-        create_backend(ModelSection(backend="nope"), Path("."), MappingResolver())  # type: ignore[arg-type]
+        create_backend(ModelSection(backend="nope"), Path("."), MappingResolver())
     with pytest.raises(BackendError, match="openai_url"):
         create_backend(ModelSection(backend="openai"), Path("."), MappingResolver())
 
@@ -422,8 +422,8 @@ def test_trained_then_retrained_adapter_is_served_by_its_new_hash(
     import numpy as np
 
     from swarm.adapters.store import AdapterStore, AdapterValidator
-    from swarm.config.schema import LoraSection
     from swarm.serving.jobs import store_trainer
+    from swarm.serving.settings import LoraSection
     from swarm.skills.procedural import make_dataset
     from swarm.wire.codec import Example
 
@@ -471,7 +471,7 @@ def test_model_server_process_serves_and_trains_with_the_hf_backend(
     import numpy as np
 
     from swarm.adapters.store import AdapterStore
-    from swarm.config.schema import load_config
+    from swarm.config import load_config
     from swarm.runtime.local_launcher import start_model_server
     from swarm.skills.procedural import make_dataset
     from swarm.wire.codec import Example

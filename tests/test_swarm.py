@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from swarm.cli.run import _ask_status, run_swarm
-from swarm.config.schema import SwarmConfig, load_config
+from swarm.config import SwarmConfig, load_config
 from swarm.lineage.store import LATEST_ROUND_PATH, LineageReader, round_path
 from swarm.runtime.local_launcher import LocalLauncher
 from tests.conftest import SMALL, free_base_port

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from swarm.adapters.store import AdapterStore, AdapterValidator, adapter_sha256, read_safetensors
-from swarm.config.schema import LoraSection
 from swarm.errors import TrainingError
+from swarm.serving.settings import LoraSection
 from swarm.serving.training import Trainer, TrainJob, train_lora
 from swarm.skills.procedural import evaluate, make_dataset, train_test_split
 

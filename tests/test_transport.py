@@ -17,10 +17,10 @@ import pytest
 import zmq
 import zmq.asyncio
 
-from swarm.config.schema import TransportSection
 from swarm.errors import PeerUnavailable, RemoteError, WireError
 from swarm.transport.peers import Client, Server, TransportOptions
 from swarm.transport.pubsub import Publisher, Subscriber
+from swarm.transport.settings import TransportSection
 from swarm.transport.topology import endpoint
 from swarm.wire.codec import (
     MAX_BATCH,

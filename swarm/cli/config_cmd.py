@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 import yaml
 
-from swarm.config.schema import load_config, to_dict
+from swarm.config import load_config, to_dict
 from swarm.errors import ConfigError
 
 __all__ = ["register"]

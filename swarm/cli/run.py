@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from rich.console import Console
 from rich.table import Table
 
-from swarm.config.schema import SwarmConfig, load_config
+from swarm.config import SwarmConfig, load_config
 from swarm.errors import SwarmError
 from swarm.transport.loop import run_loop
 

@@ -2,8 +2,8 @@
 
 Each of these once passed ``swarm config check`` and failed at run time:
 names that become git branches (``agent/<group>-<i>``) but that git refuses,
-two groups that give the same agent ids, a role, protocol or skill that no
-registry knows, ports past 65535, a path (``swarm.lineage``,
+two groups that give the same agent ids, a backend, matchmaker, protocol,
+role or skill that no registry knows, ports past 65535, a path (``swarm.lineage``,
 ``model.adapter_store``) with a placeholder other than ``{name}`` (``KeyError``
 at start) or with attribute access in it (``{name.__class__}``, which
 ``str.format`` evaluates). ``config_problems``
@@ -18,6 +18,7 @@ import string
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
+from swarm.config.choices import CHOICES
 from swarm.errors import LineageError, RegistryError
 from swarm.lineage.names import check_id
 
@@ -123,10 +124,11 @@ def _agent_id_problems(config: SwarmConfig) -> Iterable[str]:
 
 def _registry_problems(config: SwarmConfig) -> Iterable[str]:
     from swarm.agents.registry import get_role
-    from swarm.protocols.registry import get_protocol
     from swarm.skills.procedural import get_skill, skill_names
 
-    yield from _lookup("protocol.name", config.protocol.name, get_protocol)
+    for choice in CHOICES:  # model.backend, matchmaker.kind, protocol.name
+        name = getattr(getattr(config, choice.section), choice.key)
+        yield from _lookup(f"{choice.section}.{choice.key}", name, choice.registry.get)
     for i, group in enumerate(config.agents):
         yield from _lookup(f"agents.{i}.role", group.role, get_role)
         if not group.skills:

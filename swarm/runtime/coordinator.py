@@ -110,7 +110,7 @@ class Coordinator:
         self.round_attempts = round_attempts
         self.silence_s = self.options.silence_s if silence_s is None else silence_s
         self.checker = ReportChecker(AdapterStore(recorder.adapter_root), recorder.profiler.skills)
-        self.protocol = get_protocol(config.protocol.name)(config.protocol)
+        self.protocol = get_protocol(config.protocol.name)(config.protocol.settings)
         self.members: dict[str, Member] = {}
         self._gone: dict[str, Member] = {}  # dropped for silence; readmitted when heard again
         self.reports: dict[str, AgentReport] = {}

@@ -79,7 +79,7 @@ class Host:
         self.config = config
         self.options = options or TransportOptions.from_config(config.transport)
         self.agents: dict[str, Agent] = {s.agent_id: get_role(s.role)(s) for s in specs}
-        self.protocol = get_protocol(config.protocol.name)(config.protocol)
+        self.protocol = get_protocol(config.protocol.name)(config.protocol.settings)
         self.store_root = store_root
         self.peer_address = peer_address
         # The socket identity of this process towards the coordinator and the model

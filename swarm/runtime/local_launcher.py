@@ -25,7 +25,7 @@ from pathlib import Path
 
 import msgspec
 
-from swarm.config.schema import SwarmConfig
+from swarm.config import SwarmConfig, to_dict
 from swarm.errors import SwarmError
 from swarm.runtime.population import assign_hosts, build_population
 from swarm.runtime.rundir import claim_run_dir, make_room, model_cache
@@ -190,7 +190,7 @@ def write_run_files(config: SwarmConfig, run_dir: Path) -> None:
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
     model = resolve_model(config, model_cache(run_dir))
     (run_dir / "model.txt").write_text(str(model))
-    (run_dir / "config.json").write_bytes(msgspec.json.encode(config))
+    (run_dir / "config.json").write_bytes(msgspec.json.encode(to_dict(config)))
 
 
 def spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:

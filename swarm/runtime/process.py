@@ -23,7 +23,7 @@ from typing import Any
 
 import msgspec
 
-from swarm.config.schema import SwarmConfig
+from swarm.config import SwarmConfig, parse_config
 from swarm.transport.loop import run_loop
 
 __all__ = ["main"]
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format=f"%(asctime)s {args.role} %(levelname)s %(name)s: %(message)s")
-    config = msgspec.json.decode((args.run_dir / "config.json").read_bytes(), type=SwarmConfig)
+    config = parse_config(msgspec.json.decode((args.run_dir / "config.json").read_bytes()))
     runner = {"coordinator": _coordinator, "host": _host, "model-server": _model_server}[args.role]
     try:
         run_loop(_until_signalled(runner(config, args)))
@@ -117,10 +117,33 @@ def _routing_id(run_dir: Path, host_id: str) -> str:
 
 
 async def _model_server(config: SwarmConfig, args: argparse.Namespace) -> None:
-    from swarm.serving.server import serve
+    """Run the machine's model server for ``config`` until cancelled.
+
+    Adapters are resolved through the machine's adapter store; each is
+    validated against the base model (hash, keys, shapes, rank, finite values,
+    norm) the first time the engine loads it.
+    """
+    from swarm.adapters.store import AdapterStore, AdapterValidator
+    from swarm.serving.jobs import store_merger, store_trainer
+    from swarm.serving.registry import create_backend
+    from swarm.serving.server import ModelServer
+    from swarm.transport.peers import TransportOptions
+    from swarm.transport.topology import MODEL_OFFSET, endpoint
 
     model = Path((args.run_dir / "model.txt").read_text().strip())
-    await serve(config, model, config.adapter_store)
+    store_root = config.adapter_store
+    store = AdapterStore(store_root, AdapterValidator(model, max_rank=config.model.max_lora_rank))
+    backend = create_backend(config.model, model, store.checked_path)
+    address = config.model.server or endpoint(config.transport, MODEL_OFFSET)
+    server = ModelServer(backend, address, trainer=store_trainer(model, store, seed=config.swarm.seed),
+                         merger=store_merger(model, store),
+                         options=TransportOptions.from_config(config.transport))
+    logging.getLogger("swarm.serving.server").info(
+        "model server: %s backend on %s, adapters in %s", backend.name, address, store_root)
+    try:
+        await server.run()
+    finally:
+        backend.close()
 
 
 if __name__ == "__main__":

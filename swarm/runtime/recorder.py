@@ -64,18 +64,18 @@ class Recorder:
     @classmethod
     def open(cls, config: SwarmConfig, resume: bool = False) -> Recorder:
         """Open (or create) the lineage of ``config``; with ``resume`` read its state back."""
-        from swarm.matching.matchmaker import make_matchmaker, matchmaker_from_state
         from swarm.matching.profiles import ProfileBuilder
+        from swarm.matching.registry import create_matchmaker, restore_matchmaker
 
         store = LineageStore.open(config.lineage_dir, create=True)
         profiler = ProfileBuilder(skills=_all_skills(config))
         state = _read_json(store, SWARM_BRANCH, MATCHMAKER_PATH) if resume else None
         if state is not None:
-            matchmaker = matchmaker_from_state(state)
+            matchmaker = restore_matchmaker(state)
         else:
             mm = config.matchmaker
-            matchmaker = make_matchmaker(mm.kind, profiler.dim, lam=mm.lam, beta0=mm.beta0,
-                                         seed=config.swarm.seed)
+            matchmaker = create_matchmaker(mm.kind, profiler.dim, mm.settings,
+                                           seed=config.swarm.seed)
         recorder = cls(config, store, config.adapter_store, matchmaker, profiler)
         recorder._committed = recorder.adapters()
         return recorder

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from swarm.config.schema import LoraSection
 from swarm.errors import TrainingError
 from swarm.serving.server import MergeFn, TrainFn, TrainOutcome
+from swarm.serving.settings import LoraSection
 from swarm.wire.codec import Merge, Train
 
 if TYPE_CHECKING:

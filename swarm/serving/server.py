@@ -30,8 +30,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import zmq.asyncio
 
@@ -39,7 +38,6 @@ from swarm.errors import AdapterError, BackendError, PeerUnavailable, SwarmError
 from swarm.serving.base import Backend, check_requests
 from swarm.transport.loop import run_loop
 from swarm.transport.peers import Incoming, Server, TransportOptions
-from swarm.transport.topology import endpoint
 from swarm.wire.codec import (
     Error,
     Generate,
@@ -52,10 +50,7 @@ from swarm.wire.codec import (
     error_reply,
 )
 
-if TYPE_CHECKING:
-    from swarm.config.schema import SwarmConfig
-
-__all__ = ["TrainOutcome", "TrainFn", "MergeFn", "ServerStats", "ModelServer", "ServerThread", "serve"]
+__all__ = ["TrainOutcome", "TrainFn", "MergeFn", "ServerStats", "ModelServer", "ServerThread"]
 
 log = logging.getLogger(__name__)
 
@@ -336,30 +331,3 @@ class ServerThread:
         except BaseException as exc:
             self._error = exc
             self._ready.set()
-
-
-async def serve(config: SwarmConfig, model: Path, store_root: Path) -> None:
-    """Run the machine's model server for ``config`` until cancelled (``swarm.runtime.process``).
-
-    Adapters are resolved through the adapter store at ``store_root``; each is
-    validated against the base model (hash, keys, shapes, rank, finite values,
-    norm) the first time the engine loads it.
-    """
-    from swarm.adapters.store import AdapterStore, AdapterValidator
-    from swarm.serving import create_backend
-    from swarm.serving.jobs import store_merger, store_trainer
-    from swarm.transport.topology import MODEL_OFFSET
-
-    store = AdapterStore(store_root, AdapterValidator(model, max_rank=config.model.max_lora_rank))
-
-    backend = create_backend(config.model, model, store.checked_path)
-    address = config.model.server or endpoint(config.transport, MODEL_OFFSET)
-    options = TransportOptions.from_config(config.transport)
-    trainer = store_trainer(model, store, seed=config.swarm.seed)
-    merger = store_merger(model, store)
-    server = ModelServer(backend, address, trainer=trainer, merger=merger, options=options)
-    log.info("model server: %s backend on %s, adapters in %s", backend.name, address, store_root)
-    try:
-        await server.run()
-    finally:
-        backend.close()

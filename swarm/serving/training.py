@@ -28,8 +28,8 @@ from typing import Any, cast
 import numpy as np
 
 from swarm.adapters.store import AdapterRef, AdapterStore
-from swarm.config.schema import LoraSection
 from swarm.errors import TrainingError
+from swarm.serving.settings import LoraSection
 from swarm.skills.procedural import Example
 
 __all__ = ["TrainJob", "TrainResult", "Trainer", "train_lora"]

@@ -32,8 +32,8 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 
-from swarm.config.schema import TransportSection
 from swarm.errors import ConfigError
+from swarm.transport.settings import TransportSection
 
 __all__ = [
     "CurveSecurity", "init_keys", "add_key", "list_keys", "public_key_text", "is_loopback",

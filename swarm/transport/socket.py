@@ -53,10 +53,10 @@ from typing import Any
 import msgspec
 import zmq
 
-from swarm.config.schema import TransportSection
 from swarm.errors import PeerUnavailable, WireError
 from swarm.transport.outbox import Outbox
 from swarm.transport.security import CurveSecurity
+from swarm.transport.settings import TransportSection
 from swarm.wire.codec import (
     MAX_BATCH,
     MAX_PAYLOAD_FRAMES,
