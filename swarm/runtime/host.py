@@ -50,7 +50,6 @@ from swarm.wire.codec import (
     Train,
     Trained,
 )
-from swarm.wire.codec import Example as WireExample
 
 __all__ = ["Host"]
 
@@ -218,8 +217,7 @@ class Host:
                     examples: Sequence[Example], hyper: dict[str, Any]) -> str:
         """Train on the model server; returns the new adapter's sha256."""
         msg = Train(sender=agent_id, agent_id=agent_id, base_adapter=base_adapter,
-                    examples=[WireExample(prompt=e.prompt, completion=e.completion)
-                              for e in examples], hyper=hyper)
+                    examples=list(examples), hyper=hyper)
         reply = await self._ask(msg)
         if not isinstance(reply.msg, Trained):
             raise SwarmError(f"model server answered Train with {type(reply.msg).__name__}")

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from swarm.errors import RegistryError
+from swarm.wire.messages import Example
 
 __all__ = [
     "Example",
@@ -45,15 +46,6 @@ __all__ = [
 
 LETTERS = "abcdefgh"
 """The alphabet of the letter skills: small enough for a tiny model to learn fast."""
-
-
-@dataclass(frozen=True)
-class Example:
-    """One prompt and its reference completion, tagged with the skill that made it."""
-
-    prompt: str
-    completion: str
-    skill: str
 
 
 @dataclass(frozen=True)

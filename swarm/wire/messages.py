@@ -377,11 +377,17 @@ class Generated(Message, frozen=True, kw_only=True):
     texts: Annotated[list[_Text], msgspec.Meta(max_length=MAX_REQUESTS)] = []
 
 
-class Example(msgspec.Struct, frozen=True, kw_only=True):
-    """One training example."""
+class Example(msgspec.Struct, frozen=True, gc=False):
+    """One example: a prompt, its reference completion, and the skill that made it.
+
+    The one type of an example everywhere: what a skill draws (``swarm.skills``),
+    an agent's training and held-out data, and an item of ``Train``. ``skill`` is
+    empty for an example no skill made; a teacher's distilled answers say ``distill``.
+    """
 
     prompt: _Text
     completion: _Text
+    skill: _Id = ""
 
 
 class Train(Message, frozen=True, kw_only=True):
