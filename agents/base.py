@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from swarm.knowledge import KnowledgeGraph
-from swarm.skills.procedural import Example, exact_match
+from swarm.skills import Example, exact_match
 
 __all__ = ["Agent", "AgentSpec", "HostServices", "Report", "Outcome"]
 

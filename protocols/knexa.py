@@ -68,7 +68,7 @@ async def _distill(
 ) -> Outcome:
     """Fine-tune the student on the teacher's greedy answers to fresh prompts of its skills."""
     from swarm.agents.base import Outcome
-    from swarm.skills.procedural import Example, make_dataset
+    from swarm.skills import Example, make_dataset
 
     before = student.score
     if not student.learns or teacher_adapter is None or not skills:

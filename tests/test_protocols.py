@@ -13,7 +13,7 @@ from typing import Any
 from swarm.agents.base import Agent, AgentSpec
 from swarm.config.schema import ProtocolSection
 from swarm.protocols.knexa import Knexa
-from swarm.skills.procedural import Example
+from swarm.skills import Example
 
 OLD, TEACHER, NEW = "a" * 64, "b" * 64, "c" * 64
 

@@ -124,7 +124,7 @@ def _agent_id_problems(config: SwarmConfig) -> Iterable[str]:
 def _registry_problems(config: SwarmConfig) -> Iterable[str]:
     from swarm.agents.registry import get_role
     from swarm.protocols.registry import get_protocol
-    from swarm.skills.procedural import get_skill, skill_names
+    from swarm.skills import get_skill, skill_names
 
     yield from _lookup("protocol.name", config.protocol.name, get_protocol)
     for i, group in enumerate(config.agents):

@@ -29,7 +29,7 @@ import msgspec
 from swarm.agents.base import Agent, AgentSpec
 from swarm.config.schema import SwarmConfig
 from swarm.errors import AdapterError, PeerUnavailable, SwarmError
-from swarm.skills.procedural import Example
+from swarm.skills import Example
 from swarm.transport.peers import Client, Incoming, Server, TransportOptions
 from swarm.transport.topology import CONTROL_OFFSET, MODEL_OFFSET, endpoint, new_routing_id
 from swarm.wire.codec import (

@@ -15,7 +15,7 @@ import numpy as np
 from swarm.agents.base import AgentSpec
 from swarm.config.schema import SwarmConfig
 from swarm.errors import ConfigError
-from swarm.skills.procedural import Example, make_dataset, skill_names
+from swarm.skills import Example, make_dataset, skill_names
 
 __all__ = ["build_population", "assign_hosts"]
 
