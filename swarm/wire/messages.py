@@ -31,6 +31,7 @@ __all__ = [
     "MAX_BYTES",
     "MAX_CREDIT",
     "MAX_ROUND",
+    "MAX_CLOCK",
     "MAX_REAL",
     "HYPER_BOUNDS",
     "Message",
@@ -109,6 +110,8 @@ MAX_BYTES = 1 << 40
 MAX_CREDIT = 65_536
 #: A round number.
 MAX_ROUND = 1_000_000_000
+#: A knowledge graph's Lamport clock (``KGDelta.clock``).
+MAX_CLOCK = 2**62
 #: Magnitude of any other float (scores, rewards, metrics, profile vectors, times):
 #: finite, ``-MAX_REAL <= x <= MAX_REAL`` (NaN and infinities are refused).
 MAX_REAL = 1e15
@@ -135,6 +138,10 @@ _Names = Annotated[list[_Id], msgspec.Meta(max_length=MAX_ENTRIES)]
 _Metrics = Annotated[dict[_Id, _Real], msgspec.Meta(max_length=MAX_ENTRIES)]
 _Tags = Annotated[dict[_Id, _Text], msgspec.Meta(max_length=MAX_ENTRIES)]  # names -> text
 _Book = Annotated[dict[_Id, _Id], msgspec.Meta(max_length=MAX_AGENTS)]
+_Attrs = Annotated[  # names -> text, integer, finite float or boolean
+    dict[_Id, Union[bool, Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)], _Real, _Text]],  # noqa: UP007
+    msgspec.Meta(max_length=MAX_ENTRIES),
+]
 _Hyper = Annotated[
     dict[_Id, Union[Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)], _Real, _Text]],  # noqa: UP007
     msgspec.Meta(max_length=MAX_ENTRIES),
@@ -304,26 +311,36 @@ class Chat(Message, frozen=True, kw_only=True):
 
 
 class KGNode(msgspec.Struct, frozen=True, kw_only=True):
-    """A knowledge-graph node (goal, subgoal, step, fact, ...)."""
+    """A knowledge-graph node: its id, its level in the hierarchy and its attributes.
+
+    ``level`` is one of ``goal``, ``subgoal``, ``step``, ``fact``
+    (``swarm.knowledge.LEVELS``, checked where a delta is applied); attribute
+    values are text, integers, finite floats or booleans (up to ``MAX_ENTRIES``).
+    """
 
     id: _Id
-    kind: _Id = "fact"
-    label: _Text = ""
-    attrs: _Tags = {}
+    level: _Id = "fact"
+    attrs: _Attrs = {}
 
 
-class KGEdge(msgspec.Struct, frozen=True, kw_only=True):
-    """A directed knowledge-graph edge."""
+class KGEdge(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """A knowledge-graph edge from a node down to its child."""
 
-    src: _Id
-    dst: _Id
-    kind: _Id = "related"
+    parent: _Id
+    child: _Id
 
 
 class KGDelta(Message, frozen=True, kw_only=True):
-    """Nodes and edges an agent added to its knowledge graph (up to ``MAX_AGENTS`` each)."""
+    """Nodes and edges added to a knowledge graph, stamped ``(clock, origin)``.
 
-    agent_id: _Id = ""
+    The one type of a delta: ``swarm.knowledge`` makes, applies and merges
+    these, and an agent sends them as they are. ``origin`` is the agent whose
+    graph made the change, ``clock`` its Lamport clock (0 to ``MAX_CLOCK``); up
+    to ``MAX_AGENTS`` nodes and edges.
+    """
+
+    origin: _Id = ""
+    clock: Annotated[int, msgspec.Meta(ge=0, le=MAX_CLOCK)] = 0
     nodes: Annotated[list[KGNode], msgspec.Meta(max_length=MAX_AGENTS)] = []
     edges: Annotated[list[KGEdge], msgspec.Meta(max_length=MAX_AGENTS)] = []
 
