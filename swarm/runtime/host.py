@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -73,11 +72,15 @@ class Host:
     ) -> None:
         from swarm.agents.registry import get_role
         from swarm.protocols.registry import get_protocol
+        from swarm.runtime.population import agent_skills
 
         self.host_id = host_id
         self.config = config
         self.options = options or TransportOptions.from_config(config.transport)
         self.agents: dict[str, Agent] = {s.agent_id: get_role(s.role)(s) for s in specs}
+        # Any agent's skills (a teacher's, to distil from) come from the config, as the
+        # coordinator's do: both sides derive them, so no message carries them.
+        self.skills = agent_skills(config)
         self.protocol = get_protocol(config.protocol.name)(config.protocol)
         self.store_root = store_root
         self.peer_address = peer_address
@@ -97,10 +100,8 @@ class Host:
         async with Client(self.routing_id, control, self.options) as coord, Client(
             self.routing_id, model, self.options
         ) as self._model:
-            skills = {a: list(ag.spec.skills) for a, ag in self.agents.items()}
             await coord.request(Join(sender=self.host_id, agent_ids=list(self.agents),
-                                     role="host", capabilities={"skills": json.dumps(skills)}),
-                                timeout=120.0, reliable=True)
+                                     role="host"), timeout=120.0, reliable=True)
             log.info("host %s: joined with %d agents", self.host_id, len(self.agents))
             pending: set[asyncio.Task[None]] = set()
             if self.peer_address is not None:
@@ -189,8 +190,7 @@ class Host:
                 failed[agent_id] = f"{type(result).__name__}: {result}"
                 continue
             reports.append(AgentReport(agent_id=agent_id, adapter=result.adapter,
-                                       score=result.score, metrics=dict(result.metrics),
-                                       skills=list(self.agents[agent_id].spec.skills)))
+                                       score=result.score, metrics=dict(result.metrics)))
         return StepDone(sender=self.host_id, phase="local", reports=reports, failed=failed)
 
     async def _exchange(self, step: Step) -> StepDone:
@@ -206,7 +206,8 @@ class Host:
 
     async def _learn(self, item: Assignment) -> PairOutcome:
         out = await self.protocol.exchange(self.agents[item.student], item.teacher,
-                                           item.teacher_adapter, item.teacher_skills, self)
+                                           item.teacher_adapter,
+                                           self.skills.get(item.teacher, ()), self)
         return PairOutcome(teacher=out.teacher, student=out.student, before=out.before,
                            after=out.after, accepted=out.accepted, adapter=out.adapter,
                            parents=list(out.parents))

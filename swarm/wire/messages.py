@@ -86,7 +86,7 @@ VERSION = 1
 #: Characters of an id or a name (agent, host, branch, sha256, message id, key).
 MAX_ID = 256
 #: Characters of a text field (chat content, prompt, completion, generated text,
-#: a capability such as the JSON of a host's agents' skills).
+#: a capability).
 MAX_TEXT = 16 << 20
 #: Entries of a list or map naming agents (agent ids, pairs, steps, reports).
 MAX_AGENTS = 100_000
@@ -200,7 +200,7 @@ class Join(Message, frozen=True, kw_only=True):
     agent_ids: _Ids = []
     role: _Id = ""
     endpoint: _Id = ""
-    capabilities: _Tags = {}  # e.g. "skills": the JSON of every hosted agent's skills
+    capabilities: _Tags = {}  # what the process offers beyond the config (none is read today)
 
 
 class Welcome(Message, frozen=True, kw_only=True):
@@ -476,7 +476,6 @@ class AgentReport(msgspec.Struct, frozen=True, kw_only=True):
     adapter: _Id | None = None
     score: _Real = 0.0
     metrics: _Metrics = {}
-    skills: _Names = []
 
 
 class Assignment(msgspec.Struct, frozen=True, kw_only=True):
@@ -485,7 +484,6 @@ class Assignment(msgspec.Struct, frozen=True, kw_only=True):
     teacher: _Id
     student: _Id
     teacher_adapter: _Id | None = None
-    teacher_skills: _Names = []
 
 
 class PairOutcome(msgspec.Struct, frozen=True, kw_only=True):
