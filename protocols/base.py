@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 if TYPE_CHECKING:
-    from swarm.agents.base import Agent, HostServices, Outcome, Report
+    from swarm.agents.base import Agent, AgentReport, HostServices, PairOutcome
 
 __all__ = ["Protocol", "orient"]
 
@@ -31,7 +31,7 @@ class Protocol:
     def pairs(
         self,
         round: int,
-        reports: Mapping[str, Report],
+        reports: Mapping[str, AgentReport],
         profiles: Mapping[str, np.ndarray],
         matchmaker: Any,
         max_pairs: int,
@@ -46,12 +46,12 @@ class Protocol:
         teacher_adapter: str | None,
         teacher_skills: Sequence[str],
         host: HostServices,
-    ) -> Outcome:
+    ) -> PairOutcome:
         """Let ``student`` take knowledge from ``teacher`` on the student's host."""
         return await student.learn_from(teacher, teacher_adapter, host)
 
 
-def orient(pair: tuple[str, str], reports: Mapping[str, Report]) -> tuple[str, str]:
+def orient(pair: tuple[str, str], reports: Mapping[str, AgentReport]) -> tuple[str, str]:
     """The teacher/student rule (``swarm.matching.matchmaker.orient_by_score``) over round reports."""
     from swarm.matching.matchmaker import orient_by_score
 

@@ -21,6 +21,8 @@ from swarm.wire.codec import (
     MESSAGE_TYPES,
     PAYLOAD_TYPES,
     AdapterChunk,
+    AgentReport,
+    Assignment,
     Chat,
     Commit,
     Error,
@@ -32,7 +34,10 @@ from swarm.wire.codec import (
     KGNode,
     Message,
     Pairing,
+    PairOutcome,
     Profile,
+    Step,
+    StepDone,
     Train,
     encode,
     encode_batch,
@@ -59,6 +64,14 @@ def sample(kind: type[Message]) -> tuple[Message, list[bytes]]:
         AdapterChunk: AdapterChunk(**env, sha256="cd" * 32, offset=4096),
         Chat: Chat(**env, role="assistant", content="héllo", in_reply_to="x"),
         Error: Error(**env, code="c", reason="r", in_reply_to="y"),
+        Step: Step(**env, phase="exchange", assignments=[
+            Assignment(teacher="b2", student="a1", teacher_adapter="ab" * 32)]),
+        StepDone: StepDone(**env, phase="exchange", messages=4, failed={"c3": "boom"},
+                           reports=[AgentReport(agent_id="a1", adapter="ab" * 32, score=0.5,
+                                                metrics={"loss": 1.0})],
+                           outcomes=[PairOutcome(student="a1", teacher="b2", before=0.25,
+                                                 after=0.5, adapter="cd" * 32, accepted=True,
+                                                 parents=("ab" * 32, "cd" * 32))]),
     }
     msg = special.get(kind) or kind(**env)
     payload = [f"payload-{i}".encode() * 10 for i in range(payload_frames(msg))]

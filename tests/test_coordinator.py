@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from swarm.agents.base import Agent, HostServices, Report
+from swarm.agents.base import Agent, AgentReport, HostServices
 from swarm.config.schema import SwarmConfig, parse_config
 from swarm.errors import SwarmError
 from swarm.runtime.host import Host
@@ -44,7 +44,7 @@ class FixedAgent(Agent):
     mode = "ok"
     calls = 0
 
-    async def local_update(self, host: HostServices) -> Report:
+    async def local_update(self, host: HostServices) -> AgentReport:
         """One local step: wait, fail or report, as the mode says."""
         mode, _, arg = type(self).mode.partition(":")
         type(self).calls += 1
@@ -58,7 +58,8 @@ class FixedAgent(Agent):
             raise RuntimeError("the model server is gone")
         self.score = math.nan if mode == "nan" else 0.5
         adapter = GHOST if mode == "ghost_adapter" else None
-        return Report(self.id, adapter, self.score, {"score": 0.5})
+        return AgentReport(agent_id=self.id, adapter=adapter, score=self.score,
+                           metrics={"score": 0.5})
 
 
 class ForgingHost(Host):

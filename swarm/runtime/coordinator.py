@@ -273,8 +273,7 @@ class Coordinator:
                 self.adapters[r.agent_id] = r.adapter
         profiles = self._profiles(reports)
         max_pairs = self.config.matchmaker.max_pairs or len(reports) // 2
-        pairs = self.protocol.pairs(rnd, _as_reports(reports), profiles,
-                                    self.recorder.matchmaker, max_pairs)
+        pairs = self.protocol.pairs(rnd, reports, profiles, self.recorder.matchmaker, max_pairs)
         await self._publish("pairs", {"round": rnd, "pairs": pairs})
         outcomes = await self._exchange(rnd, pairs, reports)
         for o in outcomes:
@@ -483,9 +482,3 @@ class Coordinator:
         with contextlib.suppress(SwarmError):
             await self._events.publish(topic, Chat(sender="coordinator", role=topic,
                                                    content=json.dumps(body, default=str)))
-
-
-def _as_reports(reports: Mapping[str, AgentReport]) -> dict[str, Any]:
-    from swarm.agents.base import Report
-
-    return {a: Report(a, r.adapter, r.score, dict(r.metrics)) for a, r in reports.items()}

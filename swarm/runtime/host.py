@@ -184,13 +184,15 @@ class Host:
         ids = [a for a in step.agent_ids if a in self.agents]
         results = await asyncio.gather(*(self.agents[a].local_update(self) for a in ids),
                                        return_exceptions=True)
-        reports, failed = [], {}
+        reports: list[AgentReport] = []
+        failed: dict[str, str] = {}
         for agent_id, result in zip(ids, results, strict=True):
             if isinstance(result, BaseException):
                 failed[agent_id] = f"{type(result).__name__}: {result}"
                 continue
-            reports.append(AgentReport(agent_id=agent_id, adapter=result.adapter,
-                                       score=result.score, metrics=dict(result.metrics)))
+            if result.agent_id != agent_id:  # a role's report speaks for its own agent only
+                result = msgspec.structs.replace(result, agent_id=agent_id)
+            reports.append(result)
         return StepDone(sender=self.host_id, phase="local", reports=reports, failed=failed)
 
     async def _exchange(self, step: Step) -> StepDone:
@@ -205,12 +207,9 @@ class Host:
         return StepDone(sender=self.host_id, phase="exchange", outcomes=outcomes, failed=failed)
 
     async def _learn(self, item: Assignment) -> PairOutcome:
-        out = await self.protocol.exchange(self.agents[item.student], item.teacher,
-                                           item.teacher_adapter,
-                                           self.skills.get(item.teacher, ()), self)
-        return PairOutcome(teacher=out.teacher, student=out.student, before=out.before,
-                           after=out.after, accepted=out.accepted, adapter=out.adapter,
-                           parents=list(out.parents))
+        return await self.protocol.exchange(self.agents[item.student], item.teacher,
+                                            item.teacher_adapter,
+                                            self.skills.get(item.teacher, ()), self)
 
     # -- HostServices ----------------------------------------------------------------
 

@@ -134,7 +134,6 @@ _Real = Annotated[float, msgspec.Meta(ge=-MAX_REAL, le=MAX_REAL)]
 _Id = Annotated[str, msgspec.Meta(max_length=MAX_ID)]
 _Text = Annotated[str, msgspec.Meta(max_length=MAX_TEXT)]
 _Ids = Annotated[list[_Id], msgspec.Meta(max_length=MAX_AGENTS)]
-_Names = Annotated[list[_Id], msgspec.Meta(max_length=MAX_ENTRIES)]
 _Metrics = Annotated[dict[_Id, _Real], msgspec.Meta(max_length=MAX_ENTRIES)]
 _Tags = Annotated[dict[_Id, _Text], msgspec.Meta(max_length=MAX_ENTRIES)]  # names -> text
 _Book = Annotated[dict[_Id, _Id], msgspec.Meta(max_length=MAX_AGENTS)]
@@ -469,8 +468,12 @@ class Error(Message, frozen=True, kw_only=True):
 # -- rounds: the coordinator drives hosts through the phases of a round ------
 
 
-class AgentReport(msgspec.Struct, frozen=True, kw_only=True):
-    """One agent's state after a step: adapter, held-out score, metrics."""
+class AgentReport(msgspec.Struct, frozen=True):
+    """One agent's state after its local step: adapter, held-out score, metrics.
+
+    The one type of a report: ``Agent.local_update`` returns it, a host sends it
+    in ``StepDone``, the coordinator, the protocol and the profiles read it.
+    """
 
     agent_id: _Id
     adapter: _Id | None = None
@@ -486,16 +489,28 @@ class Assignment(msgspec.Struct, frozen=True, kw_only=True):
     teacher_adapter: _Id | None = None
 
 
-class PairOutcome(msgspec.Struct, frozen=True, kw_only=True):
-    """What a student made of its teacher: scores before/after, adapter kept, parents."""
+class PairOutcome(msgspec.Struct, frozen=True):
+    """What a student made of its teacher: scores before/after, adapter kept, parents.
 
-    teacher: _Id
+    The one type of an outcome: ``Agent.learn_from`` and a protocol's ``exchange``
+    return it, a host sends it in ``StepDone``, the coordinator records it.
+    ``adapter`` is the student's adapter after the exchange (the candidate if
+    ``accepted``, else the one it kept); ``parents`` (up to ``MAX_ENTRIES``
+    content hashes) are what the candidate was made from.
+    """
+
     student: _Id
+    teacher: _Id
     before: _Real = 0.0
     after: _Real = 0.0
-    accepted: bool = False
     adapter: _Id | None = None
-    parents: _Names = []
+    accepted: bool = False
+    parents: Annotated[tuple[_Id, ...], msgspec.Meta(max_length=MAX_ENTRIES)] = ()
+
+    @property
+    def reward(self) -> float:
+        """The student's change in held-out score."""
+        return self.after - self.before
 
 
 class Step(Message, frozen=True, kw_only=True):
