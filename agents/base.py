@@ -57,8 +57,8 @@ class HostServices(Protocol):
         """Make adapter ``sha`` (held by agent ``owner``) available locally, verified."""
         ...
 
-    async def merge(self, student: str, teacher: str, weight: float) -> str:
-        """Student's update plus ``weight`` times the teacher's; returns the new sha256."""
+    async def merge(self, student_adapter: str, teacher_adapter: str, weight: float) -> str:
+        """Student's adapter plus ``weight`` times the teacher's (both by sha256); the new sha256."""
         ...
 
 
@@ -71,7 +71,7 @@ class Agent:
     #: whether the role takes knowledge from teachers
     learns: ClassVar[bool] = True
 
-    __slots__ = ("spec", "adapter", "score", "history", "kg", "inbox")
+    __slots__ = ("spec", "adapter", "score", "history", "kg", "messages_received")
 
     def __init__(self, spec: AgentSpec, adapter: str | None = None) -> None:
         self.spec = spec
@@ -79,7 +79,7 @@ class Agent:
         self.score = 0.0
         self.history: list[float] = []
         self.kg = KnowledgeGraph(spec.agent_id)
-        self.inbox = 0
+        self.messages_received = 0  # chat messages handled (``on_chat`` counts them)
 
     @property
     def id(self) -> str:
@@ -88,7 +88,7 @@ class Agent:
 
     async def on_chat(self, sender: str, content: str) -> str | None:
         """Handle a chat message; return a reply, or None for no reply."""
-        self.inbox += 1
+        self.messages_received += 1
         return None
 
     async def evaluate(self, host: HostServices, adapter: str | None = None) -> float:

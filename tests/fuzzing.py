@@ -26,6 +26,7 @@ from swarm.wire.codec import (
     Chat,
     Commit,
     Error,
+    Event,
     Example,
     Generate,
     GenRequest,
@@ -64,6 +65,7 @@ def sample(kind: type[Message]) -> tuple[Message, list[bytes]]:
         AdapterChunk: AdapterChunk(**env, sha256="cd" * 32, offset=4096),
         Chat: Chat(**env, role="assistant", content="héllo", in_reply_to="x"),
         Error: Error(**env, code="c", reason="r", in_reply_to="y"),
+        Event: Event(**env, topic="scores", json='{"round": 3}'),
         Step: Step(**env, phase="exchange", assignments=[
             Assignment(teacher="b2", student="a1", teacher_adapter="ab" * 32)]),
         StepDone: StepDone(**env, phase="exchange", messages=4, failed={"c3": "boom"},

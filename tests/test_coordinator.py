@@ -225,6 +225,35 @@ def test_swarm_status_names_the_rejected_host(swarm: Any, tmp_path: Path) -> Non
     assert "round 1: results of host-1 rejected" in printed
 
 
+def test_the_event_stream_carries_typed_events_under_their_topic(swarm: Any,
+                                                                 tmp_path: Path) -> None:
+    # Prepare: a swarm whose one round takes 2 s, so a subscriber is connected before it ends
+    s = swarm(_raw_config(tmp_path, good=1, bad=1))
+    s.start_host("host-0", "slow:2", ["good-0", "bad-0"])
+
+    async def subscriber(coordinator: Any) -> list[Any]:
+        from swarm.transport.peers import Subscriber, TransportOptions
+        from swarm.transport.topology import EVENTS_OFFSET, endpoint
+
+        got: list[Any] = []
+        address = endpoint(s.config.transport, EVENTS_OFFSET)
+        async with Subscriber("watcher", address, options=TransportOptions()) as events:
+            while not any(topic == "scores" for topic, _ in got):
+                for inc in await events.recv_batch(timeout=30):
+                    got.append((inc.peer.decode(), inc.msg))
+        return got
+
+    # Execute
+    _, summary, got = s.run(during=subscriber)
+
+    # Assert: every event is an Event whose topic is the stream's, with the round as its body
+    from swarm.wire.codec import Event
+
+    assert all(isinstance(msg, Event) and msg.topic == topic for topic, msg in got)
+    scores = next(json.loads(msg.json) for topic, msg in got if topic == "scores")
+    assert scores == summary["history"][0]
+
+
 def test_a_malformed_join_is_refused_and_the_coordinator_keeps_serving(swarm: Any,
                                                                        tmp_path: Path) -> None:
     # Prepare: a swarm whose one round takes 3 s, and a stranger with a malformed Join
@@ -241,7 +270,7 @@ def test_a_malformed_join_is_refused_and_the_coordinator_keeps_serving(swarm: An
             await asyncio.sleep(0.05)
         address = endpoint(s.config.transport, 0)
         async with Client("stranger", address, TransportOptions(heartbeat_ms=100)) as cli:
-            bad = Join(sender="host-9", agent_ids=["good-0"], role="coordinator")
+            bad = Join(sender="host-9", agent_ids=["good-0"], process="coordinator")
             try:
                 await cli.request(bad, timeout=10)
                 refused = ""

@@ -36,7 +36,7 @@ class FixedServices:
     async def fetch_adapter(self, sha: str, owner: str) -> None:
         return None
 
-    async def merge(self, student: str, teacher: str, weight: float) -> str:
+    async def merge(self, student_adapter: str, teacher_adapter: str, weight: float) -> str:
         return NEW
 
 

@@ -325,7 +325,7 @@ def test_malformed_join_gets_an_error_and_the_coordinator_keeps_answering(
         Join(sender="host-1", agent_ids=[]),
         Join(sender="host-1", agent_ids=["nobody"]),
         Join(sender="../host\n1", agent_ids=["text-0"]),
-        Join(sender="host-1", agent_ids=["text-0"], role="coordinator"),
+        Join(sender="host-1", agent_ids=["text-0"], process="coordinator"),
         Join(sender="host-1", agent_ids=["text-0"],
              capabilities={f"k{i}": "v" for i in range(100)}),
     ]

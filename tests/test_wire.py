@@ -252,7 +252,7 @@ def test_the_bounds_admit_real_use() -> None:
     gen = _raw({"type": "Generate", "requests": [{"prompt": "p" * 100_000, "max_tokens": 32_768,
                                                   "temperature": 2.0}] * 4096})
     agents = [f"learner-{i}" for i in range(10_000)]
-    join = encode(Join(sender="host-0", agent_ids=agents, role="host"))[0]  # as Host.run does
+    join = encode(Join(sender="host-0", agent_ids=agents, process="host"))[0]  # as Host.run does
     msgs = [decode_envelope(train), decode_envelope(gen), decode_envelope(join)]
     assert isinstance(msgs[0], Train) and msgs[0].hyper["steps"] == 100_000
     assert isinstance(msgs[1], Generate) and len(msgs[1].requests) == 4096

@@ -477,8 +477,8 @@ class Coordinator:
     async def _publish(self, topic: str, body: Mapping[str, Any]) -> None:
         if self._events is None:
             return
-        from swarm.wire.codec import Chat
+        from swarm.wire.codec import Event
 
         with contextlib.suppress(SwarmError):
-            await self._events.publish(topic, Chat(sender="coordinator", role=topic,
-                                                   content=json.dumps(body, default=str)))
+            await self._events.publish(topic, Event(sender="coordinator", topic=topic,
+                                                    json=json.dumps(body, default=str)))

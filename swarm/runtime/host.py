@@ -101,7 +101,7 @@ class Host:
             self.routing_id, model, self.options
         ) as self._model:
             await coord.request(Join(sender=self.host_id, agent_ids=list(self.agents),
-                                     role="host"), timeout=120.0, reliable=True)
+                                     process="host"), timeout=120.0, reliable=True)
             log.info("host %s: joined with %d agents", self.host_id, len(self.agents))
             pending: set[asyncio.Task[None]] = set()
             if self.peer_address is not None:
@@ -241,9 +241,10 @@ class Host:
         if not AdapterStore(self.store_root).has(sha):
             raise AdapterError(f"adapter {sha[:12]} of {owner} is not in this machine's store")
 
-    async def merge(self, student: str, teacher: str, weight: float) -> str:
+    async def merge(self, student_adapter: str, teacher_adapter: str, weight: float) -> str:
         """Merge on the model server (it holds the base model); returns the merged sha256."""
-        msg = Merge(sender=self.host_id, student=student, teacher=teacher, weight=weight)
+        msg = Merge(sender=self.host_id, student_adapter=student_adapter,
+                    teacher_adapter=teacher_adapter, weight=weight)
         reply = await self._ask(msg)
         if not isinstance(reply.msg, Merged):
             raise SwarmError(f"model server answered Merge with {type(reply.msg).__name__}")

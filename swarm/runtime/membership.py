@@ -29,8 +29,8 @@ def check_join(msg: Join, expected: list[str]) -> None:
     """
     if not _HOST_NAME.match(msg.sender):
         raise SwarmError(f"Join: host name {msg.sender[:80]!r} is not 1-64 of [A-Za-z0-9_.-]")
-    if msg.role not in ("", "host"):
-        raise SwarmError(f"Join from {msg.sender!r}: role {msg.role[:40]!r} is not 'host'")
+    if msg.process not in ("", "host"):
+        raise SwarmError(f"Join from {msg.sender!r}: process {msg.process[:40]!r} is not 'host'")
     known = set(expected)
     if not msg.agent_ids or len(msg.agent_ids) > len(known) or \
             len(set(msg.agent_ids)) != len(msg.agent_ids):

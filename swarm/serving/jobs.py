@@ -101,7 +101,7 @@ def store_merger(model: Path, store: AdapterStore) -> MergeFn:
                 state["merger"] = Merger(model)
             merger: Merger = state["merger"]
             with tempfile.TemporaryDirectory(prefix=".merge-", dir=store.root) as tmp:
-                out = merger.merge([store.path(job.student), store.path(job.teacher)],
+                out = merger.merge([store.path(job.student_adapter), store.path(job.teacher_adapter)],
                                    [1.0, job.weight], Path(tmp) / "merged", job.method)
                 sha: str = store.put(out).sha256
         return sha

@@ -69,6 +69,7 @@ __all__ = [
     "StepDone",
     "Status",
     "StatusReport",
+    "Event",
     "MESSAGE_TYPES",
     "AnyMessage",
     "new_id",
@@ -194,10 +195,15 @@ class Message(
 
 
 class Join(Message, frozen=True, kw_only=True):
-    """A process announces itself and the agents it hosts (up to ``MAX_AGENTS``)."""
+    """A process announces itself and the agents it hosts (up to ``MAX_AGENTS``).
+
+    ``process`` is the kind of process joining (``host``, the only one the
+    coordinator admits). What the config says of the agents (role, skills,
+    data) is not sent: the coordinator derives it from the config as the host does.
+    """
 
     agent_ids: _Ids = []
-    role: _Id = ""
+    process: _Id = ""
     endpoint: _Id = ""
     capabilities: _Tags = {}  # what the process offers beyond the config (none is read today)
 
@@ -440,12 +446,12 @@ class Trained(Message, frozen=True, kw_only=True):
 class Merge(Message, frozen=True, kw_only=True):
     """Merge a teacher's adapter into a student's: ``student + weight * teacher`` (task arithmetic).
 
-    ``weight`` is -100 to 100.
+    Both adapters are content hashes in the machine's store; ``weight`` is -100 to 100.
     """
 
     agent_id: _Id = ""
-    student: _Id = ""
-    teacher: _Id = ""
+    student_adapter: _Id = ""
+    teacher_adapter: _Id = ""
     weight: Annotated[float, msgspec.Meta(ge=-100.0, le=100.0)] = 1.0
     method: _Id = "svd"
 
@@ -543,16 +549,27 @@ class StatusReport(Message, frozen=True, kw_only=True):
     json: Annotated[str, msgspec.Meta(max_length=64 << 20)] = "{}"
 
 
+class Event(Message, frozen=True, kw_only=True):
+    """What the coordinator publishes on its event stream: a topic and a JSON body.
+
+    ``topic`` is the one subscribers filter on (``round``, ``pairs``,
+    ``scores``, ``done``); it is also the message's first frame on the stream.
+    """
+
+    topic: _Id = ""
+    json: Annotated[str, msgspec.Meta(max_length=64 << 20)] = "{}"
+
+
 MESSAGE_TYPES: tuple[type[Message], ...] = (
     Join, Welcome, Leave, Heartbeat, Ack, Profile, Pairing, Reward,
     AdapterOffer, AdapterRequest, AdapterChunk, AdapterAck, Chat, KGDelta,
     Commit, Committed, Generate, Generated, Train, Trained, Error,
-    Step, StepDone, Status, StatusReport, Merge, Merged,
+    Step, StepDone, Status, StatusReport, Event, Merge, Merged,
 )  # fmt: skip
 
 AnyMessage = Union[  # noqa: UP007 (msgspec needs a real Union object here)
     Join, Welcome, Leave, Heartbeat, Ack, Profile, Pairing, Reward,
     AdapterOffer, AdapterRequest, AdapterChunk, AdapterAck, Chat, KGDelta,
     Commit, Committed, Generate, Generated, Train, Trained, Error,
-    Step, StepDone, Status, StatusReport, Merge, Merged,
+    Step, StepDone, Status, StatusReport, Event, Merge, Merged,
 ]  # fmt: skip
