@@ -207,9 +207,10 @@ class Host:
         return StepDone(sender=self.host_id, phase="exchange", outcomes=outcomes, failed=failed)
 
     async def _learn(self, item: Assignment) -> PairOutcome:
-        return await self.protocol.exchange(self.agents[item.student], item.teacher,
-                                            item.teacher_adapter,
-                                            self.skills.get(item.teacher, ()), self)
+        outcome: PairOutcome = await self.protocol.exchange(
+            self.agents[item.student], item.teacher, item.teacher_adapter,
+            self.skills.get(item.teacher, ()), self)
+        return outcome
 
     # -- HostServices ----------------------------------------------------------------
 
