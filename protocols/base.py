@@ -2,9 +2,9 @@
 
 A round is: every agent's local step (``Agent.local_update``), then the
 protocol's ``pairs`` hook chooses ``(teacher, student)`` pairs from the
-reports (usually through the matchmaker), then each student runs the
-protocol's ``exchange`` hook on its host, and the outcome's reward goes back
-to the matchmaker. A protocol that exchanges nothing returns no pairs.
+reports (``AgentReport``, usually through the matchmaker), then each student
+runs the protocol's ``exchange`` hook on its host, and the outcome's reward
+(``PairOutcome.reward``) goes back to the matchmaker. A protocol that exchanges nothing returns no pairs.
 """
 
 from __future__ import annotations
@@ -47,7 +47,11 @@ class Protocol:
         teacher_skills: Sequence[str],
         host: HostServices,
     ) -> PairOutcome:
-        """Let ``student`` take knowledge from ``teacher`` on the student's host."""
+        """Let ``student`` take knowledge from ``teacher`` on the student's host.
+
+        ``teacher_skills`` are the teacher's skills as the config gives them (the
+        host derives them, as the coordinator does: no message carries them).
+        """
         return await student.learn_from(teacher, teacher_adapter, host)
 
 
