@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from swarm.knowledge import KnowledgeGraph
-from swarm.skills.procedural import Example, exact_match
+from swarm.skills import Example, exact_match
+from swarm.wire.messages import AgentReport, PairOutcome
 
-__all__ = ["Agent", "AgentSpec", "HostServices", "Report", "Outcome"]
+__all__ = ["Agent", "AgentSpec", "HostServices", "AgentReport", "PairOutcome"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,34 +36,6 @@ class AgentSpec:
     train: tuple[Example, ...] = ()
     heldout: tuple[Example, ...] = ()
     hyper: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Report:
-    """What an agent reports after its local step: new adapter, score, metrics."""
-
-    agent_id: str
-    adapter: str | None
-    score: float
-    metrics: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """The result of learning from a teacher: the reward and the adapter kept."""
-
-    student: str
-    teacher: str
-    before: float
-    after: float
-    adapter: str | None
-    accepted: bool
-    parents: tuple[str, ...] = ()
-
-    @property
-    def reward(self) -> float:
-        """The student's change in held-out score."""
-        return self.after - self.before
 
 
 class HostServices(Protocol):
@@ -84,8 +57,8 @@ class HostServices(Protocol):
         """Make adapter ``sha`` (held by agent ``owner``) available locally, verified."""
         ...
 
-    async def merge(self, student: str, teacher: str, weight: float) -> str:
-        """Student's update plus ``weight`` times the teacher's; returns the new sha256."""
+    async def merge(self, student_adapter: str, teacher_adapter: str, weight: float) -> str:
+        """Student's adapter plus ``weight`` times the teacher's (both by sha256); the new sha256."""
         ...
 
 
@@ -98,7 +71,7 @@ class Agent:
     #: whether the role takes knowledge from teachers
     learns: ClassVar[bool] = True
 
-    __slots__ = ("spec", "adapter", "score", "history", "kg", "inbox")
+    __slots__ = ("spec", "adapter", "score", "history", "kg", "messages_received")
 
     def __init__(self, spec: AgentSpec, adapter: str | None = None) -> None:
         self.spec = spec
@@ -106,7 +79,7 @@ class Agent:
         self.score = 0.0
         self.history: list[float] = []
         self.kg = KnowledgeGraph(spec.agent_id)
-        self.inbox = 0
+        self.messages_received = 0  # chat messages handled (``on_chat`` counts them)
 
     @property
     def id(self) -> str:
@@ -115,7 +88,7 @@ class Agent:
 
     async def on_chat(self, sender: str, content: str) -> str | None:
         """Handle a chat message; return a reply, or None for no reply."""
-        self.inbox += 1
+        self.messages_received += 1
         return None
 
     async def evaluate(self, host: HostServices, adapter: str | None = None) -> float:
@@ -132,21 +105,23 @@ class Agent:
         )
         return hits / len(heldout)
 
-    async def local_update(self, host: HostServices) -> Report:
+    async def local_update(self, host: HostServices) -> AgentReport:
         """The local step of a round: train on local data (if the role trains), then evaluate."""
         if self.trains and self.spec.train:
             self.adapter = await host.train(self.id, self.adapter, self.spec.train, self.spec.hyper)
         self.score = await self.evaluate(host)
         self.history.append(self.score)
-        return Report(self.id, self.adapter, self.score, {"score": self.score})
+        return AgentReport(agent_id=self.id, adapter=self.adapter, score=self.score,
+                           metrics={"score": self.score})
 
     async def learn_from(
         self, teacher: str, teacher_adapter: str | None, host: HostServices, *, weight: float = 1.0
-    ) -> Outcome:
+    ) -> PairOutcome:
         """Merge the teacher's adapter into ours, keep it if ``accepts`` says so."""
         before = self.score
         if not self.learns or teacher_adapter is None or teacher_adapter == self.adapter:
-            return Outcome(self.id, teacher, before, before, self.adapter, False)
+            return PairOutcome(student=self.id, teacher=teacher, before=before, after=before,
+                               adapter=self.adapter)
         await host.fetch_adapter(teacher_adapter, teacher)
         if self.adapter is None:
             candidate = teacher_adapter
@@ -157,8 +132,9 @@ class Agent:
         parents = tuple(p for p in (self.adapter, teacher_adapter) if p)
         if keep:
             self.adapter, self.score = candidate, after
-        return Outcome(self.id, teacher, before, after, candidate if keep else self.adapter,
-                       keep, parents)
+        return PairOutcome(student=self.id, teacher=teacher, before=before, after=after,
+                           adapter=candidate if keep else self.adapter, accepted=keep,
+                           parents=parents)
 
     def accepts(self, before: float, after: float) -> bool:
         """Keep a learnt adapter only if the held-out score did not drop."""

@@ -61,7 +61,7 @@ class ScaleChat(Agent):
 
     async def on_chat(self, sender: str, content: str) -> str | None:
         """Count the message and reply."""
-        self.inbox += 1
+        self.messages_received += 1
         return REPLY
 
 

@@ -28,7 +28,7 @@ from bench.common import write_result  # noqa: E402
 from swarm.models.tiny import build_tiny_model  # noqa: E402
 from swarm.serving.settings import LoraSection  # noqa: E402
 from swarm.serving.training import Trainer, TrainJob  # noqa: E402
-from swarm.skills.procedural import Example, evaluate, make_dataset, train_test_split  # noqa: E402
+from swarm.skills import Example, evaluate, make_dataset, train_test_split  # noqa: E402
 
 
 def main() -> int:

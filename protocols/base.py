@@ -2,9 +2,9 @@
 
 A round is: every agent's local step (``Agent.local_update``), then the
 protocol's ``pairs`` hook chooses ``(teacher, student)`` pairs from the
-reports (usually through the matchmaker), then each student runs the
-protocol's ``exchange`` hook on its host, and the outcome's reward goes back
-to the matchmaker. A protocol that exchanges nothing returns no pairs.
+reports (``AgentReport``, usually through the matchmaker), then each student
+runs the protocol's ``exchange`` hook on its host, and the outcome's reward
+(``PairOutcome.reward``) goes back to the matchmaker. A protocol that exchanges nothing returns no pairs.
 
 A protocol's settings are the config's ``protocol`` keys other than ``name``:
 it declares their schema as ``settings_schema`` (a ``msgspec.Struct`` class,
@@ -21,7 +21,7 @@ import msgspec
 import numpy as np
 
 if TYPE_CHECKING:
-    from swarm.agents.base import Agent, HostServices, Outcome, Report
+    from swarm.agents.base import Agent, AgentReport, HostServices, PairOutcome
 
 __all__ = ["Protocol", "orient"]
 
@@ -39,7 +39,7 @@ class Protocol:
     def pairs(
         self,
         round: int,
-        reports: Mapping[str, Report],
+        reports: Mapping[str, AgentReport],
         profiles: Mapping[str, np.ndarray],
         matchmaker: Any,
         max_pairs: int,
@@ -54,12 +54,16 @@ class Protocol:
         teacher_adapter: str | None,
         teacher_skills: Sequence[str],
         host: HostServices,
-    ) -> Outcome:
-        """Let ``student`` take knowledge from ``teacher`` on the student's host."""
+    ) -> PairOutcome:
+        """Let ``student`` take knowledge from ``teacher`` on the student's host.
+
+        ``teacher_skills`` are the teacher's skills as the config gives them (the
+        host derives them, as the coordinator does: no message carries them).
+        """
         return await student.learn_from(teacher, teacher_adapter, host)
 
 
-def orient(pair: tuple[str, str], reports: Mapping[str, Report]) -> tuple[str, str]:
+def orient(pair: tuple[str, str], reports: Mapping[str, AgentReport]) -> tuple[str, str]:
     """The teacher/student rule (``swarm.matching.matchmaker.orient_by_score``) over round reports."""
     from swarm.matching.matchmaker import orient_by_score
 

@@ -25,7 +25,7 @@ from swarm.protocols.registry import protocol
 from swarm.protocols.settings import ExchangeSettings
 
 if TYPE_CHECKING:
-    from swarm.agents.base import Agent, HostServices, Outcome, Report
+    from swarm.agents.base import Agent, AgentReport, HostServices, PairOutcome
 
 __all__ = ["Knexa"]
 
@@ -39,7 +39,7 @@ class Knexa(Protocol):
     def pairs(
         self,
         round: int,
-        reports: Mapping[str, Report],
+        reports: Mapping[str, AgentReport],
         profiles: Mapping[str, np.ndarray],
         matchmaker: Any,
         max_pairs: int,
@@ -54,7 +54,7 @@ class Knexa(Protocol):
         teacher_adapter: str | None,
         teacher_skills: Sequence[str],
         host: HostServices,
-    ) -> Outcome:
+    ) -> PairOutcome:
         if self.settings.exchange == "distill":
             return await _distill(student, teacher, teacher_adapter, teacher_skills, host)
         return await student.learn_from(
@@ -68,14 +68,15 @@ async def _distill(
     teacher_adapter: str | None,
     skills: Sequence[str],
     host: HostServices,
-) -> Outcome:
+) -> PairOutcome:
     """Fine-tune the student on the teacher's greedy answers to fresh prompts of its skills."""
-    from swarm.agents.base import Outcome
-    from swarm.skills.procedural import Example, make_dataset
+    from swarm.agents.base import PairOutcome
+    from swarm.skills import Example, make_dataset
 
     before = student.score
     if not student.learns or teacher_adapter is None or not skills:
-        return Outcome(student.id, teacher, before, before, student.adapter, False)
+        return PairOutcome(student=student.id, teacher=teacher, before=before, after=before,
+                           adapter=student.adapter)
     key = f"{student.id}|{teacher}|{len(student.history)}".encode()
     seed = int.from_bytes(hashlib.sha256(key).digest()[:8], "little")
     prompts = [ex.prompt for ex in make_dataset(list(skills), 64, np.random.default_rng(seed))]
@@ -89,4 +90,5 @@ async def _distill(
     parents = tuple(p for p in (student.adapter, teacher_adapter) if p)
     if keep:
         student.adapter, student.score = candidate, after
-    return Outcome(student.id, teacher, before, after, student.adapter, keep, parents)
+    return PairOutcome(student=student.id, teacher=teacher, before=before, after=after,
+                       adapter=student.adapter, accepted=keep, parents=parents)

@@ -2,9 +2,10 @@
 
 A graph is a ``networkx.DiGraph`` whose nodes carry a ``level`` (``goal``,
 ``subgoal``, ``step`` or ``fact``) and whose edges point from a parent to a
-child (``goal -> subgoal -> step/fact``). Agents exchange ``KGDelta``-like
-deltas: sets of added nodes and edges, each tagged with a Lamport-style
-``(clock, origin)`` stamp.
+child (``goal -> subgoal -> step/fact``). Agents exchange deltas: sets of added
+nodes and edges, each tagged with a Lamport-style ``(clock, origin)`` stamp.
+A delta is the wire's ``KGDelta`` message itself (re-exported here), so the
+graph makes and applies exactly what an agent sends and receives.
 
 Merging is add-wins: a node or edge once added stays; when two replicas set
 the same node's attributes, the larger stamp wins. Both rules are
@@ -15,34 +16,27 @@ deltas are equal whatever the order.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import Any
 
 import networkx as nx
 
 from swarm.errors import SwarmError
+from swarm.wire.messages import KGDelta, KGEdge, KGNode
 
-__all__ = ["LEVELS", "Delta", "KnowledgeGraph", "KnowledgeError"]
+__all__ = ["LEVELS", "KGDelta", "KGEdge", "KGNode", "KnowledgeGraph", "KnowledgeError",
+           "replay"]
 
 LEVELS = ("goal", "subgoal", "step", "fact")
 _RANK = {level: i for i, level in enumerate(LEVELS)}
+#: What a node attribute may hold: what ``KGNode.attrs`` carries on the wire.
+AttrValue = str | int | float | bool
 
 
 class KnowledgeError(SwarmError):
     """A node or edge breaks the hierarchy (unknown level, edge upward or to a missing node)."""
 
     code = "knowledge"
-
-
-@dataclass(frozen=True)
-class Delta:
-    """Additions to a graph: ``nodes`` maps id -> attributes, ``edges`` are (parent, child)."""
-
-    origin: str
-    clock: int
-    nodes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    edges: tuple[tuple[str, str], ...] = ()
 
 
 class KnowledgeGraph:
@@ -60,20 +54,21 @@ class KnowledgeGraph:
         node: str,
         level: str,
         parent: str | None = None,
-        **attrs: Any,
-    ) -> Delta:
+        **attrs: AttrValue,
+    ) -> KGDelta:
         """Add (or update) a node under ``parent`` locally and return the delta to share."""
         self.clock += 1
-        delta = Delta(
+        delta = KGDelta(
+            sender=self.owner,
             origin=self.owner,
             clock=self.clock,
-            nodes={node: {"level": level, **attrs}},
-            edges=((parent, node),) if parent is not None else (),
+            nodes=[KGNode(id=node, level=level, attrs=attrs)],
+            edges=[KGEdge(parent=parent, child=node)] if parent is not None else [],
         )
         self.apply(delta)
         return delta
 
-    def apply(self, delta: Delta) -> None:
+    def apply(self, delta: KGDelta) -> None:
         """Merge a delta (add-wins; the larger ``(clock, origin)`` stamp wins attributes).
 
         Raises:
@@ -81,14 +76,14 @@ class KnowledgeGraph:
         """
         stamp = (delta.clock, delta.origin)
         self.clock = max(self.clock, delta.clock)
-        for node, attrs in delta.nodes.items():
-            level = attrs.get("level")
-            if level not in _RANK:
-                raise KnowledgeError(f"node {node!r}: level {level!r} is not one of {LEVELS}")
-            current = self.graph.nodes.get(node)
+        for node in delta.nodes:
+            if node.level not in _RANK:
+                raise KnowledgeError(f"node {node.id!r}: level {node.level!r} is not one of "
+                                     f"{LEVELS}")
+            current = self.graph.nodes.get(node.id)
             if current is None or tuple(current["stamp"]) < stamp:
-                self.graph.add_node(node, **{**dict(attrs), "stamp": stamp})
-        self.pending.update(delta.edges)
+                self.graph.add_node(node.id, **{**node.attrs, "level": node.level, "stamp": stamp})
+        self.pending.update((edge.parent, edge.child) for edge in delta.edges)
         for parent, child in sorted(self.pending):
             if parent not in self.graph or child not in self.graph:
                 continue
@@ -103,14 +98,17 @@ class KnowledgeGraph:
         """Merge every node and edge of another replica."""
         self.apply(other.as_delta())
 
-    def as_delta(self) -> Delta:
+    def as_delta(self) -> KGDelta:
         """The whole graph as one delta (used to merge replicas and to replay from JSON)."""
-        nodes = {n: dict(a) for n, a in self.graph.nodes(data=True)}
-        top = max((tuple(a["stamp"]) for a in nodes.values()), default=(0, self.owner))
-        for attrs in nodes.values():
-            attrs.pop("stamp")
-        edges = tuple(sorted(self.graph.edges())) + tuple(sorted(self.pending))
-        return Delta(origin=str(top[1]), clock=int(top[0]), nodes=nodes, edges=edges)
+        top = max((tuple(a["stamp"]) for _, a in self.graph.nodes(data=True)),
+                  default=(0, self.owner))
+        nodes = [KGNode(id=n, level=a["level"],
+                        attrs={k: v for k, v in a.items() if k not in ("level", "stamp")})
+                 for n, a in self.graph.nodes(data=True)]
+        edges = [KGEdge(parent=p, child=c)
+                 for p, c in [*sorted(self.graph.edges()), *sorted(self.pending)]]
+        return KGDelta(sender=self.owner, origin=str(top[1]), clock=int(top[0]), nodes=nodes,
+                       edges=edges)
 
     def children(self, node: str) -> list[str]:
         """Direct children of ``node``, sorted."""
@@ -152,7 +150,7 @@ def _canonical(kg: KnowledgeGraph) -> tuple[Any, ...]:
     return tuple(nodes), tuple(sorted(kg.graph.edges())), tuple(sorted(kg.pending))
 
 
-def replay(owner: str, deltas: Iterable[Delta]) -> KnowledgeGraph:
+def replay(owner: str, deltas: Iterable[KGDelta]) -> KnowledgeGraph:
     """A fresh graph with ``deltas`` applied in the given order."""
     kg = KnowledgeGraph(owner)
     for delta in deltas:

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from swarm.agents.base import Agent, HostServices, Report
+from swarm.agents.base import Agent, AgentReport, HostServices
 from swarm.config import SwarmConfig, parse_config
 from swarm.errors import SwarmError
 from swarm.runtime.host import Host
@@ -44,7 +44,7 @@ class FixedAgent(Agent):
     mode = "ok"
     calls = 0
 
-    async def local_update(self, host: HostServices) -> Report:
+    async def local_update(self, host: HostServices) -> AgentReport:
         """One local step: wait, fail or report, as the mode says."""
         mode, _, arg = type(self).mode.partition(":")
         type(self).calls += 1
@@ -58,7 +58,8 @@ class FixedAgent(Agent):
             raise RuntimeError("the model server is gone")
         self.score = math.nan if mode == "nan" else 0.5
         adapter = GHOST if mode == "ghost_adapter" else None
-        return Report(self.id, adapter, self.score, {"score": 0.5})
+        return AgentReport(agent_id=self.id, adapter=adapter, score=self.score,
+                           metrics={"score": 0.5})
 
 
 class ForgingHost(Host):
@@ -224,6 +225,35 @@ def test_swarm_status_names_the_rejected_host(swarm: Any, tmp_path: Path) -> Non
     assert "round 1: results of host-1 rejected" in printed
 
 
+def test_the_event_stream_carries_typed_events_under_their_topic(swarm: Any,
+                                                                 tmp_path: Path) -> None:
+    # Prepare: a swarm whose one round takes 2 s, so a subscriber is connected before it ends
+    s = swarm(_raw_config(tmp_path, good=1, bad=1))
+    s.start_host("host-0", "slow:2", ["good-0", "bad-0"])
+
+    async def subscriber(coordinator: Any) -> list[Any]:
+        from swarm.transport.peers import Subscriber, TransportOptions
+        from swarm.transport.topology import EVENTS_OFFSET, endpoint
+
+        got: list[Any] = []
+        address = endpoint(s.config.transport, EVENTS_OFFSET)
+        async with Subscriber("watcher", address, options=TransportOptions()) as events:
+            while not any(topic == "scores" for topic, _ in got):
+                for inc in await events.recv_batch(timeout=30):
+                    got.append((inc.peer.decode(), inc.msg))
+        return got
+
+    # Execute
+    _, summary, got = s.run(during=subscriber)
+
+    # Assert: every event is an Event whose topic is the stream's, with the round as its body
+    from swarm.wire.codec import Event
+
+    assert all(isinstance(msg, Event) and msg.topic == topic for topic, msg in got)
+    scores = next(json.loads(msg.json) for topic, msg in got if topic == "scores")
+    assert scores == summary["history"][0]
+
+
 def test_a_malformed_join_is_refused_and_the_coordinator_keeps_serving(swarm: Any,
                                                                        tmp_path: Path) -> None:
     # Prepare: a swarm whose one round takes 3 s, and a stranger with a malformed Join
@@ -240,7 +270,7 @@ def test_a_malformed_join_is_refused_and_the_coordinator_keeps_serving(swarm: An
             await asyncio.sleep(0.05)
         address = endpoint(s.config.transport, 0)
         async with Client("stranger", address, TransportOptions(heartbeat_ms=100)) as cli:
-            bad = Join(sender="host-9", agent_ids=["good-0"], capabilities={"skills": "{"})
+            bad = Join(sender="host-9", agent_ids=["good-0"], process="coordinator")
             try:
                 await cli.request(bad, timeout=10)
                 refused = ""
@@ -252,7 +282,7 @@ def test_a_malformed_join_is_refused_and_the_coordinator_keeps_serving(swarm: An
     _, summary, (refused, status) = s.run(during=stranger)
 
     # Assert: an Error answered the Join, Status was still answered, the round completed
-    assert "capabilities.skills is not a JSON object" in refused
+    assert "is not 'host'" in refused
     assert json.loads(status.json)["members"] == {"host-0": ["good-0", "bad-0"]}
     assert set(summary["history"][0]["scores"]) == {"good-0", "bad-0"}
 

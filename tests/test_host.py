@@ -36,7 +36,7 @@ class EchoAgent(Agent):
 
     async def on_chat(self, sender: str, content: str) -> str | None:
         """Echo, prefixed with the agent's id so the test sees who answered."""
-        self.inbox += 1
+        self.messages_received += 1
         return f"{self.id}:{content}"
 
 

@@ -6,7 +6,8 @@ import itertools
 
 import pytest
 
-from swarm.knowledge import KnowledgeError, KnowledgeGraph, replay
+from swarm.knowledge import KGDelta, KnowledgeError, KnowledgeGraph, replay
+from swarm.wire.codec import decode, encode
 
 
 def _deltas() -> list:
@@ -36,6 +37,19 @@ def test_merge_is_idempotent_and_json_round_trips() -> None:
     assert twice == kg
     assert restored == kg
     assert restored.to_json() == kg.to_json()
+
+
+def test_a_delta_is_the_message_an_agent_sends() -> None:
+    # Prepare: the deltas one replica made
+    deltas = _deltas()
+
+    # Execute: send each over the wire and apply what arrives
+    received = [decode(encode(d))[0] for d in deltas]
+
+    # Assert: the same type arrives, with its stamp, and gives the same graph
+    assert all(type(m) is KGDelta for m in received)
+    assert [(m.origin, m.clock) for m in received] == [(d.origin, d.clock) for d in deltas]
+    assert replay("x", received) == replay("x", deltas)  # type: ignore[arg-type]
 
 
 def test_hierarchy_is_enforced() -> None:

@@ -56,18 +56,20 @@ def test_vector_is_pure_for_snapshots() -> None:
 
 
 def test_reports_remember_the_previous_score() -> None:
-    builder = ProfileBuilder(skills=["add", "sort"])
-    first = AgentReport(agent_id="a", adapter=None, score=0.2, skills=["add", "sort"])
-    second = AgentReport(agent_id="a", adapter="f" * 64, score=0.5, skills=["add", "sort"],
+    builder = ProfileBuilder(skills=["add", "sort"], agent_skills={"a": ["add", "sort"]})
+    first = AgentReport(agent_id="a", adapter=None, score=0.2)
+    second = AgentReport(agent_id="a", adapter="f" * 64, score=0.5,
                          metrics={"adapter_norm": 10.0, "comm_bytes": 1e9})
     v1 = builder.build(first)
     v2 = builder.build(second)
     assert v1.tolist() == pytest.approx([0.2, 0.0, 0.5, 0.5, 0.0, 0.0, 0.0])
     assert v2.tolist() == pytest.approx([0.5, 0.3, 0.5, 0.5, 1.0, math.tanh(1.0), 1.0])
-    restored = ProfileBuilder(skills=["add", "sort"])
+    restored = ProfileBuilder(skills=["add", "sort"], agent_skills={"a": ["add"]})
     restored.restore(json.loads(json.dumps(builder.state())))
-    third = AgentReport(agent_id="a", score=0.4, skills=["add"])
-    assert restored.build(third)[1] == pytest.approx(-0.1)
+    third = AgentReport(agent_id="a", score=0.4)
+    assert restored.build(third).tolist() == pytest.approx([0.4, -0.1, 1.0, 0.0, 0.0, 0.0, 0.0])
+    unknown = AgentReport(agent_id="b", score=0.4)  # an agent the builder has no skills for
+    assert restored.build(unknown).tolist() == pytest.approx([0.4, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
 
 
 def test_build_all_feeds_the_matchmaker() -> None:

@@ -13,7 +13,7 @@ from typing import Any
 from swarm.agents.base import Agent, AgentSpec
 from swarm.protocols.knexa import Knexa
 from swarm.protocols.settings import ExchangeSettings
-from swarm.skills.procedural import Example
+from swarm.skills import Example
 
 OLD, TEACHER, NEW = "a" * 64, "b" * 64, "c" * 64
 
@@ -36,7 +36,7 @@ class FixedServices:
     async def fetch_adapter(self, sha: str, owner: str) -> None:
         return None
 
-    async def merge(self, student: str, teacher: str, weight: float) -> str:
+    async def merge(self, student_adapter: str, teacher_adapter: str, weight: float) -> str:
         return NEW
 
 

@@ -19,11 +19,11 @@ STORED, OTHER = "a" * 64, "b" * 64
 
 @pytest.fixture
 def checker(tmp_path: Path) -> ReportChecker:
-    """A checker over a store that holds adapter ``STORED``, for a swarm of skill ``add``."""
+    """A checker over a store that holds adapter ``STORED``."""
     (tmp_path / STORED).mkdir()
     (tmp_path / STORED / WEIGHTS_FILE).write_bytes(b"weights")
     (tmp_path / STORED / COMPLETE_MARKER).write_text(STORED)  # as AdapterStore.put leaves it
-    return ReportChecker(AdapterStore(tmp_path), ["add"])
+    return ReportChecker(AdapterStore(tmp_path))
 
 
 LOCAL = Step(phase="local", agent_ids=["a-0", "a-1"])
@@ -40,7 +40,7 @@ def _exchange(*outcomes: PairOutcome, failed: dict[str, str] | None = None) -> S
 
 def test_valid_answers_pass(checker: ReportChecker) -> None:
     checker.check(LOCAL, _local(AgentReport(agent_id="a-0", adapter=STORED, score=0.5,
-                                            metrics={"loss": 1.0}, skills=["add"]),
+                                            metrics={"loss": 1.0}),
                                 failed={"a-1": "RuntimeError: boom"}))
     checker.check(EXCHANGE, _exchange(PairOutcome(teacher="t-0", student="a-0", before=0.5,
                                                   after=0.75, accepted=True, adapter=STORED,
@@ -54,7 +54,6 @@ def test_valid_answers_pass(checker: ReportChecker) -> None:
     (_local(AgentReport(agent_id="a-0", metrics={"m": float("nan")})), "metric 'm'"),
     (_local(AgentReport(agent_id="a-0", adapter=OTHER)), "not in the adapter store"),
     (_local(AgentReport(agent_id="a-0", adapter="../../etc")), "not a content hash"),
-    (_local(AgentReport(agent_id="a-0", skills=["rm -rf"])), "skills the swarm has not"),
     (_local(AgentReport(agent_id="x-9")), "not asked for"),
     (_local(AgentReport(agent_id="a-0"), AgentReport(agent_id="a-0")), "twice"),
     (_local(failed={"x-9": "gone"}), "not asked for"),

@@ -424,7 +424,7 @@ def test_trained_then_retrained_adapter_is_served_by_its_new_hash(
     from swarm.adapters.store import AdapterStore, AdapterValidator
     from swarm.serving.jobs import store_trainer
     from swarm.serving.settings import LoraSection
-    from swarm.skills.procedural import make_dataset
+    from swarm.skills import make_dataset
     from swarm.wire.codec import Example
 
     store = AdapterStore(tmp_path / "store", AdapterValidator(tiny_model, max_rank=16))
@@ -473,7 +473,7 @@ def test_model_server_process_serves_and_trains_with_the_hf_backend(
     from swarm.adapters.store import AdapterStore
     from swarm.config import load_config
     from swarm.runtime.local_launcher import start_model_server
-    from swarm.skills.procedural import make_dataset
+    from swarm.skills import make_dataset
     from swarm.wire.codec import Example
 
     address = f"ipc://{tmp_path}/proc.ipc"

@@ -13,7 +13,7 @@ from swarm.adapters.store import AdapterStore, AdapterValidator, adapter_sha256,
 from swarm.errors import TrainingError
 from swarm.serving.settings import LoraSection
 from swarm.serving.training import Trainer, TrainJob, train_lora
-from swarm.skills.procedural import evaluate, make_dataset, train_test_split
+from swarm.skills import evaluate, make_dataset, train_test_split
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -220,6 +219,9 @@ _UNBOUNDED: dict[str, bytes] = {
                                                             "after": float("nan")}]}),
     "metric nan": _raw({"type": "Trained", "metrics": {"loss": float("nan")}}),
     "profile nan": _raw({"type": "Profile", "vector": [0.0, float("nan")]}),
+    "kg clock -1": _raw({"type": "KGDelta", "clock": -1}),
+    "kg attr nan": _raw({"type": "KGDelta", "nodes": [{"id": "g", "attrs": {"s": float("nan")}}]}),
+    "kg attr list": _raw({"type": "KGDelta", "nodes": [{"id": "g", "attrs": {"s": [1, 2]}}]}),
     "sent_at inf": _raw({"type": "Chat", "sent_at": float("inf")}),
     "round 2**40": _raw({"type": "Chat", "round": 2**40}),
     "round -2": _raw({"type": "Chat", "round": -2}),
@@ -250,13 +252,12 @@ def test_the_bounds_admit_real_use() -> None:
                                              "target_modules": "q_proj,v_proj", "seed": 2**40}})
     gen = _raw({"type": "Generate", "requests": [{"prompt": "p" * 100_000, "max_tokens": 32_768,
                                                   "temperature": 2.0}] * 4096})
-    skills = {f"learner-{i}": ["reverse", "sort", "count"] for i in range(10_000)}
-    join = encode(Join(sender="host-0", agent_ids=list(skills), role="host",  # as Host.run does
-                       capabilities={"skills": json.dumps(skills)}))[0]
+    agents = [f"learner-{i}" for i in range(10_000)]
+    join = encode(Join(sender="host-0", agent_ids=agents, process="host"))[0]  # as Host.run does
     msgs = [decode_envelope(train), decode_envelope(gen), decode_envelope(join)]
     assert isinstance(msgs[0], Train) and msgs[0].hyper["steps"] == 100_000
     assert isinstance(msgs[1], Generate) and len(msgs[1].requests) == 4096
-    assert isinstance(msgs[2], Join) and json.loads(msgs[2].capabilities["skills"]) == skills
+    assert isinstance(msgs[2], Join) and msgs[2].agent_ids == agents
 
 
 def test_a_batch_is_bounded_in_length_before_its_items_are_decoded() -> None:

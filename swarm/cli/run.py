@@ -136,7 +136,7 @@ async def _watch(config: SwarmConfig, launcher: Any, console: Console) -> int:
             except TimeoutError:
                 continue
             for inc in batch:
-                body = json.loads(getattr(inc.msg, "content", "{}") or "{}")
+                body = json.loads(getattr(inc.msg, "json", "{}") or "{}")  # an Event
                 topic = inc.peer.decode(errors="replace")
                 if topic == "scores":
                     rate = (body["messages"] - last_msgs) / max(body["seconds"], 1e-3)

@@ -124,7 +124,7 @@ def _agent_id_problems(config: SwarmConfig) -> Iterable[str]:
 
 def _registry_problems(config: SwarmConfig) -> Iterable[str]:
     from swarm.agents.registry import get_role
-    from swarm.skills.procedural import get_skill, skill_names
+    from swarm.skills import get_skill, skill_names
 
     for choice in CHOICES:  # model.backend, matchmaker.kind, protocol.name
         name = getattr(getattr(config, choice.section), choice.key)

@@ -73,8 +73,6 @@ class ReportLike(Protocol):
     def adapter(self) -> str | None: ...
     @property
     def metrics(self) -> Mapping[str, float]: ...
-    @property
-    def skills(self) -> Sequence[str]: ...
 
 
 class ProfileBuilder:
@@ -85,11 +83,14 @@ class ProfileBuilder:
         metrics: extra metric names and the scale each is divided by before ``tanh``.
         norm_scale: adapter norm that maps to ``tanh(1) ~ 0.76``.
         comm_scale: byte count that maps to 1.0 (default 1 GB).
+        agent_skills: each agent's skills, by id (from the config: a report does not carry them).
     """
 
     def __init__(self, skills: Iterable[str] = (), metrics: Mapping[str, float] | None = None,
-                 norm_scale: float = 10.0, comm_scale: float = 1e9) -> None:
+                 norm_scale: float = 10.0, comm_scale: float = 1e9,
+                 agent_skills: Mapping[str, Sequence[str]] | None = None) -> None:
         self.skills = tuple(dict.fromkeys(skills))
+        self.agent_skills = dict(agent_skills or {})
         self.metrics = dict(metrics or {})
         if any(not s > 0 for s in self.metrics.values()) or not norm_scale > 0 or not comm_scale > 1:
             raise MatchmakerError("metric scales and norm_scale must be > 0, comm_scale > 1")
@@ -143,7 +144,8 @@ class ProfileBuilder:
     def snapshot(self, report: ReportLike) -> AgentSnapshot:
         """A snapshot of a round report; remembers its score as the agent's next ``previous_score``.
 
-        A report names its skills but not how many examples of each, so they
+        The agent's skills are the builder's ``agent_skills`` (none for an agent
+        it does not know); without the number of examples of each, they
         count equally; ``metrics["adapter_norm"]`` and ``metrics["comm_bytes"]``
         fill the adapter norm and communication cost when the report has them.
         Call it once per agent per round: each call moves the remembered score on.
@@ -152,7 +154,8 @@ class ProfileBuilder:
         snap = AgentSnapshot(
             agent_id=report.agent_id, score=float(report.score),
             previous_score=self._previous.get(report.agent_id), metrics=metrics,
-            skill_examples={s: 1.0 for s in report.skills}, has_adapter=report.adapter is not None,
+            skill_examples={s: 1.0 for s in self.agent_skills.get(report.agent_id, ())},
+            has_adapter=report.adapter is not None,
             adapter_norm=float(metrics.get("adapter_norm", 0.0)),
             comm_bytes=float(metrics.get("comm_bytes", 0.0)))
         self._previous[report.agent_id] = float(report.score)

@@ -84,7 +84,6 @@ class Member:
     host: str
     peer: bytes
     agents: list[str]
-    skills: dict[str, list[str]] = field(default_factory=dict)
     joined_at: float = field(default_factory=time.time)
     key: bytes = b""  # the CURVE public key it joined with (empty without security)
 
@@ -109,7 +108,7 @@ class Coordinator:
         self.options = options or TransportOptions.from_config(config.transport)
         self.round_attempts = round_attempts
         self.silence_s = self.options.silence_s if silence_s is None else silence_s
-        self.checker = ReportChecker(AdapterStore(recorder.adapter_root), recorder.profiler.skills)
+        self.checker = ReportChecker(AdapterStore(recorder.adapter_root))
         self.protocol = get_protocol(config.protocol.name)(config.protocol.settings)
         self.members: dict[str, Member] = {}
         self._gone: dict[str, Member] = {}  # dropped for silence; readmitted when heard again
@@ -195,7 +194,7 @@ class Coordinator:
             SecurityError: the name or one of the agents belongs to another peer.
             SwarmError: a malformed ``Join`` (bad name, unknown agents, bad capabilities).
         """
-        skills = check_join(msg, self.expected)
+        check_join(msg, self.expected)
         for host, member in [*self.members.items(), *self._gone.items()]:
             if (member.peer, member.key) == (inc.peer, key) or not holds(member.peer):
                 continue  # the same peer joining again, or a released seat
@@ -209,8 +208,7 @@ class Coordinator:
             for host in [h for h, m in seats.items() if set(m.agents) & set(msg.agent_ids)]:
                 del seats[host]
         self._gone.pop(msg.sender, None)
-        self.members[msg.sender] = Member(msg.sender, inc.peer, list(msg.agent_ids), skills,
-                                          key=key)
+        self.members[msg.sender] = Member(msg.sender, inc.peer, list(msg.agent_ids), key=key)
         log.info("coordinator: host %s joined with %d agents", msg.sender, len(msg.agent_ids))
         # At the start every expected agent must be placed; mid-run any host will do.
         if self._placed() >= set(self.expected) or self.history:
@@ -276,8 +274,7 @@ class Coordinator:
                 self.adapters[r.agent_id] = r.adapter
         profiles = self._profiles(reports)
         max_pairs = self.config.matchmaker.max_pairs or len(reports) // 2
-        pairs = self.protocol.pairs(rnd, _as_reports(reports), profiles,
-                                    self.recorder.matchmaker, max_pairs)
+        pairs = self.protocol.pairs(rnd, reports, profiles, self.recorder.matchmaker, max_pairs)
         await self._publish("pairs", {"round": rnd, "pairs": pairs})
         outcomes = await self._exchange(rnd, pairs, reports)
         for o in outcomes:
@@ -337,8 +334,7 @@ class Coordinator:
             if host is None:
                 continue
             by_host.setdefault(host, []).append(Assignment(
-                teacher=teacher, student=student, teacher_adapter=reports[teacher].adapter,
-                teacher_skills=reports[teacher].skills))
+                teacher=teacher, student=student, teacher_adapter=reports[teacher].adapter))
         done = await self._step_all(rnd, "exchange", {
             host: Step(phase="exchange", assignments=items) for host, items in by_host.items()
         })
@@ -482,14 +478,8 @@ class Coordinator:
     async def _publish(self, topic: str, body: Mapping[str, Any]) -> None:
         if self._events is None:
             return
-        from swarm.wire.codec import Chat
+        from swarm.wire.codec import Event
 
         with contextlib.suppress(SwarmError):
-            await self._events.publish(topic, Chat(sender="coordinator", role=topic,
-                                                   content=json.dumps(body, default=str)))
-
-
-def _as_reports(reports: Mapping[str, AgentReport]) -> dict[str, Any]:
-    from swarm.agents.base import Report
-
-    return {a: Report(a, r.adapter, r.score, dict(r.metrics)) for a, r in reports.items()}
+            await self._events.publish(topic, Event(sender="coordinator", topic=topic,
+                                                    json=json.dumps(body, default=str)))

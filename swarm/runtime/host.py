@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,7 +28,7 @@ import msgspec
 from swarm.agents.base import Agent, AgentSpec
 from swarm.config.schema import SwarmConfig
 from swarm.errors import AdapterError, PeerUnavailable, SwarmError
-from swarm.skills.procedural import Example
+from swarm.skills import Example
 from swarm.transport.peers import Client, Incoming, Server, TransportOptions
 from swarm.transport.topology import CONTROL_OFFSET, MODEL_OFFSET, endpoint, new_routing_id
 from swarm.wire.codec import (
@@ -50,7 +49,6 @@ from swarm.wire.codec import (
     Train,
     Trained,
 )
-from swarm.wire.codec import Example as WireExample
 
 __all__ = ["Host"]
 
@@ -74,11 +72,15 @@ class Host:
     ) -> None:
         from swarm.agents.registry import get_role
         from swarm.protocols.registry import get_protocol
+        from swarm.runtime.population import agent_skills
 
         self.host_id = host_id
         self.config = config
         self.options = options or TransportOptions.from_config(config.transport)
         self.agents: dict[str, Agent] = {s.agent_id: get_role(s.role)(s) for s in specs}
+        # Any agent's skills (a teacher's, to distil from) come from the config, as the
+        # coordinator's do: both sides derive them, so no message carries them.
+        self.skills = agent_skills(config)
         self.protocol = get_protocol(config.protocol.name)(config.protocol.settings)
         self.store_root = store_root
         self.peer_address = peer_address
@@ -98,10 +100,8 @@ class Host:
         async with Client(self.routing_id, control, self.options) as coord, Client(
             self.routing_id, model, self.options
         ) as self._model:
-            skills = {a: list(ag.spec.skills) for a, ag in self.agents.items()}
             await coord.request(Join(sender=self.host_id, agent_ids=list(self.agents),
-                                     role="host", capabilities={"skills": json.dumps(skills)}),
-                                timeout=120.0, reliable=True)
+                                     process="host"), timeout=120.0, reliable=True)
             log.info("host %s: joined with %d agents", self.host_id, len(self.agents))
             pending: set[asyncio.Task[None]] = set()
             if self.peer_address is not None:
@@ -184,14 +184,15 @@ class Host:
         ids = [a for a in step.agent_ids if a in self.agents]
         results = await asyncio.gather(*(self.agents[a].local_update(self) for a in ids),
                                        return_exceptions=True)
-        reports, failed = [], {}
+        reports: list[AgentReport] = []
+        failed: dict[str, str] = {}
         for agent_id, result in zip(ids, results, strict=True):
             if isinstance(result, BaseException):
                 failed[agent_id] = f"{type(result).__name__}: {result}"
                 continue
-            reports.append(AgentReport(agent_id=agent_id, adapter=result.adapter,
-                                       score=result.score, metrics=dict(result.metrics),
-                                       skills=list(self.agents[agent_id].spec.skills)))
+            if result.agent_id != agent_id:  # a role's report speaks for its own agent only
+                result = msgspec.structs.replace(result, agent_id=agent_id)
+            reports.append(result)
         return StepDone(sender=self.host_id, phase="local", reports=reports, failed=failed)
 
     async def _exchange(self, step: Step) -> StepDone:
@@ -206,11 +207,10 @@ class Host:
         return StepDone(sender=self.host_id, phase="exchange", outcomes=outcomes, failed=failed)
 
     async def _learn(self, item: Assignment) -> PairOutcome:
-        out = await self.protocol.exchange(self.agents[item.student], item.teacher,
-                                           item.teacher_adapter, item.teacher_skills, self)
-        return PairOutcome(teacher=out.teacher, student=out.student, before=out.before,
-                           after=out.after, accepted=out.accepted, adapter=out.adapter,
-                           parents=list(out.parents))
+        outcome: PairOutcome = await self.protocol.exchange(
+            self.agents[item.student], item.teacher, item.teacher_adapter,
+            self.skills.get(item.teacher, ()), self)
+        return outcome
 
     # -- HostServices ----------------------------------------------------------------
 
@@ -218,8 +218,7 @@ class Host:
                     examples: Sequence[Example], hyper: dict[str, Any]) -> str:
         """Train on the model server; returns the new adapter's sha256."""
         msg = Train(sender=agent_id, agent_id=agent_id, base_adapter=base_adapter,
-                    examples=[WireExample(prompt=e.prompt, completion=e.completion)
-                              for e in examples], hyper=hyper)
+                    examples=list(examples), hyper=hyper)
         reply = await self._ask(msg)
         if not isinstance(reply.msg, Trained):
             raise SwarmError(f"model server answered Train with {type(reply.msg).__name__}")
@@ -243,9 +242,10 @@ class Host:
         if not AdapterStore(self.store_root).has(sha):
             raise AdapterError(f"adapter {sha[:12]} of {owner} is not in this machine's store")
 
-    async def merge(self, student: str, teacher: str, weight: float) -> str:
+    async def merge(self, student_adapter: str, teacher_adapter: str, weight: float) -> str:
         """Merge on the model server (it holds the base model); returns the merged sha256."""
-        msg = Merge(sender=self.host_id, student=student, teacher=teacher, weight=weight)
+        msg = Merge(sender=self.host_id, student_adapter=student_adapter,
+                    teacher_adapter=teacher_adapter, weight=weight)
         reply = await self._ask(msg)
         if not isinstance(reply.msg, Merged):
             raise SwarmError(f"model server answered Merge with {type(reply.msg).__name__}")

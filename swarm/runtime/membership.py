@@ -4,13 +4,13 @@ A ``Join`` comes from any peer that reaches the control socket, so its host
 name, agent ids and capabilities are bounded and checked before anything is
 stored; a bad one is refused with an ``Error`` reply and changes nothing.
 Which peer may use a name is the coordinator's side (``Coordinator._join``).
+What the config says of an agent (role, skills, data) is not in a ``Join``:
+the coordinator derives it from the config, as the host does.
 """
 
 from __future__ import annotations
 
 import re
-
-import msgspec
 
 from swarm.errors import SwarmError
 from swarm.wire.codec import Join
@@ -21,16 +21,16 @@ _HOST_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
 _MAX_CAPABILITY = 1 << 20  # bytes of one capability value
 
 
-def check_join(msg: Join, expected: list[str]) -> dict[str, list[str]]:
-    """Validate a ``Join`` from the wire; returns its skills per agent.
+def check_join(msg: Join, expected: list[str]) -> None:
+    """Validate a ``Join`` from the wire.
 
     Raises:
         SwarmError: naming the first problem (host name, agents, capabilities).
     """
     if not _HOST_NAME.match(msg.sender):
         raise SwarmError(f"Join: host name {msg.sender[:80]!r} is not 1-64 of [A-Za-z0-9_.-]")
-    if msg.role not in ("", "host"):
-        raise SwarmError(f"Join from {msg.sender!r}: role {msg.role[:40]!r} is not 'host'")
+    if msg.process not in ("", "host"):
+        raise SwarmError(f"Join from {msg.sender!r}: process {msg.process[:40]!r} is not 'host'")
     known = set(expected)
     if not msg.agent_ids or len(msg.agent_ids) > len(known) or \
             len(set(msg.agent_ids)) != len(msg.agent_ids):
@@ -44,14 +44,3 @@ def check_join(msg: Join, expected: list[str]) -> dict[str, list[str]]:
                                          for v in msg.capabilities.values()):
         raise SwarmError(f"Join from {msg.sender!r}: at most 16 capabilities of "
                          f"{_MAX_CAPABILITY} bytes each")
-    try:
-        skills = msgspec.json.decode(msg.capabilities.get("skills", "{}"),
-                                     type=dict[str, list[str]])
-    except msgspec.DecodeError as exc:
-        raise SwarmError(f"Join from {msg.sender!r}: capabilities.skills is not a JSON object "
-                         f"of agent -> list of skill names ({exc})") from None
-    stray = sorted(set(skills) - set(msg.agent_ids))
-    if stray or any(len(v) > 64 or any(len(x) > 64 for x in v) for v in skills.values()):
-        raise SwarmError(f"Join from {msg.sender!r}: capabilities.skills names agents it does "
-                         f"not hold ({[a[:80] for a in stray[:5]]}) or too many or too long skills")
-    return skills

@@ -1,5 +1,10 @@
 """The agents of a swarm, built deterministically from its config.
 
+Coordinator and hosts read the same config, so both derive what they need of
+an agent from it here and nothing of it travels: a host builds its agents
+(``build_population``), the coordinator and the hosts look up any agent's
+skills (``agent_skills``: profiles, distillation from a teacher).
+
 Agent ids are ``<group>-<i>``. Each agent's local training data is drawn from
 its group's skills with a generator seeded by the swarm seed and the agent's
 index, so the same config always gives the same data (non-IID when groups
@@ -10,14 +15,16 @@ training data removed, so a score measures generalisation.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from swarm.agents.base import AgentSpec
 from swarm.config.schema import SwarmConfig
 from swarm.errors import ConfigError
-from swarm.skills.procedural import Example, make_dataset, skill_names
+from swarm.skills import Example, make_dataset, skill_names
 
-__all__ = ["build_population", "assign_hosts"]
+__all__ = ["build_population", "agent_skills", "assign_hosts"]
 
 
 def build_population(config: SwarmConfig) -> list[AgentSpec]:
@@ -34,13 +41,11 @@ def build_population(config: SwarmConfig) -> list[AgentSpec]:
             raise ConfigError(f"agents.{i}.skills: {what} (known: {', '.join(sorted(known))})")
     seed = config.swarm.seed
     specs: list[tuple[str, str, str, list[str], list[Example]]] = []
-    index = 0
-    for group in config.agents:
-        for k in range(group.count):
-            rng = np.random.default_rng([seed, 1, index])
-            data = make_dataset(group.skills, group.examples, rng)
-            specs.append((f"{group.name}-{k}", group.role, group.name, group.skills, data))
-            index += 1
+    for index, (agent_id, g) in enumerate(_agents(config)):
+        group = config.agents[g]
+        rng = np.random.default_rng([seed, 1, index])
+        data = make_dataset(group.skills, group.examples, rng)
+        specs.append((agent_id, group.role, group.name, group.skills, data))
     seen = {ex.prompt for *_, data in specs for ex in data}
     all_skills = sorted({s for g in config.agents for s in g.skills})
     pool = make_dataset(all_skills, config.swarm.heldout * 3, np.random.default_rng([seed, 2]))
@@ -51,6 +56,18 @@ def build_population(config: SwarmConfig) -> list[AgentSpec]:
                   heldout=heldout, hyper=lora[name])
         for aid, role, name, skills, data in specs
     ]
+
+
+def agent_skills(config: SwarmConfig) -> dict[str, tuple[str, ...]]:
+    """Every agent's skills by id, as ``build_population`` gives them (without drawing data)."""
+    return {agent_id: tuple(config.agents[g].skills) for agent_id, g in _agents(config)}
+
+
+def _agents(config: SwarmConfig) -> Iterator[tuple[str, int]]:
+    """Each agent's id and the index of its group, in population order."""
+    for g, group in enumerate(config.agents):
+        for k in range(group.count):
+            yield f"{group.name}-{k}", g
 
 
 def asdict_lora(section: object) -> dict[str, object]:

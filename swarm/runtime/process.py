@@ -1,8 +1,10 @@
-"""Process entry points started by the launchers: ``python -m swarm.runtime.process ROLE --run-dir D``.
+"""Process entry points started by the launchers: ``python -m swarm.runtime.process PROCESS --run-dir D``.
 
-Each process reads the run directory written by the launcher (``config.json``,
+``PROCESS`` is the kind of process to run: ``coordinator``, ``host`` or
+``model-server`` (the same word a host's ``Join.process`` sends). Each process
+reads the run directory written by the launcher (``config.json``,
 ``hosts.json``, ``model.txt``: JSON and text, never pickle), logs to
-``D/logs/ROLE.log`` through its stdout, and stops cleanly on SIGTERM.
+``D/logs/<name>.log`` through its stdout, and stops cleanly on SIGTERM.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import re
 import signal
 import sys
 import tempfile
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -34,19 +36,19 @@ _ROUTING_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}\.[0-9a-f]{16}")  # topology.new_
 def main(argv: list[str] | None = None) -> int:
     """Run one swarm process until it finishes or receives SIGTERM."""
     parser = argparse.ArgumentParser(prog="python -m swarm.runtime.process")
-    parser.add_argument("role", choices=["coordinator", "host", "model-server"])
+    parser.add_argument("process", choices=list(_RUNNERS), help="the kind of process to run")
     parser.add_argument("--run-dir", type=Path, required=True)
     parser.add_argument("--index", type=int, default=0, help="host index (host only)")
     parser.add_argument("--resume", action="store_true", help="continue the lineage (coordinator)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
-                        format=f"%(asctime)s {args.role} %(levelname)s %(name)s: %(message)s")
+                        format=f"%(asctime)s {args.process} %(levelname)s %(name)s: %(message)s")
     config = parse_config(msgspec.json.decode((args.run_dir / "config.json").read_bytes()))
-    runner = {"coordinator": _coordinator, "host": _host, "model-server": _model_server}[args.role]
+    runner = _RUNNERS[args.process]
     try:
         run_loop(_until_signalled(runner(config, args)))
     except Exception:
-        logging.getLogger("swarm.runtime.process").exception("%s failed", args.role)
+        logging.getLogger("swarm.runtime.process").exception("%s failed", args.process)
         return 1
     return 0
 
@@ -145,6 +147,12 @@ async def _model_server(config: SwarmConfig, args: argparse.Namespace) -> None:
     finally:
         backend.close()
 
+
+_Runner = Callable[[SwarmConfig, argparse.Namespace], Coroutine[Any, Any, None]]
+#: What each kind of process runs.
+_RUNNERS: dict[str, _Runner] = {
+    "coordinator": _coordinator, "host": _host, "model-server": _model_server,
+}
 
 if __name__ == "__main__":
     raise SystemExit(main())

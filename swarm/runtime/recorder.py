@@ -66,9 +66,10 @@ class Recorder:
         """Open (or create) the lineage of ``config``; with ``resume`` read its state back."""
         from swarm.matching.profiles import ProfileBuilder
         from swarm.matching.registry import create_matchmaker, restore_matchmaker
+        from swarm.runtime.population import agent_skills
 
         store = LineageStore.open(config.lineage_dir, create=True)
-        profiler = ProfileBuilder(skills=_all_skills(config))
+        profiler = ProfileBuilder(skills=_all_skills(config), agent_skills=agent_skills(config))
         state = _read_json(store, SWARM_BRANCH, MATCHMAKER_PATH) if resume else None
         if state is not None:
             matchmaker = restore_matchmaker(state)

@@ -5,7 +5,7 @@ poisons its statistics for good), into the lineage (an agent id becomes a
 branch name, a teacher id a merge parent) and into the next round's steps.
 So the coordinator takes nothing on trust. A local report must name an agent
 the host was asked to step, once, with a finite score in [0, 1], finite
-metrics, skills of the swarm and an adapter that is in the machine's store;
+metrics and an adapter that is in the machine's store;
 an exchange outcome must answer an assignment the host was given, once, with
 finite scores in [0, 1] and, if kept, a stored adapter whose parents are
 content hashes. One bad item rejects the host's whole answer for that phase
@@ -35,12 +35,10 @@ class ReportChecker:
 
     Args:
         store: the machine's adapter store (reported adapters must be in it).
-        skills: every skill of the swarm (a report may name only these).
     """
 
-    def __init__(self, store: AdapterStore, skills: Collection[str]) -> None:
+    def __init__(self, store: AdapterStore) -> None:
         self.store = store
-        self.skills = frozenset(skills)
 
     def check(self, step: Step, done: StepDone) -> None:
         """Raise ``ReportError`` unless ``done`` is a valid answer to ``step``."""
@@ -70,9 +68,6 @@ class ReportChecker:
             raise ReportError(f"{who} has {len(report.metrics)} metrics (at most {MAX_METRICS})")
         for name, value in report.metrics.items():
             _finite(value, f"{who}'s metric {name[:40]!r}")
-        unknown = set(report.skills) - self.skills
-        if unknown:
-            raise ReportError(f"{who} names skills the swarm has not: {_names(unknown)}")
         if report.adapter is not None:
             self._stored(report.adapter, f"{who}'s adapter")
 

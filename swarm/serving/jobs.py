@@ -46,21 +46,18 @@ def store_trainer(
 
     def run(job: Train) -> TrainOutcome:
         from swarm.serving.training import Trainer, TrainJob
-        from swarm.skills.procedural import Example
 
         with lock:
             if "trainer" not in state:
                 state["trainer"] = Trainer(model, store=store, progress=progress, device=device)
         trainer: Trainer = state["trainer"]
-        examples = [Example(prompt=e.prompt, completion=e.completion, skill="")
-                    for e in job.examples]  # fmt: skip
         init = store.path(job.base_adapter) if job.base_adapter else None
         job_seed = job.hyper.get("seed", seed)
         if not isinstance(job_seed, int) or isinstance(job_seed, bool) or not 0 <= job_seed < 2**63:
             raise TrainingError(f"bad training settings: seed must be an integer in 0..2**63-1, "
                                 f"got {str(job_seed)[:40]}")  # fmt: skip
         with tempfile.TemporaryDirectory(prefix=".train-", dir=store.root) as tmp:
-            result = trainer.run(TrainJob(examples, lora_settings(defaults, job.hyper), job_seed,
+            result = trainer.run(TrainJob(job.examples, lora_settings(defaults, job.hyper), job_seed,
                                           Path(tmp) / "adapter", init, label=job.agent_id))  # fmt: skip
         if result.ref is None:
             raise TrainingError("the trainer did not store the adapter")
@@ -104,7 +101,7 @@ def store_merger(model: Path, store: AdapterStore) -> MergeFn:
                 state["merger"] = Merger(model)
             merger: Merger = state["merger"]
             with tempfile.TemporaryDirectory(prefix=".merge-", dir=store.root) as tmp:
-                out = merger.merge([store.path(job.student), store.path(job.teacher)],
+                out = merger.merge([store.path(job.student_adapter), store.path(job.teacher_adapter)],
                                    [1.0, job.weight], Path(tmp) / "merged", job.method)
                 sha: str = store.put(out).sha256
         return sha

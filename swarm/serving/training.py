@@ -30,7 +30,7 @@ import numpy as np
 from swarm.adapters.store import AdapterRef, AdapterStore
 from swarm.errors import TrainingError
 from swarm.serving.settings import LoraSection
-from swarm.skills.procedural import Example
+from swarm.skills import Example
 
 __all__ = ["TrainJob", "TrainResult", "Trainer", "train_lora"]
 

@@ -1,1 +1,37 @@
-"""TODO"""
+"""Skills: the synthetic data agents learn and are scored on.
+
+A skill is a registered, seeded generator of ``Example``s (``registry``); four
+are built in (``procedural``: reverse, sort, add, count); ``datasets`` draws
+mixtures and shards from them and ``scoring`` scores answers by exact match.
+Importing this package registers the built-ins.
+"""
+
+from swarm.skills.datasets import (
+    make_dataset,
+    split_by_skill,
+    split_dirichlet,
+    split_iid,
+    train_test_split,
+)
+from swarm.skills.procedural import BUILTIN_SKILLS, LETTERS
+from swarm.skills.registry import Skill, get_skill, register_skill, skill_names
+from swarm.skills.scoring import evaluate, evaluate_by_skill, exact_match
+from swarm.wire.messages import Example
+
+__all__ = [
+    "Example",
+    "Skill",
+    "register_skill",
+    "get_skill",
+    "skill_names",
+    "BUILTIN_SKILLS",
+    "LETTERS",
+    "make_dataset",
+    "train_test_split",
+    "split_iid",
+    "split_by_skill",
+    "split_dirichlet",
+    "exact_match",
+    "evaluate",
+    "evaluate_by_skill",
+]

@@ -31,6 +31,7 @@ __all__ = [
     "MAX_BYTES",
     "MAX_CREDIT",
     "MAX_ROUND",
+    "MAX_CLOCK",
     "MAX_REAL",
     "HYPER_BOUNDS",
     "Message",
@@ -68,6 +69,7 @@ __all__ = [
     "StepDone",
     "Status",
     "StatusReport",
+    "Event",
     "MESSAGE_TYPES",
     "AnyMessage",
     "new_id",
@@ -85,7 +87,7 @@ VERSION = 1
 #: Characters of an id or a name (agent, host, branch, sha256, message id, key).
 MAX_ID = 256
 #: Characters of a text field (chat content, prompt, completion, generated text,
-#: a capability such as the JSON of a host's agents' skills).
+#: a capability).
 MAX_TEXT = 16 << 20
 #: Entries of a list or map naming agents (agent ids, pairs, steps, reports).
 MAX_AGENTS = 100_000
@@ -109,6 +111,8 @@ MAX_BYTES = 1 << 40
 MAX_CREDIT = 65_536
 #: A round number.
 MAX_ROUND = 1_000_000_000
+#: A knowledge graph's Lamport clock (``KGDelta.clock``).
+MAX_CLOCK = 2**62
 #: Magnitude of any other float (scores, rewards, metrics, profile vectors, times):
 #: finite, ``-MAX_REAL <= x <= MAX_REAL`` (NaN and infinities are refused).
 MAX_REAL = 1e15
@@ -131,10 +135,13 @@ _Real = Annotated[float, msgspec.Meta(ge=-MAX_REAL, le=MAX_REAL)]
 _Id = Annotated[str, msgspec.Meta(max_length=MAX_ID)]
 _Text = Annotated[str, msgspec.Meta(max_length=MAX_TEXT)]
 _Ids = Annotated[list[_Id], msgspec.Meta(max_length=MAX_AGENTS)]
-_Names = Annotated[list[_Id], msgspec.Meta(max_length=MAX_ENTRIES)]
 _Metrics = Annotated[dict[_Id, _Real], msgspec.Meta(max_length=MAX_ENTRIES)]
 _Tags = Annotated[dict[_Id, _Text], msgspec.Meta(max_length=MAX_ENTRIES)]  # names -> text
 _Book = Annotated[dict[_Id, _Id], msgspec.Meta(max_length=MAX_AGENTS)]
+_Attrs = Annotated[  # names -> text, integer, finite float or boolean
+    dict[_Id, Union[bool, Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)], _Real, _Text]],  # noqa: UP007
+    msgspec.Meta(max_length=MAX_ENTRIES),
+]
 _Hyper = Annotated[
     dict[_Id, Union[Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)], _Real, _Text]],  # noqa: UP007
     msgspec.Meta(max_length=MAX_ENTRIES),
@@ -188,12 +195,17 @@ class Message(
 
 
 class Join(Message, frozen=True, kw_only=True):
-    """A process announces itself and the agents it hosts (up to ``MAX_AGENTS``)."""
+    """A process announces itself and the agents it hosts (up to ``MAX_AGENTS``).
+
+    ``process`` is the kind of process joining (``host``, the only one the
+    coordinator admits). What the config says of the agents (role, skills,
+    data) is not sent: the coordinator derives it from the config as the host does.
+    """
 
     agent_ids: _Ids = []
-    role: _Id = ""
+    process: _Id = ""
     endpoint: _Id = ""
-    capabilities: _Tags = {}  # e.g. "skills": the JSON of every hosted agent's skills
+    capabilities: _Tags = {}  # what the process offers beyond the config (none is read today)
 
 
 class Welcome(Message, frozen=True, kw_only=True):
@@ -304,26 +316,36 @@ class Chat(Message, frozen=True, kw_only=True):
 
 
 class KGNode(msgspec.Struct, frozen=True, kw_only=True):
-    """A knowledge-graph node (goal, subgoal, step, fact, ...)."""
+    """A knowledge-graph node: its id, its level in the hierarchy and its attributes.
+
+    ``level`` is one of ``goal``, ``subgoal``, ``step``, ``fact``
+    (``swarm.knowledge.LEVELS``, checked where a delta is applied); attribute
+    values are text, integers, finite floats or booleans (up to ``MAX_ENTRIES``).
+    """
 
     id: _Id
-    kind: _Id = "fact"
-    label: _Text = ""
-    attrs: _Tags = {}
+    level: _Id = "fact"
+    attrs: _Attrs = {}
 
 
-class KGEdge(msgspec.Struct, frozen=True, kw_only=True):
-    """A directed knowledge-graph edge."""
+class KGEdge(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """A knowledge-graph edge from a node down to its child."""
 
-    src: _Id
-    dst: _Id
-    kind: _Id = "related"
+    parent: _Id
+    child: _Id
 
 
 class KGDelta(Message, frozen=True, kw_only=True):
-    """Nodes and edges an agent added to its knowledge graph (up to ``MAX_AGENTS`` each)."""
+    """Nodes and edges added to a knowledge graph, stamped ``(clock, origin)``.
 
-    agent_id: _Id = ""
+    The one type of a delta: ``swarm.knowledge`` makes, applies and merges
+    these, and an agent sends them as they are. ``origin`` is the agent whose
+    graph made the change, ``clock`` its Lamport clock (0 to ``MAX_CLOCK``); up
+    to ``MAX_AGENTS`` nodes and edges.
+    """
+
+    origin: _Id = ""
+    clock: Annotated[int, msgspec.Meta(ge=0, le=MAX_CLOCK)] = 0
     nodes: Annotated[list[KGNode], msgspec.Meta(max_length=MAX_AGENTS)] = []
     edges: Annotated[list[KGEdge], msgspec.Meta(max_length=MAX_AGENTS)] = []
 
@@ -377,11 +399,17 @@ class Generated(Message, frozen=True, kw_only=True):
     texts: Annotated[list[_Text], msgspec.Meta(max_length=MAX_REQUESTS)] = []
 
 
-class Example(msgspec.Struct, frozen=True, kw_only=True):
-    """One training example."""
+class Example(msgspec.Struct, frozen=True, gc=False):
+    """One example: a prompt, its reference completion, and the skill that made it.
+
+    The one type of an example everywhere: what a skill draws (``swarm.skills``),
+    an agent's training and held-out data, and an item of ``Train``. ``skill`` is
+    empty for an example no skill made; a teacher's distilled answers say ``distill``.
+    """
 
     prompt: _Text
     completion: _Text
+    skill: _Id = ""
 
 
 class Train(Message, frozen=True, kw_only=True):
@@ -418,12 +446,12 @@ class Trained(Message, frozen=True, kw_only=True):
 class Merge(Message, frozen=True, kw_only=True):
     """Merge a teacher's adapter into a student's: ``student + weight * teacher`` (task arithmetic).
 
-    ``weight`` is -100 to 100.
+    Both adapters are content hashes in the machine's store; ``weight`` is -100 to 100.
     """
 
     agent_id: _Id = ""
-    student: _Id = ""
-    teacher: _Id = ""
+    student_adapter: _Id = ""
+    teacher_adapter: _Id = ""
     weight: Annotated[float, msgspec.Meta(ge=-100.0, le=100.0)] = 1.0
     method: _Id = "svd"
 
@@ -446,14 +474,17 @@ class Error(Message, frozen=True, kw_only=True):
 # -- rounds: the coordinator drives hosts through the phases of a round ------
 
 
-class AgentReport(msgspec.Struct, frozen=True, kw_only=True):
-    """One agent's state after a step: adapter, held-out score, metrics."""
+class AgentReport(msgspec.Struct, frozen=True):
+    """One agent's state after its local step: adapter, held-out score, metrics.
+
+    The one type of a report: ``Agent.local_update`` returns it, a host sends it
+    in ``StepDone``, the coordinator, the protocol and the profiles read it.
+    """
 
     agent_id: _Id
     adapter: _Id | None = None
     score: _Real = 0.0
     metrics: _Metrics = {}
-    skills: _Names = []
 
 
 class Assignment(msgspec.Struct, frozen=True, kw_only=True):
@@ -462,19 +493,30 @@ class Assignment(msgspec.Struct, frozen=True, kw_only=True):
     teacher: _Id
     student: _Id
     teacher_adapter: _Id | None = None
-    teacher_skills: _Names = []
 
 
-class PairOutcome(msgspec.Struct, frozen=True, kw_only=True):
-    """What a student made of its teacher: scores before/after, adapter kept, parents."""
+class PairOutcome(msgspec.Struct, frozen=True):
+    """What a student made of its teacher: scores before/after, adapter kept, parents.
 
-    teacher: _Id
+    The one type of an outcome: ``Agent.learn_from`` and a protocol's ``exchange``
+    return it, a host sends it in ``StepDone``, the coordinator records it.
+    ``adapter`` is the student's adapter after the exchange (the candidate if
+    ``accepted``, else the one it kept); ``parents`` (up to ``MAX_ENTRIES``
+    content hashes) are what the candidate was made from.
+    """
+
     student: _Id
+    teacher: _Id
     before: _Real = 0.0
     after: _Real = 0.0
-    accepted: bool = False
     adapter: _Id | None = None
-    parents: _Names = []
+    accepted: bool = False
+    parents: Annotated[tuple[_Id, ...], msgspec.Meta(max_length=MAX_ENTRIES)] = ()
+
+    @property
+    def reward(self) -> float:
+        """The student's change in held-out score."""
+        return self.after - self.before
 
 
 class Step(Message, frozen=True, kw_only=True):
@@ -507,16 +549,27 @@ class StatusReport(Message, frozen=True, kw_only=True):
     json: Annotated[str, msgspec.Meta(max_length=64 << 20)] = "{}"
 
 
+class Event(Message, frozen=True, kw_only=True):
+    """What the coordinator publishes on its event stream: a topic and a JSON body.
+
+    ``topic`` is the one subscribers filter on (``round``, ``pairs``,
+    ``scores``, ``done``); it is also the message's first frame on the stream.
+    """
+
+    topic: _Id = ""
+    json: Annotated[str, msgspec.Meta(max_length=64 << 20)] = "{}"
+
+
 MESSAGE_TYPES: tuple[type[Message], ...] = (
     Join, Welcome, Leave, Heartbeat, Ack, Profile, Pairing, Reward,
     AdapterOffer, AdapterRequest, AdapterChunk, AdapterAck, Chat, KGDelta,
     Commit, Committed, Generate, Generated, Train, Trained, Error,
-    Step, StepDone, Status, StatusReport, Merge, Merged,
+    Step, StepDone, Status, StatusReport, Event, Merge, Merged,
 )  # fmt: skip
 
 AnyMessage = Union[  # noqa: UP007 (msgspec needs a real Union object here)
     Join, Welcome, Leave, Heartbeat, Ack, Profile, Pairing, Reward,
     AdapterOffer, AdapterRequest, AdapterChunk, AdapterAck, Chat, KGDelta,
     Commit, Committed, Generate, Generated, Train, Trained, Error,
-    Step, StepDone, Status, StatusReport, Merge, Merged,
+    Step, StepDone, Status, StatusReport, Event, Merge, Merged,
 ]  # fmt: skip

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from swarm.errors import RegistryError
-from swarm.skills.procedural import (
+from swarm.skills import (
     LETTERS,
     Example,
     Skill,

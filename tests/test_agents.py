@@ -1,0 +1,71 @@
+"""Agents: what a role returns is the type its host sends; the renamed names still resolve."""
+
+from __future__ import annotations
+
+import asyncio
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+import swarm.agents
+from swarm.agents import Agent, AgentReport, AgentSpec, PairOutcome
+from swarm.skills import Example
+from swarm.wire.codec import StepDone, decode, encode
+
+OLD, TEACHER, MERGED = "a" * 64, "b" * 64, "c" * 64
+
+
+class Services:
+    """Merging gives ``MERGED``; every answer is right (``" 2"`` for ``add: 1 + 1 =``)."""
+
+    async def train(self, agent_id: str, base_adapter: str | None,
+                    examples: Sequence[Example], hyper: dict[str, Any]) -> str:
+        return OLD
+
+    async def generate(self, prompts: Sequence[str], adapter: str | None,
+                       max_tokens: int) -> list[str]:
+        return [" 2" if adapter == MERGED else " 3"] * len(prompts)
+
+    async def fetch_adapter(self, sha: str, owner: str) -> None:
+        return None
+
+    async def merge(self, student_adapter: str, teacher_adapter: str, weight: float) -> str:
+        assert (student_adapter, teacher_adapter) == (OLD, TEACHER)
+        return MERGED
+
+
+def test_what_an_agent_returns_is_what_its_host_sends() -> None:
+    # Prepare: an agent whose merged adapter answers its held-out example right
+    spec = AgentSpec(agent_id="s", train=(Example("add: 2 + 2 =", " 4", "add"),),
+                     heldout=(Example("add: 1 + 1 =", " 2", "add"),))
+    agent = Agent(spec)
+
+    # Execute: a local step, then learning from a teacher, each sent in a StepDone
+    report = asyncio.run(agent.local_update(Services()))
+    outcome = asyncio.run(agent.learn_from("t", TEACHER, Services()))
+    sent, _ = decode(encode(StepDone(reports=[report], outcomes=[outcome])))
+
+    # Assert: the same values arrive in the same types, with no conversion between
+    assert isinstance(sent, StepDone)
+    assert sent.reports == [AgentReport(agent_id="s", adapter=OLD, score=0.0,
+                                        metrics={"score": 0.0})]
+    assert sent.outcomes == [PairOutcome(student="s", teacher="t", before=0.0, after=1.0,
+                                         adapter=MERGED, accepted=True, parents=(OLD, TEACHER))]
+    assert sent.outcomes[0].reward == 1.0 and agent.adapter == MERGED
+
+
+def test_a_chat_counts_as_a_message_received() -> None:
+    agent = Agent(AgentSpec(agent_id="s"))
+    assert asyncio.run(agent.on_chat("t", "hi")) is None
+    assert agent.messages_received == 1
+
+
+@pytest.mark.parametrize(("old", "new"), [("Report", AgentReport), ("Outcome", PairOutcome)])
+def test_the_old_names_still_resolve_with_a_warning(old: str, new: type) -> None:
+    with pytest.warns(DeprecationWarning, match=new.__name__):
+        assert getattr(swarm.agents, old) is new
+    with warnings.catch_warnings(), pytest.raises(AttributeError):
+        warnings.simplefilter("error")
+        swarm.agents.Nothing  # noqa: B018
