@@ -232,7 +232,8 @@ def test_the_event_stream_carries_typed_events_under_their_topic(swarm: Any,
     s.start_host("host-0", "slow:2", ["good-0", "bad-0"])
 
     async def subscriber(coordinator: Any) -> list[Any]:
-        from swarm.transport.peers import Subscriber, TransportOptions
+        from swarm.transport.peers import TransportOptions
+        from swarm.transport.pubsub import Subscriber
         from swarm.transport.topology import EVENTS_OFFSET, endpoint
 
         got: list[Any] = []
