@@ -345,7 +345,8 @@ async def serve(config: SwarmConfig, model: Path, store_root: Path) -> None:
     validated against the base model (hash, keys, shapes, rank, finite values,
     norm) the first time the engine loads it.
     """
-    from swarm.adapters.store import AdapterStore, AdapterValidator
+    from swarm.adapters.store import AdapterStore
+    from swarm.adapters.validate import AdapterValidator
     from swarm.serving import create_backend
     from swarm.serving.jobs import store_merger, store_trainer
     from swarm.transport.topology import MODEL_OFFSET
