@@ -22,6 +22,7 @@ store).
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import hashlib
 import json
@@ -334,27 +335,38 @@ class AdapterStore:
 
     # -- removing (``swarm lineage gc``) --------------------------------------
 
-    def remove(self, sha: str) -> int:
-        """Delete an entry the store wrote whole; return the bytes freed.
+    def removal_refusal(self, sha: str) -> str | None:
+        """Why ``remove(sha)`` would leave the entry alone, or None when it would remove it.
 
         Only a folder named by its hash that holds the store's complete marker
-        for that hash and nothing but the entry's regular files is removed:
-        a file a person put there keeps the entry where it is. The entry is
-        renamed aside first (the root fsynced), so no reader sees half of it.
+        for that hash and nothing but the entry's regular files is removable:
+        a file a person put there keeps the entry where it is.
+        """
+        folder = self.root / sha
+        if not self.has(sha) or folder.is_symlink():
+            return f"{folder}: no such entry"
+        marker = folder / COMPLETE_MARKER
+        foreign = sorted(p.name for p in folder.iterdir()
+                         if p.name not in ENTRY_FILES or not _is_regular(p))
+        if foreign:
+            return f"{folder}: kept, it also holds {', '.join(foreign)}"
+        if not _is_regular(marker) or marker.read_bytes() != sha.encode():
+            return f"{folder}: kept, it lacks the store's complete marker"
+        return None
+
+    def remove(self, sha: str) -> int:
+        """Delete an entry the store wrote whole (``removal_refusal``); return the bytes freed.
+
+        The entry is renamed aside first (the root fsynced), so no reader sees half of it.
 
         Raises:
-            AdapterNotFound: no such adapter.
-            AdapterError: the folder is not one the store wrote (it is left alone).
+            AdapterError: the entry is not there, or not one the store wrote (it is left alone).
         """
-        folder = self.path(sha)
-        marker = folder / COMPLETE_MARKER
-        entries = list(folder.iterdir())
-        foreign = [p.name for p in entries if p.name not in ENTRY_FILES or not _is_regular(p)]
-        if foreign or not _is_regular(marker) or marker.read_bytes() != sha.encode():
-            why = f"it also holds {', '.join(sorted(foreign))}" if foreign else \
-                "it lacks the store's complete marker"
-            raise AdapterError(f"{folder}: not removed, {why}")
-        size = sum(p.lstat().st_size for p in entries)
+        refusal = self.removal_refusal(sha)
+        if refusal is not None:
+            raise AdapterError(refusal)
+        folder = self.root / sha
+        size = sum(p.lstat().st_size for p in folder.iterdir())
         trash = Path(tempfile.mkdtemp(prefix=".gc-", dir=self.root))
         os.rename(folder, trash / sha)
         fsync_dir(self.root)
@@ -362,7 +374,7 @@ class AdapterStore:
         shutil.rmtree(trash, ignore_errors=True)
         return size
 
-    def stale_temps(self, older_than: float = 3600.0) -> list[Path]:
+    def stale_temps(self, older_than: float = 3600.0) -> builtins.list[Path]:
         """Temporary folders of puts and removals that died, untouched for ``older_than`` seconds."""
         if not self.root.is_dir():
             return []

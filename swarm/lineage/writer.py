@@ -1,33 +1,13 @@
-"""The lineage store: a plain Git repository recording every adapter, artifact and round.
+"""The lineage's single writer (``LineageWriter``): commits, notes, tags and pruned lines.
 
-Layout of each commit's tree (DESIGN.md section 7)::
-
-    agents/<agent_id>/adapter.json    pointer: sha256, size, base model, rank, parents
-    agents/<agent_id>/profile.json
-    agents/<agent_id>/kg.json         knowledge graph, node-link JSON
-    artifacts/<name>/...              shared artifacts that agents evolve
-    matchmaker/state.json             (on the ``swarm`` branch)
-    rounds/<nnnnn>.json               (on the ``swarm`` branch; rounds/latest.json = newest)
-
-Refs: one branch per agent, ``refs/heads/agent/<id>``; the swarm-wide branch
-``refs/heads/swarm`` (HEAD) holds rounds and matchmaker state; merges are merge
-commits with every partner as a parent; evaluation results are git notes
-(``refs/notes/commits`` unless told otherwise); promoted versions are annotated
-tags ``refs/tags/<name>``; a pruned line keeps its history under
-``refs/pruned/agent/<id>`` (an annotated tag holding the reason) and leaves the
-active branches. Every commit message ends with a ``Lineage-Branch:`` trailer
-naming the branch it was made on.
-
-Adapter weights live in a content-addressed store (``cas/``), deduplicated by
-sha256; git holds only the pointer.
-
-One writer (``LineageStore.open(path, writer=True)``, guarded by an flock on
-``lineage.lock``) and any number of lock-free readers (``LineageReader`` or
-``LineageStore.open(path, writer=False)``). A write returns only once it is
-durable: objects are fsynced in a pack before refs move with an atomic
-compare-and-swap transaction (``core.fsync`` covers git's own ref writes).
-A batch moves its refs all or none, though a reader may see one branch of a
-multi-branch batch move before another. One thread owns the writer.
+The writer builds git objects itself (``swarm.lineage.batch``), writes each
+batch as one fsynced pack and only then moves its refs with an atomic
+compare-and-swap transaction (``swarm.lineage.git``), so a write returns only
+once it is durable, and a crash at any instant leaves a repository ``git
+fsck`` accepts. A batch moves its refs all or none, though a reader may see
+one branch of a multi-branch batch move before another. It holds the
+directory's writer lock (an flock on ``lineage.lock``, taken by
+``GitLineageStore.open``) until ``close``; one thread owns it.
 """
 
 from __future__ import annotations
@@ -39,7 +19,6 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from swarm.durable import fsync_dir
 from swarm.errors import LineageError
@@ -49,53 +28,18 @@ from swarm.lineage.git import (
     RefUpdater,
     encode_commit,
     encode_tag,
+    for_each_ref,
     parse_commit_tree,
     signature,
     write_pack,
 )
-from swarm.lineage.names import check_id, check_ref_name
-from swarm.lineage.reader import (
-    TRAILER,
-    DiffEntry,
-    LineageReader,
-    LogEntry,
-    branch_ref,
-)
-from swarm.lineage.repo import (
-    LATEST_ROUND_PATH,
-    MATCHMAKER_PATH,
-    SWARM_BRANCH,
-    adapter_path,
-    agent_branch,
-    artifact_path,
-    ensure_config,
-    init_repo,
-    kg_path,
-    profile_path,
-    recover,
-    round_path,
-    take_lock,
-)
+from swarm.lineage.names import branch_ref, check_id, check_ref_name
+from swarm.lineage.repo import SWARM_BRANCH, TRAILER, recover
 
 _log = logging.getLogger(__name__)
 
-__all__ = [
-    "LineageStore",
-    "LineageReader",
-    "CommitSpec",
-    "LogEntry",
-    "DiffEntry",
-    "FileValue",
-    "SWARM_BRANCH",
-    "MATCHMAKER_PATH",
-    "LATEST_ROUND_PATH",
-    "agent_branch",
-    "adapter_path",
-    "profile_path",
-    "kg_path",
-    "round_path",
-    "artifact_path",
-]
+__all__ = ["CommitSpec", "LineageWriter"]
+
 
 @dataclass(frozen=True)
 class CommitSpec:
@@ -111,63 +55,24 @@ class CommitSpec:
 
 
 
-class LineageStore(LineageReader):
-    """The lineage writer (and reader). Create with ``LineageStore.open``."""
+class LineageWriter:
+    """Writes one lineage repository; owns its writer lock (``lock_fd``) until ``close``.
 
-    def __init__(self, path: Path, lock_fd: int | None, maintain_every: int = 64) -> None:
-        super().__init__(path)
-        self._lock_fd = lock_fd
-        keep = () if lock_fd is None else (lock_fd,)
-        self._cat = CatFile(self.git_dir, keep)
-        self._refs = RefUpdater(self.git_dir, keep)
-        self._tips: dict[str, str] = {}
+    On start it removes what a writer that died left half-done (``recover``).
+    ``maintain_every`` batches trigger a ``maintain()``.
+    """
+
+    def __init__(self, git_dir: Path, lock_fd: int, maintain_every: int = 64) -> None:
+        self.git_dir = Path(git_dir)
+        self._lock_fd: int | None = lock_fd
+        self._keep = (lock_fd,)
+        self._cat = CatFile(self.git_dir, self._keep)
+        self._refs = RefUpdater(self.git_dir, self._keep)
         self._batch = ObjectBatch(self._cat)
         self._maintain_every = maintain_every
         self._packs = 0
-        if lock_fd is not None:
-            recover(self.git_dir)
-            self.cas.clean_tmp()
-            self._tips = self.refs()
-
-    @classmethod
-    def open(
-        cls,
-        path: Path | str,
-        *,
-        create: bool = False,
-        writer: bool = True,
-        lock_timeout: float = 30.0,
-        maintain_every: int = 64,
-    ) -> LineageStore:
-        """Open (or with ``create`` make) the lineage directory ``path``.
-
-        With ``writer`` this process becomes the single writer: it takes the
-        directory's lock (waiting up to ``lock_timeout`` seconds) and cleans up
-        after a writer that died. ``maintain_every`` batches trigger a
-        ``maintain()``.
-
-        Raises:
-            LineageError: not a lineage directory, or another writer holds it.
-        """
-        path = Path(path)
-        if create and not (path / "HEAD").is_file():
-            init_repo(path)
-        if not (path / "HEAD").is_file():
-            raise LineageError(f"{path} is not a lineage directory (use create=True)")
-        lock_fd = take_lock(path / "lineage.lock", lock_timeout) if writer else None
-        try:
-            if writer:
-                ensure_config(path)
-            return cls(path, lock_fd, maintain_every)
-        except BaseException:
-            if lock_fd is not None:
-                os.close(lock_fd)
-            raise
-
-    @property
-    def writable(self) -> bool:
-        """Whether this handle is the writer."""
-        return self._lock_fd is not None
+        recover(self.git_dir)
+        self._tips = for_each_ref(self.git_dir, keep_fds=self._keep)
 
     # -- writes ---------------------------------------------------------------
 
@@ -243,18 +148,6 @@ class LineageStore(LineageReader):
             raise LineageError(f"cannot merge into {branch!r}: no such branch")
         parents = [self._tips[ref], *(self._batch.resolve(o, self._tips) for o in others)]
         return self.commit(branch, files, message, parents=parents, author=author)
-
-    def put_adapter(
-        self, source: Path | bytes, meta: Mapping[str, Any] | None = None
-    ) -> dict[str, Any]:
-        """Store adapter weights in the content store; return the pointer to commit.
-
-        ``source`` is a PEFT folder (``adapter_model.safetensors`` and, if present,
-        ``adapter_config.json``, both stored) or the safetensors bytes. ``meta``
-        may give ``base_model``, ``rank``, ``parents`` (parent adapters' sha256)
-        and any extra JSON keys; base model and rank default to the config's.
-        """
-        return self.cas.put_adapter(source, meta)
 
     def note(self, commit: str, data: FileValue, namespace: str = "commits") -> str:
         """Attach ``data`` (JSON for a mapping) as the git note of ``commit``; return the notes commit."""
@@ -349,7 +242,6 @@ class LineageStore(LineageReader):
         Safe while readers run (git repacks are designed for that).
         """
         self._need_writer()
-        keep = () if self._lock_fd is None else (self._lock_fd,)
         for args in (
             ["repack", "-d", "-q", "--geometric=2"],
             ["commit-graph", "write", "--reachable", "--split", "--no-progress"],
@@ -357,15 +249,12 @@ class LineageStore(LineageReader):
             proc = subprocess.run(
                 ["git", "--git-dir", str(self.git_dir), *args],
                 capture_output=True,
-                pass_fds=keep,
+                pass_fds=self._keep,
                 check=False,
             )
             if proc.returncode != 0:
                 raise LineageError(f"git {args[0]} failed: {proc.stderr.decode().strip()}")
         self._packs = 0
-
-    def flush(self) -> None:
-        """Nothing to do: every write is durable when it returns. Kept for symmetry."""
 
     def close(self) -> None:
         """Stop the writer's git processes and release the writer lock (idempotent)."""
@@ -375,17 +264,11 @@ class LineageStore(LineageReader):
             os.close(self._lock_fd)
             self._lock_fd = None
 
-    def __enter__(self) -> LineageStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # -- internals ------------------------------------------------------------
 
     def _need_writer(self) -> None:
         if self._lock_fd is None:
-            raise LineageError("this lineage handle is read-only (open it with writer=True)")
+            raise LineageError(f"the lineage writer of {self.git_dir} is closed")
 
     def _build_commit(self, spec: CommitSpec, tips: dict[str, str]) -> str:
         check_ref_name(spec.branch)
@@ -416,7 +299,7 @@ class LineageStore(LineageReader):
         try:
             self._refs.apply(updates)
         except LineageError:
-            self._tips = self.refs()
+            self._tips = for_each_ref(self.git_dir, keep_fds=self._keep)
             raise
         # git fsyncs each ref file before renaming it but not the folder holding the
         # rename; without this a power cut could undo an acknowledged ref move.
