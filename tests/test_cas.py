@@ -12,8 +12,13 @@ from pathlib import Path
 import pytest
 
 from swarm.adapters.store import COMPLETE_MARKER, WEIGHTS_FILE, AdapterStore
-from swarm.errors import AdapterCorruptError, AdapterError, AdapterFormatError, AdapterNotFound, \
-    LineageError
+from swarm.errors import (
+    AdapterCorruptError,
+    AdapterError,
+    AdapterFormatError,
+    AdapterNotFound,
+    LineageError,
+)
 from swarm.lineage.store import GitLineageStore
 from tests.support import tiny_lora
 

@@ -11,7 +11,13 @@ import pytest
 from swarm.errors import LineageError
 from swarm.lineage.git import CatFile
 from swarm.lineage.names import check_id, check_ref_name
-from swarm.lineage.store import CommitSpec, GitLineageStore, adapter_path, agent_branch, artifact_path
+from swarm.lineage.store import (
+    CommitSpec,
+    GitLineageStore,
+    adapter_path,
+    agent_branch,
+    artifact_path,
+)
 
 BAD_IDS = ["", ".", "..", "a..b", "x.lock", "-rf", ".hidden", "a/b", "a\nb", "a b", "a\tb",
            "a\x00b", "a\x7fb", "a:b", "a~1", "a^", "a?", "a*", "a[", "a\\b", "a@{1}", "x" * 200]

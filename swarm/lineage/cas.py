@@ -121,6 +121,11 @@ class LegacyContentStore:
             os.replace(tmp, dest / name)
         return dest
 
+    def removed(self, pointer: Any) -> bool:
+        """Never: nothing removes blobs from a layout-1 ``cas/`` but a migration."""
+        pointer_shas(pointer)
+        return False
+
     def problems(self, where: str, pointer: Any) -> list[str]:
         """Each blob the pointer names must be stored and hash to its name."""
         sha, config = pointer_shas(pointer)

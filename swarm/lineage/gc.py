@@ -152,9 +152,9 @@ def _recorded_path(adapters: AdapterStore, ident: str, info: dict[str, object]) 
         layout = None
     if path is None or layout is None or layout.id != ident:
         raise LineageError(
-            f"the adapter store {adapters.root} is also used by the lineage {ident}, last seen at "
-            f"{path}, which is not there now: if it moved, run `swarm lineage gc` once in its new "
-            f"place; if it was deleted, remove {record}")
+            f"{record} names a lineage that keeps its adapters here too, at {path}, which is "
+            f"not there now: if it moved, run `swarm lineage gc` once in its new place; if it "
+            f"was deleted, remove that file")
     if layout.adapter_store is None or not same_path(layout.adapter_store, adapters.root):
         return None
     return path

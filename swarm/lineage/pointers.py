@@ -96,6 +96,14 @@ class AdapterSource(Protocol):
         """
         ...
 
+    def removed(self, pointer: Any) -> bool:
+        """Whether the pointer's adapter is gone as a whole (``gc`` removed it), not damaged.
+
+        Raises:
+            ValueError: not a pointer.
+        """
+        ...
+
 
 class StoreSource:
     """Adapters read from the machine's ``AdapterStore`` (the current layout)."""
@@ -113,6 +121,12 @@ class StoreSource:
         except AdapterError as exc:
             raise LineageError(f"adapter blob {pointer_shas(pointer)[0]} is not in the adapter "
                                f"store {self.store.root} ({exc})") from None
+
+    def removed(self, pointer: Any) -> bool:
+        """Whether the store holds no entry (not even a torn one) for the pointer's adapter."""
+        sha, _ = pointer_shas(pointer)
+        entry = self.store.root / sha
+        return not entry.exists() and not entry.is_symlink()
 
     def problems(self, where: str, pointer: Any) -> list[str]:
         """The weights must hash to their name, the config to the pointer's ``config_sha256``."""

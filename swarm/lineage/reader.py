@@ -333,7 +333,9 @@ class LineageReader:
     def fsck(self) -> list[str]:
         """Problems found by ``git fsck --strict`` and in the adapters the refs' tips point at.
 
-        Returns an empty list for a healthy store.
+        The adapters of a pruned line may be gone (``swarm lineage gc --pruned``
+        removes them); one that is there must still be whole. Returns an empty
+        list for a healthy store.
         """
         proc = subprocess.run(
             ["git", "--git-dir", str(self.git_dir), "fsck", "--strict", "--no-dangling",
@@ -345,12 +347,14 @@ class LineageReader:
         problems = [ln for ln in out.splitlines() if ln.strip() and not ln.startswith("notice")]
         if proc.returncode != 0 and not problems:
             problems.append(f"git fsck exited {proc.returncode}")
-        return problems + self._check_pointers(self.refs().values())
+        return problems + self._check_pointers(self.refs())
 
-    def _check_pointers(self, tips: Iterable[str]) -> list[str]:
+    def _check_pointers(self, refs: Mapping[str, str]) -> list[str]:
         problems = []
         seen: set[str] = set()
-        for tip in set(tips):
+        live_first = sorted(refs.items(), key=lambda item: item[0].startswith("refs/pruned/"))
+        tips = {sha: ref.startswith("refs/pruned/") for ref, sha in reversed(live_first)}
+        for tip, pruned in tips.items():
             listing = self.git("ls-tree", "-r", "-z", f"{tip}^{{tree}}", "--", "agents", check=False)
             for row in listing.decode(errors="replace").split("\0"):
                 if not row.endswith("/adapter.json"):
@@ -361,12 +365,12 @@ class LineageReader:
                 seen.add(blob)
                 where = row.split("\t", 1)[1]
                 try:
-                    problems += self.source.problems(where, json.loads(
-                        self.git("cat-file", "blob", blob)))
+                    pointer = json.loads(self.git("cat-file", "blob", blob))
+                    if not (pruned and self.source.removed(pointer)):
+                        problems += self.source.problems(where, pointer)
                 except (ValueError, LineageError) as exc:
                     problems.append(f"{where}: not a valid adapter pointer ({exc})")
         return problems
-
 
 def _json_or_none(raw: bytes) -> Any:
     try:
