@@ -127,6 +127,7 @@ def test_bad_adapter_config_is_a_lineage_error(tmp_path: Path, lineage: GitLinea
 def test_every_directory_a_put_creates_is_made_durable(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     # Prepare: record which folders are fsynced (the real fsync still runs).
+    import swarm.adapters.files
     import swarm.adapters.store
 
     synced: list[Path] = []
@@ -136,7 +137,8 @@ def test_every_directory_a_put_creates_is_made_durable(tmp_path: Path,
         synced.append(Path(path))
         real(path)
 
-    monkeypatch.setattr(swarm.adapters.store, "fsync_dir", record)
+    for module in (swarm.adapters.store, swarm.adapters.files):
+        monkeypatch.setattr(module, "fsync_dir", record)
     root = tmp_path / "run" / "adapters"
     folder = tiny_lora(tmp_path / "a", seed=5)
     # Execute: the first put into a store that does not exist yet.

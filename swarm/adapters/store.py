@@ -29,7 +29,6 @@ import json
 import os
 import re
 import shutil
-import stat
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -39,6 +38,13 @@ from typing import IO, Any
 
 import numpy as np
 
+from swarm.adapters.files import (
+    copy_hashed,
+    is_regular,
+    make_dirs_durably,
+    open_no_follow,
+    write_hashed,
+)
 from swarm.adapters.peft_config import CONFIG_FILE, MAX_CONFIG_BYTES, load_config, read_no_follow
 from swarm.adapters.tensorfile import read_safetensors, read_safetensors_header
 from swarm.adapters.validate import (
@@ -143,8 +149,8 @@ class AdapterStore:
         refuse_pickles(folder)
 
         def fill(tmp: Path) -> str:
-            sha = _copy_no_follow(folder / WEIGHTS_FILE, tmp / WEIGHTS_FILE)
-            _copy_no_follow(folder / CONFIG_FILE, tmp / CONFIG_FILE)
+            sha = copy_hashed(folder / WEIGHTS_FILE, tmp / WEIGHTS_FILE)
+            copy_hashed(folder / CONFIG_FILE, tmp / CONFIG_FILE)
             return sha
 
         return self._stage(fill, sha)
@@ -165,7 +171,7 @@ class AdapterStore:
 
         def fill(tmp: Path) -> str:
             write_durably(tmp / CONFIG_FILE, [config])
-            return _write_hashed(weights, tmp / WEIGHTS_FILE)
+            return write_hashed(weights, tmp / WEIGHTS_FILE)
 
         return self._stage(fill, sha)
 
@@ -251,7 +257,7 @@ class AdapterStore:
         """
         if name not in (WEIGHTS_FILE, CONFIG_FILE):
             raise AdapterFormatError(f"{name!r}: an entry holds {WEIGHTS_FILE} and {CONFIG_FILE}")
-        fd = _open_regular(self.path(sha) / name)
+        fd = open_no_follow(self.path(sha) / name)
         return os.fdopen(fd, "rb")
 
     def ref(self, sha: str) -> AdapterRef:
@@ -347,10 +353,10 @@ class AdapterStore:
             return f"{folder}: no such entry"
         marker = folder / COMPLETE_MARKER
         foreign = sorted(p.name for p in folder.iterdir()
-                         if p.name not in ENTRY_FILES or not _is_regular(p))
+                         if p.name not in ENTRY_FILES or not is_regular(p))
         if foreign:
             return f"{folder}: kept, it also holds {', '.join(foreign)}"
-        if not _is_regular(marker) or marker.read_bytes() != sha.encode():
+        if not is_regular(marker) or marker.read_bytes() != sha.encode():
             return f"{folder}: kept, it lacks the store's complete marker"
         return None
 
@@ -423,59 +429,3 @@ def _user_name(name: str) -> str:
     if not isinstance(name, str) or not _USER_NAME.fullmatch(name):
         raise AdapterFormatError(f"{name!r} is not a store user's name (letters, digits, _ and -)")
     return name
-
-
-def make_dirs_durably(path: Path) -> None:
-    """Create ``path`` and its missing parents, making each new folder's entry durable."""
-    missing: list[Path] = []
-    while not path.is_dir():
-        missing.append(path)
-        path = path.parent
-    for folder in reversed(missing):
-        try:
-            folder.mkdir()
-        except FileExistsError:
-            if not folder.is_dir():
-                raise
-            continue  # a concurrent put made it; whoever made it fsyncs its entry
-        fsync_dir(folder.parent)
-
-
-def _is_regular(path: Path) -> bool:
-    try:
-        return stat.S_ISREG(path.lstat().st_mode)
-    except FileNotFoundError:
-        return False
-
-
-def _open_regular(path: Path) -> int:
-    """Open ``path`` for reading without following a symlink; it must be a regular file."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO must not block
-    except FileNotFoundError:
-        raise AdapterFormatError(f"{path.parent}: no {path.name}") from None
-    except OSError as exc:
-        raise AdapterFormatError(f"{path}: cannot be read ({exc.strerror}); symlinks are refused") \
-            from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise AdapterFormatError(f"{path}: cannot be read (not a regular file)")
-    return fd
-
-
-def _copy_no_follow(src: Path, dest: Path) -> str:
-    """Copy one file without following a symlink at ``src``, fsynced; return its bytes' sha256."""
-    with os.fdopen(_open_regular(src), "rb") as source:
-        return _write_hashed(source, dest)
-
-
-def _write_hashed(source: IO[bytes], dest: Path) -> str:
-    """Write ``source`` to ``dest`` (fsynced before it returns), hashing it on the way."""
-    digest = hashlib.sha256()
-    with open(dest, "wb") as target:
-        while chunk := source.read(_CHUNK):
-            digest.update(chunk)
-            target.write(chunk)
-        target.flush()
-        os.fsync(target.fileno())
-    return digest.hexdigest()

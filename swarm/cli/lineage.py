@@ -37,6 +37,12 @@ def register(sub: Any) -> None:
         p.set_defaults(handler=_named_errors(handler))
         return p
 
+    _read_commands(command)
+    _write_commands(command)
+
+
+def _read_commands(command: Any) -> None:
+    """``log``, ``show``, ``diff``, ``graph``, ``fsck``: lock-free reads."""
     p = command("log", "history of an agent's line, newest first", _log)
     p.add_argument("agent", help="agent id, branch, tag or commit")
     p.add_argument("-n", "--limit", type=int, default=None, help="show at most N commits")
@@ -54,6 +60,11 @@ def register(sub: Any) -> None:
                    help="picture to write (.png, .svg or .pdf; default phylogeny.png)")
     p.add_argument("--max-commits", type=int, default=400, help="draw the newest N (default 400)")
     p.add_argument("--title", default=None)
+    command("fsck", "check the repository (git fsck --strict) and adapter blobs", _fsck)
+
+
+def _write_commands(command: Any) -> None:
+    """``promote``, ``prune``, ``gc``, ``migrate``: they take the writer lock."""
     p = command("promote", "mark a version as promoted (an annotated tag)", _promote)
     p.add_argument("ref")
     p.add_argument("name", help="tag name")
@@ -61,7 +72,6 @@ def register(sub: Any) -> None:
     p = command("prune", "retire a branch; its history is kept under refs/pruned/", _prune)
     p.add_argument("branch", help="e.g. agent/a")
     p.add_argument("--reason", required=True)
-    command("fsck", "check the repository (git fsck --strict) and adapter blobs", _fsck)
     p = command("gc", "remove stored adapter weights that no ref reaches (a dry run unless "
                       "--delete)", _gc)
     p.add_argument("--delete", action="store_true",
@@ -133,7 +143,7 @@ def _graph(args: argparse.Namespace) -> int:
 
 
 def _promote(args: argparse.Namespace) -> int:
-    from swarm.lineage.store import GitLineageStore
+    from swarm.lineage.gitstore import GitLineageStore
 
     with GitLineageStore.open(args.dir, lock_timeout=5) as store:
         sha = store.promote(args.ref, args.name, args.message)
@@ -142,7 +152,7 @@ def _promote(args: argparse.Namespace) -> int:
 
 
 def _prune(args: argparse.Namespace) -> int:
-    from swarm.lineage.store import GitLineageStore
+    from swarm.lineage.gitstore import GitLineageStore
 
     with GitLineageStore.open(args.dir, lock_timeout=5) as store:
         ref = store.prune(args.branch, args.reason)
@@ -160,7 +170,7 @@ def _fsck(args: argparse.Namespace) -> int:
 
 def _gc(args: argparse.Namespace) -> int:
     from swarm.lineage.gc import collect_garbage
-    from swarm.lineage.store import GitLineageStore
+    from swarm.lineage.gitstore import GitLineageStore
 
     with GitLineageStore.open(args.dir, lock_timeout=5) as store:
         report = collect_garbage(store, pruned=args.pruned, delete=args.delete)

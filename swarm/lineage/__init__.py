@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from swarm.lineage.gc import GcReport, collect_garbage
+from swarm.lineage.gitstore import GitLineageStore
 from swarm.lineage.layout import LAYOUT_VERSION, Layout, read_layout
 from swarm.lineage.migrate import Migration, migrate
 from swarm.lineage.pointers import POINTER_FORMAT
@@ -30,7 +31,7 @@ from swarm.lineage.repo import (
     profile_path,
     round_path,
 )
-from swarm.lineage.store import GitLineageStore, LineageStore, LineageView
+from swarm.lineage.store import LineageStore, LineageView
 from swarm.lineage.writer import CommitSpec, LineageWriter
 
 if TYPE_CHECKING:

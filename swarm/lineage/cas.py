@@ -14,13 +14,13 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from swarm.adapters.files import open_no_follow
 from swarm.adapters.validate import CONFIG_FILE, WEIGHTS_FILE, is_sha256
-from swarm.errors import LineageError
+from swarm.errors import AdapterFormatError, LineageError
 from swarm.lineage.pointers import pointer_shas
 
 __all__ = ["LegacyContentStore", "sha256_file"]
@@ -44,16 +44,9 @@ def _open_regular(path: Path) -> int:
         LineageError: a symlink, not a regular file, or unreadable.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as exc:
-        if path.is_symlink():
-            raise LineageError(f"{path} is a symlink; the store keeps only regular files") \
-                from None
-        raise LineageError(f"cannot read {path}: {exc.strerror}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise LineageError(f"{path} is not a regular file")
-    return fd
+        return open_no_follow(path)
+    except AdapterFormatError as exc:
+        raise LineageError(str(exc)) from None
 
 
 class LegacyContentStore:

@@ -26,11 +26,11 @@ from swarm.adapters.validate import CONFIG_FILE, WEIGHTS_FILE
 from swarm.durable import fsync_dir
 from swarm.errors import AdapterError, LineageError
 from swarm.lineage.cas import LegacyContentStore
+from swarm.lineage.gitstore import record_user
 from swarm.lineage.layout import LAYOUT_VERSION, default_adapter_store, read_layout, write_layout
 from swarm.lineage.pointers import pointer_shas
 from swarm.lineage.reader import LineageReader
 from swarm.lineage.repo import take_lock
-from swarm.lineage.store import record_user
 
 __all__ = ["Migration", "migrate"]
 

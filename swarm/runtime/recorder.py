@@ -34,12 +34,12 @@ import numpy as np
 
 from swarm.config.schema import SwarmConfig
 from swarm.errors import LineageError
+from swarm.lineage.gitstore import GitLineageStore
 from swarm.lineage.store import (
     LATEST_ROUND_PATH,
     MATCHMAKER_PATH,
     SWARM_BRANCH,
     CommitSpec,
-    GitLineageStore,
     LineageStore,
     adapter_path,
     agent_branch,
