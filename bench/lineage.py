@@ -2,7 +2,7 @@
 
 Measured side by side in one run:
 
-- commits/s of ``LineageStore.commit_many`` (batches of 100, object level, durable:
+- commits/s of ``GitLineageStore.commit_many`` (batches of 100, object level, durable:
   fsynced pack + fsynced refs) and of single ``commit`` calls, vs GitPython's
   ``index.add`` + ``index.commit`` on the same workload (one adapter pointer
   rewritten per commit, 16 agents);
@@ -10,7 +10,8 @@ Measured side by side in one run:
   branches, one commit in 10 a merge; built with ``git fast-import``, then the
   store's own ``maintain()``: geometric repack + commit-graph);
 - ``phylogeny()`` of a 10,000-commit history with eval notes;
-- repository bytes per adapter version (pointer in git; weights in the CAS).
+- repository bytes per adapter version (pointer in git; weights in the machine's
+  adapter store, reported as ``cas_bytes_per_adapter_version``).
 
 ``--quick`` shrinks every size (10k history, 2k phylogeny), same keys.
 """
@@ -34,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import write_result  # noqa: E402
-from swarm.lineage.store import CommitSpec, LineageStore  # noqa: E402
+from swarm.lineage.store import CommitSpec, GitLineageStore  # noqa: E402
 
 AGENTS = 16
 
@@ -65,7 +66,7 @@ def gitpython_rate(work: Path, n: int) -> float:
 
 def store_rates(path: Path, n_batched: int, n_single: int) -> tuple[float, float]:
     """Commits/s of the store: batches of 100, then single commits."""
-    with LineageStore.open(path, create=True) as store:
+    with GitLineageStore.open(path, create=True) as store:
         start = time.perf_counter()
         for b in range(0, n_batched, 100):
             store.commit_many([
@@ -85,7 +86,7 @@ def store_rates(path: Path, n_batched: int, n_single: int) -> tuple[float, float
 
 def fast_import_history(path: Path, commits: int, agents: int, merge_every: int) -> None:
     """Write a lineage-shaped history with ``git fast-import`` (100 agents, periodic merges)."""
-    LineageStore.open(path, create=True).close()
+    GitLineageStore.open(path, create=True).close()
     rng = random.Random(0)
     lines: list[bytes] = []
     last: dict[int, int] = {}
@@ -123,7 +124,7 @@ def timed(fn: Callable[[], object], repeat: int = 5) -> float:
 
 def query_figures(path: Path, commits: int) -> dict[str, float]:
     fast_import_history(path, commits, agents=100, merge_every=10)
-    with LineageStore.open(path) as store:
+    with GitLineageStore.open(path) as store:
         store.maintain()
         agent = "agent/57"
         n_log = len(store.log(agent))
@@ -139,7 +140,7 @@ def query_figures(path: Path, commits: int) -> dict[str, float]:
 
 def phylogeny_seconds(path: Path, commits: int) -> tuple[float, int]:
     fast_import_history(path, commits, agents=50, merge_every=20)
-    with LineageStore.open(path) as store:
+    with GitLineageStore.open(path) as store:
         store.maintain()
         tips = list(store.refs("refs/heads").values())
         store.note_many({sha: {"score": i / len(tips)} for i, sha in enumerate(tips)})
@@ -150,15 +151,22 @@ def phylogeny_seconds(path: Path, commits: int) -> tuple[float, int]:
 
 
 def adapter_bytes(path: Path, versions: int) -> dict[str, float]:
-    """Bytes per adapter version: git (pointer commit) and CAS (weights), 64 KiB adapters."""
-    rng = random.Random(1)
-    with tempfile.TemporaryDirectory() as tmp, LineageStore.open(path, create=True) as store:
+    """Bytes per adapter version: git (pointer commit) and adapter store (weights), 64 KiB adapters."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(1)
+    module = "base_model.model.model.layers.0.self_attn.q_proj"
+    with tempfile.TemporaryDirectory() as tmp, GitLineageStore.open(path, create=True) as store:
         folder = Path(tmp)
-        (folder / "adapter_config.json").write_text(json.dumps({"r": 8, "base_model_name_or_path":
-                                                                "tiny", "peft_type": "LORA"}))
+        (folder / "adapter_config.json").write_text(json.dumps({
+            "r": 8, "base_model_name_or_path": "tiny", "peft_type": "LORA",
+            "target_modules": ["q_proj"]}))
         base_git = du(path / "objects")
         for v in range(versions):
-            (folder / "adapter_model.safetensors").write_bytes(rng.randbytes(65536))
+            save_file({f"{module}.lora_A.weight": rng.standard_normal((8, 1024), np.float32),
+                       f"{module}.lora_B.weight": rng.standard_normal((1024, 8), np.float32)},
+                      str(folder / "adapter_model.safetensors"))  # 64 KiB of weights
             agent = v % AGENTS
             ptr = store.put_adapter(folder, {"parents": []})
             store.commit(f"agent/{agent}", {f"agents/{agent}/adapter.json": ptr}, f"v{v}")
@@ -167,10 +175,10 @@ def adapter_bytes(path: Path, versions: int) -> dict[str, float]:
         git_bytes = du(path / "objects") - base_git
         subprocess.run(["git", "--git-dir", str(path), "repack", "-a", "-d", "-q"], check=True)
         packed = du(path / "objects") - base_git
-        cas_bytes = du(path / "cas")
+        store_bytes = du(store.adapters.root) - du(store.adapters.root / ".users")
     return {"repo_bytes_per_adapter_version": git_bytes / versions,
             "repo_bytes_per_adapter_version_full_repack": packed / versions,
-            "cas_bytes_per_adapter_version": cas_bytes / versions}
+            "cas_bytes_per_adapter_version": store_bytes / versions}
 
 
 def du(path: Path) -> int:

@@ -31,3 +31,31 @@ def random_lora(
                     param.mul_(scale)
     peft_model.save_pretrained(str(dest))
     return dest
+
+
+def tiny_lora(dest: Path, seed: int = 0, rank: int = 8, dim: int = 64,
+              modules: tuple[str, ...] = ("model.layers.0.self_attn.q_proj",)) -> Path:
+    """A small valid PEFT LoRA folder written with numpy only (no base model, no torch).
+
+    Its weights differ by ``seed``; enough for the store and the lineage, which
+    check the folder against its own safetensors keys, not against a model.
+    """
+    import json
+
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(seed)
+    tensors = {}
+    for module in modules:
+        tensors[f"base_model.model.{module}.lora_A.weight"] = \
+            rng.standard_normal((rank, dim)).astype(np.float32)
+        tensors[f"base_model.model.{module}.lora_B.weight"] = \
+            rng.standard_normal((dim, rank)).astype(np.float32)
+    dest.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(dest / "adapter_model.safetensors"))
+    (dest / "adapter_config.json").write_text(json.dumps({
+        "r": rank, "lora_alpha": 2 * rank, "peft_type": "LORA",
+        "base_model_name_or_path": "tiny", "target_modules": [m.rsplit(".", 1)[-1] for m in modules],
+    }))
+    return dest

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from swarm.cli.main import main
-from swarm.lineage.store import CommitSpec, LineageStore
+from swarm.lineage.store import CommitSpec, GitLineageStore
 
 
 def _lineage(tmp_path: Path) -> Path:
     path = tmp_path / "lineage"
-    with LineageStore.open(path, create=True) as store:
+    with GitLineageStore.open(path, create=True) as store:
         store.commit_many([CommitSpec("swarm", {"rounds/latest.json": {"round": 0}}, "r0"),
                            CommitSpec("agent/a", {"agents/a/profile.json": {"s": 1}}, "a")])
     return path
@@ -55,7 +55,7 @@ def _read_only(path: Path) -> str:
 def test_fsck_reports_malformed_pointers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # Prepare: pointer files that are JSON of the wrong shape, or not JSON at all.
     path = tmp_path / "lineage"
-    with LineageStore.open(path, create=True) as store:
+    with GitLineageStore.open(path, create=True) as store:
         store.commit("agent/a", {"agents/a/adapter.json": {"sha256": 5},
                                  "agents/b/adapter.json": b"[1, 2]",
                                  "agents/c/adapter.json": b"\xff not json",

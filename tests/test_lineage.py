@@ -6,6 +6,7 @@ import fcntl
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +19,8 @@ import psutil
 import pytest
 
 from swarm.errors import LineageError
-from swarm.lineage.store import CommitSpec, LineageReader, LineageStore
+from swarm.lineage.store import CommitSpec, GitLineageStore, LineageReader
+from tests.support import tiny_lora
 
 
 def git(repo: Path, *args: str) -> str:
@@ -55,13 +57,13 @@ def wait_for_writer_tree_to_exit(repo: Path) -> None:
 
 
 @pytest.fixture()
-def store(tmp_path: Path) -> Iterator[LineageStore]:
-    s = LineageStore.open(tmp_path / "lineage", create=True)
+def store(tmp_path: Path) -> Iterator[GitLineageStore]:
+    s = GitLineageStore.open(tmp_path / "lineage", create=True)
     yield s
     s.close()
 
 
-def test_commit_show_log_diff_checkout(store: LineageStore, tmp_path: Path) -> None:
+def test_commit_show_log_diff_checkout(store: GitLineageStore, tmp_path: Path) -> None:
     a1 = store.commit("agent/a", {"agents/a/profile.json": {"skill": 1},
                                   "agents/a/kg.json": "{}"}, "a joins", author="alice")
     a2 = store.commit("agent/a", {"agents/a/profile.json": {"skill": 2},
@@ -89,7 +91,7 @@ def test_commit_show_log_diff_checkout(store: LineageStore, tmp_path: Path) -> N
     assert_fsck_clean(store.git_dir)
 
 
-def test_bad_inputs_are_refused(store: LineageStore) -> None:
+def test_bad_inputs_are_refused(store: GitLineageStore) -> None:
     for path in ("a/../b", ".git/config", "a//b", "x/.gitmodules"):
         with pytest.raises(LineageError):
             store.commit("agent/a", {path: b"x"}, "bad")
@@ -104,7 +106,7 @@ def test_bad_inputs_are_refused(store: LineageStore) -> None:
     assert store.refs("refs/heads") == {}  # nothing half-written
 
 
-def test_merge_notes_promote_prune(store: LineageStore) -> None:
+def test_merge_notes_promote_prune(store: GitLineageStore) -> None:
     a = store.commit("agent/a", {"agents/a/adapter.json": {"v": "a"}}, "a")
     b = store.commit("agent/b", {"agents/b/adapter.json": {"v": "b"}}, "b")
     m = store.merge("agent/a", ["agent/b"], {"agents/a/adapter.json": {"v": "ab"}}, "merge")
@@ -131,7 +133,7 @@ def test_merge_notes_promote_prune(store: LineageStore) -> None:
     assert_fsck_clean(store.git_dir)
 
 
-def test_batch_is_atomic_and_sees_its_own_commits(store: LineageStore) -> None:
+def test_batch_is_atomic_and_sees_its_own_commits(store: GitLineageStore) -> None:
     shas = store.commit_many([
         CommitSpec("agent/a", {"f": b"1"}, "a1"),
         CommitSpec("agent/b", {"g": b"1"}, "b fork", parents=["agent/a"]),
@@ -146,7 +148,7 @@ def test_batch_is_atomic_and_sees_its_own_commits(store: LineageStore) -> None:
     assert store.refs() == before
 
 
-def test_lost_compare_and_swap_is_reported_then_recovered(store: LineageStore) -> None:
+def test_lost_compare_and_swap_is_reported_then_recovered(store: GitLineageStore) -> None:
     a1 = store.commit("agent/a", {"f": b"1"}, "a1")
     a2 = store.commit("agent/a", {"f": b"2"}, "a2")
     git(store.git_dir, "update-ref", "refs/heads/agent/a", a1)  # someone moved the ref
@@ -156,45 +158,39 @@ def test_lost_compare_and_swap_is_reported_then_recovered(store: LineageStore) -
     assert store.ancestry("a") == [a3, a1] and a2 not in store.ancestry("a")
 
 
-def test_one_writer_many_readers(store: LineageStore, tmp_path: Path) -> None:
+def test_one_writer_many_readers(store: GitLineageStore, tmp_path: Path) -> None:
     with pytest.raises(LineageError, match="another writer"):
-        LineageStore.open(store.path, lock_timeout=0.2)
-    reader = LineageStore.open(store.path, writer=False)
+        GitLineageStore.open(store.path, lock_timeout=0.2)
+    reader = GitLineageStore.open(store.path, writer=False)
     with pytest.raises(LineageError, match="read-only"):
         reader.commit("agent/a", {"f": b"1"}, "x")
     with pytest.raises(LineageError, match="not a lineage"):
-        LineageStore.open(tmp_path / "nowhere")
+        GitLineageStore.open(tmp_path / "nowhere")
 
 
-def _tiny_adapter(folder: Path, payload: bytes) -> Path:
-    folder.mkdir(parents=True)
-    (folder / "adapter_model.safetensors").write_bytes(payload)
-    (folder / "adapter_config.json").write_text(
-        json.dumps({"r": 8, "base_model_name_or_path": "tiny", "peft_type": "LORA"})
-    )
-    return folder
-
-
-def test_adapter_stored_twice_is_stored_once(store: LineageStore, tmp_path: Path) -> None:
-    payload = os.urandom(1 << 20)
-    p1 = store.put_adapter(_tiny_adapter(tmp_path / "one", payload), {"parents": ["f" * 64]})
-    p2 = store.put_adapter(_tiny_adapter(tmp_path / "two", payload))
-    p3 = store.put_adapter(payload, {"rank": 8, "base_model": "tiny"})
+def test_adapter_stored_twice_is_stored_once(store: GitLineageStore, tmp_path: Path) -> None:
+    one = tiny_lora(tmp_path / "one", seed=7, dim=16 * 1024)  # 1 MiB of weights
+    two = Path(shutil.copytree(one, tmp_path / "two"))
+    payload = (one / "adapter_model.safetensors").read_bytes()
+    p1 = store.put_adapter(one, {"parents": ["f" * 64]})
+    p2 = store.put_adapter(two)
+    p3 = store.pointer(p1["sha256"], {"rank": 8, "base_model": "tiny"})
     assert p1["sha256"] == p2["sha256"] == p3["sha256"]
     assert (p1["rank"], p1["base_model"], p1["parents"]) == (8, "tiny", ["f" * 64])
-    assert len(list(store.cas)) == 2  # weights once, config once
-    cas_bytes = sum(f.stat().st_size for f in (store.path / "cas").rglob("*") if f.is_file())
-    assert cas_bytes < len(payload) + 4096
+    assert p1["config_sha256"] == p2["config_sha256"] == p3["config_sha256"]
+    assert store.adapters.list() == [p1["sha256"]]  # weights and config once, in one entry
+    stored = sum(f.stat().st_size for f in store.adapters.root.rglob("*") if f.is_file())
+    assert stored < len(payload) + 4096
     store.commit("agent/a", {"agents/a/adapter.json": p1}, "a trains")
     store.commit("agent/b", {"agents/b/adapter.json": p2}, "b gets the same weights")
+    assert store.referenced("b") == [p1["sha256"]]
     out = store.get_adapter(store.show_json("b", "agents/b/adapter.json"), tmp_path / "got")
     assert (out / "adapter_model.safetensors").read_bytes() == payload
     assert json.loads((out / "adapter_config.json").read_text())["r"] == 8
     co = store.checkout("a", tmp_path / "co", adapters=True)
     assert (co / "agents/a/adapter/adapter_model.safetensors").read_bytes() == payload
     assert store.fsck() == []
-    blob = store.cas.path(p1["sha256"])
-    blob.chmod(0o644)
+    blob = store.adapters.path(p1["sha256"]) / "adapter_model.safetensors"
     blob.write_bytes(b"corrupt")
     assert any("missing or corrupt" in p for p in store.fsck())
 
@@ -225,7 +221,7 @@ _READER = textwrap.dedent("""
 
 def test_readers_never_see_torn_state_or_locks(tmp_path: Path) -> None:
     repo, stop = tmp_path / "lineage", tmp_path / "stop"
-    store = LineageStore.open(repo, create=True, maintain_every=8)
+    store = GitLineageStore.open(repo, create=True, maintain_every=8)
     readers = [
         subprocess.Popen([sys.executable, "-c", _READER, str(repo), str(stop)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -252,10 +248,10 @@ def test_readers_never_see_torn_state_or_locks(tmp_path: Path) -> None:
 
 _CRASH_CHILD = textwrap.dedent("""
     import random, sys
-    from swarm.lineage.store import CommitSpec, LineageStore
+    from swarm.lineage.store import CommitSpec, GitLineageStore
     repo, seed = sys.argv[1], int(sys.argv[2])
     rng = random.Random(seed)
-    store = LineageStore.open(repo, create=True, maintain_every=6)
+    store = GitLineageStore.open(repo, create=True, maintain_every=6)
     done = 0
     while done < 1000:
         specs = []
@@ -325,7 +321,7 @@ def test_sigkill_at_random_instants_loses_no_acknowledged_commit(tmp_path: Path)
     assert len(acked) > 200  # the kills did interrupt real work
 
 
-def test_fds_and_children_stay_bounded_over_10k_commits(store: LineageStore) -> None:
+def test_fds_and_children_stay_bounded_over_10k_commits(store: GitLineageStore) -> None:
     me = psutil.Process()
     for i in range(2):  # warm up: both git helpers running, a maintenance done
         store.commit_many([CommitSpec("agent/a", {"agents/a/kg.json": {"i": i}}, f"{i}")])
@@ -356,16 +352,15 @@ def test_fds_and_children_stay_bounded_over_10k_commits(store: LineageStore) -> 
 
 def test_writer_cleans_what_a_dead_writer_left(tmp_path: Path) -> None:
     repo = tmp_path / "lineage"
-    with LineageStore.open(repo, create=True) as store:
+    with GitLineageStore.open(repo, create=True) as store:
         store.commit("agent/a", {"f": b"1"}, "a1")
     leftovers = [repo / "refs/heads/agent/a.lock", repo / "packed-refs.lock",
                  repo / "objects/pack/tmp_pack_dead", repo / "objects/pack/pack-dead.pack",
-                 repo / "objects/info/commit-graphs/commit-graph-chain.lock",
-                 repo / "cas/tmp/put-dead"]
+                 repo / "objects/info/commit-graphs/commit-graph-chain.lock"]
     for path in leftovers:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"half")
-    with LineageStore.open(repo) as store:
+    with GitLineageStore.open(repo) as store:
         assert not any(p.exists() for p in leftovers)
         store.commit("agent/a", {"f": b"2"}, "a2")
         store.maintain()
@@ -378,17 +373,20 @@ def test_a_store_that_cannot_be_created_is_a_lineage_error(tmp_path: Path) -> No
     (tmp_path / "file").write_text("mine\n")
     # Execute / Assert
     with pytest.raises(LineageError, match="cannot create a lineage store at .*file"):
-        LineageStore.open(tmp_path / "file" / "lineage", create=True)
+        GitLineageStore.open(tmp_path / "file" / "lineage", create=True)
     assert (tmp_path / "file").read_text() == "mine\n"
 
 
-def test_a_pointer_sha_that_is_not_a_string_is_a_lineage_error(store: LineageStore) -> None:
+def test_a_pointer_sha_that_is_not_a_string_is_a_lineage_error(store: GitLineageStore,
+                                                               tmp_path: Path) -> None:
     for bad in (5, None, ["0" * 64]):
         with pytest.raises(LineageError, match="sha256"):
-            store.cas.path(bad)  # type: ignore[arg-type]
+            store.pointer(bad)  # type: ignore[arg-type]
+        with pytest.raises(LineageError, match="sha256"):
+            store.get_adapter({"sha256": bad}, tmp_path / "out")
 
 
-def test_batch_and_its_notes_are_one_transaction(store: LineageStore) -> None:
+def test_batch_and_its_notes_are_one_transaction(store: GitLineageStore) -> None:
     # Prepare
     a0 = store.commit("agent/a", {"f": b"0"}, "a0")
     store.note(a0, {"score": 0.1})

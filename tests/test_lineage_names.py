@@ -11,26 +11,32 @@ import pytest
 from swarm.errors import LineageError
 from swarm.lineage.git import CatFile
 from swarm.lineage.names import check_id, check_ref_name
-from swarm.lineage.store import CommitSpec, LineageStore, adapter_path, agent_branch, artifact_path
+from swarm.lineage.store import (
+    CommitSpec,
+    GitLineageStore,
+    adapter_path,
+    agent_branch,
+    artifact_path,
+)
 
 BAD_IDS = ["", ".", "..", "a..b", "x.lock", "-rf", ".hidden", "a/b", "a\nb", "a b", "a\tb",
            "a\x00b", "a\x7fb", "a:b", "a~1", "a^", "a?", "a*", "a[", "a\\b", "a@{1}", "x" * 200]
 
 
 @pytest.fixture()
-def store(tmp_path: Path) -> Iterator[LineageStore]:
-    s = LineageStore.open(tmp_path / "lineage", create=True)
+def store(tmp_path: Path) -> Iterator[GitLineageStore]:
+    s = GitLineageStore.open(tmp_path / "lineage", create=True)
     yield s
     s.close()
 
 
-def _head_tree(store: LineageStore, ref: str) -> str:
+def _head_tree(store: GitLineageStore, ref: str) -> str:
     return subprocess.run(["git", "--git-dir", str(store.git_dir), "ls-tree", "-r",
                            "--name-only", ref], capture_output=True, check=True, text=True).stdout
 
 
 def test_a_parent_with_a_newline_is_refused_and_later_commits_keep_their_trees(
-        store: LineageStore) -> None:
+        store: GitLineageStore) -> None:
     # Prepare: two agents with their own files.
     store.commit("agent/a", {"agents/a/adapter.json": {"v": "a"}}, "a")
     store.commit("agent/b", {"agents/b/adapter.json": {"v": "b"}}, "b")
@@ -48,7 +54,7 @@ def test_a_parent_with_a_newline_is_refused_and_later_commits_keep_their_trees(
                                                     "agents/b/profile.json"]
 
 
-def test_cat_file_refuses_a_two_line_request_and_stays_in_step(store: LineageStore) -> None:
+def test_cat_file_refuses_a_two_line_request_and_stays_in_step(store: GitLineageStore) -> None:
     # Prepare
     a = store.commit("agent/a", {"f": b"a"}, "a")
     b = store.commit("agent/b", {"f": b"b"}, "b")
@@ -64,7 +70,7 @@ def test_cat_file_refuses_a_two_line_request_and_stays_in_step(store: LineageSto
 
 
 def test_cat_file_out_of_step_answer_is_refused_and_the_reader_restarts(
-        store: LineageStore) -> None:
+        store: GitLineageStore) -> None:
     # Prepare: push a stray request into git's input behind the reader's back.
     a = store.commit("agent/a", {"f": b"a"}, "a")
     b = store.commit("agent/b", {"f": b"b"}, "b")
@@ -82,7 +88,7 @@ def test_cat_file_out_of_step_answer_is_refused_and_the_reader_restarts(
 
 
 @pytest.mark.parametrize("bad", BAD_IDS)
-def test_bad_agent_ids_are_refused_where_they_enter(store: LineageStore, bad: str) -> None:
+def test_bad_agent_ids_are_refused_where_they_enter(store: GitLineageStore, bad: str) -> None:
     # Execute / Assert: every helper that turns an id into a ref or a path refuses it.
     for make in (agent_branch, adapter_path, lambda x: artifact_path(x, "f")):
         with pytest.raises(LineageError, match="is not allowed"):
@@ -101,7 +107,7 @@ def test_good_names_pass() -> None:
 
 @pytest.mark.parametrize("bad", ["agent/a\nagent/b", "-n", "agent/..", "agent/x.lock", "",
                                  "agent/a b", "HEAD~1", "agent//a", "agent/.a", "@"])
-def test_bad_revisions_are_refused_by_writer_and_reader(store: LineageStore, bad: str) -> None:
+def test_bad_revisions_are_refused_by_writer_and_reader(store: GitLineageStore, bad: str) -> None:
     # Prepare
     store.commit("agent/a", {"f": b"a"}, "a")
     before = store.refs()
@@ -121,7 +127,7 @@ def test_bad_revisions_are_refused_by_writer_and_reader(store: LineageStore, bad
 
 
 @pytest.mark.parametrize("bad", ["a/../b", "a\nb", "a/\x01", "../x", ".git/config", "x" * 300])
-def test_bad_tree_paths_are_refused(store: LineageStore, bad: str) -> None:
+def test_bad_tree_paths_are_refused(store: GitLineageStore, bad: str) -> None:
     store.commit("agent/a", {"f": b"a"}, "a")
     with pytest.raises(LineageError, match="path"):
         store.commit("agent/a", {bad: b"x"}, "bad")
@@ -130,7 +136,7 @@ def test_bad_tree_paths_are_refused(store: LineageStore, bad: str) -> None:
     assert store.show("agent/a", "f") == b"a"
 
 
-def test_promote_refuses_a_tag_that_looks_like_a_branch(store: LineageStore) -> None:
+def test_promote_refuses_a_tag_that_looks_like_a_branch(store: GitLineageStore) -> None:
     # Prepare
     store.commit("agent/a", {"f": b"a"}, "a")
     # Execute / Assert
@@ -142,7 +148,7 @@ def test_promote_refuses_a_tag_that_looks_like_a_branch(store: LineageStore) -> 
     assert "refs/tags/best-1" in store.refs()
 
 
-def test_prune_refuses_the_swarm_branch(store: LineageStore) -> None:
+def test_prune_refuses_the_swarm_branch(store: GitLineageStore) -> None:
     # Prepare: a swarm branch with a round, an agent branch.
     store.commit_many([CommitSpec("swarm", {"rounds/latest.json": {"round": 3}}, "r3"),
                        CommitSpec("agent/a", {"f": b"a"}, "a")])

@@ -13,12 +13,12 @@ import pytest
 from swarm.cli.main import main
 from swarm.errors import LineageError
 from swarm.lineage.phylogeny import draw, generations
-from swarm.lineage.store import LineageStore
+from swarm.lineage.store import GitLineageStore
 
 
 @dataclass
 class History:
-    store: LineageStore
+    store: GitLineageStore
     sha: dict[str, str]
     edges: set[tuple[str, str]]
 
@@ -32,7 +32,7 @@ def git(repo: Path, *args: str) -> str:
 @pytest.fixture()
 def history(tmp_path: Path) -> Iterator[History]:
     """Four agents over three rounds, a fork, two merges (one octopus), promotions, a prune."""
-    store = LineageStore.open(tmp_path / "lineage", create=True)
+    store = GitLineageStore.open(tmp_path / "lineage", create=True)
     sha: dict[str, str] = {}
     edges: set[tuple[str, str]] = set()
 

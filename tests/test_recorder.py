@@ -5,34 +5,35 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 
+from swarm.adapters.store import AdapterStore
 from swarm.config import load_config
 from swarm.errors import LineageError
-from swarm.lineage.store import SWARM_BRANCH, LineageStore
+from swarm.lineage.store import SWARM_BRANCH, GitLineageStore
 from swarm.matching.matchmaker import make_matchmaker
 from swarm.matching.profiles import ProfileBuilder
 from swarm.runtime.recorder import Recorder
 from swarm.wire.messages import AgentReport
 from tests.conftest import SMALL
+from tests.support import tiny_lora
 
 
 def _adapter(root: Path, seed: str) -> str:
-    """An adapter folder as the AdapterStore lays it out (``root/<sha256>/``)."""
-    weights = f"weights of {seed}".encode()
-    sha = hashlib.sha256(weights).hexdigest()
-    (root / sha).mkdir(parents=True)
-    (root / sha / "adapter_model.safetensors").write_bytes(weights)
-    (root / sha / "adapter_config.json").write_text(json.dumps({"r": 4}))
-    return sha
+    """An adapter put into the machine's store at ``root``, as the model server puts one."""
+    number = int(hashlib.sha256(seed.encode()).hexdigest()[:8], 16)
+    with tempfile.TemporaryDirectory() as tmp:
+        return AdapterStore(root).put(tiny_lora(Path(tmp) / "a", seed=number, dim=4096)).sha256
 
 
 def _recorder(tmp_path: Path) -> Recorder:
     config = load_config(SMALL, [f"swarm.lineage={tmp_path / 'run' / 'lineage'}",
                                  f"model.adapter_store={tmp_path / 'adapters'}"])
-    store = LineageStore.open(config.lineage_dir, create=True)
+    store = GitLineageStore.open(config.lineage_dir, create=True,
+                                 adapter_store=config.adapter_store)
     profiler = ProfileBuilder(skills=["add"])
     return Recorder(config, store, config.adapter_store,
                     make_matchmaker("linucb", profiler.dim, seed=0), profiler)
@@ -88,3 +89,55 @@ def test_a_bad_teacher_id_commits_nothing_and_forgets_nothing(tmp_path: Path) ->
     rec.commit_round(1, report, [], _record(1))
     assert rec.store.show_json("agent/a", "agents/a/profile.json") == {"round": 1, "score": 0.5}
     rec.close()
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``root``: (inode, mtime_ns), to tell whether anything was written."""
+    return {str(p.relative_to(root)): (p.stat().st_ino, p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_commit_and_a_resume_copy_no_adapter(tmp_path: Path) -> None:
+    # Prepare: the model server's adapters in the machine's store.
+    rec = _recorder(tmp_path)
+    root = tmp_path / "adapters"
+    a0, b0 = _adapter(root, "a0"), _adapter(root, "b0")
+    before = _snapshot(root)
+    # Execute: commit a round, then resume the lineage the way a restarted coordinator does.
+    rec.commit_round(0, {"a": AgentReport(agent_id="a", adapter=a0, score=0.25),
+                         "b": AgentReport(agent_id="b", adapter=b0, score=0.5)}, [], _record(0))
+    rec.close()
+    config = rec.config
+    resumed = Recorder.open(config, resume=True)
+    # Assert: the lineage points at the store's entries; no file of the store was added or
+    # rewritten (no second copy anywhere, nothing copied back), and the lineage holds no weights.
+    assert resumed.adapters() == {"a": a0, "b": b0}
+    assert resumed.store.adapters.root == root and resumed.next_round() == 1
+    assert _snapshot(root) == before
+    weights = (root / a0 / "adapter_model.safetensors").stat().st_size  # 256 KiB
+    in_git = sum(p.stat().st_size for p in (config.lineage_dir / "objects").rglob("*")
+                 if p.is_file())
+    assert in_git < weights / 8 and not (config.lineage_dir / "cas").exists()
+    pointer = resumed.store.show_json("agent/a", "agents/a/adapter.json")
+    assert pointer["sha256"] == a0 and pointer["size"] == weights
+    assert resumed.store.fsck() == []
+    resumed.close()
+
+
+def test_resume_refuses_another_store_and_names_a_lost_adapter(tmp_path: Path) -> None:
+    # Prepare: a committed round.
+    rec = _recorder(tmp_path)
+    root = tmp_path / "adapters"
+    a0 = _adapter(root, "a0")
+    rec.commit_round(0, {"a": AgentReport(agent_id="a", adapter=a0, score=0.25)}, [], _record(0))
+    rec.close()
+    # Execute / Assert: resuming with another model.adapter_store is refused, naming both stores.
+    moved = load_config(SMALL, [f"swarm.lineage={tmp_path / 'run' / 'lineage'}",
+                                f"model.adapter_store={tmp_path / 'elsewhere'}"])
+    with pytest.raises(LineageError, match=f"keeps its adapters in {root}, not in "
+                                           f"{tmp_path / 'elsewhere'}"):
+        Recorder.open(moved, resume=True)
+    # ... and an adapter deleted from the store is named, not silently trained from scratch.
+    AdapterStore(root).remove(a0)
+    with pytest.raises(LineageError, match=f"adapter {a0} committed on agent/a is missing"):
+        Recorder.open(rec.config, resume=True)

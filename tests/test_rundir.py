@@ -11,7 +11,7 @@ import pytest
 
 from swarm.config import SwarmConfig, load_config
 from swarm.errors import SwarmError
-from swarm.lineage.store import LineageStore
+from swarm.lineage.store import GitLineageStore
 from swarm.runtime.local_launcher import LocalLauncher
 from swarm.runtime.rundir import RUN_MARKER
 from tests.conftest import SMALL, free_base_port
@@ -46,7 +46,7 @@ def test_lineage_in_a_folder_of_user_files_moves_none_of_them(tmp_path: Path) ->
     # Execute: a first run there, then a second new run.
     first = LocalLauncher(config)
     assert first.prepare() == home
-    LineageStore.open(config.lineage_dir, create=True).close()  # what the coordinator makes
+    GitLineageStore.open(config.lineage_dir, create=True).close()  # what the coordinator makes
     with pytest.raises(SwarmError, match="swarm did not create it.*--resume"):
         LocalLauncher(config).prepare()
     # Assert: nothing was moved, the folder was not claimed, and a resume is allowed.
@@ -79,7 +79,7 @@ def test_relative_lineage_in_the_working_directory(tmp_path: Path,
     config = _config(tmp_path, "lineage")
     # Execute: the run dir is the working directory; it is written into, never moved.
     run_dir = LocalLauncher(config).prepare()
-    LineageStore.open(config.lineage_dir, create=True).close()
+    GitLineageStore.open(config.lineage_dir, create=True).close()
     with pytest.raises(SwarmError, match="it is the working directory"):
         LocalLauncher(config).prepare()
     # Assert
@@ -91,7 +91,7 @@ def test_a_run_directory_swarm_made_is_kept_aside(tmp_path: Path) -> None:
     # Prepare: a first run in a folder swarm creates.
     config = _config(tmp_path, str(tmp_path / "runs" / "small" / "lineage"))
     LocalLauncher(config).prepare()
-    LineageStore.open(config.lineage_dir, create=True).close()
+    GitLineageStore.open(config.lineage_dir, create=True).close()
     assert (config.run_dir / RUN_MARKER).is_file()
     # Execute: a second new run.
     second = LocalLauncher(config)
@@ -105,7 +105,7 @@ def test_a_swarm_made_run_directory_with_a_persons_files_is_not_moved(tmp_path: 
     # Prepare: a first run in a folder swarm creates, then a person adds a file there.
     config = _config(tmp_path, str(tmp_path / "runs" / "small" / "lineage"))
     LocalLauncher(config).prepare()
-    LineageStore.open(config.lineage_dir, create=True).close()
+    GitLineageStore.open(config.lineage_dir, create=True).close()
     (config.run_dir / "notes.txt").write_text("mine")
     before = sorted(p.name for p in config.run_dir.iterdir())
     # Execute: a second new run.
@@ -121,7 +121,7 @@ def test_swarm_run_with_lineage_under_home_leaves_home_alone(tmp_path: Path) -> 
     # Prepare: HOME holds the user's files and an earlier run's lineage.
     home = tmp_path / "home"
     _plant(home)
-    LineageStore.open(home / "lineage", create=True).close()
+    GitLineageStore.open(home / "lineage", create=True).close()
     model = tmp_path / "model"
     model.mkdir()
     env = {**os.environ, "HOME": str(home)}

@@ -75,7 +75,7 @@ def test_rounds_learn_and_land_in_the_lineage(tmp_path: Path, model_server: list
     for agent in ("arith-0", "arith-1", "text-0", "text-1"):
         pointer = json.loads(reader.show(f"agent/{agent}", f"agents/{agent}/adapter.json"))
         assert len(pointer["sha256"]) == 64
-        assert reader.cas.has(pointer["sha256"])
+        assert reader.adapters is not None and reader.adapters.has(pointer["sha256"])
         pointers = [json.loads(reader.show(e.commit, f"agents/{agent}/adapter.json"))
                     for e in reader.log(agent)]
         versions = {p["sha256"] for p in pointers}

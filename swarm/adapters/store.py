@@ -1,86 +1,92 @@
-"""Content-addressed LoRA adapter store and validation of untrusted adapters.
+"""The machine's content-addressed store of LoRA adapters (``AdapterStore``).
 
 An adapter is a PEFT folder (``adapter_config.json`` +
 ``adapter_model.safetensors``), addressed by the sha256 of its safetensors
-bytes. The store keeps each adapter once under ``root/<sha256>/``, a folder
-that peft and vLLM load unchanged.
+bytes. A machine has one store, and it keeps each adapter once under
+``root/<sha256>/``, a folder that peft and vLLM load unchanged: the model
+server writes there what it trains and merges, hosts and the coordinator look
+there for what agents report, and the lineage on that machine keeps there the
+durable copy of every adapter a commit references (``swarm.lineage``), so
+committing an adapter or resuming a run copies nothing.
 
-``AdapterValidator`` checks an adapter against a base model before anything
-uses it, reading only bytes (a pickle file is refused without being opened
-by any unpickler; the safetensors header is parsed by ``swarm.adapters.tensorfile`` with
-bounds checks):
-files present, config usable, file not truncated, key names, dtypes, rank,
-shapes, finite values and a bound on each layer's update ``scale * B @ A``.
-Each failure raises its own ``AdapterError`` subclass naming what is wrong;
-nothing else escapes. The config is read by ``swarm.adapters.peft_config``, which
-evaluates no pattern from it, and stored in its normal form (explicit module
-lists), so peft and vLLM load exactly the modules that were checked.
+The store's interface is what a transfer between machines needs as well: put
+by hash, verified while it is written (``put(folder, sha=...)``,
+``put_stream``), ``has``, ``open``, ``verify``. Lineages that keep their
+adapters here record themselves (``record_user``), so that ``swarm lineage gc``
+run from one of them keeps what the others reference.
+
+Validation of untrusted adapters lives in ``swarm.adapters.validate`` (its
+public names are re-exported here for the callers that import them from the
+store).
 """
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
-import stat
 import tempfile
-from collections.abc import Callable, Container, Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any
 
 import numpy as np
 
-from swarm.adapters.peft_config import (
-    CONFIG_FILE,
-    load_config,
-    normalize_config,
-    rank_for,
-    scale_for,
+from swarm.adapters.files import (
+    copy_hashed,
+    is_regular,
+    make_dirs_durably,
+    open_no_follow,
+    write_hashed,
 )
-from swarm.adapters.tensorfile import FLOAT_DTYPES, read_safetensors, read_safetensors_header
+from swarm.adapters.peft_config import CONFIG_FILE, MAX_CONFIG_BYTES, load_config, read_no_follow
+from swarm.adapters.tensorfile import read_safetensors, read_safetensors_header
+from swarm.adapters.validate import (
+    WEIGHTS_FILE,
+    AdapterValidator,
+    CheckedAdapter,
+    adapter_sha256,
+    is_sha256,
+    lora_modules,
+    normal_form,
+    refuse_links,
+    refuse_pickles,
+)
 from swarm.durable import fsync_dir, write_durably
-from swarm.errors import (
-    AdapterCorruptError,
-    AdapterDtypeError,
-    AdapterError,
-    AdapterFormatError,
-    AdapterKeyError,
-    AdapterNonFiniteError,
-    AdapterNormError,
-    AdapterNotFound,
-    AdapterPickleError,
-    AdapterRankError,
-    AdapterShapeError,
-)
+from swarm.errors import AdapterCorruptError, AdapterError, AdapterFormatError, AdapterNotFound
 
 __all__ = [
     "AdapterRef",
+    "AdapterStore",
+    "COMPLETE_MARKER",
+    "ENTRY_FILES",
+    "CONFIG_FILE",
+    "WEIGHTS_FILE",
+    # validation, re-exported from swarm.adapters.validate
+    "AdapterValidator",
     "CheckedAdapter",
+    "adapter_sha256",
+    "is_sha256",
     "lora_modules",
     "normal_form",
     "refuse_links",
     "refuse_pickles",
-    "COMPLETE_MARKER",
-    "is_sha256",
-    "AdapterStore",
-    "AdapterValidator",
-    "adapter_sha256",
     "read_safetensors",
     "read_safetensors_header",
-    "CONFIG_FILE",
-    "WEIGHTS_FILE",
 ]
 
-T = TypeVar("T")
-WEIGHTS_FILE = "adapter_model.safetensors"
 COMPLETE_MARKER = ".swarm-complete"  # written last into a store entry, before its rename
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
-_MAX_KEY_CHARS = 1024
-_LORA_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<factor>[AB])\.weight\Z")
+ENTRY_FILES = frozenset({WEIGHTS_FILE, CONFIG_FILE, COMPLETE_MARKER})  # all an entry holds
+TEMP_PREFIXES = (".put-", ".torn-", ".gc-")  # folders the store makes and removes again
+USERS_DIR = ".users"
+_USER_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -96,274 +102,90 @@ class AdapterRef:
     base_model: str = ""
 
 
-def adapter_sha256(folder: str | Path) -> str:
-    """sha256 (hex) of a PEFT folder's ``adapter_model.safetensors`` bytes.
-
-    Raises:
-        AdapterFormatError: the file is missing or unreadable.
-    """
-    path = Path(folder) / WEIGHTS_FILE
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    except FileNotFoundError:
-        raise AdapterFormatError(f"{folder}: no {WEIGHTS_FILE}") from None
-    except OSError as exc:  # unreadable, or a folder where the file belongs
-        raise AdapterFormatError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    return digest.hexdigest()
-
-
-def refuse_pickles(folder: Path) -> None:
-    """Refuse a folder holding a pickle weights file (never opened)."""
-    for entry in sorted(folder.iterdir()):
-        if entry.suffix.lower() in PICKLE_SUFFIXES:
-            raise AdapterPickleError(
-                f"{folder}: {entry.name} is a pickle file; only {WEIGHTS_FILE} is accepted "
-                "(pickle files are never opened)"
-            )
-
-
-def refuse_links(folder: Path) -> None:
-    """A folder (or one of its two files) that is a symlink could point anywhere: refused."""
-    if folder.is_symlink():
-        raise AdapterFormatError(f"{folder}: is a symlink; adapters are plain folders")
-    if not folder.is_dir():
-        raise AdapterFormatError(f"{folder}: not a folder")
-    for name in (CONFIG_FILE, WEIGHTS_FILE):
-        if (folder / name).is_symlink():
-            raise AdapterFormatError(f"{folder / name}: is a symlink; adapters are plain files")
-
-
-def lora_modules(header: Mapping[str, Any], known: Container[str] | None = None) -> list[str]:
-    """The modules whose LoRA factors ``header`` holds (both ``lora_A`` and ``lora_B``), sorted.
-
-    Raises:
-        AdapterKeyError: a tensor is not a LoRA factor (of a module in ``known``,
-            when given), a factor lacks its partner, or there are none.
-    """
-    factors: dict[str, set[str]] = {}
-    for key in header:
-        match = _LORA_KEY.match(key) if len(key) <= _MAX_KEY_CHARS else None
-        if match is None:
-            raise AdapterKeyError(f"tensor {_short(key)!r} is not a LoRA factor (…lora_A/B.weight)")
-        if known is not None and match["module"] not in known:
-            raise AdapterKeyError(f"tensor {key!r}: the base model has no layer {match['module']!r}")
-        factors.setdefault(match["module"], set()).add(match["factor"])
-    if not factors:
-        raise AdapterKeyError("the adapter holds no LoRA tensors")
-    for module, have in factors.items():
-        if have != {"A", "B"}:
-            missing = ({"A", "B"} - have).pop()
-            raise AdapterKeyError(f"layer {module!r} lacks its lora_{missing} tensor")
-    return sorted(factors)
-
-
-def normal_form(folder: Path) -> dict[str, Any]:
-    """The normalised ``adapter_config.json`` of a PEFT folder, checked against its own
-    safetensors keys only (``swarm.adapters.peft_config``; no base model needed).
-
-    Raises:
-        AdapterError: a subclass naming what is wrong.
-    """
-    def run(folder: Path) -> dict[str, Any]:
-        config = load_config(folder)
-        return normalize_config(config, lora_modules(read_safetensors_header(folder / WEIGHTS_FILE)))
-
-    return _typed(folder, run)
-
-
-def _typed(folder: Path, check: Callable[[Path], T]) -> T:
-    """``check(folder)``, with whatever else a malformed file trips raised as an ``AdapterError``."""
-    try:
-        return check(folder)
-    except AdapterError:
-        raise
-    except OSError as exc:
-        raise AdapterFormatError(f"{folder}: cannot be read ({exc.strerror or exc})") from None
-    except Exception as exc:  # the safety net: no adapter file may end its caller
-        raise AdapterCorruptError(
-            f"{folder}: malformed adapter ({type(exc).__name__}: {_short(str(exc))})"
-        ) from None
-
-
-@dataclass(frozen=True)
-class CheckedAdapter:
-    """What validation returns: the tensors (float32) and the normalised config."""
-
-    tensors: dict[str, np.ndarray]
-    config: dict[str, Any]
-
-
-class AdapterValidator:
-    """Checks adapters against one base model (its layer shapes are read once).
-
-    Args:
-        base_model_dir: the base model folder (``*.safetensors`` weights).
-        max_delta_norm: the largest Frobenius norm allowed for any layer's
-            update ``(alpha / r) * B @ A``.
-        max_rank: the largest LoRA rank accepted (a serving engine's limit).
-    """
-
-    def __init__(
-        self, base_model_dir: str | Path, max_delta_norm: float = 1e4, max_rank: int = 256
-    ) -> None:
-        self.base_model_dir = Path(base_model_dir)
-        self.max_delta_norm = max_delta_norm
-        self.max_rank = max_rank
-        self.linear_shapes = _base_linear_shapes(self.base_model_dir)
-
-    def validate(self, folder: str | Path) -> dict[str, np.ndarray]:
-        """Validate a PEFT folder; return its tensors (float32) when it is sound.
-
-        Raises:
-            AdapterPickleError, AdapterFormatError, AdapterCorruptError,
-            AdapterKeyError, AdapterDtypeError, AdapterRankError,
-            AdapterShapeError, AdapterNonFiniteError, AdapterNormError.
-        """
-        return self.check(folder).tensors
-
-    def check(self, folder: str | Path) -> CheckedAdapter:
-        """``validate``, also returning the normalised config (``swarm.adapters.peft_config``).
-
-        Every failure is an ``AdapterError``: a malformed file that trips
-        anything else (a ``TypeError`` deep in numpy, a ``MemoryError``) is
-        reported as ``AdapterCorruptError``, so no adapter can end its caller.
-        """
-        return _typed(Path(folder), self._check)
-
-    def _check(self, folder: Path) -> CheckedAdapter:
-        refuse_links(folder)
-        refuse_pickles(folder)
-        if not (folder / WEIGHTS_FILE).is_file():
-            raise AdapterFormatError(f"{folder}: no {WEIGHTS_FILE}")
-        config = load_config(folder)
-        header = read_safetensors_header(folder / WEIGHTS_FILE)
-        modules = lora_modules(header, self.linear_shapes)
-        config = normalize_config(config, modules)
-        self._check_dtypes(header)
-        self._check_shapes(header, modules, config)
-        tensors = read_safetensors(folder / WEIGHTS_FILE)
-        self._check_values(tensors, modules, config)
-        return CheckedAdapter(tensors, config)
-
-    @staticmethod
-    def _check_dtypes(header: Mapping[str, Any]) -> None:
-        for key, info in header.items():
-            if info["dtype"] not in FLOAT_DTYPES:
-                raise AdapterDtypeError(
-                    f"tensor {key!r} has dtype {info['dtype']}; allowed: {', '.join(FLOAT_DTYPES)}"
-                )
-
-    def _check_shapes(
-        self, header: Mapping[str, Any], modules: list[str], config: dict[str, Any]
-    ) -> None:
-        for module in modules:
-            a_key, b_key = _factor_keys(module)
-            a_shape, b_shape = header[a_key]["shape"], header[b_key]["shape"]
-            if len(a_shape) != 2 or len(b_shape) != 2:
-                raise AdapterShapeError(f"layer {module!r}: LoRA factors must be 2-D matrices")
-            rank = rank_for(module, config)
-            if a_shape[0] != rank or b_shape[1] != rank:
-                raise AdapterRankError(
-                    f"layer {module!r}: lora_A {a_shape} / lora_B {b_shape} have rank "
-                    f"{a_shape[0]}/{b_shape[1]}, adapter_config says r={rank}"
-                )
-            if rank > self.max_rank:
-                raise AdapterRankError(f"layer {module!r}: rank {rank} > allowed {self.max_rank}")
-            out_dim, in_dim = self.linear_shapes[module]
-            if a_shape[1] != in_dim or b_shape[0] != out_dim:
-                raise AdapterShapeError(
-                    f"layer {module!r}: update is {b_shape[0]}x{a_shape[1]}, "
-                    f"the base layer is {out_dim}x{in_dim}"
-                )
-
-    def _check_values(
-        self, tensors: Mapping[str, np.ndarray], modules: list[str], config: dict[str, Any]
-    ) -> None:
-        for key, array in tensors.items():
-            if not np.isfinite(array).all():
-                raise AdapterNonFiniteError(f"tensor {key!r} holds NaN or infinity")
-        for module in modules:
-            a_key, b_key = _factor_keys(module)
-            norm = abs(scale_for(module, config)) * delta_norm(tensors[b_key], tensors[a_key])
-            if not norm <= self.max_delta_norm:
-                raise AdapterNormError(
-                    f"layer {module!r}: update norm {norm:.4g} exceeds the bound "
-                    f"{self.max_delta_norm:.4g}"
-                )
-
-
-def delta_norm(b: np.ndarray, a: np.ndarray) -> float:
-    """Frobenius norm of ``b @ a`` without forming it (via the r x r Gram matrices)."""
-    b64, a64 = b.astype(np.float64), a.astype(np.float64)
-    value = float(np.sum((b64.T @ b64) * (a64 @ a64.T)))
-    return float(np.sqrt(max(value, 0.0)))
-
-
-def _factor_keys(module: str) -> tuple[str, str]:
-    return f"base_model.model.{module}.lora_A.weight", f"base_model.model.{module}.lora_B.weight"
-
-
-def _short(text: str) -> str:
-    return text if len(text) <= 100 else text[:97] + "..."
-
-
-def _base_linear_shapes(base_model_dir: Path) -> dict[str, tuple[int, int]]:
-    """Module name -> (out, in) for every 2-D ``*.weight`` of the base model's safetensors."""
-    files = sorted(base_model_dir.glob("*.safetensors"))
-    if not files:
-        raise AdapterFormatError(f"{base_model_dir}: base model has no *.safetensors weights")
-    shapes: dict[str, tuple[int, int]] = {}
-    for path in files:
-        for key, info in read_safetensors_header(path).items():
-            if key.endswith(".weight") and len(info["shape"]) == 2:
-                shapes[key[: -len(".weight")]] = (int(info["shape"][0]), int(info["shape"][1]))
-    return shapes
-
-
-
 class AdapterStore:
     """Adapters kept once each under ``root/<sha256>/``.
 
     An entry is written in a hidden temporary folder (the two files copied
-    without following symlinks, the config in its normal form, then the
-    ``COMPLETE_MARKER`` file), every file and the folder fsynced, and only then
-    renamed to its hash and the root fsynced: ``put`` acknowledges only what a
-    crash cannot take back, and ``has`` counts only entries with the marker.
-    What is validated is the copy, so the source changing meanwhile cannot slip
-    unchecked bytes in.
+    without following symlinks and hashed while they are copied, the config
+    in its normal form, then the ``COMPLETE_MARKER`` file), every file and the
+    folder fsynced, and only then renamed to its hash and the root fsynced:
+    ``put`` acknowledges only what a crash cannot take back, and ``has`` counts
+    only entries with the marker. Every folder the store creates (the root
+    and its missing parents) is made durable as well. What is validated is
+    the copy, so the source changing meanwhile cannot slip unchecked bytes in.
 
     Args:
-        root: the store folder (created if missing).
+        root: the store folder.
         validator: if given, ``put`` refuses adapters that fail it.
+        create: create ``root`` (durably) if it is missing; a reader passes False.
     """
 
-    def __init__(self, root: str | Path, validator: AdapterValidator | None = None) -> None:
+    def __init__(
+        self, root: str | Path, validator: AdapterValidator | None = None, *, create: bool = True
+    ) -> None:
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        if create:
+            make_dirs_durably(self.root)
         self.validator = validator
         self._verified: set[str] = set()  # unmarked entries whose hash checked out once
 
-    def put(self, folder: str | Path) -> AdapterRef:
+    # -- writing --------------------------------------------------------------
+
+    def put(self, folder: str | Path, sha: str | None = None) -> AdapterRef:
         """Copy a PEFT folder in (once per content hash) and return its reference.
+
+        With ``sha`` (put by hash) nothing is copied when the store holds it
+        already, and bytes that do not hash to ``sha`` are refused.
 
         Raises:
             AdapterFormatError: the folder or one of its files is a symlink.
+            AdapterCorruptError: the weights do not hash to ``sha``.
             AdapterError: a subclass, when the validator refuses the folder.
         """
+        if sha is not None and self.has(sha):
+            return self.ref(sha)
         folder = Path(folder)
         refuse_links(folder)
         refuse_pickles(folder)
+
+        def fill(tmp: Path) -> str:
+            sha = copy_hashed(folder / WEIGHTS_FILE, tmp / WEIGHTS_FILE)
+            copy_hashed(folder / CONFIG_FILE, tmp / CONFIG_FILE)
+            return sha
+
+        return self._stage(fill, sha)
+
+    def put_stream(self, sha: str, weights: IO[bytes], config: bytes) -> AdapterRef:
+        """Store an adapter that arrives as a stream (a transfer), verified as it is written.
+
+        Nothing is read when the store holds ``sha`` already.
+
+        Raises:
+            AdapterCorruptError: the weights do not hash to ``sha``.
+            AdapterError: a subclass, when the adapter is not a valid one.
+        """
+        if not is_sha256(sha):
+            raise AdapterFormatError(f"{sha!r} is not a lowercase sha256 hex digest")
+        if self.has(sha):
+            return self.ref(sha)
+
+        def fill(tmp: Path) -> str:
+            write_durably(tmp / CONFIG_FILE, [config])
+            return write_hashed(weights, tmp / WEIGHTS_FILE)
+
+        return self._stage(fill, sha)
+
+    def _stage(self, fill: Callable[[Path], str], expect: str | None) -> AdapterRef:
+        make_dirs_durably(self.root)
         tmp = Path(tempfile.mkdtemp(prefix=".put-", dir=self.root))
         try:
-            _copy_no_follow(folder / WEIGHTS_FILE, tmp / WEIGHTS_FILE)
-            _copy_no_follow(folder / CONFIG_FILE, tmp / CONFIG_FILE)
+            sha = fill(tmp)
+            if expect is not None and sha != expect:
+                raise AdapterCorruptError(
+                    f"adapter bytes hash to {sha[:12]}…, not to {expect[:12]}… as they were named")
             config = self.validator.check(tmp).config if self.validator else normal_form(tmp)
             write_durably(tmp / CONFIG_FILE,
                           [(json.dumps(config, indent=2, sort_keys=True) + "\n").encode()])
-            sha = adapter_sha256(tmp)
             if not self.has(sha):
                 self._commit(tmp, sha)
         finally:
@@ -386,6 +208,8 @@ class AdapterStore:
             if not self.has(sha):  # not a concurrent put that won the race
                 raise
         fsync_dir(self.root)
+
+    # -- reading --------------------------------------------------------------
 
     def has(self, sha: str) -> bool:
         """Whether a complete adapter with this hash is stored.
@@ -420,8 +244,21 @@ class AdapterStore:
             AdapterNotFound: no such adapter.
         """
         if not self.has(sha):
-            raise AdapterNotFound(f"no adapter {sha[:12]}… in {self.root}")
+            raise AdapterNotFound(f"no adapter {str(sha)[:12]}… in {self.root}")
         return self.root / sha
+
+    def open(self, sha: str, name: str = WEIGHTS_FILE) -> IO[bytes]:
+        """One file of a stored adapter, opened for reading (a symlink is never followed).
+
+        Raises:
+            AdapterNotFound: no such adapter.
+            AdapterFormatError: ``name`` is not one of the entry's two files, or
+                the file is not a regular one.
+        """
+        if name not in (WEIGHTS_FILE, CONFIG_FILE):
+            raise AdapterFormatError(f"{name!r}: an entry holds {WEIGHTS_FILE} and {CONFIG_FILE}")
+        fd = open_no_follow(self.path(sha) / name)
+        return os.fdopen(fd, "rb")
 
     def ref(self, sha: str) -> AdapterRef:
         """The ``AdapterRef`` of a stored adapter (raises ``AdapterNotFound``)."""
@@ -440,9 +277,44 @@ class AdapterStore:
             base_model=str(config.get("base_model_name_or_path") or ""),
         )
 
+    def config_sha256(self, sha: str) -> str:
+        """The sha256 of a stored adapter's ``adapter_config.json`` (its normal form)."""
+        raw = read_no_follow(self.path(sha) / CONFIG_FILE, MAX_CONFIG_BYTES)
+        return hashlib.sha256(raw).hexdigest()
+
+    def entry_size(self, sha: str) -> int:
+        """Bytes a stored adapter takes (its files)."""
+        folder = self.path(sha)
+        return sum(p.lstat().st_size for p in folder.iterdir())
+
     def list(self) -> list[str]:
         """Every stored hash, sorted."""
+        if not self.root.is_dir():
+            return []
         return sorted(p.name for p in self.root.iterdir() if self.has(p.name))
+
+    def verify(self, sha: str) -> bool:
+        """Whether the adapter is stored whole: its weights still hash to ``sha``, its config parses."""
+        try:
+            return self.has(sha) and adapter_sha256(self.root / sha) == sha and \
+                bool(load_config(self.root / sha))
+        except (AdapterError, OSError):
+            return False
+
+    def export(self, sha: str, dest: str | Path) -> Path:
+        """Copy a stored adapter out as the PEFT folder ``dest`` (each file atomically); return it.
+
+        Raises:
+            AdapterNotFound: no such adapter.
+        """
+        dest = Path(dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in (WEIGHTS_FILE, CONFIG_FILE):
+            tmp = dest / f".{name}.tmp-{os.getpid()}"
+            with self.open(sha, name) as source, open(tmp, "wb") as target:
+                shutil.copyfileobj(source, target, _CHUNK)
+            os.replace(tmp, dest / name)
+        return dest
 
     def validate(self, sha: str) -> dict[str, np.ndarray]:
         """Re-check a stored adapter (integrity and, with a validator, soundness).
@@ -467,24 +339,93 @@ class AdapterStore:
         self.validate(sha)
         return self.root / sha
 
+    # -- removing (``swarm lineage gc``) --------------------------------------
 
-def _copy_no_follow(src: Path, dest: Path) -> None:
-    """Copy one file without following a symlink at ``src``, fsynced before it returns."""
-    try:
-        fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO must not block
-    except FileNotFoundError:
-        raise AdapterFormatError(f"{src.parent}: no {src.name}") from None
-    except OSError as exc:
-        raise AdapterFormatError(f"{src}: cannot be read ({exc.strerror}); symlinks are refused") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise AdapterFormatError(f"{src}: cannot be read (not a regular file)")
-    with os.fdopen(fd, "rb") as source, open(dest, "wb") as target:
-        shutil.copyfileobj(source, target, 1 << 20)
-        target.flush()
-        os.fsync(target.fileno())
+    def removal_refusal(self, sha: str) -> str | None:
+        """Why ``remove(sha)`` would leave the entry alone, or None when it would remove it.
+
+        Only a folder named by its hash that holds the store's complete marker
+        for that hash and nothing but the entry's regular files is removable:
+        a file a person put there keeps the entry where it is.
+        """
+        folder = self.root / sha
+        if not self.has(sha) or folder.is_symlink():
+            return f"{folder}: no such entry"
+        marker = folder / COMPLETE_MARKER
+        foreign = sorted(p.name for p in folder.iterdir()
+                         if p.name not in ENTRY_FILES or not is_regular(p))
+        if foreign:
+            return f"{folder}: kept, it also holds {', '.join(foreign)}"
+        if not is_regular(marker) or marker.read_bytes() != sha.encode():
+            return f"{folder}: kept, it lacks the store's complete marker"
+        return None
+
+    def remove(self, sha: str) -> int:
+        """Delete an entry the store wrote whole (``removal_refusal``); return the bytes freed.
+
+        The entry is renamed aside first (the root fsynced), so no reader sees half of it.
+
+        Raises:
+            AdapterError: the entry is not there, or not one the store wrote (it is left alone).
+        """
+        refusal = self.removal_refusal(sha)
+        if refusal is not None:
+            raise AdapterError(refusal)
+        folder = self.root / sha
+        size = sum(p.lstat().st_size for p in folder.iterdir())
+        trash = Path(tempfile.mkdtemp(prefix=".gc-", dir=self.root))
+        os.rename(folder, trash / sha)
+        fsync_dir(self.root)
+        self._verified.discard(sha)
+        shutil.rmtree(trash, ignore_errors=True)
+        return size
+
+    def stale_temps(self, older_than: float = 3600.0) -> builtins.list[Path]:
+        """Temporary folders of puts and removals that died, untouched for ``older_than`` seconds."""
+        if not self.root.is_dir():
+            return []
+        cutoff = time.time() - older_than
+        found = []
+        for path in sorted(self.root.iterdir()):
+            if path.name.startswith(TEMP_PREFIXES) and path.is_dir() and not path.is_symlink():
+                newest = max([path.lstat().st_mtime,
+                              *(p.lstat().st_mtime for p in path.rglob("*"))])
+                if newest < cutoff:
+                    found.append(path)
+        return found
+
+    # -- users: the lineages that keep adapters here --------------------------
+
+    def record_user(self, name: str, info: Mapping[str, Any]) -> None:
+        """Record that ``name`` (a lineage's id) keeps adapters here; ``info`` says where it is."""
+        folder = self.root / USERS_DIR
+        make_dirs_durably(folder)
+        path = folder / f"{_user_name(name)}.json"
+        tmp = folder / f".{path.name}.tmp-{os.getpid()}"
+        write_durably(tmp, [(json.dumps(dict(info), indent=2, sort_keys=True) + "\n").encode()])
+        os.replace(tmp, path)
+        fsync_dir(folder)
+
+    def users(self) -> dict[str, dict[str, Any]]:
+        """Every recorded user: ``{name: info}`` (an unreadable record reads as ``{}``)."""
+        folder = self.root / USERS_DIR
+        if not folder.is_dir():
+            return {}
+        out: dict[str, dict[str, Any]] = {}
+        for path in sorted(folder.glob("*.json")):
+            try:
+                info = json.loads(read_no_follow(path, MAX_CONFIG_BYTES))
+            except (AdapterError, ValueError):
+                info = {}
+            out[path.stem] = info if isinstance(info, dict) else {}
+        return out
+
+    def forget_user(self, name: str) -> None:
+        """Remove the record of ``name`` (a lineage that no longer exists)."""
+        (self.root / USERS_DIR / f"{_user_name(name)}.json").unlink(missing_ok=True)
 
 
-def is_sha256(text: str) -> bool:
-    """Whether ``text`` is a full lowercase sha256 hex digest: an adapter's name in a store."""
-    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+def _user_name(name: str) -> str:
+    if not isinstance(name, str) or not _USER_NAME.fullmatch(name):
+        raise AdapterFormatError(f"{name!r} is not a store user's name (letters, digits, _ and -)")
+    return name

@@ -1,10 +1,12 @@
 """CLI group ``swarm lineage``: read and curate a lineage directory.
 
 ``log``, ``show``, ``diff``, ``graph`` and ``fsck`` only read (no lock, safe
-while a swarm runs); ``promote`` and ``prune`` take the writer lock, so they
-wait for (or refuse while) a running coordinator holds it. Every failure is
-one ``LineageError`` line naming the directory or file and the problem (an
-``OSError`` the library did not already name is turned into one here).
+while a swarm runs, on every layout version); ``promote``, ``prune``, ``gc``
+and ``migrate`` take the writer lock, so they wait for (or refuse while) a
+running coordinator holds it. ``gc`` removes nothing unless told
+``--delete``. Every failure is one ``LineageError`` line naming the directory
+or file and the problem (an ``OSError`` the library did not already name is
+turned into one here).
 """
 
 from __future__ import annotations
@@ -35,6 +37,12 @@ def register(sub: Any) -> None:
         p.set_defaults(handler=_named_errors(handler))
         return p
 
+    _read_commands(command)
+    _write_commands(command)
+
+
+def _read_commands(command: Any) -> None:
+    """``log``, ``show``, ``diff``, ``graph``, ``fsck``: lock-free reads."""
     p = command("log", "history of an agent's line, newest first", _log)
     p.add_argument("agent", help="agent id, branch, tag or commit")
     p.add_argument("-n", "--limit", type=int, default=None, help="show at most N commits")
@@ -52,6 +60,11 @@ def register(sub: Any) -> None:
                    help="picture to write (.png, .svg or .pdf; default phylogeny.png)")
     p.add_argument("--max-commits", type=int, default=400, help="draw the newest N (default 400)")
     p.add_argument("--title", default=None)
+    command("fsck", "check the repository (git fsck --strict) and adapter blobs", _fsck)
+
+
+def _write_commands(command: Any) -> None:
+    """``promote``, ``prune``, ``gc``, ``migrate``: they take the writer lock."""
     p = command("promote", "mark a version as promoted (an annotated tag)", _promote)
     p.add_argument("ref")
     p.add_argument("name", help="tag name")
@@ -59,7 +72,20 @@ def register(sub: Any) -> None:
     p = command("prune", "retire a branch; its history is kept under refs/pruned/", _prune)
     p.add_argument("branch", help="e.g. agent/a")
     p.add_argument("--reason", required=True)
-    command("fsck", "check the repository (git fsck --strict) and adapter blobs", _fsck)
+    p = command("gc", "remove stored adapter weights that no ref reaches (a dry run unless "
+                      "--delete)", _gc)
+    p.add_argument("--delete", action="store_true",
+                   help="remove them (default: only list what would be removed)")
+    p.add_argument("--pruned", action="store_true",
+                   help="also remove adapters that only pruned lines (refs/pruned/) reach")
+    p = command("migrate", "upgrade a lineage written by an older swarm to the current layout",
+                _migrate)
+    p.add_argument("lineage", nargs="?", type=Path, default=None,
+                   help="lineage directory (default: -C, or the current one)")
+    p.add_argument("--adapter-store", type=Path, default=None,
+                   help="the machine's adapter store to move its adapters into "
+                        "(default: adapters/ beside the lineage; use model.adapter_store's "
+                        "value if the run set it)")
 
 
 def _named_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[..., int]:
@@ -117,18 +143,18 @@ def _graph(args: argparse.Namespace) -> int:
 
 
 def _promote(args: argparse.Namespace) -> int:
-    from swarm.lineage.store import LineageStore
+    from swarm.lineage.gitstore import GitLineageStore
 
-    with LineageStore.open(args.dir, lock_timeout=5) as store:
+    with GitLineageStore.open(args.dir, lock_timeout=5) as store:
         sha = store.promote(args.ref, args.name, args.message)
     print(f"promoted {sha[:12]} as {args.name}")
     return 0
 
 
 def _prune(args: argparse.Namespace) -> int:
-    from swarm.lineage.store import LineageStore
+    from swarm.lineage.gitstore import GitLineageStore
 
-    with LineageStore.open(args.dir, lock_timeout=5) as store:
+    with GitLineageStore.open(args.dir, lock_timeout=5) as store:
         ref = store.prune(args.branch, args.reason)
     print(f"pruned {args.branch}; its line is kept as {ref}")
     return 0
@@ -140,3 +166,54 @@ def _fsck(args: argparse.Namespace) -> int:
         print(line)
     print("ok" if not problems else f"{len(problems)} problem(s)")
     return 0 if not problems else 1
+
+
+def _gc(args: argparse.Namespace) -> int:
+    from swarm.lineage.gc import collect_garbage
+    from swarm.lineage.gitstore import GitLineageStore
+
+    with GitLineageStore.open(args.dir, lock_timeout=5) as store:
+        report = collect_garbage(store, pruned=args.pruned, delete=args.delete)
+    verb = "removed" if report.deleted else "would remove"
+    for entry in report.garbage:
+        print(f"{verb} {entry.name}  {_size(entry.size):>9}  {entry.why}")
+    for line in report.refused:
+        print(line)
+    if report.kept_pruned:
+        kept = sum(g.size for g in report.kept_pruned)
+        print(f"kept {len(report.kept_pruned)} adapter(s) ({_size(kept)}) that only pruned "
+              f"history references (add --pruned to remove them)")
+    users = f" (used by {len(report.lineages)} lineages)" if len(report.lineages) > 1 else ""
+    if not report.garbage:
+        print(f"nothing to remove in {report.store}{users}")
+    elif report.deleted:
+        print(f"freed {_size(report.freed)} in {report.store}{users}")
+    else:
+        print(f"dry run: {len(report.garbage)} entr{'y' if len(report.garbage) == 1 else 'ies'}"
+              f", {_size(report.freed)} would be freed in {report.store}{users}; "
+              f"add --delete to remove them")
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from swarm.lineage.layout import LAYOUT_VERSION
+    from swarm.lineage.migrate import migrate
+
+    done = migrate(args.lineage or args.dir, args.adapter_store)
+    if done.from_version >= LAYOUT_VERSION:
+        print(f"{done.path} has the current layout already; nothing to do")
+        return 0
+    print(f"migrated {done.path} from layout {done.from_version}: {done.adapters} adapter(s) "
+          f"now in {done.adapter_store} ({done.copied} copied, "
+          f"{done.adapters - done.copied} there already); removed cas/ ({_size(done.freed)})")
+    return 0
+
+
+def _size(n: int) -> str:
+    """Bytes in the largest unit that keeps at least 1 (``1.5 MiB``)."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"

@@ -15,10 +15,9 @@ from typing import Any, Union
 
 from swarm.errors import LineageError
 from swarm.lineage.git import BLOB_MODE, TREE_MODE, CatFile, encode_tree, object_id, parse_tree
-from swarm.lineage.names import check_ref_name, check_rev, check_tree_path
-from swarm.lineage.reader import branch_ref
+from swarm.lineage.names import branch_ref, check_rev, check_tree_path
 
-__all__ = ["FileValue", "ObjectBatch", "encode_file", "split_paths", "check_ref_name"]
+__all__ = ["FileValue", "ObjectBatch", "encode_file", "split_paths"]
 
 FileValue = Union[bytes, str, Mapping[str, Any], None]  # noqa: UP007 (a runtime alias on 3.10)
 

@@ -42,6 +42,7 @@ __all__ = [
     "encode_tag",
     "signature",
     "write_pack",
+    "for_each_ref",
     "CatFile",
     "RefUpdater",
 ]
@@ -212,6 +213,24 @@ def _encode_idx(index: list[tuple[bytes, int, int]], pack_sum: bytes) -> bytes:
     out += pack_sum
     out += hashlib.sha1(out).digest()
     return bytes(out)
+
+
+def for_each_ref(git_dir: Path, prefix: str = "refs/", keep_fds: Sequence[int] = ()) -> dict[str, str]:
+    """A snapshot of every ref under ``prefix``: ``{ref: sha}`` (tags as tag-object shas).
+
+    Raises:
+        LineageError: git failed (its stderr is the message).
+    """
+    proc = subprocess.run(
+        ["git", "--git-dir", str(git_dir), "for-each-ref", "--format=%(objectname) %(refname)",
+         prefix],
+        capture_output=True, pass_fds=tuple(keep_fds), check=False,
+    )
+    if proc.returncode != 0:
+        msg = "; ".join(proc.stderr.decode(errors="replace").strip().splitlines())
+        raise LineageError(f"git for-each-ref failed in {git_dir}: {msg}")
+    out = proc.stdout.decode()
+    return {ref: sha for sha, _, ref in (ln.partition(" ") for ln in out.splitlines())}
 
 
 class _GitProcess:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from swarm.errors import LineageError
 
-__all__ = ["check_ref_name", "check_id", "check_rev", "check_tree_path", "is_sha"]
+__all__ = ["branch_ref", "check_ref_name", "check_id", "check_rev", "check_tree_path", "is_sha"]
 
 _HEX = frozenset("0123456789abcdef")
 _REF_BAD_CHARS = frozenset(" ~^:?*[\\\x7f")
@@ -24,6 +24,11 @@ _MAX_ID = 128
 def is_sha(name: str) -> bool:
     """Whether ``name`` is a full 40-digit lowercase object name."""
     return len(name) == 40 and set(name) <= _HEX
+
+
+def branch_ref(name: str) -> str:
+    """The full ref of a branch name: ``agent/a`` -> ``refs/heads/agent/a``; refs stay as given."""
+    return name if name.startswith("refs/") else f"refs/heads/{name}"
 
 
 def _component_problem(part: str) -> str | None:

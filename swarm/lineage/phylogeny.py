@@ -13,22 +13,29 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import networkx as nx
 
 from swarm.errors import LineageError
 
-if TYPE_CHECKING:
-    from swarm.lineage.reader import LineageReader
+__all__ = ["GitRepository", "build", "draw", "generations"]
 
-__all__ = ["build", "draw", "generations"]
+
+class GitRepository(Protocol):
+    """What the phylogeny reads a lineage through (a ``LineageReader`` is one)."""
+
+    path: Path
+
+    def git(self, *args: str, input: bytes | None = None, check: bool = True) -> bytes:
+        """Run one plain git command on the repository and return its stdout."""
+        ...
 
 _FORMAT = "%H%x1f%P%x1f%at%x1f%an%x1f%s%x1f%(trailers:key=Lineage-Branch,valueonly,separator=%x2c)"
 _SOURCES = ("--branches", "--tags", "--glob=refs/pruned")
 
 
-def _ref_table(reader: LineageReader) -> list[tuple[str, str, str]]:
+def _ref_table(reader: GitRepository) -> list[tuple[str, str, str]]:
     """``(ref, commit, subject)`` for branches, tags and pruned refs (tags peeled)."""
     fmt = "%(refname)%1f%(objectname)%1f%(*objectname)%1f%(contents:subject)"
     out = reader.git("for-each-ref", f"--format={fmt}", "refs/heads", "refs/tags", "refs/pruned")
@@ -39,7 +46,7 @@ def _ref_table(reader: LineageReader) -> list[tuple[str, str, str]]:
     return rows
 
 
-def _read_notes(reader: LineageReader, namespace: str) -> dict[str, Any]:
+def _read_notes(reader: GitRepository, namespace: str) -> dict[str, Any]:
     listing = reader.git("notes", f"--ref=refs/notes/{namespace}", "list", check=False).decode()
     pairs = [ln.split() for ln in listing.splitlines() if ln.strip()]
     if not pairs:
@@ -63,7 +70,7 @@ def _read_notes(reader: LineageReader, namespace: str) -> dict[str, Any]:
     return notes
 
 
-def build(reader: LineageReader, notes: str | None = "commits") -> nx.DiGraph:
+def build(reader: GitRepository, notes: str | None = "commits") -> nx.DiGraph:
     """The phylogeny of the lineage store ``reader`` reads.
 
     Node attributes: ``branch`` (the lane), ``time``, ``author``, ``subject``,
@@ -161,7 +168,7 @@ def draw(graph: nx.DiGraph, dest: Path, title: str | None = None, max_commits: i
         LineageError: a bad suffix, nothing to draw, or ``dest`` cannot be written
             (missing folder, read-only, full).
     """
-    from swarm.lineage.draw import render
+    from swarm.lineage.drawing import render
 
     dest = Path(dest)
     if dest.suffix.lower() not in (".png", ".svg", ".pdf"):

@@ -1,41 +1,41 @@
-"""Lock-free reads of a lineage repository (``LineageReader``).
+"""Lock-free reads of a lineage directory (``LineageReader``).
 
 Every query resolves its refs once and then reads immutable objects by sha, so
 a reader sees one consistent snapshot even while the writer commits: the writer
 makes objects durable before it moves a ref, and moves refs atomically. Reads
-run short-lived plain ``git`` commands, which never take a lock.
+run short-lived plain ``git`` commands, which never take a lock. Adapter
+weights are read from where the lineage's layout keeps them
+(``swarm.lineage.layout``): the machine's adapter store, or the ``cas/`` of a
+lineage written before the layout had a version.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import subprocess
 import tarfile
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from swarm.adapters.store import AdapterStore
 from swarm.errors import LineageError
-from swarm.lineage.cas import POINTER_FORMAT, ContentStore
+from swarm.lineage.cas import LegacyContentStore
+from swarm.lineage.layout import Layout, read_layout
 from swarm.lineage.names import check_ref_name, check_rev, check_tree_path, is_sha
+from swarm.lineage.pointers import AdapterSource, StoreSource, pointer_shas
+from swarm.lineage.repo import split_trailer
 
 if TYPE_CHECKING:
     import networkx as nx
 
-__all__ = [
-    "TRAILER",
-    "POINTER_FORMAT",
-    "LogEntry",
-    "DiffEntry",
-    "LineageReader",
-    "branch_ref",
-    "split_trailer",
-]
+__all__ = ["LogEntry", "DiffEntry", "LineageReader"]
 
-TRAILER = "Lineage-Branch"
+_POINTER_GLOB = ":(glob)agents/*/adapter.json"
 
 
 @dataclass(frozen=True)
@@ -60,30 +60,31 @@ class DiffEntry:
     new_sha: str | None
 
 
-def branch_ref(name: str) -> str:
-    """The full ref of a branch name: ``agent/a`` -> ``refs/heads/agent/a``; refs stay as given."""
-    return name if name.startswith("refs/") else f"refs/heads/{name}"
-
-
-def split_trailer(body: str) -> tuple[str, str | None]:
-    """Split a commit message into (message, branch named by its ``Lineage-Branch`` trailer)."""
-    text = body.rstrip("\n")
-    head, sep, last = text.rpartition("\n")
-    prefix = f"{TRAILER}: "
-    if last.startswith(prefix):
-        return head.rstrip("\n"), last[len(prefix) :].strip()
-    return body.rstrip("\n"), None
-
-
 class LineageReader:
-    """Read-only view of a lineage directory (a bare git repository plus ``cas/``)."""
+    """Read-only view of a lineage directory (a bare git repository plus ``lineage.json``).
 
-    def __init__(self, path: Path) -> None:
+    Args:
+        path: the lineage directory.
+        adapters: the adapter store to read through (default: the one the
+            layout names, opened without creating anything).
+
+    Raises:
+        LineageError: not a lineage directory, or a layout newer than this code knows.
+    """
+
+    def __init__(self, path: Path, adapters: AdapterStore | None = None) -> None:
         self.path = Path(path)
         self.git_dir = self.path
-        self.cas = ContentStore(self.path / "cas")
         if not (self.path / "HEAD").is_file() or not (self.path / "objects").is_dir():
             raise LineageError(f"{self.path} is not a lineage directory (no git repository)")
+        self.layout: Layout = read_layout(self.path)
+        self.adapters: AdapterStore | None = None
+        self.source: AdapterSource
+        if self.layout.adapter_store is None:  # layout 1: the lineage's own cas/
+            self.source = LegacyContentStore(self.path / "cas")
+        else:
+            self.adapters = adapters or AdapterStore(self.layout.adapter_store, create=False)
+            self.source = StoreSource(self.adapters)
 
     # -- plumbing -------------------------------------------------------------
 
@@ -242,17 +243,83 @@ class LineageReader:
         return dest
 
     def get_adapter(self, pointer: Mapping[str, Any] | str, dest: Path) -> Path:
-        """Materialize an adapter from the content store as a PEFT folder ``dest``.
+        """Materialize an adapter as the PEFT folder ``dest`` (weights and config).
 
-        ``pointer`` is a pointer dict (weights and config) or a bare sha256 (weights only).
+        ``pointer`` is a pointer dict or a bare sha256 (of a layout-1 lineage:
+        the weights only).
+
+        Raises:
+            LineageError: not a pointer, or the adapter is not stored.
         """
-        dest = Path(dest)
-        sha = pointer if isinstance(pointer, str) else str(pointer["sha256"])
-        self.cas.get(sha, dest / "adapter_model.safetensors")
-        config = None if isinstance(pointer, str) else pointer.get("config_sha256")
-        if config:
-            self.cas.get(str(config), dest / "adapter_config.json")
-        return dest
+        return self.source.export(pointer, Path(dest))
+
+    # -- what commits reference ----------------------------------------------
+
+    def referenced(self, commit: str) -> list[str]:
+        """The adapters (weights sha256) that ``commit``'s tree points at, sorted.
+
+        This is what a machine needs in its adapter store to use the commit.
+        """
+        listing = self.git("ls-tree", "-r", "-z", f"{self.resolve(commit)}^{{tree}}", "--",
+                           "agents")
+        blobs = [row.split()[2] for row in listing.decode(errors="replace").split("\0")
+                 if row.endswith("/adapter.json") and row.count("/") == 2]
+        found = set()
+        for raw in self._blobs(blobs).values():
+            with contextlib.suppress(ValueError):
+                found.add(pointer_shas(_json_or_none(raw))[0])
+        return sorted(found)
+
+    def adapters_reached(self, refs: Iterable[str]) -> set[str]:
+        """Every adapter a commit reachable from ``refs`` points at, with the parents its pointer names."""
+        reached: set[str] = set()
+        for pointer in self.pointers_reached(refs).values():
+            try:
+                sha, _ = pointer_shas(pointer)
+            except ValueError:
+                continue  # names nothing (fsck reports it)
+            parents = pointer.get("parents")
+            reached.add(sha)
+            reached.update(p for p in (parents if isinstance(parents, list) else [])
+                           if isinstance(p, str))
+        return reached
+
+    def pointers_reached(self, refs: Iterable[str]) -> dict[str, Any]:
+        """Every version of every ``agents/<id>/adapter.json`` in a commit reachable from ``refs``.
+
+        Returns ``{git blob id: decoded JSON}`` (None for a blob that is not JSON).
+        One ``git log`` lists each pointer version once (a commit's changes
+        against its first parent, a root's against nothing), however long the history.
+        """
+        revs = "".join(f"{ref}\n" for ref in refs)
+        if not revs:
+            return {}
+        out = self.git("log", "--stdin", "--format=", "--raw", "--no-abbrev", "--root",
+                       "--diff-merges=first-parent", "--", _POINTER_GLOB, input=revs.encode())
+        blobs = {fields[3] for fields in (ln.split() for ln in out.decode(errors="replace")
+                                          .splitlines() if ln.startswith(":"))
+                 if len(fields) >= 5 and set(fields[3]) != {"0"}}
+        return {blob: _json_or_none(raw) for blob, raw in self._blobs(sorted(blobs)).items()}
+
+    def _blobs(self, blobs: Sequence[str]) -> dict[str, bytes]:
+        """The bytes of each git blob, read with one ``cat-file --batch`` (missing ones left out)."""
+        if not blobs:
+            return {}
+        raw = self.git("cat-file", "--batch", input="".join(f"{b}\n" for b in blobs).encode())
+        out: dict[str, bytes] = {}
+        pos = 0
+        while pos < len(raw):
+            end = raw.index(b"\n", pos)
+            header = raw[pos:end].split()
+            if len(header) != 3:  # "<name> missing"
+                pos = end + 1
+                continue
+            size = int(header[2])
+            out[header[0].decode()] = raw[end + 1 : end + 1 + size]
+            pos = end + 2 + size
+        return out
+
+    # -- whole-lineage views --------------------------------------------------
 
     def phylogeny(self, notes: str | None = "commits") -> nx.DiGraph:
         """The swarm's family tree: one node per commit, an edge from each parent to child.
@@ -264,9 +331,11 @@ class LineageReader:
         return build(self, notes)
 
     def fsck(self) -> list[str]:
-        """Problems found by ``git fsck --strict`` and in adapter blobs the refs point at.
+        """Problems found by ``git fsck --strict`` and in the adapters the refs' tips point at.
 
-        Returns an empty list for a healthy store.
+        The adapters of a pruned line may be gone (``swarm lineage gc --pruned``
+        removes them); one that is there must still be whole. Returns an empty
+        list for a healthy store.
         """
         proc = subprocess.run(
             ["git", "--git-dir", str(self.git_dir), "fsck", "--strict", "--no-dangling",
@@ -278,12 +347,14 @@ class LineageReader:
         problems = [ln for ln in out.splitlines() if ln.strip() and not ln.startswith("notice")]
         if proc.returncode != 0 and not problems:
             problems.append(f"git fsck exited {proc.returncode}")
-        return problems + self._check_pointers(self.refs().values())
+        return problems + self._check_pointers(self.refs())
 
-    def _check_pointers(self, tips: Sequence[str] | Any) -> list[str]:
+    def _check_pointers(self, refs: Mapping[str, str]) -> list[str]:
         problems = []
         seen: set[str] = set()
-        for tip in set(tips):
+        live_first = sorted(refs.items(), key=lambda item: item[0].startswith("refs/pruned/"))
+        tips = {sha: ref.startswith("refs/pruned/") for ref, sha in reversed(live_first)}
+        for tip, pruned in tips.items():
             listing = self.git("ls-tree", "-r", "-z", f"{tip}^{{tree}}", "--", "agents", check=False)
             for row in listing.decode(errors="replace").split("\0"):
                 if not row.endswith("/adapter.json"):
@@ -294,23 +365,15 @@ class LineageReader:
                 seen.add(blob)
                 where = row.split("\t", 1)[1]
                 try:
-                    problems += self._check_pointer(where, self.git("cat-file", "blob", blob))
+                    pointer = json.loads(self.git("cat-file", "blob", blob))
+                    if not (pruned and self.source.removed(pointer)):
+                        problems += self.source.problems(where, pointer)
                 except (ValueError, LineageError) as exc:
                     problems.append(f"{where}: not a valid adapter pointer ({exc})")
         return problems
 
-    def _check_pointer(self, where: str, raw: bytes) -> list[str]:
-        """Problems of one pointer file's bytes (ValueError: not a pointer at all)."""
-        pointer = json.loads(raw)
-        if not isinstance(pointer, dict):
-            raise ValueError(f"a JSON {type(pointer).__name__}, not an object")
-        problems = []
-        for key in ("sha256", "config_sha256"):
-            sha = pointer.get(key)
-            if sha is None and key == "config_sha256":
-                continue
-            if not isinstance(sha, str):
-                raise ValueError(f"{key} is {sha!r}, not a sha256 string")
-            if not self.cas.verify(sha):
-                problems.append(f"{where}: adapter blob {sha} missing or corrupt")
-        return problems
+def _json_or_none(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None

@@ -1,9 +1,10 @@
-"""Setting up a lineage directory: create it, configure durability, take the writer lock.
+"""The lineage's tree layout and setting up its directory: create, configure, lock, recover.
 
 A lineage directory is a bare git repository (readable with plain ``git -C
-DIR log --graph --all``) plus ``cas/`` (adapter blobs) and ``lineage.lock``
-(the writer's flock). The writer's git children inherit the lock, so a new
-writer waits until every process of a dead writer is gone before it cleans up.
+DIR log --graph --all``) plus ``lineage.json`` (its layout version and adapter
+store, ``swarm.lineage.layout``) and ``lineage.lock`` (the writer's flock).
+The writer's git children inherit the lock, so a new writer waits until every
+process of a dead writer is gone before it cleans up.
 """
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ import subprocess
 import time
 from pathlib import Path
 
-from swarm.durable import fsync_dir
+from swarm.durable import fsync_dir, write_durably
 from swarm.errors import LineageError
+from swarm.lineage.layout import LAYOUT_FILE, layout_bytes
 from swarm.lineage.names import check_id, check_tree_path
 
 __all__ = [
+    "TRAILER",
+    "split_trailer",
     "GIT_CONFIG",
     "SWARM_BRANCH",
     "MATCHMAKER_PATH",
@@ -37,6 +41,7 @@ __all__ = [
 ]
 
 SWARM_BRANCH = "swarm"
+TRAILER = "Lineage-Branch"  # every commit message ends with ``Lineage-Branch: <branch>``
 MATCHMAKER_PATH = "matchmaker/state.json"
 
 
@@ -77,6 +82,18 @@ def artifact_path(name: str, relpath: str) -> str:
     """Where a file of a shared artifact lives: ``artifacts/<name>/<relpath>``."""
     rel = "/".join(check_tree_path(relpath))
     return f"artifacts/{check_id('artifact name', name)}/{rel}"
+
+
+def split_trailer(body: str) -> tuple[str, str | None]:
+    """Split a commit message into (message, branch named by its ``Lineage-Branch`` trailer)."""
+    text = body.rstrip("\n")
+    head, sep, last = text.rpartition("\n")
+    prefix = f"{TRAILER}: "
+    if last.startswith(prefix):
+        return head.rstrip("\n"), last[len(prefix) :].strip()
+    return body.rstrip("\n"), None
+
+
 GIT_CONFIG = {
     # Git fsyncs loose objects, packs, their indexes, commit-graphs and ref files
     # before renaming them into place (git 2.36+ knows these components).
@@ -86,12 +103,13 @@ GIT_CONFIG = {
     "gc.auto": "0",
     "repack.writeBitmaps": "false",
     "core.logAllRefUpdates": "false",
-    "swarm.lineage": "1",
 }
 
 
-def init_repo(path: Path) -> None:
-    """Create the lineage directory ``path`` (bare repo, HEAD -> the swarm branch, ``cas/``).
+def init_repo(path: Path, adapter_store: Path) -> None:
+    """Create the lineage directory ``path`` (bare repo, HEAD -> the swarm branch, ``lineage.json``).
+
+    ``adapter_store`` is the machine's adapter store the lineage keeps its adapters in.
 
     The repository is built in a temp folder beside ``path`` and renamed into
     place, so a crash while creating it leaves no half-made store behind.
@@ -113,7 +131,7 @@ def init_repo(path: Path) -> None:
     )
     ensure_config(tmp)
     (tmp / "description").write_text("swarm lineage store\n")
-    (tmp / "cas").mkdir()
+    write_durably(tmp / LAYOUT_FILE, [layout_bytes(path, adapter_store)])
     try:
         os.rename(tmp, path)  # also replaces an empty folder at ``path``
     except OSError as exc:

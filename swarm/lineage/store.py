@@ -18,49 +18,29 @@ tags ``refs/tags/<name>``; a pruned line keeps its history under
 active branches. Every commit message ends with a ``Lineage-Branch:`` trailer
 naming the branch it was made on.
 
-Adapter weights live in a content-addressed store (``cas/``), deduplicated by
-sha256; git holds only the pointer.
+Adapter weights live in the machine's adapter store (``swarm.adapters.store``,
+shared with the model server), which ``lineage.json`` names
+(``swarm.lineage.layout``); git holds only the pointer, so a commit copies no
+weights.
 
-One writer (``LineageStore.open(path, writer=True)``, guarded by an flock on
-``lineage.lock``) and any number of lock-free readers (``LineageReader`` or
-``LineageStore.open(path, writer=False)``). A write returns only once it is
-durable: objects are fsynced in a pack before refs move with an atomic
-compare-and-swap transaction (``core.fsync`` covers git's own ref writes).
-A batch moves its refs all or none, though a reader may see one branch of a
-multi-branch batch move before another. One thread owns the writer.
+``LineageStore`` (reads and writes) and ``LineageView`` (reads) are the
+interfaces the recorder, the CLI and notebooks use; ``GitLineageStore``
+(``swarm.lineage.gitstore``) implements them by composing a ``LineageReader``
+(lock-free reads) and, for the one writer, a ``LineageWriter`` (guarded by an
+flock on ``lineage.lock``). A write returns only once it is durable. This
+module also re-exports the names callers of the lineage need.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import subprocess
-import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from swarm.durable import fsync_dir
-from swarm.errors import LineageError
-from swarm.lineage.batch import FileValue, ObjectBatch, split_paths
-from swarm.lineage.git import (
-    CatFile,
-    RefUpdater,
-    encode_commit,
-    encode_tag,
-    parse_commit_tree,
-    signature,
-    write_pack,
-)
-from swarm.lineage.names import check_id, check_ref_name
-from swarm.lineage.reader import (
-    TRAILER,
-    DiffEntry,
-    LineageReader,
-    LogEntry,
-    branch_ref,
-)
+from swarm.adapters.store import AdapterStore
+from swarm.lineage.batch import FileValue
+from swarm.lineage.gitstore import GitLineageStore
+from swarm.lineage.reader import DiffEntry, LineageReader, LogEntry
 from swarm.lineage.repo import (
     LATEST_ROUND_PATH,
     MATCHMAKER_PATH,
@@ -68,19 +48,19 @@ from swarm.lineage.repo import (
     adapter_path,
     agent_branch,
     artifact_path,
-    ensure_config,
-    init_repo,
     kg_path,
     profile_path,
-    recover,
     round_path,
-    take_lock,
 )
+from swarm.lineage.writer import CommitSpec
 
-_log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    import networkx as nx
 
 __all__ = [
+    "LineageView",
     "LineageStore",
+    "GitLineageStore",
     "LineageReader",
     "CommitSpec",
     "LogEntry",
@@ -97,339 +77,140 @@ __all__ = [
     "artifact_path",
 ]
 
-@dataclass(frozen=True)
-class CommitSpec:
-    """One commit of a batch (see ``LineageStore.commit`` for the fields)."""
 
-    branch: str
-    files: Mapping[str, FileValue]
-    message: str
-    parents: Sequence[str] | None = None
-    author: str | None = None
-    when: float | None = None
-    extra: Mapping[str, str] = field(default_factory=dict)
+class LineageView(Protocol):
+    """Reading a lineage (``LineageReader`` is one; so is every ``LineageStore``)."""
+
+    @property
+    def path(self) -> Path:
+        """The lineage directory."""
+        ...
+
+    def refs(self, prefix: str = "refs/") -> dict[str, str]:
+        """A snapshot of every ref under ``prefix``: ``{ref: sha}``."""
+        ...
+
+    def resolve(self, name: str) -> str:
+        """The commit sha that ``name`` (sha, ref, branch, agent id, tag) names."""
+        ...
+
+    def log(self, agent: str, limit: int | None = None,
+            first_parent: bool = True) -> list[LogEntry]:
+        """The history of ``agent``'s line, newest first."""
+        ...
+
+    def ancestry(self, ref: str) -> list[str]:
+        """Every commit ``ref`` descends from (itself included), newest first."""
+        ...
+
+    def show(self, ref: str, path: str) -> bytes:
+        """The bytes of ``path`` as of ``ref``."""
+        ...
+
+    def show_json(self, ref: str, path: str) -> Any:
+        """``show`` decoded as JSON."""
+        ...
+
+    def diff(self, a: str, b: str) -> list[DiffEntry]:
+        """The files that differ between commits ``a`` and ``b``."""
+        ...
+
+    def patch(self, a: str, b: str) -> str:
+        """A unified diff between commits ``a`` and ``b``."""
+        ...
+
+    def get_note(self, commit: str, namespace: str = "commits") -> bytes | None:
+        """The git note on ``commit``, or None."""
+        ...
+
+    def checkout(self, ref: str, dest: Path, adapters: bool = False) -> Path:
+        """Write the tree of ``ref`` (and with ``adapters`` each adapter) into ``dest``."""
+        ...
+
+    def get_adapter(self, pointer: Mapping[str, Any] | str, dest: Path) -> Path:
+        """Materialize the adapter a pointer names as the PEFT folder ``dest``."""
+        ...
+
+    def referenced(self, commit: str) -> list[str]:
+        """The adapters (sha256) ``commit``'s tree points at."""
+        ...
+
+    def adapters_reached(self, refs: Iterable[str]) -> set[str]:
+        """Every adapter a commit reachable from ``refs`` points at (with its pointer's parents)."""
+        ...
+
+    def phylogeny(self, notes: str | None = "commits") -> nx.DiGraph:
+        """The family tree as a graph (``swarm.lineage.phylogeny.build``)."""
+        ...
+
+    def fsck(self) -> list[str]:
+        """Problems of the repository and of the adapters its tips point at."""
+        ...
 
 
+class LineageStore(LineageView, Protocol):
+    """A lineage that is read and, by its single writer, written."""
 
-class LineageStore(LineageReader):
-    """The lineage writer (and reader). Create with ``LineageStore.open``."""
-
-    def __init__(self, path: Path, lock_fd: int | None, maintain_every: int = 64) -> None:
-        super().__init__(path)
-        self._lock_fd = lock_fd
-        keep = () if lock_fd is None else (lock_fd,)
-        self._cat = CatFile(self.git_dir, keep)
-        self._refs = RefUpdater(self.git_dir, keep)
-        self._tips: dict[str, str] = {}
-        self._batch = ObjectBatch(self._cat)
-        self._maintain_every = maintain_every
-        self._packs = 0
-        if lock_fd is not None:
-            recover(self.git_dir)
-            self.cas.clean_tmp()
-            self._tips = self.refs()
-
-    @classmethod
-    def open(
-        cls,
-        path: Path | str,
-        *,
-        create: bool = False,
-        writer: bool = True,
-        lock_timeout: float = 30.0,
-        maintain_every: int = 64,
-    ) -> LineageStore:
-        """Open (or with ``create`` make) the lineage directory ``path``.
-
-        With ``writer`` this process becomes the single writer: it takes the
-        directory's lock (waiting up to ``lock_timeout`` seconds) and cleans up
-        after a writer that died. ``maintain_every`` batches trigger a
-        ``maintain()``.
-
-        Raises:
-            LineageError: not a lineage directory, or another writer holds it.
-        """
-        path = Path(path)
-        if create and not (path / "HEAD").is_file():
-            init_repo(path)
-        if not (path / "HEAD").is_file():
-            raise LineageError(f"{path} is not a lineage directory (use create=True)")
-        lock_fd = take_lock(path / "lineage.lock", lock_timeout) if writer else None
-        try:
-            if writer:
-                ensure_config(path)
-            return cls(path, lock_fd, maintain_every)
-        except BaseException:
-            if lock_fd is not None:
-                os.close(lock_fd)
-            raise
+    @property
+    def adapters(self) -> AdapterStore:
+        """The adapter store that keeps the durable copy of every adapter a commit references."""
+        ...
 
     @property
     def writable(self) -> bool:
         """Whether this handle is the writer."""
-        return self._lock_fd is not None
+        ...
 
-    # -- writes ---------------------------------------------------------------
+    def commit(self, branch: str, files: Mapping[str, FileValue], message: str, *,
+               parents: Sequence[str] | None = None, author: str | None = None,
+               when: float | None = None) -> str:
+        """Commit ``files`` on ``branch``; return the commit sha once it is durable."""
+        ...
 
-    def commit(
-        self,
-        branch: str,
-        files: Mapping[str, FileValue],
-        message: str,
-        *,
-        parents: Sequence[str] | None = None,
-        author: str | None = None,
-        when: float | None = None,
-    ) -> str:
-        """Commit ``files`` on ``branch`` and return the commit sha once it is durable.
+    def commit_many(self, specs: Sequence[CommitSpec], *,
+                    notes: Mapping[int, FileValue] | None = None,
+                    namespace: str = "commits") -> list[str]:
+        """Commit a batch (and its notes) in one atomic ref transaction."""
+        ...
 
-        Args:
-            branch: ``agent/<id>``, ``swarm`` or a full ref; created if missing.
-            files: ``{path: content}`` applied on top of the first parent's tree;
-                bytes or str are stored as is, a mapping as JSON, None deletes the path.
-            message: the commit message (a ``Lineage-Branch`` trailer is appended).
-            parents: explicit parents (shas or names); default: the branch tip.
-                The first parent's tree is the base; more parents make a merge.
-            author: ``"Name"`` or ``"Name <email>"`` (default ``swarm``).
-            when: unix time of the commit (default now).
-
-        Raises:
-            LineageError: bad path, unknown parent, lost compare-and-swap.
-        """
-        spec = CommitSpec(branch, files, message, parents, author, when)
-        return self.commit_many([spec])[0]
-
-    def commit_many(
-        self,
-        specs: Sequence[CommitSpec],
-        *,
-        notes: Mapping[int, FileValue] | None = None,
-        namespace: str = "commits",
-    ) -> list[str]:
-        """Commit a batch in order, all-or-nothing: one pack, one atomic ref transaction.
-
-        ``notes`` maps an index into ``specs`` to the git note of that commit; the
-        notes commit joins the same transaction, so a round and the notes that
-        describe it land together or not at all.
-
-        Returns the commit shas, once every one of them is durable.
-        """
-        self._need_writer()
-        tips = dict(self._tips)
-        try:
-            shas = [self._build_commit(spec, tips) for spec in specs]
-            if notes:
-                self._build_notes({shas[i]: data for i, data in notes.items()}, namespace, tips)
-            self._publish(tips)
-        finally:
-            self._batch.clear()
-        return shas
-
-    def merge(
-        self,
-        branch: str,
-        others: Sequence[str],
-        files: Mapping[str, FileValue],
-        message: str,
-        *,
-        author: str | None = None,
-    ) -> str:
-        """A merge commit on ``branch`` whose parents are its tip and each of ``others``.
-
-        The tree is ``branch``'s tree with ``files`` applied (the merged adapter's pointer).
-        """
-        ref = branch_ref(branch)
-        if ref not in self._tips:
-            raise LineageError(f"cannot merge into {branch!r}: no such branch")
-        parents = [self._tips[ref], *(self._batch.resolve(o, self._tips) for o in others)]
-        return self.commit(branch, files, message, parents=parents, author=author)
-
-    def put_adapter(
-        self, source: Path | bytes, meta: Mapping[str, Any] | None = None
-    ) -> dict[str, Any]:
-        """Store adapter weights in the content store; return the pointer to commit.
-
-        ``source`` is a PEFT folder (``adapter_model.safetensors`` and, if present,
-        ``adapter_config.json``, both stored) or the safetensors bytes. ``meta``
-        may give ``base_model``, ``rank``, ``parents`` (parent adapters' sha256)
-        and any extra JSON keys; base model and rank default to the config's.
-        """
-        return self.cas.put_adapter(source, meta)
+    def merge(self, branch: str, others: Sequence[str], files: Mapping[str, FileValue],
+              message: str, *, author: str | None = None) -> str:
+        """A merge commit on ``branch`` with its tip and each of ``others`` as parents."""
+        ...
 
     def note(self, commit: str, data: FileValue, namespace: str = "commits") -> str:
-        """Attach ``data`` (JSON for a mapping) as the git note of ``commit``; return the notes commit."""
-        return self.note_many({commit: data}, namespace)
+        """Attach ``data`` as the git note of ``commit``."""
+        ...
 
     def note_many(self, items: Mapping[str, FileValue], namespace: str = "commits") -> str:
-        """Attach several notes in one notes commit (replacing earlier notes of those commits)."""
-        self._need_writer()
-        tips = dict(self._tips)
-        try:
-            shas = {self._batch.resolve(c, tips): data for c, data in items.items()}
-            sha = self._build_notes(shas, namespace, tips)
-            self._publish(tips)
-        finally:
-            self._batch.clear()
-        return sha
+        """Attach several notes in one notes commit."""
+        ...
 
-    def _build_notes(
-        self, items: Mapping[str, FileValue], namespace: str, tips: dict[str, str]
-    ) -> str:
-        files = {f"{sha[:2]}/{sha[2:]}": data for sha, data in items.items()}
-        spec = CommitSpec(f"refs/notes/{namespace}", files, "Notes added by swarm lineage")
-        return self._build_commit(spec, tips)
-
-    def promote(self, ref: str, name: str, message: str = "", *, author: str | None = None) -> str:
-        """Mark ``ref``'s commit as promoted with the annotated tag ``name``; return the commit.
-
-        ``name`` is one ref component (``best-1``, not ``refs/heads/main`` or
-        ``a/b``), so a promotion can never shadow or look like a branch.
-
-        Raises:
-            LineageError: a bad name, the tag exists already or ``ref`` is unknown.
-        """
-        self._need_writer()
-        check_id("tag name", name)
-        target = self._batch.resolve(ref, self._tips)
-        tag_ref = f"refs/tags/{name}"
-        if tag_ref in self._tips:
-            raise LineageError(f"tag {name!r} exists already")
-        self._write_tag(tag_ref, name, target, message or f"promoted {name}", author)
-        return target
+    def promote(self, ref: str, name: str, message: str = "", *,
+                author: str | None = None) -> str:
+        """Tag ``ref``'s commit as promoted under ``name``."""
+        ...
 
     def prune(self, branch: str, reason: str, *, author: str | None = None) -> str:
-        """Retire ``branch``: its line moves to ``refs/pruned/...`` with ``reason``; nothing is deleted.
+        """Retire an agent branch to ``refs/pruned/...``; return that ref."""
+        ...
 
-        Only agent branches (``agent/<id>``) can be pruned: the ``swarm`` branch
-        holds the rounds and the matchmaker's state, and without it the next
-        ``--resume`` would silently start over at round 0.
+    def pointer(self, sha: str, meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The pointer to commit for an adapter the store holds (nothing is copied)."""
+        ...
 
-        Returns the ref that now holds the pruned line.
-
-        Raises:
-            LineageError: not an agent branch, or no such branch.
-        """
-        self._need_writer()
-        check_ref_name(branch)
-        ref = branch_ref(branch)
-        if ref == f"refs/heads/{SWARM_BRANCH}":
-            raise LineageError(f"cannot prune {branch!r}: it is the swarm's own branch (rounds "
-                               f"and matchmaker state); only agent branches can be pruned")
-        if not ref.startswith("refs/heads/agent/"):
-            raise LineageError(f"cannot prune {branch!r}: only agent branches "
-                               f"(agent/<id>) can be pruned")
-        if ref not in self._tips:
-            raise LineageError(f"cannot prune {branch!r}: no such branch")
-        short = ref[len("refs/heads/") :]
-        pruned, n = f"refs/pruned/{short}", 1
-        while pruned in self._tips:
-            n += 1
-            pruned = f"refs/pruned/{short}.{n}"
-        self._write_tag(pruned, short, self._tips[ref], reason or "pruned", author, drop=ref)
-        return pruned
-
-    def _write_tag(
-        self, ref: str, name: str, target: str, message: str, author: str | None,
-        drop: str | None = None,
-    ) -> None:
-        tagger = signature(author or "swarm", time.time())
-        body = encode_tag(target, "commit", name, tagger, message.rstrip("\n") + "\n")
-        tips = dict(self._tips)
-        tips[ref] = self._batch.add("tag", body)
-        if drop is not None:
-            del tips[drop]
-        try:
-            self._publish(tips)
-        finally:
-            self._batch.clear()
+    def put_adapter(self, source: Path, meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Store a PEFT folder in the adapter store (once per hash); return its pointer."""
+        ...
 
     def maintain(self) -> None:
-        """Keep reads fast: roll small packs together and extend the commit-graph file.
-
-        Safe while readers run (git repacks are designed for that).
-        """
-        self._need_writer()
-        keep = () if self._lock_fd is None else (self._lock_fd,)
-        for args in (
-            ["repack", "-d", "-q", "--geometric=2"],
-            ["commit-graph", "write", "--reachable", "--split", "--no-progress"],
-        ):
-            proc = subprocess.run(
-                ["git", "--git-dir", str(self.git_dir), *args],
-                capture_output=True,
-                pass_fds=keep,
-                check=False,
-            )
-            if proc.returncode != 0:
-                raise LineageError(f"git {args[0]} failed: {proc.stderr.decode().strip()}")
-        self._packs = 0
-
-    def flush(self) -> None:
-        """Nothing to do: every write is durable when it returns. Kept for symmetry."""
+        """Roll small packs together and extend the commit-graph."""
+        ...
 
     def close(self) -> None:
-        """Stop the writer's git processes and release the writer lock (idempotent)."""
-        self._cat.close()
-        self._refs.close()
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        """Release the writer (idempotent)."""
+        ...
 
-    def __enter__(self) -> LineageStore:
-        return self
+    def __enter__(self) -> LineageStore: ...
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # -- internals ------------------------------------------------------------
-
-    def _need_writer(self) -> None:
-        if self._lock_fd is None:
-            raise LineageError("this lineage handle is read-only (open it with writer=True)")
-
-    def _build_commit(self, spec: CommitSpec, tips: dict[str, str]) -> str:
-        check_ref_name(spec.branch)
-        ref = branch_ref(spec.branch)
-        if spec.parents is None:
-            parents = [tips[ref]] if ref in tips else []
-        else:
-            parents = [self._batch.resolve(p, tips) for p in spec.parents]
-        base = parse_commit_tree(self._batch.object(parents[0])[1]) if parents else None
-        tree = self._batch.edit_tree(base, split_paths(spec.files)) or self._batch.add("tree", b"")
-        message = spec.message.rstrip("\n") + "\n"
-        if ref.startswith("refs/heads/"):
-            message += f"\n{TRAILER}: {ref[len('refs/heads/'):]}\n"
-        sig = signature(spec.author or "swarm", time.time() if spec.when is None else spec.when)
-        sha = self._batch.add("commit", encode_commit(tree, parents, sig, sig, message))
-        tips[ref] = sha
-        return sha
-
-    def _publish(self, tips: dict[str, str]) -> None:
-        """Make the pending objects durable, then move the changed refs atomically."""
-        updates: dict[str, tuple[str | None, str | None]] = {}
-        for ref in tips.keys() | self._tips.keys():
-            old, new = self._tips.get(ref), tips.get(ref)
-            if old != new:
-                updates[ref] = (old, new)
-        if write_pack(self.git_dir, self._batch.pending) is not None:
-            self._packs += 1
-        try:
-            self._refs.apply(updates)
-        except LineageError:
-            self._tips = self.refs()
-            raise
-        # git fsyncs each ref file before renaming it but not the folder holding the
-        # rename; without this a power cut could undo an acknowledged ref move.
-        folders = {(self.git_dir / ref).parent for ref in updates}
-        if any(new is None for _, new in updates.values()):
-            folders.add(self.git_dir)  # a deletion may have rewritten packed-refs
-        for folder in folders:
-            if folder.is_dir():
-                fsync_dir(folder)
-        self._tips = tips
-        if self._packs >= self._maintain_every:
-            try:
-                self.maintain()
-            except LineageError as exc:  # the batch is durable already; retry maintenance later
-                self._packs = 0
-                _log.warning("lineage maintenance failed (will retry): %s", exc)
+    def __exit__(self, *exc: object) -> None: ...

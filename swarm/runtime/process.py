@@ -125,7 +125,8 @@ async def _model_server(config: SwarmConfig, args: argparse.Namespace) -> None:
     validated against the base model (hash, keys, shapes, rank, finite values,
     norm) the first time the engine loads it.
     """
-    from swarm.adapters.store import AdapterStore, AdapterValidator
+    from swarm.adapters.store import AdapterStore
+    from swarm.adapters.validate import AdapterValidator
     from swarm.serving.jobs import store_merger, store_trainer
     from swarm.serving.registry import create_backend
     from swarm.serving.server import ModelServer

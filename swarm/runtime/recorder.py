@@ -15,6 +15,12 @@ lineage store (it is the sole writer). Each round is one atomic batch:
 and, in the same ref transaction, the held-out scores as git notes. A restarted coordinator
 (``--resume``) reads the last round, the matchmaker state and every agent's
 last adapter back from the lineage.
+
+The lineage keeps its adapters in the machine's adapter store
+(``model.adapter_store``), the one the model server writes what it trains into:
+a commit writes only the pointer (no weights are copied), and ``--resume``
+finds every committed adapter where the hosts look for it (nothing is copied
+back).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import numpy as np
 
 from swarm.config.schema import SwarmConfig
 from swarm.errors import LineageError
+from swarm.lineage.gitstore import GitLineageStore
 from swarm.lineage.store import (
     LATEST_ROUND_PATH,
     MATCHMAKER_PATH,
@@ -68,7 +75,8 @@ class Recorder:
         from swarm.matching.registry import create_matchmaker, restore_matchmaker
         from swarm.runtime.population import agent_skills
 
-        store = LineageStore.open(config.lineage_dir, create=True)
+        store = GitLineageStore.open(config.lineage_dir, create=True,
+                                     adapter_store=config.adapter_store)
         profiler = ProfileBuilder(skills=_all_skills(config), agent_skills=agent_skills(config))
         state = _read_json(store, SWARM_BRANCH, MATCHMAKER_PATH) if resume else None
         if state is not None:
@@ -82,20 +90,22 @@ class Recorder:
         return recorder
 
     def adapters(self) -> dict[str, str]:
-        """Each agent's last committed adapter sha, restored into the machine's store if missing."""
-        from swarm.adapters.store import AdapterStore
+        """Each agent's last committed adapter sha (already in the machine's store: nothing is copied).
 
+        Raises:
+            LineageError: a committed adapter is missing from the store.
+        """
         out: dict[str, str] = {}
-        store = AdapterStore(self.adapter_root)
         for ref in self.store.refs("refs/heads/agent/"):
             agent = ref.removeprefix("refs/heads/agent/")
             pointer = _read_json(self.store, agent_branch(agent), adapter_path(agent))
             if pointer is None:
                 continue
             sha = str(pointer["sha256"])
-            if not store.has(sha):
-                tmp = self.adapter_root / f".restore-{sha[:16]}"
-                store.put(self.store.get_adapter(pointer, tmp))
+            if not self.store.adapters.has(sha):
+                raise LineageError(f"adapter {sha} committed on {agent_branch(agent)} is missing "
+                                   f"from the adapter store {self.store.adapters.root} "
+                                   f"(swarm lineage fsck -C {self.store.path} lists what is lost)")
             out[agent] = sha
         return out
 
@@ -153,11 +163,8 @@ class Recorder:
         self._committed = committed
 
     def _pointer(self, sha: str, agent: str, rnd: int, parents: list[str]) -> dict[str, Any]:
-        from swarm.adapters.store import AdapterStore
-
-        folder = AdapterStore(self.adapter_root).path(sha)
-        return self.store.put_adapter(folder, {"parents": parents, "agent": agent, "round": rnd,
-                                               "base_model": self.config.model.path})
+        return self.store.pointer(sha, {"parents": parents, "agent": agent, "round": rnd,
+                                        "base_model": self.config.model.path})
 
     @staticmethod
     def _files(agent: str, pointer: Mapping[str, Any], score: float,
