@@ -87,10 +87,11 @@ from typing import Any
 import zmq
 
 from swarm.errors import PeerUnavailable, WireError
+from swarm.transport.options import TransportOptions
 from swarm.transport.reliable import DOWN, Conversations, down_signal
 from swarm.transport.routes import Routes
 from swarm.transport.security import warn_if_exposed
-from swarm.transport.socket import Endpoint, Hook, Incoming, TransportOptions
+from swarm.transport.socket import Endpoint, Hook, Incoming
 from swarm.wire.codec import Frame, Heartbeat, Message, encode
 
 __all__ = [

@@ -12,8 +12,9 @@ from typing import Any
 
 import zmq
 
+from swarm.transport.options import TransportOptions
 from swarm.transport.security import warn_if_exposed
-from swarm.transport.socket import Endpoint, TransportOptions
+from swarm.transport.socket import Endpoint
 from swarm.wire.codec import Frame, Message
 
 __all__ = ["Publisher", "Subscriber"]
