@@ -404,28 +404,28 @@ class Endpoint:
         except WireError as exc:
             self._answer_error(peer, exc, envelope_of(frames[0]))
             return 1
-        msgs: Sequence[Message]
-        payload: list[Frame] | None
-        if isinstance(env, list):
-            msgs, payload = env, None  # batched messages carry no payload frames
-        else:
-            msgs, payload = (env,), frames[1:]
-            if len(payload) != payload_frames(env):
-                self._answer_error(peer, WireError(
-                    f"{type(env).__name__} needs {payload_frames(env)} payload frame(s), "
-                    f"got {len(payload)}", kind="frames"), env)
-                return 1
-        intercept, hooks, inbox = self.intercept, self._hooks, self._inbox
-        for msg in msgs:
-            part = [] if payload is None else payload
-            if intercept(peer, msg, part):
-                continue
-            hook = hooks.get(type(msg))
+        if isinstance(env, list):  # a batch: its messages carry no payload frames
+            intercept, hooks, inbox = self.intercept, self._hooks, self._inbox
+            for msg in env:
+                if not intercept(peer, msg, []):
+                    hook = hooks.get(type(msg))
+                    if hook is None:
+                        inbox.append(Incoming(msg, [], peer))
+                    else:
+                        hook(Incoming(msg, [], peer))
+            return len(env)
+        payload = frames[1:]
+        if len(payload) != payload_frames(env):
+            self._answer_error(peer, WireError(
+                f"{type(env).__name__} needs {payload_frames(env)} payload frame(s), "
+                f"got {len(payload)}", kind="frames"), env)
+        elif not self.intercept(peer, env, payload):  # the same as for a batch, written out
+            hook = self._hooks.get(type(env))
             if hook is None:
-                inbox.append(Incoming(msg, part, peer))
+                self._inbox.append(Incoming(env, payload, peer))
             else:
-                hook(Incoming(msg, part, peer))
-        return len(msgs)
+                hook(Incoming(env, payload, peer))
+        return 1
 
     def _answer_error(self, peer: bytes, exc: WireError, to: Message | None) -> None:
         log.info("%s: refused a message from %r: %s", self.name, peer, exc)
