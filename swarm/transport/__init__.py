@@ -9,12 +9,13 @@ ports and addresses; ``loop`` the event loop every process runs on.
 """
 
 from swarm.transport.loop import loop_factory, run_loop
+from swarm.transport.options import TransportOptions
 from swarm.transport.peers import Client, Server
 from swarm.transport.pubsub import Publisher, Subscriber
 from swarm.transport.reliable import DOWN, Conversations, down_signal
 from swarm.transport.routes import Routes
 from swarm.transport.security import CurveSecurity
-from swarm.transport.socket import Endpoint, Hook, Incoming, TransportOptions
+from swarm.transport.socket import Endpoint, Hook, Incoming
 from swarm.transport.topology import AddressBook, address_book, endpoint, new_routing_id
 from swarm.transport.transfer import AdapterReceiver, AdapterSender, ReceivedAdapter
 

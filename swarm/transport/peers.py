@@ -71,11 +71,13 @@ Hot path (batched reads, coalesced writes, the busy poll of a lone request):
 
 Structure. ``Endpoint`` (``swarm.transport.socket``) is the socket with its
 reader, inbox and write queue (``swarm.transport.outbox.Outbox``); every role
-here is an ``Endpoint`` one level down. ``Client`` and ``Server`` each hold a
-``Conversations`` (``swarm.transport.reliable``) for replies, requests, acks,
-retries and de-duplication, and expose its methods; a ``Server`` holds its
-``Routes`` (``swarm.transport.routes``): the peers it hears and the names
-routed to them.
+here is an ``Endpoint`` one level down that sets its ``socket_type`` and
+overrides the endpoint's hooks (``configure_socket``, ``intercept``,
+``on_traffic``, ``destination``, ...), never its private state. ``Client`` and
+``Server`` each hold a ``Conversations`` (``swarm.transport.reliable``) for
+replies, requests, acks, retries and de-duplication, and expose its methods; a
+``Server`` holds its ``Routes`` (``swarm.transport.routes``): the peers it
+hears and the names routed to them.
 """
 
 from __future__ import annotations
@@ -87,10 +89,11 @@ from typing import Any
 import zmq
 
 from swarm.errors import PeerUnavailable, WireError
+from swarm.transport.options import TransportOptions
 from swarm.transport.reliable import DOWN, Conversations, down_signal
 from swarm.transport.routes import Routes
 from swarm.transport.security import warn_if_exposed
-from swarm.transport.socket import Endpoint, Hook, Incoming, TransportOptions
+from swarm.transport.socket import Endpoint, Hook, Incoming
 from swarm.wire.codec import Frame, Heartbeat, Message, encode
 
 __all__ = [
@@ -118,24 +121,24 @@ class Server(Endpoint):
     ``liveness`` heartbeats. Replies, requests and acks go through ``conversations``.
     """
 
-    _kind = zmq.ROUTER
-    _prefix = 1
+    socket_type = zmq.ROUTER
 
     def __init__(
         self, name: str, address: str, options: TransportOptions | None = None,
         context: zmq.Context[Any] | None = None,
         on_peer_lost: Callable[[bytes], None] | None = None,
     ) -> None:
-        super().__init__(name, address, options, context)
+        keyed = options is not None and options.security is not None
+        super().__init__(name, address, options, context,
+                         admit=self._bind_key if keyed else None)
         self.conversations = Conversations(self)
         self._routes = Routes(name)
         self._on_peer_lost = on_peer_lost
-        self._copy_envelope = self.options.security is None
 
     async def start(self) -> None:
         """Bind and start the heartbeat loop."""
         await super().start()
-        self._tasks.append(asyncio.ensure_future(self._heartbeat_loop()))
+        self.background(self._heartbeat_loop())
 
     # -- conversations (see ``swarm.transport.reliable.Conversations``) ---------------
 
@@ -187,33 +190,30 @@ class Server(Endpoint):
 
     # -- the endpoint's hooks -------------------------------------------------------
 
-    def _dispatch(self, peer: bytes, msg: Message, payload: list[Frame]) -> None:
-        # Endpoint._dispatch plus heartbeats, routes and conversations, written out: per message
-        kind = type(msg)
-        if kind is Heartbeat:
-            return
+    def intercept(self, peer: bytes, msg: Message, payload: list[Frame]) -> bool:
+        """Learn the sender's route; take heartbeats, acks and answers (``conversations``)."""
+        if type(msg) is Heartbeat:
+            return True
         if msg.sender:
             self._routes.claim(msg.sender, peer)
-        if (msg.ack or msg.correlation_id is not None) and self.conversations.take(
-                peer, msg, payload):
-            return
-        hook = self._hooks.get(kind)
-        if hook is not None:
-            hook(Incoming(msg, payload, peer))
-        else:
-            self._inbox.append(Incoming(msg, payload, peer))
+        if msg.ack or msg.correlation_id is not None:
+            return self.conversations.take(peer, msg, payload)
+        return False
 
-    def _answer_error(self, peer: bytes, exc: WireError, to: Message | None) -> None:
-        super()._answer_error(peer, exc, to)
+    def on_refused(self, peer: bytes, exc: WireError, to: Message | None) -> None:
+        """A refused answer fails the request waiting for it."""
         self.conversations.refused(peer, exc, to)
 
-    def _sent(self, msg: Message, frames: list[Frame] | None) -> None:
+    def on_sent(self, msg: Message, frames: list[Frame] | None) -> None:
+        """Cache the reply to a must-not-lose request."""
         self.conversations.sent(msg, frames)
 
-    def _on_closed(self) -> None:
+    def on_closed(self) -> None:
+        """Pending requests fail."""
         self.conversations.fail_pending("closed")
 
-    def _admit(self, peer: bytes, frames: list[Frame]) -> bool:
+    def _bind_key(self, peer: bytes, frames: list[Frame]) -> bool:
+        """Under CURVE: take a message only under the key its peer authenticated with."""
         if not frames or not isinstance(frames[0], zmq.Frame):
             return True
         if not self._routes.bind_key(peer, str(frames[0].get("User-Id") or "").encode()):
@@ -221,16 +221,18 @@ class Server(Endpoint):
         frames[0] = frames[0].bytes
         return True
 
-    def _configure(self, sock: zmq.Socket[bytes]) -> None:
+    def configure_socket(self, sock: zmq.Socket[bytes]) -> None:
+        """Mandatory routing, handover, security, then bind."""
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
         sock.setsockopt(zmq.ROUTING_ID, self.name.encode())
         if self.options.security is not None:
-            self.options.security.server_socket(sock, self._ctx)
+            self.options.security.server_socket(sock, self.context)
         warn_if_exposed(self.address, self.options.security)
         sock.bind(self.address)
 
-    def _dest(self, msg: Message, peer: bytes | None) -> bytes:
+    def destination(self, msg: Message, peer: bytes | None) -> bytes:
+        """``peer`` if it is live, else the live peer ``msg.recipient`` is routed to."""
         routes = self._routes
         if peer is None:
             peer = routes.names.get(msg.recipient)
@@ -240,8 +242,9 @@ class Server(Endpoint):
             raise PeerUnavailable(f"{self.name}: peer {peer!r} is not connected")
         return peer
 
-    def _on_traffic(self, peer: bytes) -> None:
-        if self._routes.heard(peer, self._now):  # let a new client see us at once
+    def on_traffic(self, peer: bytes, now: float) -> None:
+        """Mark ``peer`` live; a new one is heartbeaten at once, so it sees this server."""
+        if self._routes.heard(peer, now):
             self.send_encoded(peer, encode(Heartbeat(sender=self.name)))
 
     async def _heartbeat_loop(self) -> None:
@@ -258,7 +261,7 @@ class Server(Endpoint):
             for peer in list(routes.live):
                 self.send_encoded(peer, beat)
             routes.release_expired(now, self.options.silence_s)
-            self._check_readable()
+            self.check_readable()
 
 
 class Client(Endpoint):
@@ -269,7 +272,7 @@ class Client(Endpoint):
     Replies, requests and acks go through ``conversations``.
     """
 
-    _kind = zmq.DEALER
+    socket_type = zmq.DEALER
 
     def __init__(
         self, name: str, address: str, options: TransportOptions | None = None,
@@ -291,7 +294,7 @@ class Client(Endpoint):
     async def start(self) -> None:
         """Connect and start the heartbeat loop."""
         await super().start()
-        self._tasks.append(asyncio.ensure_future(self._heartbeat_loop()))
+        self.background(self._heartbeat_loop())
 
     async def wait_up(self, timeout: float | None = None) -> None:
         """Wait until the server is heard. Raises ``PeerUnavailable`` after ``timeout``."""
@@ -330,31 +333,28 @@ class Client(Endpoint):
 
     # -- the endpoint's hooks -------------------------------------------------------
 
-    def _dispatch(self, peer: bytes, msg: Message, payload: list[Frame]) -> None:
-        # Endpoint._dispatch plus heartbeats and conversations, written out: per message
-        kind = type(msg)
-        if kind is Heartbeat:
-            return
-        if (msg.ack or msg.correlation_id is not None) and self.conversations.take(
-                peer, msg, payload):
-            return
-        hook = self._hooks.get(kind)
-        if hook is not None:
-            hook(Incoming(msg, payload, peer))
-        else:
-            self._inbox.append(Incoming(msg, payload, peer))
+    def intercept(self, peer: bytes, msg: Message, payload: list[Frame]) -> bool:
+        """Take heartbeats, acks and answers (``conversations``)."""
+        if type(msg) is Heartbeat:
+            return True
+        if msg.ack or msg.correlation_id is not None:
+            return self.conversations.take(peer, msg, payload)
+        return False
 
-    def _answer_error(self, peer: bytes, exc: WireError, to: Message | None) -> None:
-        super()._answer_error(peer, exc, to)
+    def on_refused(self, peer: bytes, exc: WireError, to: Message | None) -> None:
+        """A refused answer fails the request waiting for it."""
         self.conversations.refused(peer, exc, to)
 
-    def _sent(self, msg: Message, frames: list[Frame] | None) -> None:
+    def on_sent(self, msg: Message, frames: list[Frame] | None) -> None:
+        """Cache the reply to a must-not-lose request."""
         self.conversations.sent(msg, frames)
 
-    def _on_closed(self) -> None:
+    def on_closed(self) -> None:
+        """Pending requests fail."""
         self.conversations.fail_pending("closed")
 
-    def _configure(self, sock: zmq.Socket[bytes]) -> None:
+    def configure_socket(self, sock: zmq.Socket[bytes]) -> None:
+        """Routing id, no queueing towards an absent server, reconnect backoff, security, connect."""
         sock.setsockopt(zmq.ROUTING_ID, self.name.encode())
         sock.setsockopt(zmq.IMMEDIATE, 1)  # no queueing towards a server that is not there
         sock.setsockopt(zmq.RECONNECT_IVL, self.options.heartbeat_ms)
@@ -363,8 +363,9 @@ class Client(Endpoint):
             self.options.security.client_socket(sock, self.server_key)
         sock.connect(self.address)
 
-    def _on_traffic(self, peer: bytes) -> None:
-        self._last_heard = self._now
+    def on_traffic(self, peer: bytes, now: float) -> None:
+        """The server was heard: liveness restarts, and it is up."""
+        self._last_heard = now
         if not self._up.is_set():
             self._up.set()
 
@@ -386,7 +387,7 @@ class Client(Endpoint):
             now = loop.time()
             if now >= next_beat:
                 self.send_encoded(b"", encode(Heartbeat(sender=self.name)))
-                self._check_readable()
+                self.check_readable()
                 next_beat = now + period
             if self.liveness > 0:
                 deadline = self._last_heard + self.options.timeout_s
@@ -411,6 +412,5 @@ class Client(Endpoint):
     def reconnect(self) -> None:
         """Drop the socket (and whatever libzmq queued in it) and connect a fresh one."""
         self.reconnects += 1
-        self._close_socket()
-        self._open()
+        self.reopen()
         self.send_encoded(b"", encode(Heartbeat(sender=self.name)))

@@ -12,8 +12,9 @@ from typing import Any
 
 import zmq
 
+from swarm.transport.options import TransportOptions
 from swarm.transport.security import warn_if_exposed
-from swarm.transport.socket import Endpoint, TransportOptions
+from swarm.transport.socket import Endpoint
 from swarm.wire.codec import Frame, Message
 
 __all__ = ["Publisher", "Subscriber"]
@@ -22,11 +23,12 @@ __all__ = ["Publisher", "Subscriber"]
 class Publisher(Endpoint):
     """A PUB that binds: best-effort events, dropped past the HWM for slow subscribers."""
 
-    _kind = zmq.PUB
+    socket_type = zmq.PUB
 
-    def _configure(self, sock: zmq.Socket[bytes]) -> None:
+    def configure_socket(self, sock: zmq.Socket[bytes]) -> None:
+        """Security, then bind."""
         if self.options.security is not None:
-            self.options.security.server_socket(sock, self._ctx)
+            self.options.security.server_socket(sock, self.context)
         warn_if_exposed(self.address, self.options.security)
         sock.bind(self.address)
 
@@ -34,21 +36,15 @@ class Publisher(Endpoint):
         """Publish ``msg`` under ``topic`` (subscribers filter by topic prefix)."""
         await self.send(msg, payload, peer=topic.encode())
 
-    def _dest(self, msg: Message, peer: bytes | None) -> bytes:
+    def destination(self, msg: Message, peer: bytes | None) -> bytes:
+        """The topic ``publish`` gives as ``peer``."""
         return peer or b""
-
-    def _drain(self, sock: zmq.Socket[bytes]) -> int:
-        # A PUB socket receives nothing, but its descriptor still signals send-side
-        # events: reading EVENTS re-arms it, else the loop spins on a readable fd.
-        sock.getsockopt(zmq.EVENTS)
-        return 0
 
 
 class Subscriber(Endpoint):
     """A SUB that connects to a publisher; ``Incoming.peer`` is the topic."""
 
-    _kind = zmq.SUB
-    _prefix = 1
+    socket_type = zmq.SUB
 
     def __init__(
         self, name: str, address: str, topics: Sequence[str] = ("",),
@@ -59,7 +55,8 @@ class Subscriber(Endpoint):
         self.topics = list(topics)
         self.server_key = server_key
 
-    def _configure(self, sock: zmq.Socket[bytes]) -> None:
+    def configure_socket(self, sock: zmq.Socket[bytes]) -> None:
+        """Subscribe to the topics, set security, connect."""
         for topic in self.topics:
             sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
         if self.options.security is not None:

@@ -46,19 +46,16 @@ import logging
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, ClassVar
 
 import msgspec
 import zmq
 
 from swarm.errors import PeerUnavailable, WireError
+from swarm.transport.options import TransportOptions
 from swarm.transport.outbox import Outbox
-from swarm.transport.security import CurveSecurity
-from swarm.transport.settings import TransportSection
 from swarm.wire.codec import (
-    MAX_BATCH,
     MAX_PAYLOAD_FRAMES,
     PAYLOAD_TYPES,
     Frame,
@@ -70,7 +67,7 @@ from swarm.wire.codec import (
     payload_frames,
 )
 
-__all__ = ["TransportOptions", "Incoming", "Endpoint"]
+__all__ = ["Incoming", "Endpoint", "Hook", "open_endpoints"]
 
 log = logging.getLogger(__name__)
 _EVENTS, _POLLIN, _RCVMORE, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.RCVMORE), int(zmq.NOBLOCK)
@@ -92,62 +89,6 @@ def open_endpoints(loop: asyncio.AbstractEventLoop) -> weakref.WeakSet[Endpoint]
 Hook = Callable[["Incoming"], None]
 
 
-@dataclass(frozen=True)
-class TransportOptions:
-    """Limits and timing shared by every socket of a process."""
-
-    max_message_bytes: int = 256 * 1024 * 1024
-    heartbeat_ms: int = 1000
-    liveness: int = 3
-    hwm: int = 100_000
-    drain_batch: int = 1024
-    max_batch: int = 512
-    max_batch_bytes: int = 256 * 1024
-    inbox_max: int = 100_000
-    dedup_window: int = 100_000
-    backoff_max_ms: int = 32_000
-    busy_poll_us: int = 300
-    # Slow is not dead: a peer the machine starves for a few seconds misses its
-    # heartbeats (``timeout_s``), but its names (host name, agent routes, CURVE
-    # key) stay bound to it for ``silence_s`` of silence, so no other peer can take
-    # them over meanwhile; the coordinator drops a host after the same silence.
-    silence_s: float = 30.0
-    security: CurveSecurity | None = None
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.max_batch <= MAX_BATCH:  # a receiver refuses longer batches
-            raise ValueError(f"max_batch must be 1 to {MAX_BATCH}, got {self.max_batch}")
-
-    @classmethod
-    def from_config(
-        cls, section: TransportSection, security: CurveSecurity | None = None
-    ) -> TransportOptions:
-        """Options from the config's ``transport`` section.
-
-        With ``security: curve`` and no ``security`` given, the keys are loaded from
-        ``keys_dir`` here: every process builds its options through this one
-        call, so the setting reaches every socket it opens.
-
-        Raises:
-            ConfigError: ``security: curve`` and the keys are missing or unusable.
-        """
-        if security is None:
-            security = CurveSecurity.from_config(section)
-        return cls(
-            max_message_bytes=section.max_message_bytes,
-            heartbeat_ms=section.heartbeat_ms,
-            liveness=section.liveness,
-            busy_poll_us=section.busy_poll_us,
-            silence_s=max(section.silence_s, 10 * section.heartbeat_ms * section.liveness / 1000.0),
-            security=security,
-        )
-
-    @property
-    def timeout_s(self) -> float:
-        """How long a silent peer is considered alive: ``heartbeat_ms * liveness``."""
-        return self.heartbeat_ms * self.liveness / 1000.0
-
-
 class Incoming(msgspec.Struct, frozen=True, gc=False):
     """A received message, its payload frames and the peer it came from (routing id or topic)."""
 
@@ -157,18 +98,37 @@ class Incoming(msgspec.Struct, frozen=True, gc=False):
 
 
 class Endpoint:
-    """One ZeroMQ socket with a batched reader, an inbox and its own write queue (``Outbox``)."""
+    """One ZeroMQ socket with a batched reader, an inbox and its own write queue (``Outbox``).
 
-    _kind: int = zmq.DEALER
-    _prefix = 0  # frames before the envelope: routing id (ROUTER) or topic (SUB)
+    A role (``Server``, ``Client``, ``Publisher``, ``Subscriber``) is a subclass
+    that sets ``socket_type`` and overrides the hooks it needs, each a no-op
+    here: ``configure_socket`` (options, security, bind or connect),
+    ``intercept`` (take a decoded message before delivery), ``on_traffic``,
+    ``on_refused``, ``on_sent``, ``on_closed`` and ``destination``. It may use
+    ``context``, ``background``, ``check_readable`` and ``reopen``; everything
+    else here is the endpoint's own.
+
+    ``admit``, when given, receives each message's envelope frame uncopied (a
+    ``zmq.Frame``, with its ``User-Id`` under CURVE) and decides whether the
+    message is taken; it must leave ``frames[0]`` as bytes.
+    """
+
+    #: The ZeroMQ socket type. A ROUTER's messages arrive after a routing-id
+    #: frame and a SUB's after a topic frame; ROUTER and PUB send one ahead.
+    socket_type: ClassVar[int] = zmq.DEALER
 
     def __init__(
         self, name: str, address: str, options: TransportOptions | None = None,
         context: zmq.Context[Any] | None = None,
+        admit: Callable[[bytes, list[Frame]], bool] | None = None,
     ) -> None:
         self.name = name
         self.address = address
         self.options = options or TransportOptions()
+        kind = self.socket_type
+        self._prefix = kind in (zmq.ROUTER, zmq.SUB)  # frames before the envelope
+        self._routed = self._prefix or kind == zmq.PUB  # a frame before what is sent
+        self._admit = admit
         self._max_bytes = self.options.max_message_bytes  # hot-path copies of the limits
         self._ctx: zmq.Context[Any] = context or zmq.Context.instance()
         self._sock: zmq.Socket[bytes] | None = None
@@ -181,9 +141,9 @@ class Endpoint:
         self._hooks: dict[type[Message], Hook] = {}
         opts = self.options
         self._outbox = Outbox(
-            name, routed=bool(self._prefix) or self._kind == zmq.PUB, max_bytes=self._max_bytes,
+            name, routed=self._routed, max_bytes=self._max_bytes,
             max_batch=opts.max_batch, max_batch_bytes=opts.max_batch_bytes,
-            timeout_s=opts.timeout_s, after_send=self._check_readable)
+            timeout_s=opts.timeout_s, after_send=self.check_readable)
         self._tasks: list[asyncio.Task[None]] = []
         self._now = 0.0  # loop time of the current drain, stamped on traffic
         self._closed = False
@@ -217,7 +177,18 @@ class Endpoint:
         await asyncio.gather(*self._tasks, self._outbox.wait_closed(), return_exceptions=True)
         self._tasks.clear()
         self._close_socket(linger_ms)
-        self._on_closed()
+        self.on_closed()
+
+    @property
+    def context(self) -> zmq.Context[Any]:
+        """The ZeroMQ context the socket is made in (a CURVE server installs its ZAP handler there)."""
+        return self._ctx
+
+    def background(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run ``coro`` as a task of this endpoint: ``close`` cancels it and waits for it."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.append(task)
+        return task
 
     def add_hook(self, msg_type: type[Message], hook: Hook) -> Hook | None:
         """Route every incoming message of ``msg_type`` to ``hook`` instead of the inbox.
@@ -303,12 +274,13 @@ class Endpoint:
             self._drain_due = True
             self._loop.call_soon(self._on_readable)
 
-    def _check_readable(self) -> bool:
+    def check_readable(self) -> bool:
         """Whether input waits that the loop should take; if so, schedule its drain.
 
         A send, or a busy poll reading this socket's ``EVENTS``, may have consumed
-        the descriptor's edge, so ``EVENTS`` is read directly. A paused endpoint
-        (inbox full) takes nothing until it resumes.
+        the descriptor's edge, so ``EVENTS`` is read directly; a role calls this
+        after what it sends on a timer (heartbeats). A paused endpoint (inbox
+        full) takes nothing until it resumes.
         """
         sock = self._sock
         if sock is None or self._paused or not sock.getsockopt(_EVENTS) & _POLLIN:  # type: ignore[operator]
@@ -330,7 +302,7 @@ class Endpoint:
         if sock is None:
             return
         assert self._loop is not None
-        others = [ep._check_readable for ep in open_endpoints(self._loop) if ep is not self]
+        others = [ep.check_readable for ep in open_endpoints(self._loop) if ep is not self]
         opt, clock = sock.getsockopt, time.perf_counter
         end = clock() + self.options.busy_poll_us * 1e-6
         while not fut.done() and clock() < end:
@@ -357,12 +329,16 @@ class Endpoint:
         # ``n`` counts messages, a batch frame for each message it holds, and the
         # drain also stops once the inbox is full: the inbox limit holds however
         # the messages were framed.
+        #
+        # A PUB socket receives nothing, but its descriptor still signals
+        # send-side events: the first EVENTS read re-arms it (else the loop
+        # would spin on a readable descriptor) and the drain ends there.
         n = 0
         inbox, room = self._inbox, self.options.inbox_max
         prefix = self._prefix
         limit = self.options.drain_batch
         opt, recv = sock.getsockopt, sock.recv
-        copy_env, feed = self._copy_envelope, self.feed
+        copy_env, feed = self._admit is None, self.feed
         while n < limit and (n > 1 or opt(_EVENTS) & _POLLIN):  # type: ignore[operator]
             try:
                 first = recv(_NOBLOCK)
@@ -406,15 +382,18 @@ class Endpoint:
         return None
 
     def feed(self, peer: bytes, frames: list[Frame], refused: WireError | None = None) -> int:
-        """Decode and dispatch one received multipart message (or answer its refusal).
+        """Decode and deliver one received multipart message (or answer its refusal).
 
         The reader calls this for each message it takes off the socket; a test
-        or a fuzzer may feed frames directly. Returns how many messages it held
-        (a batch holds several).
+        or a fuzzer may feed frames directly. Each decoded message goes to
+        ``intercept``, then to its hook (``add_hook``) or the inbox; this is
+        written out here, with no call per message but ``intercept``. Returns
+        how many messages it held (a batch holds several).
         """
-        if not self._copy_envelope and not self._admit(peer, frames):
+        admit = self._admit
+        if admit is not None and not admit(peer, frames):
             return 1
-        self._on_traffic(peer)
+        self.on_traffic(peer, self._now)
         if not frames:
             return 1
         if refused is not None:
@@ -425,56 +404,38 @@ class Endpoint:
         except WireError as exc:
             self._answer_error(peer, exc, envelope_of(frames[0]))
             return 1
-        if isinstance(env, list):
-            dispatch = self._dispatch
+        if isinstance(env, list):  # a batch: its messages carry no payload frames
+            intercept, hooks, inbox = self.intercept, self._hooks, self._inbox
             for msg in env:
-                dispatch(peer, msg, [])
+                if not intercept(peer, msg, []):
+                    hook = hooks.get(type(msg))
+                    if hook is None:
+                        inbox.append(Incoming(msg, [], peer))
+                    else:
+                        hook(Incoming(msg, [], peer))
             return len(env)
         payload = frames[1:]
         if len(payload) != payload_frames(env):
             self._answer_error(peer, WireError(
                 f"{type(env).__name__} needs {payload_frames(env)} payload frame(s), "
                 f"got {len(payload)}", kind="frames"), env)
-            return 1
-        self._dispatch(peer, env, payload)
+        elif not self.intercept(peer, env, payload):  # the same as for a batch, written out
+            hook = self._hooks.get(type(env))
+            if hook is None:
+                self._inbox.append(Incoming(env, payload, peer))
+            else:
+                hook(Incoming(env, payload, peer))
         return 1
-
-    def _dispatch(self, peer: bytes, msg: Message, payload: list[Frame]) -> None:
-        """Deliver one decoded message to its hook or the inbox.
-
-        ``Client`` and ``Server`` first drop heartbeats and hand acks and replies
-        to their ``Conversations`` (written out there: this runs per message).
-        """
-        hook = self._hooks.get(type(msg))
-        inc = Incoming(msg, payload, peer)
-        if hook is not None:
-            hook(inc)
-        else:
-            self._inbox.append(inc)
-
-    def _on_traffic(self, peer: bytes) -> None:
-        """Liveness bookkeeping for every message received; roles override."""
-
-    # Identity: a ROUTER under CURVE receives the envelope frame uncopied, so the
-    # ZAP-authenticated public key (its ``User-Id`` property) can be bound to the peer.
-    _copy_envelope = True
-
-    def _admit(self, peer: bytes, frames: list[Frame]) -> bool:
-        """Whether a message from ``peer`` is taken (roles that bind keys override)."""
-        return True
 
     def _answer_error(self, peer: bytes, exc: WireError, to: Message | None) -> None:
         log.info("%s: refused a message from %r: %s", self.name, peer, exc)
         self.send_encoded(peer, encode(error_reply(exc, to, sender=self.name)))
+        self.on_refused(peer, exc, to)
 
     # -- sending ------------------------------------------------------------------
 
-    def _dest(self, msg: Message, peer: bytes | None) -> bytes:
-        """Where ``msg`` goes: a routing id (ROUTER), a topic (PUB) or ``b""``."""
-        return b""
-
     def _head(self, dest: bytes) -> list[Frame]:
-        return [dest] if self._prefix or self._kind == zmq.PUB else []
+        return [dest] if self._routed else []
 
     async def send(
         self, msg: Message, payload: Sequence[Frame] = (), peer: bytes | None = None
@@ -488,20 +449,20 @@ class Endpoint:
             PeerUnavailable: the peer is unknown, gone, or had no room for the timeout.
         """
         if payload or type(msg) in PAYLOAD_TYPES:
-            dest = self._dest(msg, peer)
+            dest = self.destination(msg, peer)
             frames = encode(msg, payload)
             if sum(len(f) for f in frames) > self.options.max_message_bytes:
                 raise WireError("message over max_message_bytes", kind="oversize")
             self._outbox.flush()
             await self._outbox.send_frames(self._head(dest) + frames)
-            self._sent(msg, frames)
+            self.on_sent(msg, frames)
             return
         outbox = self._outbox
         if outbox.stalled:
             await outbox.wait_unstalled()
-        outbox.write(self._dest(msg, peer), msg)
+        outbox.write(self.destination(msg, peer), msg)
         if msg.correlation_id is not None:
-            self._sent(msg, None)
+            self.on_sent(msg, None)
 
     def post(self, msg: Message, peer: bytes | None = None) -> None:
         """Queue a payload-free message without waiting (the hot path for many agents).
@@ -510,7 +471,7 @@ class Endpoint:
             WireError: the message is over ``max_message_bytes`` or carries payload frames.
             PeerUnavailable: no route to the peer, or the socket is stalled (no room).
         """
-        dest = self._dest(msg, peer)
+        dest = self.destination(msg, peer)
         if type(msg) in PAYLOAD_TYPES:
             raise WireError(f"{type(msg).__name__} carries payload frames: use send()",
                             kind="frames")
@@ -518,7 +479,7 @@ class Endpoint:
             raise PeerUnavailable(f"{self.name}: no room to send (stalled)")
         self._outbox.write(dest, msg)
         if msg.correlation_id is not None:
-            self._sent(msg, None)
+            self.on_sent(msg, None)
 
     async def send_batch(self, msgs: Sequence[Message], peer: bytes | None = None) -> None:
         """Send payload-free messages (for one peer) back to back; they share frames."""
@@ -530,17 +491,10 @@ class Endpoint:
     ) -> bool:
         """Send without waiting, best effort: False if there is no such peer or no room."""
         try:
-            dest = self._dest(msg, peer)
+            dest = self.destination(msg, peer)
         except PeerUnavailable:
             return False
         return self.send_encoded(dest, encode(msg, payload))
-
-    def _sent(self, msg: Message, frames: list[Frame] | None) -> None:
-        """Hook after a message was handed to the outbox (roles cache replies here).
-
-        ``frames`` are the message's frames if it had payload, else ``None``
-        (it was encoded straight into a batch; ``encode(msg)`` gives its frame).
-        """
 
     def send_encoded(self, dest: bytes, frames: list[Frame]) -> bool:
         """Send encoded frames without waiting, to a routing id (``b""`` on a DEALER).
@@ -560,13 +514,13 @@ class Endpoint:
 
     def _open(self) -> None:
         assert self._loop is not None
-        sock: zmq.Socket[bytes] = self._ctx.socket(self._kind)
+        sock: zmq.Socket[bytes] = self._ctx.socket(self.socket_type)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, self.options.max_message_bytes)
         sock.setsockopt(zmq.SNDHWM, self.options.hwm)
         sock.setsockopt(zmq.RCVHWM, self.options.hwm)
         sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
-        self._configure(sock)
+        self.configure_socket(sock)
         self._sock = sock
         self._outbox.attach(sock, self._loop)
         self._fd = int(sock.getsockopt(zmq.FD))
@@ -583,8 +537,50 @@ class Endpoint:
             self._sock.close(linger=linger_ms)
             self._sock = None
 
-    def _configure(self, sock: zmq.Socket[bytes]) -> None:
-        """Role-specific options, security and bind/connect."""
+    def reopen(self) -> None:
+        """Close the socket, dropping whatever libzmq queued in it, and open a fresh one.
 
-    def _on_closed(self) -> None:
-        """Role hook after the socket closed (fail pending requests)."""
+        ``configure_socket`` runs again on the new socket (a client reconnecting).
+        """
+        self._close_socket()
+        self._open()
+
+    # -- hooks: what a role overrides (each is a no-op here) -----------------------
+
+    def configure_socket(self, sock: zmq.Socket[bytes]) -> None:
+        """Set the role's options and security on a new socket, then bind or connect it."""
+
+    def intercept(self, peer: bytes, msg: Message, payload: list[Frame]) -> bool:
+        """Whether the role takes a decoded message itself instead of delivering it.
+
+        Runs for every message received (keep it short): heartbeats, acks and
+        answers stop here; False lets ``msg`` go on to its hook or the inbox.
+        """
+        return False
+
+    def on_traffic(self, peer: bytes, now: float) -> None:
+        """Liveness bookkeeping: a message came from ``peer`` at loop time ``now``."""
+
+    def on_refused(self, peer: bytes, exc: WireError, to: Message | None) -> None:
+        """A message from ``peer`` was refused (and answered with an ``Error``).
+
+        ``to`` is its envelope where that was readable.
+        """
+
+    def destination(self, msg: Message, peer: bytes | None) -> bytes:
+        """Where ``msg`` goes: a routing id (ROUTER), a topic (PUB) or ``b""``.
+
+        Raises:
+            PeerUnavailable: there is no live route for it.
+        """
+        return b""
+
+    def on_sent(self, msg: Message, frames: list[Frame] | None) -> None:
+        """A message was handed to the outbox (roles cache replies here).
+
+        ``frames`` are the message's frames if it had payload, else ``None``
+        (it was encoded straight into a batch; ``encode(msg)`` gives its frame).
+        """
+
+    def on_closed(self) -> None:
+        """The endpoint closed (fail pending requests)."""
