@@ -134,11 +134,13 @@ def test_coordinator_killed_then_resumed(tmp_path: Path, model_server: list[str]
     committed = json.loads(reader.show("swarm", LATEST_ROUND_PATH))["round"]
     state_before = json.loads(reader.show("swarm", "matchmaker/state.json"))
 
+    from swarm.runtime.coordinator import Coordinator
     from swarm.runtime.recorder import Recorder
 
-    restored = Recorder.open(config, resume=True)
-    assert restored.matchmaker.state() == state_before
-    assert restored.next_round() == committed + 1
+    restored = Recorder.open(config)
+    coordinator = Coordinator(config, [], restored, resume=True)
+    assert coordinator.matchmaker.state() == state_before
+    assert coordinator.round == restored.next_round() == committed + 1
     restored.close()
     summary = _quiet(config, resume=True)
 

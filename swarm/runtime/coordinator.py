@@ -1,4 +1,4 @@
-"""The coordinator: registry, matchmaker, round driver and sole lineage writer.
+"""The coordinator: registry, matchmaker owner, round driver and sole lineage writer.
 
 One per swarm. Hosts connect to its control ``Server`` and ``Join`` with the
 agents they hold; the coordinator drives every round (DESIGN.md section 1):
@@ -9,7 +9,13 @@ agents they hold; the coordinator drives every round (DESIGN.md section 1):
 3. ``Step(phase="exchange")`` to the hosts of the students: each student takes
    knowledge from its teacher and reports the outcome;
 4. rewards go to the matchmaker; adapters, pairings, rewards and matchmaker
-   state are committed to the lineage; an event is published.
+   state are committed to the lineage (through the ``Recorder``); an event is
+   published.
+
+The coordinator owns the ``Matchmaker`` and the ``ProfileBuilder`` that turns
+reports into its profiles; the ``Recorder`` only writes the lineage. On
+``--resume`` the matchmaker is restored from the state the lineage holds, so
+the run makes the choices it would have made without the restart.
 
 Slow is not dead. A step has no deadline of its own: the coordinator waits
 for a host's answer as long as the host is heard (its transport heartbeats
@@ -50,6 +56,8 @@ import numpy as np
 from swarm.adapters.store import AdapterStore
 from swarm.config.schema import SwarmConfig
 from swarm.errors import PeerUnavailable, RemoteError, ReportError, SecurityError, SwarmError
+from swarm.matching.matchmaker import Matchmaker, make_matchmaker, matchmaker_from_state
+from swarm.matching.profiles import ProfileBuilder
 from swarm.runtime.membership import check_join
 from swarm.runtime.recorder import Recorder
 from swarm.runtime.reports import ReportChecker, short
@@ -70,7 +78,7 @@ from swarm.wire.codec import (
     error_reply,
 )
 
-__all__ = ["Coordinator", "Member"]
+__all__ = ["Coordinator", "Member", "swarm_skills"]
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +97,12 @@ class Member:
 
 
 class Coordinator:
-    """Owns the round loop. ``run()`` serves hosts and drives ``config.swarm.rounds`` rounds."""
+    """Owns the round loop, the matchmaker and the profile builder.
+
+    ``run()`` serves hosts and drives ``config.swarm.rounds`` rounds. With
+    ``resume`` the matchmaker continues from the state committed with the
+    lineage's last round (a new one when the lineage holds none).
+    """
 
     def __init__(
         self,
@@ -99,6 +112,7 @@ class Coordinator:
         options: TransportOptions | None = None,
         round_attempts: int = 3,
         silence_s: float | None = None,
+        resume: bool = False,
     ) -> None:
         from swarm.protocols.registry import get_protocol
 
@@ -108,7 +122,9 @@ class Coordinator:
         self.options = options or TransportOptions.from_config(config.transport)
         self.round_attempts = round_attempts
         self.silence_s = self.options.silence_s if silence_s is None else silence_s
-        self.checker = ReportChecker(AdapterStore(recorder.adapter_root), recorder.profiler.skills)
+        self.profiler = ProfileBuilder(skills=swarm_skills(config))
+        self.matchmaker: Matchmaker = self._matchmaker(resume)
+        self.checker = ReportChecker(AdapterStore(recorder.adapter_root), self.profiler.skills)
         self.protocol = get_protocol(config.protocol.name)(config.protocol)
         self.members: dict[str, Member] = {}
         self._gone: dict[str, Member] = {}  # dropped for silence; readmitted when heard again
@@ -124,6 +140,15 @@ class Coordinator:
         self._inflight: dict[str, asyncio.Task[Incoming]] = {}
         self._server: Server | None = None
         self._events: Publisher | None = None
+
+    def _matchmaker(self, resume: bool) -> Matchmaker:
+        """The lineage's matchmaker on ``resume`` (when it holds one), else a new one."""
+        state = self.recorder.matchmaker_state() if resume else None
+        if state is not None:
+            return matchmaker_from_state(state)
+        mm = self.config.matchmaker
+        return make_matchmaker(mm.kind, self.profiler.dim, lam=mm.lam, beta0=mm.beta0,
+                               seed=self.config.swarm.seed)
 
     async def run(self) -> dict[str, Any]:
         """Serve hosts and run the remaining rounds; returns the final summary."""
@@ -276,15 +301,15 @@ class Coordinator:
         profiles = self._profiles(reports)
         max_pairs = self.config.matchmaker.max_pairs or len(reports) // 2
         pairs = self.protocol.pairs(rnd, _as_reports(reports), profiles,
-                                    self.recorder.matchmaker, max_pairs)
+                                    self.matchmaker, max_pairs)
         await self._publish("pairs", {"round": rnd, "pairs": pairs})
         outcomes = await self._exchange(rnd, pairs, reports)
         for o in outcomes:
-            self.recorder.matchmaker.update((o.teacher, o.student), profiles, o.after - o.before)
+            self.matchmaker.update((o.teacher, o.student), profiles, o.after - o.before)
             if o.accepted and o.adapter:
                 self.adapters[o.student] = o.adapter
         record = self._record(rnd, reports, pairs, outcomes, local, started)
-        self.recorder.commit_round(rnd, reports, outcomes, record)
+        self.recorder.commit_round(rnd, reports, outcomes, record, self.matchmaker.state())
         self.last = record
         self.history.append(record)
         await self._publish("scores", record)
@@ -436,7 +461,8 @@ class Coordinator:
         return next((h for h, m in self.members.items() if agent in m.agents), None)
 
     def _profiles(self, reports: Mapping[str, AgentReport]) -> dict[str, np.ndarray]:
-        return self.recorder.profiles(reports)
+        """The matchmaker's profile of each reporting agent (moves each score delta on)."""
+        return {a: self.profiler.build(r) for a, r in reports.items()}
 
     def _record(self, rnd: int, reports: Mapping[str, AgentReport], pairs: list[tuple[str, str]],
                 outcomes: list[PairOutcome], local: Mapping[str, StepDone],
@@ -486,6 +512,11 @@ class Coordinator:
         with contextlib.suppress(SwarmError):
             await self._events.publish(topic, Chat(sender="coordinator", role=topic,
                                                    content=json.dumps(body, default=str)))
+
+
+def swarm_skills(config: SwarmConfig) -> list[str]:
+    """Every skill of the swarm's agents, sorted: the profile's skill features."""
+    return sorted({s for g in config.agents for s in g.skills})
 
 
 def _as_reports(reports: Mapping[str, AgentReport]) -> dict[str, Any]:

@@ -66,8 +66,8 @@ class InlineLauncher(LocalLauncher):
                       self.config.adapter_store,
                       peer_address=endpoint(self.config.transport, PEER_OFFSET + i))
                  for i, agents in enumerate(placement)]
-        recorder = Recorder.open(self.config, resume=self.resume)
-        coordinator = Coordinator(self.config, list(specs), recorder)
+        recorder = Recorder.open(self.config)
+        coordinator = Coordinator(self.config, list(specs), recorder, resume=self.resume)
         tasks = [asyncio.ensure_future(h.run()) for h in hosts]
         try:
             summary = await coordinator.run()
