@@ -18,10 +18,11 @@ from typing import Any
 
 import pytest
 
-from swarm.cli.run import _ask_status, run_swarm
 from swarm.config.schema import SwarmConfig, load_config
 from swarm.lineage.store import LATEST_ROUND_PATH, LineageReader, round_path
+from swarm.runtime.events import RoundFinished, RunEvent, RunFinished
 from swarm.runtime.local_launcher import LocalLauncher
+from swarm.runtime.run import ask_status, run_swarm
 from tests.conftest import SMALL, free_base_port
 
 pytestmark = pytest.mark.slow
@@ -34,13 +35,14 @@ def _config(tmp_path: Path, shared: list[str], *extra: str) -> SwarmConfig:
 
 
 def _quiet(config: SwarmConfig, resume: bool = False) -> dict[str, Any]:
-    import io
-
-    from rich.console import Console
-
-    summary = run_swarm(config, resume=resume, console=Console(file=io.StringIO()))
+    """A run's summary, once its events were checked against it."""
+    events: list[RunEvent] = []
+    summary = run_swarm(config, resume=resume, progress=events.append)
     assert summary is not None
-    return summary
+    rounds = [e.record for e in events if isinstance(e, RoundFinished)]
+    assert rounds and rounds == summary["history"][-len(rounds):]  # every round, as committed
+    assert isinstance(events[-1], RunFinished) and events[-1].summary == summary
+    return dict(summary)
 
 
 def _git(lineage: Path, *args: str) -> str:
@@ -123,7 +125,7 @@ def test_coordinator_killed_then_resumed(tmp_path: Path, model_server: list[str]
     launcher.start()
     try:
         _wait_for_round(config, 0)
-        status = asyncio.run(_ask_status(config))  # what `swarm status` prints
+        status = asyncio.run(ask_status(config))  # what `swarm status` prints
         assert list(status["members"]) == ["host-0"]
         assert status["round"] >= 1 and status["last"]["round"] >= 0
         os.kill(launcher.pids()["coordinator"], signal.SIGKILL)
