@@ -36,7 +36,7 @@ class InlineLauncher(LocalLauncher):
 
     def start(self) -> None:
         """Start the model server subprocess and the in-process swarm thread."""
-        self._start_model_server()
+        self.launch_model_server()
         self._thread = threading.Thread(target=self._main, name="swarm-inline", daemon=True)
         self._thread.start()
 
