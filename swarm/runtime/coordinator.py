@@ -47,7 +47,6 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -55,10 +54,10 @@ import numpy as np
 
 from swarm.adapters.store import AdapterStore
 from swarm.config.schema import SwarmConfig
-from swarm.errors import PeerUnavailable, RemoteError, ReportError, SecurityError, SwarmError
+from swarm.errors import PeerUnavailable, RemoteError, ReportError, SwarmError
 from swarm.matching.matchmaker import Matchmaker, make_matchmaker, matchmaker_from_state
 from swarm.matching.profiles import ProfileBuilder
-from swarm.runtime.membership import check_join
+from swarm.runtime.membership import Member, Membership
 from swarm.runtime.recorder import Recorder
 from swarm.runtime.reports import ReportChecker, short
 from swarm.transport.peers import Incoming, Publisher, Server, TransportOptions
@@ -81,19 +80,6 @@ from swarm.wire.codec import (
 __all__ = ["Coordinator", "Member", "swarm_skills"]
 
 log = logging.getLogger(__name__)
-
-
-
-@dataclass
-class Member:
-    """A connected host and the agents it holds."""
-
-    host: str
-    peer: bytes
-    agents: list[str]
-    skills: dict[str, list[str]] = field(default_factory=dict)
-    joined_at: float = field(default_factory=time.time)
-    key: bytes = b""  # the CURVE public key it joined with (empty without security)
 
 
 class Coordinator:
@@ -126,8 +112,7 @@ class Coordinator:
         self.matchmaker: Matchmaker = self._matchmaker(resume)
         self.checker = ReportChecker(AdapterStore(recorder.adapter_root), self.profiler.skills)
         self.protocol = get_protocol(config.protocol.name)(config.protocol)
-        self.members: dict[str, Member] = {}
-        self._gone: dict[str, Member] = {}  # dropped for silence; readmitted when heard again
+        self.membership = Membership(self.expected)
         self.reports: dict[str, AgentReport] = {}
         self.adapters: dict[str, str] = dict(recorder.adapters())
         self.round = recorder.next_round()
@@ -149,6 +134,11 @@ class Coordinator:
         mm = self.config.matchmaker
         return make_matchmaker(mm.kind, self.profiler.dim, lam=mm.lam, beta0=mm.beta0,
                                seed=self.config.swarm.seed)
+
+    @property
+    def members(self) -> dict[str, Member]:
+        """The hosts stepped each round, by name."""
+        return self.membership.members
 
     async def run(self) -> dict[str, Any]:
         """Serve hosts and run the remaining rounds; returns the final summary."""
@@ -211,72 +201,40 @@ class Coordinator:
     def _join(self, inc: Incoming, msg: Join, key: bytes, holds: Callable[[bytes], bool]) -> None:
         """Admit a host, bound to the peer (routing id, CURVE key) that joined with its name.
 
-        A seat stays with its peer while the server ``holds`` it (live, or silent
-        for under ``silence_s``), also while the host is dropped from rounds for
-        silence: a starved host keeps its name and agents.
-
         Raises:
             SecurityError: the name or one of the agents belongs to another peer.
             SwarmError: a malformed ``Join`` (bad name, unknown agents, bad capabilities).
         """
-        skills = check_join(msg, self.expected)
-        for host, member in [*self.members.items(), *self._gone.items()]:
-            if (member.peer, member.key) == (inc.peer, key) or not holds(member.peer):
-                continue  # the same peer joining again, or a released seat
-            taken = sorted(set(msg.agent_ids) & set(member.agents))
-            if host == msg.sender or taken:
-                raise SecurityError(f"host {msg.sender!r} from {inc.peer!r}: "
-                                    f"{'its name' if host == msg.sender else taken[:5]} "
-                                    f"belongs to {host!r}, joined from another peer")
+        self.membership.admit(msg, inc.peer, key, holds)
         self._drop(msg.sender, "joined again: its earlier incarnation's work is lost")
-        for seats in (self.members, self._gone):  # released seats (checked above)
-            for host in [h for h, m in seats.items() if set(m.agents) & set(msg.agent_ids)]:
-                del seats[host]
-        self._gone.pop(msg.sender, None)
-        self.members[msg.sender] = Member(msg.sender, inc.peer, list(msg.agent_ids), skills,
-                                          key=key)
         log.info("coordinator: host %s joined with %d agents", msg.sender, len(msg.agent_ids))
         # At the start every expected agent must be placed; mid-run any host will do.
-        if self._placed() >= set(self.expected) or self.history:
+        if self.membership.placed() >= set(self.expected) or self.history:
             self._joined.set()
 
     def _leave(self, inc: Incoming, msg: Leave) -> None:
         """Remove a host, only at the request of the peer it joined from."""
-        member = self.members.get(msg.sender)
-        if member is None:
-            return
-        if member.peer != inc.peer:
-            raise SecurityError(f"Leave for host {msg.sender!r} from {inc.peer!r}, "
-                                f"not the peer it joined from")
-        self._drop(msg.sender, "left")
-        del self.members[msg.sender]
+        if self.membership.leave(msg.sender, inc.peer):
+            self._drop(msg.sender, "left")
 
     def _lost(self, peer: bytes) -> None:
-        host = next((h for h, m in self.members.items() if m.peer == peer), None)
+        host = self.membership.host_at(peer)
         if host is not None:  # not dropped yet: a starved process may be heard again (_ask)
             log.info("coordinator: host %s missed its heartbeats; dropped if silent for %.0f s",
                      host, self.silence_s)
 
     def _readmit(self) -> bool:
         """Take back dropped hosts that are heard again; True if any came back."""
-        server, back = self._server, False
-        for host, member in list(self._gone.items()):
-            if host in self.members:  # it joined again meanwhile
-                del self._gone[host]
-            elif server is not None and member.peer in server.peers:
-                log.warning("coordinator: host %s is heard again; back from this round on", host)
-                self.members[host] = self._gone.pop(host)
-                back = True
-        return back
+        back = self.membership.readmit(self._server.peers if self._server is not None else ())
+        for host in back:
+            log.warning("coordinator: host %s is heard again; back from this round on", host)
+        return bool(back)
 
     def _drop(self, host: str, why: str) -> None:
         task = self._inflight.pop(host, None)
         if task is not None and not task.done():
             log.warning("coordinator: host %s %s; dropped from this round", host, why)
             task.cancel()
-
-    def _placed(self) -> set[str]:
-        return {a for m in self.members.values() for a in m.agents}
 
     async def _wait_for_hosts(self, timeout: float = 300.0) -> None:
         loop = asyncio.get_running_loop()
@@ -357,7 +315,7 @@ class Coordinator:
     ) -> list[PairOutcome]:
         by_host: dict[str, list[Assignment]] = {}
         for teacher, student in pairs:
-            host = self._host_of(student)
+            host = self.membership.host_of(student)
             if host is None:
                 continue
             by_host.setdefault(host, []).append(Assignment(
@@ -393,14 +351,12 @@ class Coordinator:
                     return host, None
                 log.warning("coordinator: host %s dropped from round %d %s: %s",
                             host, rnd, phase, exc)
-                if self.members.get(host) is member:
-                    self._gone[host] = self.members.pop(host)
+                self.membership.set_aside(host, member)
                 return host, None
             except PeerUnavailable as exc:
                 log.warning("coordinator: host %s dropped from round %d %s: %s",
                             host, rnd, phase, exc)
-                if self.members.get(host) is member:
-                    self._gone[host] = self.members.pop(host)
+                self.membership.set_aside(host, member)
                 return host, None
             finally:
                 if self._inflight.get(host) is task:
@@ -456,9 +412,6 @@ class Coordinator:
         self.rejected[host] = why
         for a in step.assignments:
             self.exchange_failures[a.student] = f"host {host} rejected: {reason}"
-
-    def _host_of(self, agent: str) -> str | None:
-        return next((h for h, m in self.members.items() if agent in m.agents), None)
 
     def _profiles(self, reports: Mapping[str, AgentReport]) -> dict[str, np.ndarray]:
         """The matchmaker's profile of each reporting agent (moves each score delta on)."""
