@@ -57,6 +57,7 @@ from swarm.config.schema import SwarmConfig
 from swarm.errors import PeerUnavailable, RemoteError, ReportError, SwarmError
 from swarm.matching.matchmaker import Matchmaker, make_matchmaker, matchmaker_from_state
 from swarm.matching.profiles import ProfileBuilder
+from swarm.runtime.events import RunSummary
 from swarm.runtime.membership import Member, Membership
 from swarm.runtime.recorder import Recorder
 from swarm.runtime.reports import ReportChecker, short
@@ -140,7 +141,7 @@ class Coordinator:
         """The hosts stepped each round, by name."""
         return self.membership.members
 
-    async def run(self) -> dict[str, Any]:
+    async def run(self) -> RunSummary:
         """Serve hosts and run the remaining rounds; returns the final summary."""
         address = endpoint(self.config.transport, CONTROL_OFFSET)
         events = endpoint(self.config.transport, EVENTS_OFFSET)
@@ -156,7 +157,7 @@ class Coordinator:
                     await self.run_round(self.round)
                     self.round += 1
                 summary = self.summary()
-                await self._publish("done", summary)
+                await self._publish("done", dict(summary))
                 await asyncio.sleep(0.2)  # let the last event leave
                 return summary
             finally:
@@ -452,8 +453,8 @@ class Coordinator:
             "last": self.last,
         }
 
-    def summary(self) -> dict[str, Any]:
-        """Final scores per agent and the lineage location."""
+    def summary(self) -> RunSummary:
+        """Every round record so far and the lineage location (what ``run_swarm`` returns)."""
         return {"rounds": self.round, "history": self.history,
                 "lineage": str(self.recorder.path)}
 
