@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,53 @@ def test_coordinator_killed_then_resumed(tmp_path: Path, model_server: list[str]
     assert [r["round"] for r in summary["history"]] == [0, 1, 2]
     assert summary["history"][committed] == json.loads(
         reader.show("swarm", round_path(committed)))
+
+
+def test_ctrl_c_stops_every_process_and_keeps_what_was_committed(
+        tmp_path: Path, model_server: list[str]) -> None:
+    # Prepare: `swarm run` as a user starts it, a round committed
+    config = _config(tmp_path, model_server, "swarm.rounds=50")
+    sets = [f"--set={item}" for item in [*model_server, f"swarm.lineage={config.lineage_dir}",
+                                         f"transport.base_port={config.transport.base_port}",
+                                         "swarm.rounds=50"]]
+    swarm = Path(sys.executable).with_name("swarm")
+    cli = subprocess.Popen([str(swarm), "run", str(SMALL), *sets], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    try:
+        assert cli.stdout is not None
+        shown = []
+        while not shown or not shown[-1].startswith("round 0 mean score"):
+            shown.append(cli.stdout.readline())  # pytest-timeout bounds the wait
+            assert shown[-1], "".join(shown)  # the run ended before round 0 was shown
+        # Execute: Ctrl-C
+        cli.send_signal(signal.SIGINT)
+        rest, _ = cli.communicate(timeout=120)
+        out = "".join(shown) + rest
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
+
+    # Assert: exit 130, said so, no process of the run left, the committed rounds kept
+    assert cli.returncode == 130, out
+    assert "interrupted: stopping every process; committed rounds are kept" in out
+    assert _processes_of(config.run_dir) == []
+    latest = json.loads(LineageReader(config.lineage_dir).show("swarm", LATEST_ROUND_PATH))
+    assert latest["round"] >= 0
+    assert "fsck" not in _git(config.lineage_dir, "fsck", "--strict")
+
+
+def _processes_of(run_dir: Path) -> list[str]:
+    """Command lines of live processes started for ``run_dir``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if str(run_dir).encode() in argv:
+            found.append(b" ".join(argv).decode(errors="replace"))
+    return found
 
 
 def _wait_for_round(config: SwarmConfig, rnd: int, timeout: float = 600.0) -> None:
