@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import shutil
 import subprocess
 import sys
@@ -37,10 +36,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import refuse_unavailable, write_result  # noqa: E402
-from swarm.cli.run import run_swarm  # noqa: E402
 from swarm.config import load_config  # noqa: E402
 from swarm.errors import SwarmError  # noqa: E402
 from swarm.runtime.local_launcher import start_model_server  # noqa: E402
+from swarm.runtime.run import run_swarm  # noqa: E402
 from swarm.transport.topology import endpoint  # noqa: E402
 
 SETTINGS = {
@@ -96,16 +95,13 @@ def _start_model_server(config: Any, run_dir: Path) -> subprocess.Popen[bytes]:
 
 
 def _quiet_run(config: Any, label: str) -> dict[str, Any]:
-    from rich.console import Console
-
-    console = Console(file=io.StringIO())
     try:
-        summary = run_swarm(config, console=console)
+        summary = run_swarm(config)  # prints nothing without a progress callback
     except SwarmError as exc:
         raise SystemExit(f"{label}: the run failed: {exc}") from None
     if summary is None:
         raise SystemExit("interrupted")
-    return summary
+    return dict(summary)
 
 
 def _scores(label: str, summary: dict[str, Any], rounds: int) -> tuple[float, float]:

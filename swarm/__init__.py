@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from swarm.errors import SwarmError
 
 if TYPE_CHECKING:
     from swarm.config.schema import SwarmConfig
+    from swarm.runtime.events import Progress, RunSummary
 
 __version__ = "0.1.0"
 __all__ = ["SwarmError", "__version__", "run_swarm", "load_config"]
 
 
-def run_swarm(config: SwarmConfig, resume: bool = False) -> dict[str, Any] | None:
-    """Launch a swarm, show its progress, and return its summary (None if interrupted).
+def run_swarm(config: SwarmConfig, resume: bool = False,
+              progress: Progress | None = None) -> RunSummary | None:
+    """Launch a swarm, wait for it, and return its summary (None if interrupted).
 
-    The same as ``swarm run``; see ``swarm.cli.run.run_swarm``.
+    Prints nothing: ``progress``, if given, is called with each event of the
+    run (``swarm.runtime.events``); ``swarm.cli.run.ConsoleProgress()`` prints
+    them as ``swarm run`` does. See ``swarm.runtime.run.run_swarm``.
     """
-    from swarm.cli.run import run_swarm as run
+    from swarm.runtime.run import run_swarm as run
 
-    return run(config, resume=resume)
+    return run(config, resume=resume, progress=progress)
 
 
 def load_config(path: str, overrides: tuple[str, ...] | list[str] = ()) -> SwarmConfig:

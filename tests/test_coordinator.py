@@ -418,5 +418,30 @@ def test_a_round_nobody_reported_is_retried(swarm: Any, tmp_path: Path) -> None:
     assert record["unavailable"] == [] and set(record["scores"]) == {"good-0", "bad-0"}
 
 
+
+def _pairs_of(s: Any, resume: bool = False) -> list[Any]:
+    # one host holds every agent: a resumed run starts with the first host that joins
+    s.start_host("host-0", "ok", [f"{g}-{i}" for g in ("good", "bad") for i in range(4)])
+    _, summary = s.run(resume=resume)
+    s.stop()
+    return [r["pairs"] for r in summary["history"]]
+
+
+def test_a_resumed_coordinator_continues_the_lineages_matchmaker(swarm: Any,
+                                                                  tmp_path: Path) -> None:
+    # Prepare: the pairs of an uninterrupted two-round run, and a run cut after round 0
+    whole = _pairs_of(swarm(_raw_config(tmp_path / "whole", good=4, bad=4, rounds=2)))
+    cut = _pairs_of(swarm(_raw_config(tmp_path / "cut", good=4, bad=4, rounds=1)))
+
+    # Execute: the cut run resumed to two rounds
+    resumed = _pairs_of(swarm(_raw_config(tmp_path / "cut", good=4, bad=4, rounds=2)),
+                        resume=True)
+
+    # Assert: the matchmaker came back from the lineage, generator included, so round 1
+    # pairs as in the uninterrupted run (a new matchmaker would repeat round 0's draw)
+    assert cut == whole[:1] and resumed == whole
+    assert whole[1] != whole[0]
+
+
 if __name__ == "__main__":
     serve(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:])

@@ -153,11 +153,7 @@ def test_a_run_directory_that_cannot_be_made_is_one_clear_error(tmp_path: Path) 
 def test_a_real_run_beside_user_files_moves_none_of_them(tmp_path: Path,
                                                          model_server: list[str]) -> None:
     # Prepare: swarm.lineage inside a folder of the user's files.
-    import io
-
-    from rich.console import Console
-
-    from swarm.cli.run import run_swarm
+    from swarm.runtime.run import run_swarm
 
     data = tmp_path / "data"
     _plant(data)
@@ -165,9 +161,9 @@ def test_a_real_run_beside_user_files_moves_none_of_them(tmp_path: Path,
                                  f"swarm.lineage={data / 'lineage'}",
                                  f"transport.base_port={free_base_port()}"])
     # Execute: a whole run, then a second new run in the same place.
-    summary = run_swarm(config, console=Console(file=io.StringIO()))
+    summary = run_swarm(config)
     with pytest.raises(SwarmError, match="swarm did not create it"):
-        run_swarm(config, console=Console(file=io.StringIO()))
+        run_swarm(config)
     # Assert: the run landed in the lineage; every user file is where it was.
     assert summary is not None and [r["round"] for r in summary["history"]] == [0]
     assert (data / "lineage" / "HEAD").is_file()

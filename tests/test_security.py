@@ -467,8 +467,8 @@ def test_a_curve_swarm_completes_a_round_and_strangers_get_nothing(
     model server ROUTER, the host's peer ROUTER) and ask: none gets an answer
     or an event, membership does not change, and the round completes.
     """
-    from swarm.cli.run import _ask_status
     from swarm.lineage.store import LineageReader, round_path
+    from swarm.runtime.run import ask_status
     from swarm.transport.pubsub import Subscriber
     from swarm.transport.topology import (
         CONTROL_OFFSET,
@@ -512,8 +512,8 @@ def test_a_curve_swarm_completes_a_round_and_strangers_get_nothing(
 
     async def members() -> dict[str, list[str]]:
         try:  # a client with the swarm's keys, as `swarm status`
-            return dict((await _ask_status(config))["members"])
-        except SystemExit:  # `swarm status` found no swarm answering
+            return dict((await ask_status(config))["members"])
+        except PeerUnavailable:  # `swarm status` found no swarm answering
             return {"no answer": []}
 
     async def scenario() -> tuple[list[Any], list[Any], list[str], list[dict[str, list[str]]]]:
@@ -572,9 +572,9 @@ def test_a_curve_swarm_completes_a_round_and_strangers_get_nothing(
 def test_an_inline_swarm_under_curve_runs_and_a_plaintext_peer_gets_nothing(
         tmp_path: Path, tiny_model: Path) -> None:
     """The inline launcher: coordinator and host in this process, model server a subprocess."""
-    from swarm.cli.run import _ask_status
     from swarm.lineage.store import LineageReader, round_path
     from swarm.runtime.inline_launcher import InlineLauncher
+    from swarm.runtime.run import ask_status
 
     # Prepare
     keys = tmp_path / "keys"
@@ -596,8 +596,8 @@ def test_an_inline_swarm_under_curve_runs_and_a_plaintext_peer_gets_nothing(
     async def scenario() -> tuple[dict[str, Any], str]:
         for _ in range(600):
             assert launcher.poll() is None, "the swarm ended before it could be probed"
-            with contextlib.suppress(SystemExit):
-                status = await _ask_status(config)
+            with contextlib.suppress(PeerUnavailable):
+                status = await ask_status(config)
                 if status["members"]:
                     break
             await asyncio.sleep(0.5)

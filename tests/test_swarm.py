@@ -12,16 +12,18 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from swarm.cli.run import _ask_status, run_swarm
 from swarm.config import SwarmConfig, load_config
 from swarm.lineage.store import LATEST_ROUND_PATH, LineageReader, round_path
+from swarm.runtime.events import RoundFinished, RunEvent, RunFinished
 from swarm.runtime.local_launcher import LocalLauncher
+from swarm.runtime.run import ask_status, run_swarm
 from tests.conftest import SMALL, free_base_port
 
 pytestmark = pytest.mark.slow
@@ -34,13 +36,14 @@ def _config(tmp_path: Path, shared: list[str], *extra: str) -> SwarmConfig:
 
 
 def _quiet(config: SwarmConfig, resume: bool = False) -> dict[str, Any]:
-    import io
-
-    from rich.console import Console
-
-    summary = run_swarm(config, resume=resume, console=Console(file=io.StringIO()))
+    """A run's summary, once its events were checked against it."""
+    events: list[RunEvent] = []
+    summary = run_swarm(config, resume=resume, progress=events.append)
     assert summary is not None
-    return summary
+    rounds = [e.record for e in events if isinstance(e, RoundFinished)]
+    assert rounds and rounds == summary["history"][-len(rounds):]  # every round, as committed
+    assert isinstance(events[-1], RunFinished) and events[-1].summary == summary
+    return dict(summary)
 
 
 def _git(lineage: Path, *args: str) -> str:
@@ -123,7 +126,7 @@ def test_coordinator_killed_then_resumed(tmp_path: Path, model_server: list[str]
     launcher.start()
     try:
         _wait_for_round(config, 0)
-        status = asyncio.run(_ask_status(config))  # what `swarm status` prints
+        status = asyncio.run(ask_status(config))  # what `swarm status` prints
         assert list(status["members"]) == ["host-0"]
         assert status["round"] >= 1 and status["last"]["round"] >= 0
         os.kill(launcher.pids()["coordinator"], signal.SIGKILL)
@@ -134,17 +137,66 @@ def test_coordinator_killed_then_resumed(tmp_path: Path, model_server: list[str]
     committed = json.loads(reader.show("swarm", LATEST_ROUND_PATH))["round"]
     state_before = json.loads(reader.show("swarm", "matchmaker/state.json"))
 
+    from swarm.runtime.coordinator import Coordinator
     from swarm.runtime.recorder import Recorder
 
-    restored = Recorder.open(config, resume=True)
-    assert restored.matchmaker.state() == state_before
-    assert restored.next_round() == committed + 1
+    restored = Recorder.open(config)
+    coordinator = Coordinator(config, [], restored, resume=True)
+    assert coordinator.matchmaker.state() == state_before
+    assert coordinator.round == restored.next_round() == committed + 1
     restored.close()
     summary = _quiet(config, resume=True)
 
     assert [r["round"] for r in summary["history"]] == [0, 1, 2]
     assert summary["history"][committed] == json.loads(
         reader.show("swarm", round_path(committed)))
+
+
+def test_ctrl_c_stops_every_process_and_keeps_what_was_committed(
+        tmp_path: Path, model_server: list[str]) -> None:
+    # Prepare: `swarm run` as a user starts it, a round committed
+    config = _config(tmp_path, model_server, "swarm.rounds=50")
+    sets = [f"--set={item}" for item in [*model_server, f"swarm.lineage={config.lineage_dir}",
+                                         f"transport.base_port={config.transport.base_port}",
+                                         "swarm.rounds=50"]]
+    swarm = Path(sys.executable).with_name("swarm")
+    cli = subprocess.Popen([str(swarm), "run", str(SMALL), *sets], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    try:
+        assert cli.stdout is not None
+        shown = []
+        while not shown or not shown[-1].startswith("round 0 mean score"):
+            shown.append(cli.stdout.readline())  # pytest-timeout bounds the wait
+            assert shown[-1], "".join(shown)  # the run ended before round 0 was shown
+        # Execute: Ctrl-C
+        cli.send_signal(signal.SIGINT)
+        rest, _ = cli.communicate(timeout=120)
+        out = "".join(shown) + rest
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
+
+    # Assert: exit 130, said so, no process of the run left, the committed rounds kept
+    assert cli.returncode == 130, out
+    assert "interrupted: stopping every process; committed rounds are kept" in out
+    assert _processes_of(config.run_dir) == []
+    latest = json.loads(LineageReader(config.lineage_dir).show("swarm", LATEST_ROUND_PATH))
+    assert latest["round"] >= 0
+    assert "fsck" not in _git(config.lineage_dir, "fsck", "--strict")
+
+
+def _processes_of(run_dir: Path) -> list[str]:
+    """Command lines of live processes started for ``run_dir``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if str(run_dir).encode() in argv:
+            found.append(b" ".join(argv).decode(errors="replace"))
+    return found
 
 
 def _wait_for_round(config: SwarmConfig, rnd: int, timeout: float = 600.0) -> None:

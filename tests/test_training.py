@@ -131,6 +131,21 @@ def test_progress_bar_can_be_on(tiny_model: Path, trainer: Trainer, tmp_path: Pa
     assert (out / "adapter_model.safetensors").is_file()
 
 
+def test_the_trainer_draws_nothing_unless_asked(tiny_model: Path, trainer: Trainer,
+                                                tmp_path: Path) -> None:
+    data = make_dataset(["add"], 8, np.random.default_rng(6))
+    seen: list[tuple[int, int, float]] = []
+    trainer.progress = lambda step, steps, loss: seen.append((step, steps, loss))
+    try:
+        trainer.train(data, LoraSection(steps=3, batch_size=4), 0, tmp_path / "c")
+    finally:
+        trainer.progress = False
+
+    assert Trainer(tiny_model).progress is False  # no bar by default
+    assert [(step, steps) for step, steps, _ in seen] == [(1, 3), (2, 3), (3, 3)]
+    assert all(np.isfinite(loss) for _, _, loss in seen)
+
+
 @pytest.mark.slow
 def test_vllm_serves_the_trained_adapter(
     learned: dict[str, Any],

@@ -1,4 +1,4 @@
-"""The coordinator: registry, matchmaker, round driver and sole lineage writer.
+"""The coordinator: registry, matchmaker owner, round driver and sole lineage writer.
 
 One per swarm. Hosts connect to its control ``Server`` and ``Join`` with the
 agents they hold; the coordinator drives every round (DESIGN.md section 1):
@@ -9,7 +9,13 @@ agents they hold; the coordinator drives every round (DESIGN.md section 1):
 3. ``Step(phase="exchange")`` to the hosts of the students: each student takes
    knowledge from its teacher and reports the outcome;
 4. rewards go to the matchmaker; adapters, pairings, rewards and matchmaker
-   state are committed to the lineage; an event is published.
+   state are committed to the lineage (through the ``Recorder``); an event is
+   published.
+
+The coordinator owns the ``Matchmaker`` and the ``ProfileBuilder`` that turns
+reports into its profiles; the ``Recorder`` only writes the lineage. On
+``--resume`` the matchmaker is restored from the state the lineage holds, so
+the run makes the choices it would have made without the restart.
 
 Slow is not dead. A step has no deadline of its own: the coordinator waits
 for a host's answer as long as the host is heard (its transport heartbeats
@@ -41,7 +47,6 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -49,8 +54,13 @@ import numpy as np
 
 from swarm.adapters.store import AdapterStore
 from swarm.config.schema import SwarmConfig
-from swarm.errors import PeerUnavailable, RemoteError, ReportError, SecurityError, SwarmError
-from swarm.runtime.membership import check_join
+from swarm.errors import PeerUnavailable, RemoteError, ReportError, SwarmError
+from swarm.matching.matchmaker import Matchmaker
+from swarm.matching.profiles import ProfileBuilder
+from swarm.matching.registry import create_matchmaker, restore_matchmaker
+from swarm.runtime.events import RunSummary
+from swarm.runtime.membership import Member, Membership
+from swarm.runtime.population import agent_skills
 from swarm.runtime.recorder import Recorder
 from swarm.runtime.reports import ReportChecker, short
 from swarm.transport.peers import Incoming, Server, TransportOptions
@@ -71,25 +81,18 @@ from swarm.wire.codec import (
     error_reply,
 )
 
-__all__ = ["Coordinator", "Member"]
+__all__ = ["Coordinator", "Member", "swarm_skills"]
 
 log = logging.getLogger(__name__)
 
 
-
-@dataclass
-class Member:
-    """A connected host and the agents it holds."""
-
-    host: str
-    peer: bytes
-    agents: list[str]
-    joined_at: float = field(default_factory=time.time)
-    key: bytes = b""  # the CURVE public key it joined with (empty without security)
-
-
 class Coordinator:
-    """Owns the round loop. ``run()`` serves hosts and drives ``config.swarm.rounds`` rounds."""
+    """Owns the round loop, the matchmaker and the profile builder.
+
+    ``run()`` serves hosts and drives ``config.swarm.rounds`` rounds. With
+    ``resume`` the matchmaker continues from the state committed with the
+    lineage's last round (a new one when the lineage holds none).
+    """
 
     def __init__(
         self,
@@ -99,6 +102,7 @@ class Coordinator:
         options: TransportOptions | None = None,
         round_attempts: int = 3,
         silence_s: float | None = None,
+        resume: bool = False,
     ) -> None:
         from swarm.protocols.registry import get_protocol
 
@@ -108,10 +112,11 @@ class Coordinator:
         self.options = options or TransportOptions.from_config(config.transport)
         self.round_attempts = round_attempts
         self.silence_s = self.options.silence_s if silence_s is None else silence_s
+        self.profiler = ProfileBuilder(skills=swarm_skills(config), agent_skills=agent_skills(config))
+        self.matchmaker: Matchmaker = self._matchmaker(resume)
         self.checker = ReportChecker(AdapterStore(recorder.adapter_root))
         self.protocol = get_protocol(config.protocol.name)(config.protocol.settings)
-        self.members: dict[str, Member] = {}
-        self._gone: dict[str, Member] = {}  # dropped for silence; readmitted when heard again
+        self.membership = Membership(self.expected)
         self.reports: dict[str, AgentReport] = {}
         self.adapters: dict[str, str] = dict(recorder.adapters())
         self.round = recorder.next_round()
@@ -125,7 +130,20 @@ class Coordinator:
         self._server: Server | None = None
         self._events: Publisher | None = None
 
-    async def run(self) -> dict[str, Any]:
+    def _matchmaker(self, resume: bool) -> Matchmaker:
+        """The lineage's matchmaker on ``resume`` (when it holds one), else a new one."""
+        state = self.recorder.matchmaker_state() if resume else None
+        if state is not None:
+            return restore_matchmaker(state)
+        mm = self.config.matchmaker
+        return create_matchmaker(mm.kind, self.profiler.dim, mm.settings, seed=self.config.swarm.seed)
+
+    @property
+    def members(self) -> dict[str, Member]:
+        """The hosts stepped each round, by name."""
+        return self.membership.members
+
+    async def run(self) -> RunSummary:
         """Serve hosts and run the remaining rounds; returns the final summary."""
         address = endpoint(self.config.transport, CONTROL_OFFSET)
         events = endpoint(self.config.transport, EVENTS_OFFSET)
@@ -141,7 +159,7 @@ class Coordinator:
                     await self.run_round(self.round)
                     self.round += 1
                 summary = self.summary()
-                await self._publish("done", summary)
+                await self._publish("done", dict(summary))
                 await asyncio.sleep(0.2)  # let the last event leave
                 return summary
             finally:
@@ -186,71 +204,40 @@ class Coordinator:
     def _join(self, inc: Incoming, msg: Join, key: bytes, holds: Callable[[bytes], bool]) -> None:
         """Admit a host, bound to the peer (routing id, CURVE key) that joined with its name.
 
-        A seat stays with its peer while the server ``holds`` it (live, or silent
-        for under ``silence_s``), also while the host is dropped from rounds for
-        silence: a starved host keeps its name and agents.
-
         Raises:
             SecurityError: the name or one of the agents belongs to another peer.
             SwarmError: a malformed ``Join`` (bad name, unknown agents, bad capabilities).
         """
-        check_join(msg, self.expected)
-        for host, member in [*self.members.items(), *self._gone.items()]:
-            if (member.peer, member.key) == (inc.peer, key) or not holds(member.peer):
-                continue  # the same peer joining again, or a released seat
-            taken = sorted(set(msg.agent_ids) & set(member.agents))
-            if host == msg.sender or taken:
-                raise SecurityError(f"host {msg.sender!r} from {inc.peer!r}: "
-                                    f"{'its name' if host == msg.sender else taken[:5]} "
-                                    f"belongs to {host!r}, joined from another peer")
+        self.membership.admit(msg, inc.peer, key, holds)
         self._drop(msg.sender, "joined again: its earlier incarnation's work is lost")
-        for seats in (self.members, self._gone):  # released seats (checked above)
-            for host in [h for h, m in seats.items() if set(m.agents) & set(msg.agent_ids)]:
-                del seats[host]
-        self._gone.pop(msg.sender, None)
-        self.members[msg.sender] = Member(msg.sender, inc.peer, list(msg.agent_ids), key=key)
         log.info("coordinator: host %s joined with %d agents", msg.sender, len(msg.agent_ids))
         # At the start every expected agent must be placed; mid-run any host will do.
-        if self._placed() >= set(self.expected) or self.history:
+        if self.membership.placed() >= set(self.expected) or self.history:
             self._joined.set()
 
     def _leave(self, inc: Incoming, msg: Leave) -> None:
         """Remove a host, only at the request of the peer it joined from."""
-        member = self.members.get(msg.sender)
-        if member is None:
-            return
-        if member.peer != inc.peer:
-            raise SecurityError(f"Leave for host {msg.sender!r} from {inc.peer!r}, "
-                                f"not the peer it joined from")
-        self._drop(msg.sender, "left")
-        del self.members[msg.sender]
+        if self.membership.leave(msg.sender, inc.peer):
+            self._drop(msg.sender, "left")
 
     def _lost(self, peer: bytes) -> None:
-        host = next((h for h, m in self.members.items() if m.peer == peer), None)
+        host = self.membership.host_at(peer)
         if host is not None:  # not dropped yet: a starved process may be heard again (_ask)
             log.info("coordinator: host %s missed its heartbeats; dropped if silent for %.0f s",
                      host, self.silence_s)
 
     def _readmit(self) -> bool:
         """Take back dropped hosts that are heard again; True if any came back."""
-        server, back = self._server, False
-        for host, member in list(self._gone.items()):
-            if host in self.members:  # it joined again meanwhile
-                del self._gone[host]
-            elif server is not None and member.peer in server.peers:
-                log.warning("coordinator: host %s is heard again; back from this round on", host)
-                self.members[host] = self._gone.pop(host)
-                back = True
-        return back
+        back = self.membership.readmit(self._server.peers if self._server is not None else ())
+        for host in back:
+            log.warning("coordinator: host %s is heard again; back from this round on", host)
+        return bool(back)
 
     def _drop(self, host: str, why: str) -> None:
         task = self._inflight.pop(host, None)
         if task is not None and not task.done():
             log.warning("coordinator: host %s %s; dropped from this round", host, why)
             task.cancel()
-
-    def _placed(self) -> set[str]:
-        return {a for m in self.members.values() for a in m.agents}
 
     async def _wait_for_hosts(self, timeout: float = 300.0) -> None:
         loop = asyncio.get_running_loop()
@@ -274,15 +261,15 @@ class Coordinator:
                 self.adapters[r.agent_id] = r.adapter
         profiles = self._profiles(reports)
         max_pairs = self.config.matchmaker.max_pairs or len(reports) // 2
-        pairs = self.protocol.pairs(rnd, reports, profiles, self.recorder.matchmaker, max_pairs)
+        pairs = self.protocol.pairs(rnd, reports, profiles, self.matchmaker, max_pairs)
         await self._publish("pairs", {"round": rnd, "pairs": pairs})
         outcomes = await self._exchange(rnd, pairs, reports)
         for o in outcomes:
-            self.recorder.matchmaker.update((o.teacher, o.student), profiles, o.after - o.before)
+            self.matchmaker.update((o.teacher, o.student), profiles, o.after - o.before)
             if o.accepted and o.adapter:
                 self.adapters[o.student] = o.adapter
         record = self._record(rnd, reports, pairs, outcomes, local, started)
-        self.recorder.commit_round(rnd, reports, outcomes, record)
+        self.recorder.commit_round(rnd, reports, outcomes, record, self.matchmaker.state())
         self.last = record
         self.history.append(record)
         await self._publish("scores", record)
@@ -330,7 +317,7 @@ class Coordinator:
     ) -> list[PairOutcome]:
         by_host: dict[str, list[Assignment]] = {}
         for teacher, student in pairs:
-            host = self._host_of(student)
+            host = self.membership.host_of(student)
             if host is None:
                 continue
             by_host.setdefault(host, []).append(Assignment(
@@ -365,14 +352,12 @@ class Coordinator:
                     return host, None
                 log.warning("coordinator: host %s dropped from round %d %s: %s",
                             host, rnd, phase, exc)
-                if self.members.get(host) is member:
-                    self._gone[host] = self.members.pop(host)
+                self.membership.set_aside(host, member)
                 return host, None
             except PeerUnavailable as exc:
                 log.warning("coordinator: host %s dropped from round %d %s: %s",
                             host, rnd, phase, exc)
-                if self.members.get(host) is member:
-                    self._gone[host] = self.members.pop(host)
+                self.membership.set_aside(host, member)
                 return host, None
             finally:
                 if self._inflight.get(host) is task:
@@ -429,11 +414,9 @@ class Coordinator:
         for a in step.assignments:
             self.exchange_failures[a.student] = f"host {host} rejected: {reason}"
 
-    def _host_of(self, agent: str) -> str | None:
-        return next((h for h, m in self.members.items() if agent in m.agents), None)
-
     def _profiles(self, reports: Mapping[str, AgentReport]) -> dict[str, np.ndarray]:
-        return self.recorder.profiles(reports)
+        """The matchmaker's profile of each reporting agent (moves each score delta on)."""
+        return {a: self.profiler.build(r) for a, r in reports.items()}
 
     def _record(self, rnd: int, reports: Mapping[str, AgentReport], pairs: list[tuple[str, str]],
                 outcomes: list[PairOutcome], local: Mapping[str, StepDone],
@@ -470,8 +453,8 @@ class Coordinator:
             "last": self.last,
         }
 
-    def summary(self) -> dict[str, Any]:
-        """Final scores per agent and the lineage location."""
+    def summary(self) -> RunSummary:
+        """Every round record so far and the lineage location (what ``run_swarm`` returns)."""
         return {"rounds": self.round, "history": self.history,
                 "lineage": str(self.recorder.path)}
 
@@ -483,3 +466,8 @@ class Coordinator:
         with contextlib.suppress(SwarmError):
             await self._events.publish(topic, Event(sender="coordinator", topic=topic,
                                                     json=json.dumps(body, default=str)))
+
+
+def swarm_skills(config: SwarmConfig) -> list[str]:
+    """Every skill of the swarm's agents, sorted: the profile's skill features."""
+    return sorted({s for g in config.agents for s in g.skills})

@@ -36,7 +36,7 @@ class InlineLauncher(LocalLauncher):
 
     def start(self) -> None:
         """Start the model server subprocess and the in-process swarm thread."""
-        self._start_model_server()
+        self.launch_model_server()
         self._thread = threading.Thread(target=self._main, name="swarm-inline", daemon=True)
         self._thread.start()
 
@@ -66,8 +66,8 @@ class InlineLauncher(LocalLauncher):
                       self.config.adapter_store,
                       peer_address=endpoint(self.config.transport, PEER_OFFSET + i))
                  for i, agents in enumerate(placement)]
-        recorder = Recorder.open(self.config, resume=self.resume)
-        coordinator = Coordinator(self.config, list(specs), recorder)
+        recorder = Recorder.open(self.config)
+        coordinator = Coordinator(self.config, list(specs), recorder, resume=self.resume)
         tasks = [asyncio.ensure_future(h.run()) for h in hosts]
         try:
             summary = await coordinator.run()

@@ -92,14 +92,15 @@ class LocalLauncher:
         """Start the model server, the coordinator and every host."""
         base = [sys.executable, "-m", "swarm.runtime.process"]
         run = ["--run-dir", str(self.run_dir)]
-        self._start_model_server()
+        self.launch_model_server()
         coord = [*base, "coordinator", *run, *(["--resume"] if self.resume else [])]
         self._spawn(Child("coordinator", coord, self.run_dir / "logs" / "coordinator.log"))
         for i in range(self.config.launcher.hosts):
             self._spawn(Child(f"host-{i}", [*base, "host", *run, "--index", str(i)],
                               self.run_dir / "logs" / f"host-{i}.log"))
 
-    def _start_model_server(self) -> None:
+    def launch_model_server(self) -> None:
+        """Start this run's model server, unless ``model.server`` names one already running."""
         if self.config.model.server is None:
             argv = [sys.executable, "-m", "swarm.runtime.process", "model-server", "--run-dir",
                     str(self.run_dir)]

@@ -70,8 +70,8 @@ async def _coordinator(config: SwarmConfig, args: argparse.Namespace) -> None:
 
     hosts = json.loads((args.run_dir / "hosts.json").read_text())
     expected = [a for host in hosts for a in host]
-    recorder = Recorder.open(config, resume=args.resume)
-    summary = await Coordinator(config, expected, recorder).run()
+    recorder = Recorder.open(config)
+    summary = await Coordinator(config, expected, recorder, resume=args.resume).run()
     (args.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
 
 

@@ -1,7 +1,9 @@
-"""What the coordinator remembers: lineage, matchmaker and profiles of one swarm run.
+"""The lineage writer of one swarm run: each round the coordinator hands it is one commit batch.
 
 The ``Recorder`` is the coordinator's single point of contact with the
-lineage store (it is the sole writer). Each round is one atomic batch:
+lineage store (it is the sole writer). It owns no matchmaker and builds no
+profiles: the coordinator owns both and hands over the matchmaker's state
+to commit with each round. Each round is one atomic batch:
 
 - a commit on ``agent/<id>`` for every agent whose adapter changed in the
   local step (its adapter pointer and profile);
@@ -13,8 +15,8 @@ lineage store (it is the sole writer). Each round is one atomic batch:
   and ``matchmaker/state.json``;
 
 and, in the same ref transaction, the held-out scores as git notes. A restarted coordinator
-(``--resume``) reads the last round, the matchmaker state and every agent's
-last adapter back from the lineage.
+(``--resume``) reads the last round, the matchmaker state (``matchmaker_state``)
+and every agent's last adapter back from the lineage.
 
 The lineage keeps its adapters in the machine's adapter store
 (``model.adapter_store``), the one the model server writes what it trains into:
@@ -29,8 +31,6 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from swarm.config.schema import SwarmConfig
 from swarm.errors import LineageError
@@ -52,15 +52,12 @@ __all__ = ["Recorder"]
 
 
 class Recorder:
-    """Lineage writer, matchmaker and profile builder of one run."""
+    """The lineage writer of one run: rounds in, commits out."""
 
-    def __init__(self, config: SwarmConfig, store: LineageStore, adapter_root: Path,
-                 matchmaker: Any, profiler: Any) -> None:
+    def __init__(self, config: SwarmConfig, store: LineageStore, adapter_root: Path) -> None:
         self.config = config
         self.store = store
         self.adapter_root = adapter_root
-        self.matchmaker = matchmaker
-        self.profiler = profiler
         self._committed: dict[str, str] = {}  # agent -> adapter sha at its branch tip
 
     @property
@@ -69,23 +66,11 @@ class Recorder:
         return self.store.path
 
     @classmethod
-    def open(cls, config: SwarmConfig, resume: bool = False) -> Recorder:
-        """Open (or create) the lineage of ``config``; with ``resume`` read its state back."""
-        from swarm.matching.profiles import ProfileBuilder
-        from swarm.matching.registry import create_matchmaker, restore_matchmaker
-        from swarm.runtime.population import agent_skills
-
+    def open(cls, config: SwarmConfig) -> Recorder:
+        """Open (or create) the lineage of ``config`` and read which adapters it holds."""
         store = GitLineageStore.open(config.lineage_dir, create=True,
                                      adapter_store=config.adapter_store)
-        profiler = ProfileBuilder(skills=_all_skills(config), agent_skills=agent_skills(config))
-        state = _read_json(store, SWARM_BRANCH, MATCHMAKER_PATH) if resume else None
-        if state is not None:
-            matchmaker = restore_matchmaker(state)
-        else:
-            mm = config.matchmaker
-            matchmaker = create_matchmaker(mm.kind, profiler.dim, mm.settings,
-                                           seed=config.swarm.seed)
-        recorder = cls(config, store, config.adapter_store, matchmaker, profiler)
+        recorder = cls(config, store, config.adapter_store)
         recorder._committed = recorder.adapters()
         return recorder
 
@@ -120,15 +105,20 @@ class Recorder:
         records = (_read_json(self.store, SWARM_BRANCH, round_path(r)) for r in range(last))
         return [r for r in records if r is not None]
 
-    def profiles(self, reports: Mapping[str, AgentReport]) -> dict[str, np.ndarray]:
-        """The matchmaker's profile vector of each reporting agent."""
-        return {a: self.profiler.build(r) for a, r in reports.items()}
+    def matchmaker_state(self) -> dict[str, Any] | None:
+        """The matchmaker state committed with the last round (None for a new lineage)."""
+        state = _read_json(self.store, SWARM_BRANCH, MATCHMAKER_PATH)
+        if state is None or isinstance(state, dict):
+            return state
+        raise LineageError(f"{MATCHMAKER_PATH} on {SWARM_BRANCH} is not a JSON object")
 
     def commit_round(self, rnd: int, reports: Mapping[str, AgentReport],
-                     outcomes: Sequence[PairOutcome], record: Mapping[str, Any]) -> None:
+                     outcomes: Sequence[PairOutcome], record: Mapping[str, Any],
+                     matchmaker_state: Mapping[str, Any]) -> None:
         """Commit one round and its score notes in one atomic transaction (module docstring).
 
-        Nothing is remembered as committed unless the whole transaction landed,
+        ``matchmaker_state`` is the coordinator's matchmaker after the round's
+        rewards, committed as ``matchmaker/state.json``. Nothing is remembered as committed unless the whole transaction landed,
         so a failed round can be committed again as it was.
         """
         specs: list[CommitSpec] = []
@@ -155,7 +145,7 @@ class Recorder:
         specs.append(CommitSpec(SWARM_BRANCH, {
             round_path(rnd): body,
             LATEST_ROUND_PATH: body,
-            MATCHMAKER_PATH: self.matchmaker.state(),
+            MATCHMAKER_PATH: dict(matchmaker_state),
         }, f"round {rnd}: mean score {record['mean_score']:.3f}, {len(outcomes)} exchange(s)"))
         notes = {i: {"round": rnd, "score": _score_of(spec)} for i, spec in enumerate(specs)
                  if spec.branch != SWARM_BRANCH}
@@ -190,6 +180,3 @@ def _read_json(store: Any, ref: str, path: str) -> Any:
     except LineageError:
         return None
 
-
-def _all_skills(config: SwarmConfig) -> list[str]:
-    return sorted({s for g in config.agents for s in g.skills})

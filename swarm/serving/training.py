@@ -14,13 +14,18 @@ come from ``seed`` alone, so the same base model, examples, settings and seed
 give byte-identical ``adapter_model.safetensors`` (on the same machine and
 torch build). The output is a plain PEFT folder that peft and vLLM load
 unchanged; with a store it is also put into the ``AdapterStore``.
+
+A trainer draws nothing on the screen unless asked: ``progress=True`` shows
+a rich progress bar per job, a callable is told ``(step, steps, loss)`` after
+each optimisation step (``TrainProgress``).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -32,9 +37,12 @@ from swarm.errors import TrainingError
 from swarm.serving.settings import LoraSection
 from swarm.skills import Example
 
-__all__ = ["TrainJob", "TrainResult", "Trainer", "train_lora"]
+__all__ = ["TrainJob", "TrainProgress", "TrainResult", "Trainer", "train_lora"]
 
 ADAPTER_NAME = "default"
+
+#: Told ``(step, steps, loss)`` after each optimisation step (steps count from 1).
+TrainProgress = Callable[[int, int, float], None]
 
 
 @dataclass(frozen=True)
@@ -81,7 +89,8 @@ class Trainer:
     Args:
         base_model_dir: a Hugging Face model folder.
         store: if given, every trained adapter is put into it.
-        progress: show a progress bar per job.
+        progress: ``True`` shows a rich progress bar per job; a ``TrainProgress``
+            callable is told each step; ``False`` (the default) shows nothing.
         device: torch device for training (``"cpu"`` or ``"cuda"``).
     """
 
@@ -90,7 +99,7 @@ class Trainer:
         base_model_dir: str | Path,
         *,
         store: AdapterStore | None = None,
-        progress: bool = True,
+        progress: bool | TrainProgress = False,
         device: str = "cpu",
     ) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -272,7 +281,7 @@ def train_lora(
     out_dir: str | Path,
     init_adapter: str | Path | None = None,
     *,
-    progress: bool = False,
+    progress: bool | TrainProgress = False,
     store: AdapterStore | None = None,
 ) -> Path:
     """Train one LoRA adapter (loads the base model: prefer one ``Trainer`` for many jobs).
@@ -308,16 +317,20 @@ def _collate(rows: list[tuple[list[int], list[int]]], pad_id: int) -> tuple[Any,
 
 
 class _Progress:
-    """A rich progress bar showing the running loss, or nothing when disabled."""
+    """A rich progress bar showing the running loss, a ``TrainProgress`` callback, or nothing."""
 
-    def __init__(self, enabled: bool, label: str, total: int) -> None:
-        self.enabled = enabled
+    def __init__(self, progress: bool | TrainProgress, label: str, total: int) -> None:
+        self.progress = progress
         self.label = label
         self.total = total
         self._bar: Any = None
 
-    def __enter__(self) -> Any:
-        if not self.enabled:
+    def __enter__(self) -> Callable[[float], None]:
+        progress = self.progress
+        if callable(progress):
+            steps = itertools.count(1)
+            return lambda loss: progress(next(steps), self.total, loss)
+        if not progress:
             return lambda loss: None
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
