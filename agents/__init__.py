@@ -12,12 +12,16 @@ from typing import Any
 
 from swarm.agents.base import Agent, AgentReport, AgentSpec, HostServices, PairOutcome
 from swarm.agents.registry import ROLES, get_role, role
+from swarm.agents.roles import Expert, Learner, Listener  # importing them registers them
 
 __all__ = [
     "Agent",
     "AgentReport",
     "AgentSpec",
+    "Expert",
     "HostServices",
+    "Learner",
+    "Listener",
     "PairOutcome",
     "ROLES",
     "get_role",

@@ -44,7 +44,10 @@ def role(name: str) -> Callable[[A], A]:
 
 
 def get_role(name: str) -> type[Agent]:
-    """The ``Agent`` class registered as ``name`` (built-ins and entry points)."""
-    import swarm.agents.roles  # noqa: F401  (registers the built-in roles)
+    """The ``Agent`` class registered as ``name`` (built-ins and entry points).
 
+    The built-in roles are registered when ``swarm.agents`` is imported (its
+    ``__init__`` imports ``swarm.agents.roles``), which any import of a module
+    of the package does first.
+    """
     return ROLES.get(name)

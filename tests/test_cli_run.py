@@ -10,7 +10,7 @@ from rich.console import Console
 
 from swarm.cli.main import main
 from swarm.cli.run import ConsoleProgress
-from swarm.config.schema import load_config
+from swarm.config import load_config
 from swarm.runtime.events import (
     Interrupted,
     Preparing,

@@ -107,10 +107,11 @@ def test_a_commit_and_a_resume_copy_no_adapter(tmp_path: Path) -> None:
     before = _snapshot(root)
     # Execute: commit a round, then resume the lineage the way a restarted coordinator does.
     rec.commit_round(0, {"a": AgentReport(agent_id="a", adapter=a0, score=0.25),
-                         "b": AgentReport(agent_id="b", adapter=b0, score=0.5)}, [], _record(0))
+                         "b": AgentReport(agent_id="b", adapter=b0, score=0.5)}, [], _record(0),
+                    MM_STATE)
     rec.close()
     config = rec.config
-    resumed = Recorder.open(config, resume=True)
+    resumed = Recorder.open(config)
     # Assert: the lineage points at the store's entries; no file of the store was added or
     # rewritten (no second copy anywhere, nothing copied back), and the lineage holds no weights.
     assert resumed.adapters() == {"a": a0, "b": b0}
@@ -131,18 +132,19 @@ def test_resume_refuses_another_store_and_names_a_lost_adapter(tmp_path: Path) -
     rec = _recorder(tmp_path)
     root = tmp_path / "adapters"
     a0 = _adapter(root, "a0")
-    rec.commit_round(0, {"a": AgentReport(agent_id="a", adapter=a0, score=0.25)}, [], _record(0))
+    rec.commit_round(0, {"a": AgentReport(agent_id="a", adapter=a0, score=0.25)}, [], _record(0),
+                     MM_STATE)
     rec.close()
     # Execute / Assert: resuming with another model.adapter_store is refused, naming both stores.
     moved = load_config(SMALL, [f"swarm.lineage={tmp_path / 'run' / 'lineage'}",
                                 f"model.adapter_store={tmp_path / 'elsewhere'}"])
     with pytest.raises(LineageError, match=f"keeps its adapters in {root}, not in "
                                            f"{tmp_path / 'elsewhere'}"):
-        Recorder.open(moved, resume=True)
+        Recorder.open(moved)
     # ... and an adapter deleted from the store is named, not silently trained from scratch.
     AdapterStore(root).remove(a0)
     with pytest.raises(LineageError, match=f"adapter {a0} committed on agent/a is missing"):
-        Recorder.open(rec.config, resume=True)
+        Recorder.open(rec.config)
 
 
 def test_the_matchmaker_state_handed_over_is_the_one_read_back(tmp_path: Path) -> None:
