@@ -139,14 +139,14 @@ def _registry_problems(config: SwarmConfig) -> Iterable[str]:
 
 def _port_problems(config: SwarmConfig) -> Iterable[str]:
     """The highest port a swarm binds must exist (``bind`` raises ``OverflowError`` past 65535)."""
-    from swarm.transport.topology import PEER_OFFSET
+    from swarm.transport.topology import MAX_PORT, PEER_OFFSET, last_port
 
     base, hosts = config.transport.base_port, config.launcher.hosts
-    top = base + PEER_OFFSET + hosts - 1
-    if top > 65535:
+    top = last_port(base, hosts)
+    if top > MAX_PORT:
         yield (f"transport.base_port: {base} puts the last host's peer port at {top} "
-               f"(base_port + {PEER_OFFSET} + launcher.hosts - 1); ports end at 65535, "
-               f"so allowed: base_port <= {65535 - PEER_OFFSET - hosts + 1}")
+               f"(base_port + {PEER_OFFSET} + launcher.hosts - 1); ports end at {MAX_PORT}, "
+               f"so allowed: base_port <= {MAX_PORT - PEER_OFFSET - hosts + 1}")
 
 
 def _lookup(key: str, name: str, get: Callable[[str], object]) -> Iterable[str]:

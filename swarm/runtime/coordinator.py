@@ -65,7 +65,7 @@ from swarm.runtime.recorder import Recorder
 from swarm.runtime.reports import ReportChecker, short
 from swarm.transport.peers import Incoming, Server, TransportOptions
 from swarm.transport.pubsub import Publisher
-from swarm.transport.topology import CONTROL_OFFSET, EVENTS_OFFSET, endpoint
+from swarm.transport.topology import address_book
 from swarm.wire.codec import (
     AgentReport,
     Assignment,
@@ -145,8 +145,9 @@ class Coordinator:
 
     async def run(self) -> RunSummary:
         """Serve hosts and run the remaining rounds; returns the final summary."""
-        address = endpoint(self.config.transport, CONTROL_OFFSET)
-        events = endpoint(self.config.transport, EVENTS_OFFSET)
+        config = self.config
+        book = address_book(config.transport, config.launcher.hosts, config.model.server)
+        address, events = book.control, book.events
         async with Server("coordinator", address, self.options,
                           on_peer_lost=self._lost) as server, Publisher(
             "coordinator", events, self.options

@@ -30,7 +30,7 @@ from swarm.config.schema import SwarmConfig
 from swarm.errors import AdapterError, PeerUnavailable, SwarmError
 from swarm.skills import Example
 from swarm.transport.peers import Client, Incoming, Server, TransportOptions
-from swarm.transport.topology import CONTROL_OFFSET, MODEL_OFFSET, endpoint, new_routing_id
+from swarm.transport.topology import address_book, new_routing_id
 from swarm.wire.codec import (
     AgentReport,
     Assignment,
@@ -95,8 +95,9 @@ class Host:
 
     async def run(self) -> None:
         """Join the swarm and answer steps until the coordinator goes away or a stop."""
-        control = endpoint(self.config.transport, CONTROL_OFFSET)
-        model = self.config.model.server or endpoint(self.config.transport, MODEL_OFFSET)
+        config = self.config
+        book = address_book(config.transport, config.launcher.hosts, config.model.server)
+        control, model = book.control, book.model
         async with Client(self.routing_id, control, self.options) as coord, Client(
             self.routing_id, model, self.options
         ) as self._model:

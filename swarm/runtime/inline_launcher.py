@@ -56,15 +56,16 @@ class InlineLauncher(LocalLauncher):
         from swarm.runtime.host import Host
         from swarm.runtime.population import build_population
         from swarm.runtime.recorder import Recorder
-        from swarm.transport.topology import PEER_OFFSET, endpoint
+        from swarm.transport.topology import address_book
 
         self._loop = asyncio.get_running_loop()
         self._task = asyncio.current_task()  # type: ignore[assignment]
         placement = json.loads((self.run_dir / "hosts.json").read_text())
         specs = {s.agent_id: s for s in build_population(self.config)}
+        book = address_book(self.config.transport, len(placement), self.config.model.server)
         hosts = [Host(f"host-{i}", self.config, [specs[a] for a in agents],
                       self.config.adapter_store,
-                      peer_address=endpoint(self.config.transport, PEER_OFFSET + i))
+                      peer_address=book.peer(i))
                  for i, agents in enumerate(placement)]
         recorder = Recorder.open(self.config)
         coordinator = Coordinator(self.config, list(specs), recorder, resume=self.resume)

@@ -78,12 +78,12 @@ async def _coordinator(config: SwarmConfig, args: argparse.Namespace) -> None:
 async def _host(config: SwarmConfig, args: argparse.Namespace) -> None:
     from swarm.runtime.host import Host
     from swarm.runtime.population import build_population
-    from swarm.transport.topology import PEER_OFFSET, endpoint
+    from swarm.transport.topology import address_book
 
     hosts = json.loads((args.run_dir / "hosts.json").read_text())
     mine = set(hosts[args.index])
     specs = [s for s in build_population(config) if s.agent_id in mine]
-    peers = endpoint(config.transport, PEER_OFFSET + args.index)
+    peers = address_book(config.transport, config.launcher.hosts, config.model.server).peer(args.index)
     name = f"host-{args.index}"
     await Host(name, config, specs, config.adapter_store, peer_address=peers,
                routing_id=_routing_id(args.run_dir, name)).run()
@@ -131,13 +131,13 @@ async def _model_server(config: SwarmConfig, args: argparse.Namespace) -> None:
     from swarm.serving.registry import create_backend
     from swarm.serving.server import ModelServer
     from swarm.transport.peers import TransportOptions
-    from swarm.transport.topology import MODEL_OFFSET, endpoint
+    from swarm.transport.topology import address_book
 
     model = Path((args.run_dir / "model.txt").read_text().strip())
     store_root = config.adapter_store
     store = AdapterStore(store_root, AdapterValidator(model, max_rank=config.model.max_lora_rank))
     backend = create_backend(config.model, model, store.checked_path)
-    address = config.model.server or endpoint(config.transport, MODEL_OFFSET)
+    address = address_book(config.transport, config.launcher.hosts, config.model.server).model
     server = ModelServer(backend, address, trainer=store_trainer(model, store, seed=config.swarm.seed),
                          merger=store_merger(model, store),
                          options=TransportOptions.from_config(config.transport))

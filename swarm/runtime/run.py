@@ -118,11 +118,11 @@ async def _watch(config: SwarmConfig, launcher: LocalLauncher, tell: Progress) -
     """Turn the coordinator's published events into ``tell`` calls until it exits."""
     from swarm.transport.peers import TransportOptions
     from swarm.transport.pubsub import Subscriber
-    from swarm.transport.topology import EVENTS_OFFSET, endpoint
+    from swarm.transport.topology import address_book
 
     options = TransportOptions.from_config(config.transport)
     started, last_msgs = time.time(), 0
-    async with Subscriber("cli", endpoint(config.transport, EVENTS_OFFSET), options=options) as events:
+    async with Subscriber("cli", address_book(config.transport, config.launcher.hosts, config.model.server).events, options=options) as events:
         while True:
             code = launcher.poll()
             if code is not None:
@@ -151,11 +151,11 @@ async def ask_status(config: SwarmConfig, timeout: float = 5.0) -> dict[str, Any
         SwarmError: something else than a status report answered.
     """
     from swarm.transport.peers import Client, TransportOptions
-    from swarm.transport.topology import CONTROL_OFFSET, endpoint
+    from swarm.transport.topology import address_book
     from swarm.wire.codec import Status, StatusReport
 
     options = TransportOptions.from_config(config.transport)
-    address = endpoint(config.transport, CONTROL_OFFSET)
+    address = address_book(config.transport, config.launcher.hosts, config.model.server).control
     async with Client("status-cli", address, options) as client:
         try:
             reply = await client.request(Status(sender="status-cli"), timeout=timeout)

@@ -27,7 +27,7 @@ import msgspec
 
 __all__ = [
     "CONTROL_OFFSET", "EVENTS_OFFSET", "MODEL_OFFSET", "PEER_OFFSET", "MAX_PORT",
-    "Listen", "AddressBook", "endpoint", "address_book", "swarm_ports", "new_routing_id",
+    "Listen", "AddressBook", "endpoint", "address_book", "swarm_ports", "last_port", "new_routing_id",
 ]
 
 CONTROL_OFFSET = 0
