@@ -31,14 +31,14 @@ from common import RESULTS, git_head, write_result  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TOLERANCE = 0.10
-LOWER_IS_BETTER = ("rtt", "rss", "_s_", "bytes")
+LOWER_IS_BETTER = ("rtt", "rss")  # latencies and memory; every other ratio is a rate
 
 
 def lower_is_better(key: str, goal: str | None) -> bool:
     """Whether a smaller value of ratio ``key`` is the better one."""
     if goal:
         return goal.startswith("<=")
-    return any(part in key for part in LOWER_IS_BETTER)
+    return any(part in key for part in LOWER_IS_BETTER) or key.endswith(("_s", "_bytes"))
 
 
 def run_once(tree: Path, python: str, bench: str, extra: list[str]) -> dict[str, Any]:
@@ -63,6 +63,8 @@ def main() -> None:
     parser.add_argument("--reference-python", default="",
                         help="its interpreter (default: REFERENCE/.venv/bin/python)")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--name", default="compare",
+                        help="result file bench/results/NAME.json (default: compare)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the current tree's bench JSON of its median run "
                         "(default: its last run)")
@@ -104,7 +106,7 @@ def main() -> None:
                         RESULTS / f"{bench}.json")
         for j in range(len(cur_runs)):
             (RESULTS / f".{bench}.run{j}.json").unlink(missing_ok=True)
-    write_result("compare", {"benches": args.benches, "runs": args.runs,
+    write_result(args.name, {"benches": args.benches, "runs": args.runs,
                              "reference": str(args.reference), "tolerance": TOLERANCE},
                  figures, ratios, goals)
 
