@@ -65,7 +65,7 @@ def endpoint(listen: Listen, offset: int) -> str:
     return f"tcp://{listen.host}:{listen.base_port + offset}"
 
 
-def address_book(listen: Listen, hosts: int, model_server: str = "") -> AddressBook:
+def address_book(listen: Listen, hosts: int, model_server: str | None = None) -> AddressBook:
     """The one-machine address book: every role at its offset from ``base_port``.
 
     Args:
