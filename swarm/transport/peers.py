@@ -108,7 +108,35 @@ __all__ = [
 ]
 
 
-class Server(Endpoint):
+class Conversing:
+    """The request/reply calls of ``Client`` and ``Server``: each delegates to its ``Conversations``."""
+
+    conversations: Conversations
+
+    def expect(self, msg_id: str, hook: Hook | None) -> None:
+        """Route replies whose ``correlation_id`` is ``msg_id`` to ``hook`` (``None`` stops)."""
+        self.conversations.expect(msg_id, hook)
+
+    async def reply(self, to: Incoming, msg: Message, payload: Sequence[Frame] = ()) -> None:
+        """Answer ``to`` (``Conversations.reply``)."""
+        await self.conversations.reply(to, msg, payload)
+
+    async def request(
+        self, msg: Message, payload: Sequence[Frame] = (), peer: bytes | None = None,
+        timeout: float = 30.0, reliable: bool = False,
+    ) -> Incoming:
+        """Send ``msg`` and wait for its answer (``Conversations.request``)."""
+        return await self.conversations.request(msg, payload, peer, timeout, reliable)
+
+    async def send_reliable(
+        self, msg: Message, payload: Sequence[Frame] = (), peer: bytes | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        """Send until acknowledged (``Conversations.send_reliable``)."""
+        await self.conversations.send_reliable(msg, payload, peer, timeout)
+
+
+class Server(Endpoint, Conversing):
     """A ROUTER that binds: answers requests and routes by agent id.
 
     Every message received teaches the route ``msg.sender -> peer``, unless
@@ -139,30 +167,6 @@ class Server(Endpoint):
         """Bind and start the heartbeat loop."""
         await super().start()
         self.background(self._heartbeat_loop())
-
-    # -- conversations (see ``swarm.transport.reliable.Conversations``) ---------------
-
-    def expect(self, msg_id: str, hook: Hook | None) -> None:
-        """Route replies whose ``correlation_id`` is ``msg_id`` to ``hook`` (``None`` stops)."""
-        self.conversations.expect(msg_id, hook)
-
-    async def reply(self, to: Incoming, msg: Message, payload: Sequence[Frame] = ()) -> None:
-        """Answer ``to`` (``Conversations.reply``)."""
-        await self.conversations.reply(to, msg, payload)
-
-    async def request(
-        self, msg: Message, payload: Sequence[Frame] = (), peer: bytes | None = None,
-        timeout: float = 30.0, reliable: bool = False,
-    ) -> Incoming:
-        """Send ``msg`` and wait for its answer (``Conversations.request``)."""
-        return await self.conversations.request(msg, payload, peer, timeout, reliable)
-
-    async def send_reliable(
-        self, msg: Message, payload: Sequence[Frame] = (), peer: bytes | None = None,
-        timeout: float = 60.0,
-    ) -> None:
-        """Send until acknowledged (``Conversations.send_reliable``)."""
-        await self.conversations.send_reliable(msg, payload, peer, timeout)
 
     # -- routes (``swarm.transport.routes.Routes``) -------------------------------------
 
@@ -264,7 +268,7 @@ class Server(Endpoint):
             self.check_readable()
 
 
-class Client(Endpoint):
+class Client(Endpoint, Conversing):
     """A DEALER connected to one server, kept alive by the Paranoid Pirate pattern.
 
     ``up`` is true once the server has been heard since the last (re)connect.
@@ -306,30 +310,6 @@ class Client(Endpoint):
     def on_down(self, listener: Callable[[], None]) -> None:
         """Call ``listener()`` each time the server is declared dead."""
         self._down_listeners.append(listener)
-
-    # -- conversations (see ``swarm.transport.reliable.Conversations``) ---------------
-
-    def expect(self, msg_id: str, hook: Hook | None) -> None:
-        """Route replies whose ``correlation_id`` is ``msg_id`` to ``hook`` (``None`` stops)."""
-        self.conversations.expect(msg_id, hook)
-
-    async def reply(self, to: Incoming, msg: Message, payload: Sequence[Frame] = ()) -> None:
-        """Answer ``to`` (``Conversations.reply``)."""
-        await self.conversations.reply(to, msg, payload)
-
-    async def request(
-        self, msg: Message, payload: Sequence[Frame] = (), peer: bytes | None = None,
-        timeout: float = 30.0, reliable: bool = False,
-    ) -> Incoming:
-        """Send ``msg`` and wait for its answer (``Conversations.request``)."""
-        return await self.conversations.request(msg, payload, peer, timeout, reliable)
-
-    async def send_reliable(
-        self, msg: Message, payload: Sequence[Frame] = (), peer: bytes | None = None,
-        timeout: float = 60.0,
-    ) -> None:
-        """Send until acknowledged (``Conversations.send_reliable``)."""
-        await self.conversations.send_reliable(msg, payload, peer, timeout)
 
     # -- the endpoint's hooks -------------------------------------------------------
 
