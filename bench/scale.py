@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import logging
 import socket
 import statistics
 import subprocess
@@ -84,6 +85,7 @@ class ScaleStats(Agent):
 
 def serve(n_agents: int, address: str) -> None:
     """Run one host with ``n_agents`` chat agents and the stats agent until killed."""
+    logging.basicConfig(level=logging.INFO, format="host: %(levelname)s %(name)s: %(message)s")
     from swarm.config import parse_config
     from swarm.runtime.host import Host
 
@@ -153,7 +155,14 @@ async def pump(client: Client, n_agents: int, total: int, batch: int, window: in
             await client.send_batch([Chat(sender="driver", recipient=ids[i], content=TEXT)
                                      for i in picks])
             sent += len(picks)
-        for inc in await client.recv_batch(max_items=window, timeout=60.0):
+        try:
+            batch_in = await client.recv_batch(max_items=window, timeout=60.0)
+        except TimeoutError:
+            raise RuntimeError(
+                f"no reply for 60 s: sent {sent}, received {received}, client up={client.up} "
+                f"reconnects={client.reconnects} waiting={client.waiting} paused={client.paused} "
+                f"queued={client.queued} readable={client.check_readable()}") from None
+        for inc in batch_in:
             if not isinstance(inc.msg, Chat):
                 raise RuntimeError(f"host answered {inc.msg!r}")
             received += 1

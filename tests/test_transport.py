@@ -18,6 +18,7 @@ import zmq
 import zmq.asyncio
 
 from swarm.errors import PeerUnavailable, RemoteError, WireError
+from swarm.transport.loop import run_loop
 from swarm.transport.peers import Client, Server, TransportOptions
 from swarm.transport.pubsub import Publisher, Subscriber
 from swarm.transport.settings import TransportSection
@@ -539,3 +540,56 @@ def test_a_batch_never_grows_past_the_receivers_limit(echo: Peer, address: str) 
 def test_transport_options_refuse_a_batch_longer_than_the_wire_allows() -> None:
     with pytest.raises(ValueError, match="max_batch"):
         TransportOptions(max_batch=MAX_BATCH + 1)
+
+
+# A process descheduled for longer than the liveness timeout (a loaded, shared machine)
+# wakes with its heartbeat timer long due; uvloop runs due timers before it reads its
+# sockets, so the heartbeat loop judges the peers before their traffic is read. Their
+# silence during this process's own stall must not count against them.
+
+
+def test_a_server_that_stalls_keeps_its_peers_and_the_replies_it_owes_them(address: str) -> None:
+    async def main() -> None:
+        lost: list[bytes] = []
+        async with Server("srv", address, OPTS, on_peer_lost=lost.append) as srv:
+            sock = zmq.Context.instance().socket(zmq.DEALER)
+            sock.linger = 0
+            sock.setsockopt(zmq.ROUTING_ID, b"quiet")
+            sock.connect(address)
+            sock.send_multipart(encode(Chat(sender="a", recipient="srv", content="hi")))
+            inc = await srv.recv(timeout=10)
+            time.sleep(3 * OPTS.timeout_s)  # the process stalls after taking the message
+            await asyncio.sleep(0.05)  # the heartbeat timer, due long ago, runs first
+            assert lost == [] and b"quiet" in srv.peers
+            await srv.reply(inc, Chat(content="late, but sent"))
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                if sock.poll(100):
+                    msg = decode_envelope(sock.recv_multipart()[0])
+                    if isinstance(msg, Chat):
+                        assert msg.content == "late, but sent"
+                        break
+                await asyncio.sleep(0)
+            else:
+                raise AssertionError("the reply never came")
+            sock.close(0)
+
+    run_loop(asyncio.wait_for(main(), 60))
+
+
+def test_a_client_that_stalls_does_not_declare_its_server_down(echo: Peer, address: str) -> None:
+    async def main() -> None:
+        async with Client("host-stall", address, OPTS) as cli:
+            await cli.wait_up(10)
+            downs: list[int] = []
+            cli.on_down(lambda: downs.append(1))
+            assert echo.proc is not None
+            echo.proc.send_signal(signal.SIGSTOP)  # the whole machine stalls: both processes
+            time.sleep(3 * OPTS.timeout_s)
+            echo.proc.send_signal(signal.SIGCONT)
+            await asyncio.sleep(0.05)  # nothing from the server is waiting: it stalled too
+            assert downs == [] and cli.up and cli.reconnects == 0
+            inc = await cli.request(Chat(sender="a", content="still here"), timeout=10)
+            assert inc.msg.content == "still here"
+
+    run_loop(asyncio.wait_for(main(), 60))

@@ -151,8 +151,11 @@ class Host:
                         replies.setdefault(inc.peer, []).append(answer)
                 for peer, msgs in replies.items():
                     self.messages += len(msgs)
-                    with contextlib.suppress(SwarmError):
+                    try:
                         await server.send_batch(msgs, peer=peer)
+                    except SwarmError as exc:  # the peer left: its agents ask again or give up
+                        log.warning("host %s: %d repl(ies) to %r not sent: %s",
+                                    self.host_id, len(msgs), peer, exc)
 
     async def _peer_message(self, inc: Incoming) -> Message | None:
         msg = inc.msg

@@ -51,7 +51,11 @@ reconnects on a fresh socket with exponential backoff. ``Server`` heartbeats
 every peer it knows and forgets peers silent for ``liveness`` periods; a send
 to an agent or peer it has no live route to raises ``PeerUnavailable``, and
 the socket is ``ROUTER_MANDATORY`` so a peer that vanishes between that check
-and the flush is logged as a drop instead of vanishing silently. ``send_reliable`` and
+and the flush is logged as a drop instead of vanishing silently. Silence is
+counted only while this process runs: a heartbeat loop that wakes more than a
+period late (the process was descheduled, the machine paused) moves its peers'
+last-heard times on by the delay, because its timers run before its sockets are
+read and the peers' traffic of that time is still unread. ``send_reliable`` and
 ``request(reliable=True)`` set ``ack`` on the envelope: the receiver
 acknowledges, de-duplicates by ``msg_id`` (and answers a duplicate request with
 its cached reply); the sender retries until acknowledged.
@@ -83,6 +87,7 @@ hears and the names routed to them.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -106,6 +111,8 @@ __all__ = [
     "down_signal",
     "DOWN",
 ]
+
+log = logging.getLogger(__name__)
 
 
 class Conversing:
@@ -255,9 +262,16 @@ class Server(Endpoint, Conversing):
         loop = asyncio.get_running_loop()
         period, routes = self.options.heartbeat_ms / 1000.0, self._routes
         while True:
+            due = loop.time() + period
             await asyncio.sleep(period)
             now = loop.time()
+            if now - due > period:  # this process stalled: its peers' silence meanwhile is not theirs
+                log.info("%s: the event loop stalled for %.1f s: peers are not blamed for it",
+                         self.name, now - due)
+                routes.excuse(now - due)
             for peer in routes.silent(now, self.options.timeout_s):
+                log.info("%s: peer %r silent for %.1f s: no more sends to it", self.name, peer,
+                         now - routes.live[peer])
                 routes.forget(peer, now)
                 if self._on_peer_lost is not None:
                     self._on_peer_lost(peer)
@@ -373,7 +387,11 @@ class Client(Endpoint, Conversing):
                 deadline = self._last_heard + self.options.timeout_s
                 if self._up.is_set():
                     backoff = period
-                await asyncio.sleep(max(min(next_beat, deadline) - now, 0.001))
+                wait = max(min(next_beat, deadline) - now, 0.001)
+                await asyncio.sleep(wait)
+                late = loop.time() - now - wait
+                if late > period:  # this process stalled: the server's silence meanwhile is not its own
+                    self._last_heard += late
                 continue
             self._declare_down()
             await asyncio.sleep(backoff)
@@ -383,6 +401,9 @@ class Client(Endpoint, Conversing):
 
     def _declare_down(self) -> None:
         was_up = self._up.is_set()
+        if was_up:
+            log.warning("%s: %s silent for %.1f s: declared down, reconnecting", self.name,
+                        self.address, asyncio.get_running_loop().time() - self._last_heard)
         self._up.clear()
         self.conversations.fail_pending("peer down")
         if was_up:

@@ -80,6 +80,16 @@ class Routes:
         """The live peers not heard for more than ``timeout_s``."""
         return [peer for peer, seen in self.live.items() if now - seen > timeout_s]
 
+    def excuse(self, seconds: float) -> None:
+        """This process did not run for ``seconds``: move every live peer's last-heard time on by it.
+
+        A process that was descheduled (a loaded machine, a paused VM) reads its
+        peers' traffic only after its timers ran; without this it would forget
+        every peer for a silence that was its own.
+        """
+        for peer in self.live:
+            self.live[peer] += seconds
+
     def forget(self, peer: bytes, now: float) -> None:
         """``peer`` missed its heartbeats: no more sends to it, but its names stay held."""
         del self.live[peer]
