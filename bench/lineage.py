@@ -35,7 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import write_result  # noqa: E402
-from swarm.lineage.store import CommitSpec, GitLineageStore  # noqa: E402
+from swarm.lineage.gitstore import GitLineageStore  # noqa: E402
+from swarm.lineage.writer import CommitSpec  # noqa: E402
 
 AGENTS = 16
 

@@ -58,9 +58,10 @@ from bench.common import write_result  # noqa: E402
 from swarm.matching.matchmaker import (  # noqa: E402
     greedy_disjoint_pairs,
     improve_pairs,
-    make_matchmaker,
     pair_features,
 )
+from swarm.matching.registry import create_matchmaker  # noqa: E402
+from swarm.matching.settings import BanditSettings  # noqa: E402
 
 AGENTS, CONTEXT, PAIRS, ROUNDS, NOISE = 16, 6, 8, 100, 0.15
 
@@ -110,7 +111,7 @@ def run_seed(seed: int, kinds: list[str]) -> dict[str, float]:
     profiles = {a: contexts[i] for i, a in enumerate(ids)}
     out: dict[str, float] = {"oracle_per_round": oracle, **floors(reward, oracle)}
     for kind in kinds:
-        mm = make_matchmaker(kind, CONTEXT, lam=1.0, beta0=1.0, seed=seed)
+        mm = create_matchmaker(kind, CONTEXT, BanditSettings(lam=1.0, beta0=1.0), seed=seed)
         noise = np.random.default_rng([seed, 1])
         regret = 0.0
         for rnd in range(ROUNDS):
@@ -129,7 +130,7 @@ def trained(dim: int, agents: int, updates: int) -> tuple[object, dict[str, np.n
     profiles = {f"a{i:04d}": rng.uniform(0.0, 1.0, dim) for i in range(agents)}
     ids = list(profiles)
     theta = rng.standard_normal(3 * dim + 1) / np.sqrt(dim)
-    mm = make_matchmaker("linucb", dim, seed=0)
+    mm = create_matchmaker("linucb", dim, seed=0)
     for _ in range(updates):
         i, j = rng.choice(agents, 2, replace=False)
         x = pair_features(profiles[ids[i]], profiles[ids[j]])

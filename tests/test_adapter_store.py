@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from swarm.adapters.store import COMPLETE_MARKER, WEIGHTS_FILE, AdapterStore
+from swarm.adapters.store import COMPLETE_MARKER, AdapterStore
+from swarm.adapters.validate import WEIGHTS_FILE
 from swarm.errors import (
     AdapterCorruptError,
     AdapterError,
@@ -19,7 +20,7 @@ from swarm.errors import (
     AdapterNotFound,
     LineageError,
 )
-from swarm.lineage.store import GitLineageStore
+from swarm.lineage.gitstore import GitLineageStore
 from tests.support import tiny_lora
 
 

@@ -14,12 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import load_file, save_file
 
-from swarm.adapters.store import (
-    AdapterStore,
-    AdapterValidator,
-    adapter_sha256,
-    read_safetensors,
-)
+from swarm.adapters.store import AdapterStore
+from swarm.adapters.tensorfile import read_safetensors
+from swarm.adapters.validate import AdapterValidator, adapter_sha256
 from swarm.errors import (
     AdapterCorruptError,
     AdapterDtypeError,

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from swarm.cli.main import main
-from swarm.lineage.store import CommitSpec, GitLineageStore
+from swarm.lineage.gitstore import GitLineageStore
+from swarm.lineage.writer import CommitSpec
 
 
 def _lineage(tmp_path: Path) -> Path:

@@ -189,7 +189,8 @@ def test_a_bad_report_drops_only_that_hosts_results(swarm: Any, tmp_path: Path, 
     coordinator, summary = s.run()
 
     # Assert: the round is committed with host-0's results only, and says why
-    from swarm.lineage.store import LineageReader, round_path
+    from swarm.lineage.reader import LineageReader
+    from swarm.lineage.repo import round_path
 
     record = json.loads(LineageReader(s.config.lineage_dir).show("swarm", round_path(0)))
     assert record == summary["history"][0]

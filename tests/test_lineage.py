@@ -19,7 +19,9 @@ import psutil
 import pytest
 
 from swarm.errors import LineageError
-from swarm.lineage.store import CommitSpec, GitLineageStore, LineageReader
+from swarm.lineage.gitstore import GitLineageStore
+from swarm.lineage.reader import LineageReader
+from swarm.lineage.writer import CommitSpec
 from tests.support import tiny_lora
 
 

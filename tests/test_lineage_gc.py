@@ -14,7 +14,7 @@ from swarm.adapters.store import AdapterStore
 from swarm.cli.main import main
 from swarm.errors import LineageError
 from swarm.lineage.gc import collect_garbage
-from swarm.lineage.store import GitLineageStore
+from swarm.lineage.gitstore import GitLineageStore
 from tests.support import tiny_lora
 
 

@@ -13,8 +13,9 @@ import pytest
 
 from swarm.cli.main import main
 from swarm.errors import LineageError
+from swarm.lineage.gitstore import GitLineageStore
 from swarm.lineage.layout import LAYOUT_FILE, read_layout
-from swarm.lineage.store import GitLineageStore, LineageReader
+from swarm.lineage.reader import LineageReader
 from tests.support import tiny_lora
 
 

@@ -10,14 +10,10 @@ import pytest
 
 from swarm.errors import LineageError
 from swarm.lineage.git import CatFile
+from swarm.lineage.gitstore import GitLineageStore
 from swarm.lineage.names import check_id, check_ref_name
-from swarm.lineage.store import (
-    CommitSpec,
-    GitLineageStore,
-    adapter_path,
-    agent_branch,
-    artifact_path,
-)
+from swarm.lineage.repo import adapter_path, agent_branch, artifact_path
+from swarm.lineage.writer import CommitSpec
 
 BAD_IDS = ["", ".", "..", "a..b", "x.lock", "-rf", ".hidden", "a/b", "a\nb", "a b", "a\tb",
            "a\x00b", "a\x7fb", "a:b", "a~1", "a^", "a?", "a*", "a[", "a\\b", "a@{1}", "x" * 200]
@@ -76,7 +72,7 @@ def test_cat_file_out_of_step_answer_is_refused_and_the_reader_restarts(
     b = store.commit("agent/b", {"f": b"b"}, "b")
     cat = CatFile(store.git_dir)
     try:
-        stdin, _ = cat._pipes()
+        stdin, _ = cat.pipes()
         stdin.write(f"{a} stray\n".encode())
         stdin.flush()
         # Execute / Assert: the answer to the stray request is not taken for b's.

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
 
-from swarm.errors import MatchmakerError
+from swarm.errors import MatchmakerError, RegistryError
 from swarm.matching.matchmaker import (
     GreedyMatchmaker,
     LinUCBMatchmaker,
@@ -15,14 +16,24 @@ from swarm.matching.matchmaker import (
     RandomMatchmaker,
     greedy_disjoint_pairs,
     improve_pairs,
-    make_matchmaker,
-    matchmaker_from_state,
     orient_by_score,
     orient_pairs,
     pair_dim,
     pair_features,
     ucb_matrix,
 )
+from swarm.matching.registry import create_matchmaker, restore_matchmaker
+
+
+def make_matchmaker(kind: str, dim: int, *, lam: float = 1.0, beta0: float = 1.0,
+                    seed: int = 0, **params: Any) -> Matchmaker:
+    """A built-in matchmaker with explicit parameters (the registry builds them from settings)."""
+    if kind == "linucb":
+        return LinUCBMatchmaker(dim, lam=lam, beta0=beta0, seed=seed, **params)
+    if kind == "greedy":
+        return GreedyMatchmaker(dim, lam=lam, seed=seed, **params)
+    assert kind == "random", kind
+    return RandomMatchmaker(dim, seed=seed)
 
 
 def _profiles(n: int, dim: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -294,7 +305,7 @@ def test_state_round_trips_exactly_through_json(kind: str) -> None:
     for rnd in range(5):
         for pair in mm.select(profiles, 7, rnd):
             mm.update(pair, profiles, float(rewards.normal()))
-    restored = matchmaker_from_state(json.loads(json.dumps(mm.state())))
+    restored = restore_matchmaker(json.loads(json.dumps(mm.state())))
     assert type(restored) is type(mm)
     assert restored.state() == mm.state()
     for rnd in range(5, 12):
@@ -320,8 +331,8 @@ def test_factory_and_protocol() -> None:
     assert (linucb.lam, linucb.beta0, linucb.refine) == (2.0, 0.5, 0)
     greedy = make_matchmaker("greedy", 5, beta0=3.0)
     assert isinstance(greedy, GreedyMatchmaker) and greedy.beta0 == 0.0
-    with pytest.raises(MatchmakerError, match="unknown matchmaker kind 'ucb'"):
-        make_matchmaker("ucb", 5)
+    with pytest.raises(RegistryError, match="ucb"):
+        create_matchmaker("ucb", 5)
 
 
 # -- errors ---------------------------------------------------------------------------------
@@ -394,9 +405,9 @@ def test_bad_states_are_refused() -> None:
     with pytest.raises(MatchmakerError, match="'dim' is 'x'"):
         RandomMatchmaker.from_state({**RandomMatchmaker(3).state(), "dim": "x"})
     with pytest.raises(MatchmakerError, match="unknown matchmaker kind"):
-        matchmaker_from_state({"kind": "oracle"})
+        restore_matchmaker({"kind": "oracle"})
     with pytest.raises(MatchmakerError, match="unknown matchmaker kind"):
-        matchmaker_from_state([])  # type: ignore[arg-type]
+        restore_matchmaker([])  # type: ignore[arg-type]
 
 
 def test_ucb_matrix_without_exploration_is_the_mean() -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from swarm.adapters.store import AdapterValidator
+from swarm.adapters.validate import AdapterValidator
 from swarm.errors import AdapterError
 from swarm.serving.merging import (
     Merger,

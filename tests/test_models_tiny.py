@@ -54,7 +54,7 @@ def test_transformers_loads_and_chats(tiny_model: Path) -> None:
 def test_vllm_serves_two_adapters_in_one_batch(
     tiny_model: Path, vllm_backend: Any, adapter_paths: Any, tmp_path: Path
 ) -> None:
-    from swarm.adapters.store import adapter_sha256
+    from swarm.adapters.validate import adapter_sha256
     from swarm.wire.codec import GenRequest
 
     first = random_lora(tiny_model, tmp_path / "a1", seed=1)

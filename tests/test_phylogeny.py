@@ -12,8 +12,8 @@ import pytest
 
 from swarm.cli.main import main
 from swarm.errors import LineageError
+from swarm.lineage.gitstore import GitLineageStore
 from swarm.lineage.phylogeny import draw, generations
-from swarm.lineage.store import GitLineageStore
 
 
 @dataclass

@@ -13,9 +13,10 @@ import pytest
 from swarm.adapters.store import AdapterStore
 from swarm.config import load_config
 from swarm.errors import LineageError
-from swarm.lineage.store import SWARM_BRANCH, GitLineageStore
-from swarm.matching.matchmaker import make_matchmaker
+from swarm.lineage.gitstore import GitLineageStore
+from swarm.lineage.repo import SWARM_BRANCH
 from swarm.matching.profiles import ProfileBuilder
+from swarm.matching.registry import create_matchmaker
 from swarm.runtime.recorder import Recorder
 from swarm.wire.messages import AgentReport
 from tests.conftest import SMALL
@@ -38,7 +39,7 @@ def _recorder(tmp_path: Path) -> Recorder:
 
 
 #: what the coordinator hands over with every round: its matchmaker's state
-MM_STATE = make_matchmaker("linucb", ProfileBuilder(skills=["add"]).dim, seed=0).state()
+MM_STATE = create_matchmaker("linucb", ProfileBuilder(skills=["add"]).dim, seed=0).state()
 
 
 def _record(rnd: int) -> dict[str, object]:
@@ -151,7 +152,7 @@ def test_the_matchmaker_state_handed_over_is_the_one_read_back(tmp_path: Path) -
     # Prepare: a new lineage holds no matchmaker state; one round is committed with one.
     rec = _recorder(tmp_path)
     assert rec.matchmaker_state() is None
-    state = make_matchmaker("random", 3, seed=7).state()
+    state = create_matchmaker("random", 3, seed=7).state()
     report = {"a": AgentReport(agent_id="a", adapter=_adapter(tmp_path / "adapters", "a0"),
                                score=0.25)}
     # Execute

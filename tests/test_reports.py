@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from swarm.adapters.store import COMPLETE_MARKER, WEIGHTS_FILE, AdapterStore
+from swarm.adapters.store import COMPLETE_MARKER, AdapterStore
+from swarm.adapters.validate import WEIGHTS_FILE
 from swarm.errors import ReportError
 from swarm.runtime.reports import ReportChecker
 from swarm.wire.codec import AgentReport, Assignment, PairOutcome, Step, StepDone

@@ -11,7 +11,7 @@ import pytest
 
 from swarm.config import SwarmConfig, load_config
 from swarm.errors import SwarmError
-from swarm.lineage.store import GitLineageStore
+from swarm.lineage.gitstore import GitLineageStore
 from swarm.runtime.local_launcher import LocalLauncher
 from swarm.runtime.rundir import RUN_MARKER
 from tests.conftest import SMALL, free_base_port

@@ -293,7 +293,8 @@ def test_a_host_silent_for_a_few_heartbeats_keeps_its_name(tmp_path: Path) -> No
                 joined = await _answer(host, Join(sender="host-0", agent_ids=["arith-0"]))
                 assert isinstance(joined, Welcome)
             await evil.wait_up(30)
-            server = coordinator._server
+            server = coordinator.server
+            assert server is not None
             for _ in range(200):  # the coordinator's server has missed host-0's heartbeats
                 if b"host-0.secret" not in server.peers:
                     break
@@ -467,7 +468,8 @@ def test_a_curve_swarm_completes_a_round_and_strangers_get_nothing(
     model server ROUTER, the host's peer ROUTER) and ask: none gets an answer
     or an event, membership does not change, and the round completes.
     """
-    from swarm.lineage.store import LineageReader, round_path
+    from swarm.lineage.reader import LineageReader
+    from swarm.lineage.repo import round_path
     from swarm.runtime.run import ask_status
     from swarm.transport.pubsub import Subscriber
     from swarm.transport.topology import (
@@ -572,7 +574,8 @@ def test_a_curve_swarm_completes_a_round_and_strangers_get_nothing(
 def test_an_inline_swarm_under_curve_runs_and_a_plaintext_peer_gets_nothing(
         tmp_path: Path, tiny_model: Path) -> None:
     """The inline launcher: coordinator and host in this process, model server a subprocess."""
-    from swarm.lineage.store import LineageReader, round_path
+    from swarm.lineage.reader import LineageReader
+    from swarm.lineage.repo import round_path
     from swarm.runtime.inline_launcher import InlineLauncher
     from swarm.runtime.run import ask_status
 

@@ -352,7 +352,8 @@ def test_a_corrupt_stored_adapter_fails_alone_in_a_batch_on_the_real_engine(
     vllm_backend: Any, adapter_paths: Any, loras: list[str], tiny_model: Path, tmp_path: Path,
     address: str,
 ) -> None:
-    from swarm.adapters.store import AdapterStore, AdapterValidator
+    from swarm.adapters.store import AdapterStore
+    from swarm.adapters.validate import AdapterValidator
 
     store = AdapterStore(tmp_path / "store", AdapterValidator(tiny_model, max_rank=16))
     good, bad_regex, redos = (store.put(random_lora(tiny_model, tmp_path / f"s{i}", seed=300 + i))
@@ -421,7 +422,8 @@ def test_trained_then_retrained_adapter_is_served_by_its_new_hash(
 ) -> None:
     import numpy as np
 
-    from swarm.adapters.store import AdapterStore, AdapterValidator
+    from swarm.adapters.store import AdapterStore
+    from swarm.adapters.validate import AdapterValidator
     from swarm.serving.jobs import store_trainer
     from swarm.serving.settings import LoraSection
     from swarm.skills import make_dataset

@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 
 from swarm.config import SwarmConfig, load_config
-from swarm.lineage.store import LATEST_ROUND_PATH, LineageReader, round_path
+from swarm.lineage.reader import LineageReader
+from swarm.lineage.repo import LATEST_ROUND_PATH, round_path
 from swarm.runtime.events import RoundFinished, RunEvent, RunFinished
 from swarm.runtime.local_launcher import LocalLauncher
 from swarm.runtime.run import ask_status, run_swarm

@@ -9,7 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from swarm.adapters.store import AdapterStore, AdapterValidator, adapter_sha256, read_safetensors
+from swarm.adapters.store import AdapterStore
+from swarm.adapters.tensorfile import read_safetensors
+from swarm.adapters.validate import AdapterValidator, adapter_sha256
 from swarm.errors import TrainingError
 from swarm.serving.settings import LoraSection
 from swarm.serving.training import Trainer, TrainJob, train_lora

@@ -15,9 +15,7 @@ by hash, verified while it is written (``put(folder, sha=...)``,
 adapters here record themselves (``record_user``), so that ``swarm lineage gc``
 run from one of them keeps what the others reference.
 
-Validation of untrusted adapters lives in ``swarm.adapters.validate`` (its
-public names are re-exported here for the callers that import them from the
-store).
+Validation of untrusted adapters lives in ``swarm.adapters.validate``.
 """
 
 from __future__ import annotations
@@ -46,14 +44,12 @@ from swarm.adapters.files import (
     write_hashed,
 )
 from swarm.adapters.peft_config import CONFIG_FILE, MAX_CONFIG_BYTES, load_config, read_no_follow
-from swarm.adapters.tensorfile import read_safetensors, read_safetensors_header
+from swarm.adapters.tensorfile import read_safetensors
 from swarm.adapters.validate import (
     WEIGHTS_FILE,
     AdapterValidator,
-    CheckedAdapter,
     adapter_sha256,
     is_sha256,
-    lora_modules,
     normal_form,
     refuse_links,
     refuse_pickles,
@@ -66,19 +62,6 @@ __all__ = [
     "AdapterStore",
     "COMPLETE_MARKER",
     "ENTRY_FILES",
-    "CONFIG_FILE",
-    "WEIGHTS_FILE",
-    # validation, re-exported from swarm.adapters.validate
-    "AdapterValidator",
-    "CheckedAdapter",
-    "adapter_sha256",
-    "is_sha256",
-    "lora_modules",
-    "normal_form",
-    "refuse_links",
-    "refuse_pickles",
-    "read_safetensors",
-    "read_safetensors_header",
 ]
 
 COMPLETE_MARKER = ".swarm-complete"  # written last into a store entry, before its rename

@@ -254,7 +254,8 @@ class _GitProcess:
             )
         return self._proc
 
-    def _pipes(self) -> tuple[IO[bytes], IO[bytes]]:
+    def pipes(self) -> tuple[IO[bytes], IO[bytes]]:
+        """The child's stdin and stdout (started first if it is not running)."""
         proc = self._ensure()
         assert proc.stdin is not None and proc.stdout is not None
         return proc.stdin, proc.stdout
@@ -324,7 +325,7 @@ class CatFile(_GitProcess):
             raise LineageError(f"{name!r} is not an object name (whitespace or a control character)")
         self._seq += 1
         token = str(self._seq)
-        stdin, stdout = self._pipes()
+        stdin, stdout = self.pipes()
         try:
             stdin.write(f"{name} {token}\n".encode())
             stdin.flush()
@@ -370,7 +371,7 @@ class RefUpdater(_GitProcess):
             else:
                 lines.append(f"update {ref} {new} {old or ZERO_OID}")
         lines += ["prepare", "commit", ""]
-        stdin, stdout = self._pipes()
+        stdin, stdout = self.pipes()
         try:
             stdin.write("\n".join(lines).encode())
             stdin.flush()

@@ -27,8 +27,8 @@ weights.
 interfaces the recorder, the CLI and notebooks use; ``GitLineageStore``
 (``swarm.lineage.gitstore``) implements them by composing a ``LineageReader``
 (lock-free reads) and, for the one writer, a ``LineageWriter`` (guarded by an
-flock on ``lineage.lock``). A write returns only once it is durable. This
-module also re-exports the names callers of the lineage need.
+flock on ``lineage.lock``). A write returns only once it is durable. The
+other names callers of the lineage need are in ``swarm.lineage``.
 """
 
 from __future__ import annotations
@@ -39,43 +39,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from swarm.adapters.store import AdapterStore
 from swarm.lineage.batch import FileValue
-from swarm.lineage.gitstore import GitLineageStore
-from swarm.lineage.reader import DiffEntry, LineageReader, LogEntry
-from swarm.lineage.repo import (
-    LATEST_ROUND_PATH,
-    MATCHMAKER_PATH,
-    SWARM_BRANCH,
-    adapter_path,
-    agent_branch,
-    artifact_path,
-    kg_path,
-    profile_path,
-    round_path,
-)
+from swarm.lineage.reader import DiffEntry, LogEntry
 from swarm.lineage.writer import CommitSpec
 
 if TYPE_CHECKING:
     import networkx as nx
 
-__all__ = [
-    "LineageView",
-    "LineageStore",
-    "GitLineageStore",
-    "LineageReader",
-    "CommitSpec",
-    "LogEntry",
-    "DiffEntry",
-    "FileValue",
-    "SWARM_BRANCH",
-    "MATCHMAKER_PATH",
-    "LATEST_ROUND_PATH",
-    "agent_branch",
-    "adapter_path",
-    "profile_path",
-    "kg_path",
-    "round_path",
-    "artifact_path",
-]
+__all__ = ["LineageView", "LineageStore"]
 
 
 class LineageView(Protocol):

@@ -15,8 +15,6 @@ from swarm.matching.matchmaker import (
     LinUCBMatchmaker,
     Matchmaker,
     RandomMatchmaker,
-    make_matchmaker,
-    matchmaker_from_state,
     orient_by_score,
     orient_pairs,
 )
@@ -31,8 +29,6 @@ __all__ = [
     "ProfileBuilder",
     "RandomMatchmaker",
     "ReportLike",
-    "make_matchmaker",
-    "matchmaker_from_state",
     "orient_by_score",
     "orient_pairs",
     "pair_dim",

@@ -49,8 +49,6 @@ __all__ = [
     "LinUCBMatchmaker",
     "GreedyMatchmaker",
     "RandomMatchmaker",
-    "make_matchmaker",
-    "matchmaker_from_state",
     "pair_features",
     "pair_dim",
     "ucb_matrix",
@@ -338,37 +336,6 @@ class RandomMatchmaker:
         out = cls(dim, 0)
         out.rng = _rng_from(state.get("rng", {}))
         return out
-
-
-_KINDS: dict[str, type[LinUCBMatchmaker] | type[RandomMatchmaker]] = {
-    "linucb": LinUCBMatchmaker, "greedy": GreedyMatchmaker, "random": RandomMatchmaker,
-}
-
-
-def make_matchmaker(kind: str, dim: int, *, lam: float = 1.0, beta0: float = 1.0,
-                    seed: int | np.random.Generator | None = 0, **params: Any) -> Matchmaker:
-    """Build the matchmaker named by the config's ``matchmaker.kind``.
-
-    ``lam`` and ``beta0`` apply to ``linucb`` (``greedy`` takes ``lam`` only,
-    ``random`` neither); extra ``params`` (``reinvert_every``, ``refine``) go to the
-    linear ones. ``max_pairs`` is not a matchmaker setting: the coordinator
-    passes it to ``select``.
-    """
-    if kind == "linucb":
-        return LinUCBMatchmaker(dim, lam=lam, beta0=beta0, seed=seed, **params)
-    if kind == "greedy":
-        return GreedyMatchmaker(dim, lam=lam, seed=seed, **params)
-    if kind == "random":
-        return RandomMatchmaker(dim, seed=seed)
-    raise MatchmakerError(f"unknown matchmaker kind {kind!r}; allowed: {sorted(_KINDS)}")
-
-
-def matchmaker_from_state(state: dict[str, Any]) -> Matchmaker:
-    """Rebuild whichever matchmaker wrote ``state`` (its ``kind`` says which)."""
-    kind = state.get("kind") if isinstance(state, Mapping) else None
-    if kind not in _KINDS:
-        raise MatchmakerError(f"unknown matchmaker kind {kind!r} in state; allowed: {sorted(_KINDS)}")
-    return _KINDS[kind].from_state(state)
 
 
 def _pair(a: str, b: str) -> tuple[str, str]:

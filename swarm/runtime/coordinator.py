@@ -130,6 +130,11 @@ class Coordinator:
         self._server: Server | None = None
         self._events: Publisher | None = None
 
+    @property
+    def server(self) -> Server | None:
+        """The control socket hosts talk to (``None`` before ``run`` binds it)."""
+        return self._server
+
     def _matchmaker(self, resume: bool) -> Matchmaker:
         """The lineage's matchmaker on ``resume`` (when it holds one), else a new one."""
         state = self.recorder.matchmaker_state() if resume else None

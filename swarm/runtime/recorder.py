@@ -35,17 +35,17 @@ from typing import Any
 from swarm.config.schema import SwarmConfig
 from swarm.errors import LineageError
 from swarm.lineage.gitstore import GitLineageStore
-from swarm.lineage.store import (
+from swarm.lineage.repo import (
     LATEST_ROUND_PATH,
     MATCHMAKER_PATH,
     SWARM_BRANCH,
-    CommitSpec,
-    LineageStore,
     adapter_path,
     agent_branch,
     profile_path,
     round_path,
 )
+from swarm.lineage.store import LineageStore
+from swarm.lineage.writer import CommitSpec
 from swarm.wire.codec import AgentReport, PairOutcome
 
 __all__ = ["Recorder"]

@@ -19,7 +19,8 @@ import math
 from collections import Counter
 from collections.abc import Collection, Iterable
 
-from swarm.adapters.store import AdapterStore, is_sha256
+from swarm.adapters.store import AdapterStore
+from swarm.adapters.validate import is_sha256
 from swarm.errors import ReportError
 from swarm.wire.codec import AgentReport, PairOutcome, Step, StepDone
 

@@ -19,7 +19,7 @@ from typing import Protocol, runtime_checkable
 
 import msgspec
 
-from swarm.adapters.store import is_sha256
+from swarm.adapters.validate import is_sha256
 from swarm.errors import AdapterError, AdapterNotFound, BackendError
 from swarm.wire.codec import MAX_TEMPERATURE, MAX_TOKENS, GenRequest
 

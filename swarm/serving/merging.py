@@ -31,7 +31,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from swarm.adapters.store import CONFIG_FILE, WEIGHTS_FILE, AdapterValidator, read_safetensors
+from swarm.adapters.peft_config import CONFIG_FILE
+from swarm.adapters.tensorfile import read_safetensors
+from swarm.adapters.validate import WEIGHTS_FILE, AdapterValidator
 from swarm.errors import AdapterError
 
 __all__ = [
