@@ -200,7 +200,7 @@ def test_adapter_stored_twice_is_stored_once(store: GitLineageStore, tmp_path: P
 _READER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from swarm.lineage.store import LineageReader
+    from swarm.lineage.reader import LineageReader
     repo, stop = Path(sys.argv[1]), Path(sys.argv[2])
     r = LineageReader(repo)
     checks, last = 0, -1
