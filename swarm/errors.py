@@ -28,11 +28,15 @@ __all__ = [
     "AdapterNormError",
     "AdapterNotFound",
     "BackendError",
+    "RequestError",
+    "StructuredOutputError",
+    "ModelError",
     "TrainingError",
     "LineageError",
     "MatchmakerError",
     "ReportError",
     "RegistryError",
+    "error_for_code",
 ]
 
 
@@ -178,6 +182,26 @@ class BackendError(SwarmError):
     code = "backend"
 
 
+class RequestError(BackendError):
+    """A generation request is malformed: a sampling value out of bounds (NaN included),
+    both or neither of prompt and chat, a JSON schema that is not one."""
+
+    code = "backend.request"
+
+
+class StructuredOutputError(BackendError):
+    """An answer does not match the JSON schema its request gave (cut off by
+    ``max_tokens``, or a backend without guided decoding that did not get it right)."""
+
+    code = "backend.structured"
+
+
+class ModelError(SwarmError):
+    """A base model cannot be found, built or loaded (``model.path``)."""
+
+    code = "model"
+
+
 class TrainingError(SwarmError):
     """A LoRA training job failed."""
 
@@ -207,3 +231,23 @@ class RegistryError(SwarmError):
     """A role, protocol or backend name is unknown or registered twice."""
 
     code = "registry"
+
+
+def error_for_code(code: str, reason: str) -> SwarmError:
+    """The typed error an ``Error`` message's ``code`` names (``RemoteError`` for a code no
+    class here has), so a caller catches ``StructuredOutputError`` and not a string."""
+    classes: dict[str, type[SwarmError]] = {}
+    stack: list[type[SwarmError]] = [SwarmError]
+    while stack:
+        cls = stack.pop()
+        classes.setdefault(cls.code, cls)
+        stack.extend(cls.__subclasses__())
+    found = classes.get(code)
+    if found is None and code.split(".")[0] == WireError.code:  # wire.invalid, wire.oversize...
+        return WireError(reason, kind=code.partition(".")[2] or "invalid")
+    if found is None or found is RemoteError:
+        return RemoteError(code, reason)
+    try:
+        return found(reason)
+    except TypeError:  # a class that needs more than a reason
+        return RemoteError(code, reason)

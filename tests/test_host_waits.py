@@ -19,9 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from swarm.config import parse_config
 from swarm.errors import PeerUnavailable
-from swarm.runtime.host import Host
+from swarm.serving.client import ModelClient
 from swarm.transport.peers import Client, TransportOptions
 from swarm.wire.codec import Train, Trained
 
@@ -70,14 +69,15 @@ def model_server(tmp_path: Path) -> Iterator[Callable[[str], str]]:
 
 
 def _train(address: str, tmp_path: Path, silence_s: float) -> str:
-    config = parse_config({"swarm": {"name": "t"},
-                           "agents": [{"name": "a", "count": 1, "skills": ["add"]}]})
-    host = Host("host-w", config, [], tmp_path, options=OPTS, silence_s=silence_s)
+    """A host's training request, through the ``ModelClient`` every host request goes through."""
 
     async def main() -> str:
-        async with Client("host-w", address, OPTS) as host._model:
-            await host._model.wait_up(30)
-            return await host.train("a-0", None, [], {})
+        async with Client("host-w", address, OPTS) as client:
+            await client.wait_up(30)
+            reply = await ModelClient(client, "host-w", silence_s).ask(
+                Train(sender="a-0", agent_id="a-0"))
+            assert isinstance(reply.msg, Trained)
+            return reply.msg.adapter
 
     return asyncio.run(asyncio.wait_for(main(), 60))
 

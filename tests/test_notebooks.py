@@ -65,3 +65,12 @@ def test_custom_role_notebook(tmp_path: Path, model_server: list[str]) -> None:
 
     assert "cautious" in _outputs(book)
     assert (tmp_path / "cr" / "lineage" / "HEAD").exists()
+
+
+def test_chat_notebook_talks_to_smollm2_through_the_model_server(tmp_path: Path, smollm2: Path) -> None:
+    overrides = [f"swarm.lineage={tmp_path / 'chat' / 'lineage'}",
+                 f"transport.base_port={free_base_port()}"]
+    (tmp_path / "configs").symlink_to(NOTEBOOKS.parent / "configs")
+    out = _outputs(_execute("chat.ipynb", {"SWARM_SET": ";".join(overrides)}, tmp_path))
+    assert "Paris" in out  # "The capital of France is Paris."
+    assert "City(name=" in out

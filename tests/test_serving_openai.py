@@ -3,8 +3,6 @@ with runtime LoRA loading (``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +11,7 @@ import pytest
 
 from swarm.errors import AdapterError
 from swarm.wire.codec import GenRequest
+from tests.support import api_server as start_api_server
 from tests.support import random_lora
 from tests.test_serving import PROMPTS, sha
 
@@ -28,45 +27,9 @@ def loras(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory, adapter_pa
 @pytest.fixture(scope="module")
 def api_server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """vLLM's OpenAI server on the tiny model with runtime LoRA loading, on a free port."""
-    import os
-    import signal
-    import socket
-    import time
-
-    import httpx
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    log_path = tmp_path_factory.mktemp("api") / "server.log"
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_model),
-           "--host", "127.0.0.1", "--port", str(port), "--enable-lora", "--max-loras", "4",
-           "--max-lora-rank", "16", "--max-model-len", "512", "--gpu-memory-utilization", "0.1",
-           "--dtype", "float32", "--enforce-eager", "--seed", "0"]  # fmt: skip
-    env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            assert proc.poll() is None, log_path.read_text()[-3000:]
-            assert time.monotonic() < deadline, "api server did not come up in 300 s"
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
+    log = tmp_path_factory.mktemp("api") / "server.log"
+    with start_api_server(tiny_model, log, "--max-model-len", "512") as url:
         yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
 
 
 @pytest.mark.slow

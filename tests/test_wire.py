@@ -277,11 +277,12 @@ def test_a_batch_holding_a_payload_type_is_refused(kind: type[Message]) -> None:
 
 
 @pytest.mark.parametrize("data", [
-    {"type": "Chat", "version": 2, "content": "hi"},  # decodes here, but another version
-    {"type": "Chat", "version": 2, "content": 5},  # a field this version reads otherwise
-    {"type": "Teleport", "version": 2},  # a type this version does not know
+    {"type": "Chat", "version": VERSION + 1, "content": "hi"},  # decodes here, another version
+    {"type": "Chat", "version": VERSION + 1, "content": 5},  # a field this version reads otherwise
+    {"type": "Teleport", "version": VERSION + 1},  # a type this version does not know
     {"type": "Chat", "version": 70_000},  # past the field's bound
-], ids=["same-fields", "other-field-type", "unknown-type", "out-of-bounds"])
+    {"type": "Generated", "version": 1, "texts": ["old"]},  # version 1's Generated
+], ids=["same-fields", "other-field-type", "unknown-type", "out-of-bounds", "previous-version"])
 def test_another_version_is_refused_as_bad_version_naming_ours(data: dict[str, object]) -> None:
     for frame in (_raw(data), msgspec.msgpack.encode([{"type": "Chat"}, data])):  # alone, batched
         with pytest.raises(WireError) as info:

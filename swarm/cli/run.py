@@ -71,7 +71,7 @@ class ConsoleProgress:
         """Print one event of the run."""
         console = self.console
         if isinstance(event, Preparing):
-            console.print("preparing the run (the tiny model is built on first use)")
+            console.print("preparing the run (a tiny or named model is built on first use)")
         elif isinstance(event, RunStarted):
             _print_start(event, console)
         elif isinstance(event, RoundStarted):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import string
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from swarm.config.choices import CHOICES
@@ -43,12 +44,32 @@ def config_problems(config: SwarmConfig) -> list[str]:
     problems += _agent_id_problems(config)
     problems += _registry_problems(config)
     problems += _port_problems(config)
+    problems += _model_problems(config)
     paths = {"swarm.lineage": config.swarm.lineage, "model.adapter_store": config.model.adapter_store}
     for key, template in paths.items():
         problem = path_problem(template, _PLACEHOLDERS) if template is not None else None
         if problem:
             problems.append(f"{key}: {problem}")
     return problems
+
+
+def _model_problems(config: SwarmConfig) -> list[str]:
+    """``model.path`` must be ``tiny``, a named local model, a model folder or a hub id
+    (with the ``openai`` backend anything: the name the server serves)."""
+    from swarm.models.local import LOCAL_MODELS, is_hub_id
+
+    name = config.model.path
+    if name == "tiny" or name in LOCAL_MODELS.names() or config.model.backend == "openai":
+        return []
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        if not (folder / "config.json").is_file():
+            return [f"model.path: {folder} holds no config.json (not a Hugging Face model folder)"]
+        return []
+    if is_hub_id(name) and not folder.exists() and not folder.parent.is_dir():
+        return []  # org/name, and no folder org/ here that would make it a mistyped path
+    return [f"model.path: {name!r} is not a folder, a local model "
+            f"({', '.join(LOCAL_MODELS.names())}, tiny) or a hub id (org/name)"]
 
 
 def agent_ids(group_name: str, count: int) -> list[str]:

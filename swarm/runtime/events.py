@@ -43,7 +43,7 @@ class RunSummary(TypedDict):
 
 @dataclass(frozen=True, slots=True)
 class Preparing:
-    """The run directory is being written (the tiny model is built on first use)."""
+    """The run directory is being written (a tiny or named model is built on first use)."""
 
 
 @dataclass(frozen=True, slots=True)

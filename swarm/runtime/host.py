@@ -28,6 +28,7 @@ import msgspec
 from swarm.agents.base import Agent, AgentSpec
 from swarm.config.schema import SwarmConfig
 from swarm.errors import AdapterError, PeerUnavailable, SwarmError
+from swarm.serving.client import ModelClient
 from swarm.skills import Example
 from swarm.transport.peers import Client, Incoming, Server, TransportOptions
 from swarm.transport.topology import address_book, new_routing_id
@@ -256,36 +257,16 @@ class Host:
         return reply.msg.adapter
 
     async def _ask(self, msg: Message) -> Incoming:
-        """Request from the model server, waiting as long as it is heard.
-
-        Each wait lasts one liveness timeout; while the server's heartbeats
-        arrive the same request (same ``msg_id``: the server runs it once) is
-        waited for again.
+        """Request from the model server, waiting as long as it is heard (``ModelClient.ask``).
 
         Raises:
             PeerUnavailable: the server was not heard for ``silence_s``.
-            RemoteError: it answered with an ``Error``.
+            SwarmError: the typed error of its ``Error`` answer.
         """
-        client = self._server()
-        loop = asyncio.get_running_loop()
-        silent_since: float | None = None
-        while True:
-            try:
-                return await client.request(msg, timeout=client.options.timeout_s, reliable=True)
-            except PeerUnavailable:
-                if client.up:  # heard since its last (re)connect, not declared dead
-                    silent_since = None
-                    continue
-                now = loop.time()
-                silent_since = now if silent_since is None else silent_since
-                if now - silent_since >= self.silence_s:
-                    raise
-
-    def _server(self) -> Client:
         if self._model is None:
             raise SwarmError("host is not connected to a model server")
         self.messages += 2  # the request and its answer
-        return self._model
+        return await ModelClient(self._model, self.host_id, self.silence_s).ask(msg)
 
 
 async def run_host(host: Host) -> None:

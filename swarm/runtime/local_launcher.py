@@ -14,23 +14,27 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
 
 from swarm.config import SwarmConfig, to_dict
-from swarm.errors import SwarmError
+from swarm.errors import ModelError, SwarmError
 from swarm.runtime.population import assign_hosts, build_population
 from swarm.runtime.rundir import claim_run_dir, make_room, model_cache
 
 __all__ = ["LocalLauncher", "Child", "resolve_model", "start_model_server", "write_run_files"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -189,7 +193,7 @@ def check_ports_free(config: SwarmConfig) -> None:
 def write_run_files(config: SwarmConfig, run_dir: Path) -> None:
     """Write what every process of a run reads: ``config.json`` and ``model.txt``."""
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
-    model = resolve_model(config, model_cache(run_dir))
+    model = resolve_model(config, model_cache(run_dir), progress=log.info)
     (run_dir / "model.txt").write_text(str(model))
     (run_dir / "config.json").write_bytes(msgspec.json.encode(to_dict(config)))
 
@@ -212,13 +216,36 @@ def start_model_server(config: SwarmConfig, run_dir: Path) -> subprocess.Popen[b
     return spawn(argv, run_dir / "logs" / "model-server.log")
 
 
-def resolve_model(config: SwarmConfig, cache: Path) -> Path:
-    """The base model folder: ``model.path``, or a tiny model built once into ``cache``."""
-    if config.model.path != "tiny":
-        path = Path(config.model.path).expanduser()
-        if config.model.backend != "openai" and not path.exists():
-            raise SwarmError(f"model.path: {path} does not exist (use 'tiny' to build one)")
-        return path
+def resolve_model(config: SwarmConfig, cache: Path,
+                  progress: Callable[[str], None] | None = None) -> Path:
+    """The base model folder ``model.path`` names.
+
+    In this order: ``tiny`` (built once into ``cache``), a named local model
+    (``swarm.models.local``: built once into the user's model cache, verified
+    on every use), an existing folder, a hub id ``org/name`` (fetched where a
+    hub can be reached), or, with the ``openai`` backend, the name the server
+    serves.
+
+    Raises:
+        ModelError: none of these, or the model cannot be built or fetched.
+    """
+    from swarm.models.local import LOCAL_MODELS, download_hub_model, is_hub_id, resolve_local
+
+    name = config.model.path
+    if name != "tiny":
+        if name in LOCAL_MODELS.names():
+            return resolve_local(name, progress=progress)
+        path = Path(name).expanduser()
+        if path.is_dir():
+            return path
+        if is_hub_id(name) and not path.exists():
+            if config.model.backend == "openai":
+                return path  # the served model's name; the server has the weights
+            return download_hub_model(name)
+        if config.model.backend == "openai" and not path.exists():
+            return path
+        raise ModelError(f"model.path {name!r} is not a folder, a local model "
+                         f"({', '.join(LOCAL_MODELS.names())}, tiny) or a hub id (org/name)")
     from swarm.models.tiny import TinySpec, build_tiny_model
 
     spec = TinySpec(**msgspec.to_builtins(config.model.tiny))

@@ -19,6 +19,7 @@ import re
 import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -138,8 +139,10 @@ async def _model_server(config: SwarmConfig, args: argparse.Namespace) -> None:
     store = AdapterStore(store_root, AdapterValidator(model, max_rank=config.model.max_lora_rank))
     backend = create_backend(config.model, model, store.checked_path)
     address = address_book(config.transport, config.launcher.hosts, config.model.server).model
-    server = ModelServer(backend, address, trainer=store_trainer(model, store, seed=config.swarm.seed),
-                         merger=store_merger(model, store),
+    gate = threading.Lock()  # engine batches, training steps and merges take turns on the cores
+    server = ModelServer(backend, address,
+                         trainer=store_trainer(model, store, seed=config.swarm.seed, gate=gate),
+                         merger=store_merger(model, store, gate=gate), gate=gate,
                          options=TransportOptions.from_config(config.transport))
     logging.getLogger("swarm.serving.server").info(
         "model server: %s backend on %s, adapters in %s", backend.name, address, store_root)

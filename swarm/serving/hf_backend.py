@@ -2,8 +2,12 @@
 
 One base model wrapped in a ``PeftModel`` that holds many named adapters (the
 name is the content hash). A batch is served group by group: the requests of
-one adapter (and one sampling setting) run as one padded ``generate`` call
-with that adapter active; base-model requests run with adapters disabled.
+one adapter (and one sampling setting) run as one left-padded ``generate``
+call with that adapter active; base-model requests run with adapters
+disabled. A chat is fed as the token ids of the model's chat template, a JSON
+schema is held by xgrammar's logits processor (when xgrammar is installed;
+else the server's check is all), stop strings end a sample and are cut from
+its text, and a seed is applied inside a forked RNG.
 Adapters beyond ``max_adapters`` are deleted least recently used first.
 """
 
@@ -15,8 +19,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from swarm.errors import AdapterError, BackendError
-from swarm.serving.base import GenRequest, GenResult, Resolver, check_ref, check_requests
+from swarm.errors import AdapterError, BackendError, RequestError
+from swarm.serving.base import (
+    GenRequest,
+    GenResult,
+    Resolver,
+    chat_token_ids,
+    check_ref,
+    check_requests,
+    cut_at_stop,
+)
 
 __all__ = ["HFBackend"]
 
@@ -62,28 +74,35 @@ class HFBackend:
         self.model: Any = None  # the PeftModel, once a first adapter is loaded
         self._loaded: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.RLock()
+        self._compiler: Any = None  # xgrammar's grammar compiler, made on the first schema
 
     def generate(self, requests: Sequence[GenRequest]) -> list[GenResult]:
         """Complete every request, one padded ``generate`` per adapter and setting.
 
         Raises:
             AdapterError: an adapter is unknown or peft refused it.
-            BackendError: a malformed request or a generation failure.
+            RequestError: a malformed request (or a chat for a model without a template).
+            BackendError: a generation failure.
         """
-        check_requests(requests)
-        groups: dict[tuple[str | None, int, float], list[int]] = {}
+        check_requests(requests, one_sample=True)
+        groups: dict[tuple[Any, ...], list[int]] = {}
         for i, req in enumerate(requests):
-            groups.setdefault((req.adapter, req.max_tokens, req.temperature), []).append(i)
+            # A seeded request runs alone, so that its sample does not depend on its batch;
+            # so does one with a schema and stop strings (xgrammar's processor cannot take
+            # the padding of a row that stopped before its grammar ended).
+            alone = req.seed is not None or (req.json_schema is not None and bool(req.stop))
+            key = (req.adapter, req.max_tokens, req.temperature, req.top_p, req.seed,
+                   tuple(req.stop), req.json_schema, i if alone else -1)
+            groups.setdefault(key, []).append(i)
         results: list[GenResult | None] = [None] * len(requests)
         with self._lock:
             wanted = {r.adapter for r in requests if r.adapter is not None}
             for name in wanted:
                 self._acquire(name, keep=wanted)
-            for (ref, max_tokens, temperature), idx in groups.items():
+            for idx in groups.values():
                 for start in range(0, len(idx), self.batch_size):
                     chunk = idx[start : start + self.batch_size]
-                    prompts = [requests[i].prompt for i in chunk]
-                    outs = self._run(ref, prompts, max_tokens, temperature)
+                    outs = self._run([requests[i] for i in chunk])
                     for i, out in zip(chunk, outs, strict=True):
                         results[i] = out
         return [r for r in results if r is not None]
@@ -138,14 +157,17 @@ class HFBackend:
             raise AdapterError(f"peft refused adapter {ref[:12]}: {exc}") from exc
         self._loaded[ref] = None
 
-    def _run(
-        self, ref: str | None, prompts: list[str], max_tokens: int, temperature: float
-    ) -> list[GenResult]:
+    def _run(self, reqs: list[GenRequest]) -> list[GenResult]:
+        """One padded ``generate`` for requests of one adapter and one setting."""
         import contextlib
 
         import torch
 
-        enc = self.tokenizer(prompts, return_tensors="pt", padding=True).to(self.device)
+        first = reqs[0]
+        rows = [chat_token_ids(self.tokenizer, r.messages) if r.messages
+                else list(self.tokenizer(r.prompt)["input_ids"]) for r in reqs]
+        ids, mask = _left_padded(rows, self.tokenizer.pad_token_id)
+        ref = first.adapter
         if ref is not None:
             self.model.set_adapter(ref)
             runner, ctx = self.model, contextlib.nullcontext()
@@ -153,27 +175,67 @@ class HFBackend:
             runner, ctx = self.model, self.model.disable_adapter()
         else:
             runner, ctx = self.base, contextlib.nullcontext()
-        sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {}
+        options: dict[str, Any] = {"do_sample": False}
+        if first.temperature > 0:
+            options = {"do_sample": True, "temperature": first.temperature, "top_p": first.top_p}
+        if first.stop:
+            options.update(stop_strings=list(first.stop), tokenizer=self.tokenizer)
+        if first.json_schema is not None:
+            processor = self._guide(first.json_schema)
+            if processor is not None:
+                options["logits_processor"] = [processor]
+        devices = [torch.device(self.device).index or 0] if self.device.startswith("cuda") else []
         try:
-            with ctx, torch.inference_mode():
+            with ctx, torch.inference_mode(), torch.random.fork_rng(devices=devices):
+                if first.seed is not None:
+                    torch.manual_seed(first.seed)
                 out = runner.generate(
-                    **enc,
-                    max_new_tokens=max_tokens,
-                    pad_token_id=self.tokenizer.pad_token_id,
-                    do_sample=False,
-                    **sampling,
+                    input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                    max_new_tokens=first.max_tokens, pad_token_id=self.tokenizer.pad_token_id,
+                    **options,
                 )
         except Exception as exc:
             raise BackendError(f"transformers generate failed: {exc}") from exc
-        new = out[:, enc["input_ids"].shape[1] :]
-        return [self._result(row.tolist(), max_tokens) for row in new]
+        new = out[:, ids.shape[1] :]
+        return [self._result(row.tolist(), first.max_tokens, first.stop) for row in new]
 
-    def _result(self, ids: list[int], max_tokens: int) -> GenResult:
+    def _guide(self, schema: str) -> Any:
+        """xgrammar's logits processor for ``schema`` (``None`` without xgrammar: checked only)."""
+        try:
+            import xgrammar as xgr
+            from xgrammar.contrib.hf import LogitsProcessor
+        except ImportError:
+            return None
+        if self._compiler is None:
+            vocab = int(self.base.config.vocab_size)
+            info = xgr.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=vocab)
+            self._compiler = xgr.GrammarCompiler(info)
+        try:
+            grammar = self._compiler.compile_json_schema(schema, any_whitespace=False)
+        except Exception as exc:
+            raise RequestError(f"json_schema cannot be compiled to a grammar: {exc}") from exc
+        return LogitsProcessor(grammar)  # one per generate call: it keeps its matchers' state
+
+    def _result(self, ids: list[int], max_tokens: int, stop: Sequence[str]) -> GenResult:
         eos = self.tokenizer.eos_token_id
         if eos in ids:
             ids = ids[: ids.index(eos) + 1]
             reason = "stop"
         else:
             reason = "length" if len(ids) >= max_tokens else "stop"
-        text = str(self.tokenizer.decode(ids, skip_special_tokens=True))
-        return GenResult(text=text, token_ids=ids, finish_reason=reason)
+        text, cut = cut_at_stop(str(self.tokenizer.decode(ids, skip_special_tokens=True)), stop)
+        return GenResult(text=text, token_ids=ids, finish_reason="stop" if cut else reason)
+
+
+def _left_padded(rows: list[list[int]], pad_id: int) -> tuple[Any, Any]:
+    """Token rows left-padded to one width, and their attention mask."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        if row:
+            ids[i, width - len(row) :] = torch.tensor(row)
+            mask[i, width - len(row) :] = 1
+    return ids, mask

@@ -32,13 +32,14 @@ __all__ = ["store_trainer", "store_merger", "lora_settings"]
 
 def store_trainer(
     model: Path, store: AdapterStore, *, lora: LoraSection | None = None, seed: int = 0,
-    device: str = "cpu", progress: bool = False,
+    device: str = "cpu", progress: bool = False, gate: threading.Lock | None = None,
 ) -> TrainFn:  # fmt: skip
     """A ``TrainFn`` training on ``model`` and putting each adapter into ``store``.
 
     Args:
         lora: default LoRA settings (a job's ``hyper`` overrides them).
         seed: the seed of jobs whose ``hyper`` has none.
+        gate: held around each training step (the model server's ``gate``).
     """
     defaults = lora or LoraSection()
     state: dict[str, Any] = {}
@@ -49,7 +50,8 @@ def store_trainer(
 
         with lock:
             if "trainer" not in state:
-                state["trainer"] = Trainer(model, store=store, progress=progress, device=device)
+                state["trainer"] = Trainer(model, store=store, progress=progress, device=device,
+                                           gate=gate)
         trainer: Trainer = state["trainer"]
         init = store.path(job.base_adapter) if job.base_adapter else None
         job_seed = job.hyper.get("seed", seed)
@@ -85,25 +87,27 @@ def lora_settings(defaults: LoraSection, hyper: dict[str, Any]) -> LoraSection:
         raise TrainingError(f"bad training settings: {exc}") from None
 
 
-def store_merger(model: Path, store: AdapterStore) -> MergeFn:
+def store_merger(model: Path, store: AdapterStore, gate: threading.Lock | None = None) -> MergeFn:
     """A ``MergeFn``: ``student + weight * teacher`` from ``store``, the result put back into it.
 
-    The base model for peft's merge is loaded once, on the first merge.
+    The base model for peft's merge is loaded once, on the first merge; each
+    merge holds ``gate`` (the model server's) while it runs.
     """
     state: dict[str, Any] = {}
     lock = threading.Lock()
+    compute = gate or threading.Lock()
 
     def run(job: Merge) -> str:
         from swarm.serving.merging import Merger
 
-        with lock:
+        with lock:  # loading the base model once is not engine work: the gate stays free
             if "merger" not in state:
                 state["merger"] = Merger(model)
             merger: Merger = state["merger"]
-            with tempfile.TemporaryDirectory(prefix=".merge-", dir=store.root) as tmp:
-                out = merger.merge([store.path(job.student_adapter), store.path(job.teacher_adapter)],
-                                   [1.0, job.weight], Path(tmp) / "merged", job.method)
-                sha: str = store.put(out).sha256
+        with compute, tempfile.TemporaryDirectory(prefix=".merge-", dir=store.root) as tmp:
+            out = merger.merge([store.path(job.student_adapter), store.path(job.teacher_adapter)],
+                               [1.0, job.weight], Path(tmp) / "merged", job.method)
+            sha: str = store.put(out).sha256
         return sha
 
     return run

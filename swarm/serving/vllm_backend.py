@@ -38,7 +38,14 @@ from pathlib import Path
 from typing import Any
 
 from swarm.errors import AdapterError, BackendError
-from swarm.serving.base import GenRequest, GenResult, Resolver, check_ref, check_requests
+from swarm.serving.base import (
+    GenRequest,
+    GenResult,
+    Resolver,
+    chat_token_ids,
+    check_ref,
+    check_requests,
+)
 
 __all__ = ["VLLMBackend", "write_zero_adapter"]
 
@@ -108,7 +115,8 @@ class VLLMBackend:
         )
         self._loaded: OrderedDict[str, Any] = OrderedDict()  # hash -> LoRARequest
         self._next_id = _FIRST_ID
-        self._sampling: dict[tuple[int, float], Any] = {}
+        self._sampling: dict[tuple[Any, ...], Any] = {}
+        self._tokenizer: Any = None
         self._lock = threading.RLock()
         self._zero: Any = None  # the LoRARequest of the all-zero adapter, when used
         self._zero_dir: Path | None = None
@@ -122,7 +130,7 @@ class VLLMBackend:
             AdapterError: an adapter is unknown or the engine refused it.
             BackendError: a malformed request or an engine failure.
         """
-        check_requests(requests)
+        check_requests(requests, one_sample=True)
         if not requests:
             return []
         with self._lock:
@@ -131,9 +139,10 @@ class VLLMBackend:
                 ref: self._acquire(ref, keep=wanted) for ref in wanted
             }
             loras[None] = self._zero if wanted else None
+            prompts = [self._prompt(r) for r in requests]
             try:
                 outputs = self.engine.generate(
-                    [r.prompt for r in requests],
+                    prompts,
                     [self._params(r) for r in requests],
                     lora_request=[loras[r.adapter] for r in requests],
                     use_tqdm=False,
@@ -228,13 +237,31 @@ class VLLMBackend:
             if ref not in keep:
                 self.unload_adapter(ref)
 
+    def _prompt(self, req: GenRequest) -> Any:
+        """A prompt as it is; a chat as the token ids of its chat template."""
+        if not req.messages:
+            return req.prompt
+        from vllm.inputs import TokensPrompt
+
+        if self._tokenizer is None:
+            self._tokenizer = self.engine.get_tokenizer()
+        return TokensPrompt(prompt_token_ids=chat_token_ids(self._tokenizer, req.messages))
+
     def _params(self, req: GenRequest) -> Any:
-        key = (req.max_tokens, req.temperature)
+        key = (req.max_tokens, req.temperature, req.top_p, req.seed, tuple(req.stop),
+               req.json_schema)
         params = self._sampling.get(key)
         if params is None:
             from vllm import SamplingParams
+            from vllm.sampling_params import StructuredOutputsParams
 
-            params = SamplingParams(temperature=req.temperature, max_tokens=req.max_tokens)
+            guided = (None if req.json_schema is None else
+                      StructuredOutputsParams(json=req.json_schema, disable_any_whitespace=True))
+            params = SamplingParams(temperature=req.temperature, max_tokens=req.max_tokens,
+                                    top_p=req.top_p, seed=req.seed, stop=list(req.stop) or None,
+                                    structured_outputs=guided)
+            if len(self._sampling) >= 1024:  # seeds and schemas vary: keep the cache bounded
+                self._sampling.clear()
             self._sampling[key] = params
         return params
 

@@ -27,7 +27,7 @@ Usage (the coordinator, a host and a model server of issue 7 look like this)::
         while True:
             batch = await srv.recv_batch(max_items=256)
             for inc in batch:
-                await srv.reply(inc, Generated(texts=run(inc.msg.requests)))
+                await srv.reply(inc, Generated(outputs=run(inc.msg.requests)))
 
     # adapters, host to host (swarm.transport.transfer): verified by sha256, handed on once
     AdapterReceiver(host_server, on_adapter=lambda a: cas.put(a.sha256, a.data))

@@ -19,7 +19,7 @@ unbounded work or memory fails to decode like a malformed one.
 ``kind`` (``garbage, truncated, unknown_type, bad_version, invalid, frames,
 oversize``) becomes the ``code`` of the ``Error`` reply.
 
-Versions: every envelope carries ``version`` (``VERSION``, today 1). A message
+Versions: every envelope carries ``version`` (``VERSION``, today 2). A message
 of any other version is refused with ``wire.bad_version``, whose reason names
 the version this side speaks; the version is checked first, so a peer of
 another version learns that even where its message would not decode here at

@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Literal, Union
 
 import msgspec
 
@@ -28,6 +28,12 @@ __all__ = [
     "MAX_EXAMPLES",
     "MAX_TOKENS",
     "MAX_TEMPERATURE",
+    "MAX_SAMPLES",
+    "MAX_STOPS",
+    "MAX_STOP_CHARS",
+    "MAX_SCHEMA",
+    "MAX_TURNS",
+    "MAX_SEED",
     "MAX_BYTES",
     "MAX_CREDIT",
     "MAX_ROUND",
@@ -53,7 +59,9 @@ __all__ = [
     "KGDelta",
     "Commit",
     "Committed",
+    "ChatTurn",
     "GenRequest",
+    "GenOutput",
     "Generate",
     "Generated",
     "Example",
@@ -76,7 +84,8 @@ __all__ = [
 ]
 
 #: Wire protocol version; a message with any other version is refused.
-VERSION = 1
+#: 2: ``Generated`` carries ``outputs`` (samples, finish reasons, token counts).
+VERSION = 2
 
 # -- bounds -----------------------------------------------------------------------
 # Every field a peer sends is bounded, so that no message can ask a process for
@@ -105,6 +114,17 @@ MAX_EXAMPLES = 1_000_000
 MAX_TOKENS = 32_768
 #: ``GenRequest.temperature``: the sampling temperature, ``0 <= t <= MAX_TEMPERATURE``.
 MAX_TEMPERATURE = 100.0
+#: ``GenRequest.n``: samples one request may ask for.
+MAX_SAMPLES = 16
+#: ``GenRequest.stop``: stop strings of one request, and characters of each.
+MAX_STOPS = 16
+MAX_STOP_CHARS = 256
+#: ``GenRequest.json_schema``: characters of the JSON schema an answer must match.
+MAX_SCHEMA = 64 << 10
+#: ``GenRequest.messages``: turns of one chat.
+MAX_TURNS = 1024
+#: ``GenRequest.seed``: the largest sampling seed.
+MAX_SEED = 2**63 - 1
 #: A byte count or offset (adapter size, transfer offset): 1 TiB.
 MAX_BYTES = 1 << 40
 #: Chunks of credit one ``AdapterRequest``/``AdapterAck`` may grant.
@@ -374,17 +394,51 @@ class Committed(Message, frozen=True, kw_only=True):
 # -- serving and training ------------------------------------------------------------
 
 
-class GenRequest(msgspec.Struct, frozen=True, kw_only=True):
-    """One generation: prompt, adapter by content hash (``None`` = base model), sampling.
+class ChatTurn(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """One turn of a chat: who speaks (``system``, ``user`` or ``assistant``) and what."""
 
-    ``max_tokens`` is 1 to ``MAX_TOKENS``; ``temperature`` 0 to ``MAX_TEMPERATURE``.
+    role: Literal["system", "user", "assistant"]
+    content: _Text
+
+
+_Stop = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_STOP_CHARS)]
+
+
+class GenRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """One generation: a prompt or chat, an adapter by content hash (``None`` = base model),
+    sampling, and optionally the JSON schema the answer must match.
+
+    Give ``prompt`` (raw text, continued as it is) or ``messages`` (a chat, rendered
+    with the model's chat template, ending with the assistant's turn to speak), not
+    both. Sampling: ``max_tokens`` 1 to ``MAX_TOKENS``; ``temperature`` 0 (greedy) to
+    ``MAX_TEMPERATURE``; ``top_p`` in (0, 1]; ``seed`` 0 to ``MAX_SEED`` (``None``:
+    the engine's); up to ``MAX_STOPS`` stop strings of 1 to ``MAX_STOP_CHARS``
+    characters (not part of the answer); ``n`` samples, 1 to ``MAX_SAMPLES``.
+    ``json_schema`` is a JSON schema as JSON text (up to ``MAX_SCHEMA`` characters;
+    ``swarm.serving.structured.schema_for`` makes one from a msgspec type): every
+    sample is then a JSON document matching it, or the request fails.
     """
 
-    prompt: _Text
+    prompt: _Text = ""
+    messages: Annotated[list[ChatTurn], msgspec.Meta(max_length=MAX_TURNS)] = []
     adapter: _Id | None = None
     max_tokens: Annotated[int, msgspec.Meta(ge=1, le=MAX_TOKENS)] = 64
     temperature: Annotated[float, msgspec.Meta(ge=0.0, le=MAX_TEMPERATURE)] = 0.0
+    top_p: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)] = 1.0
+    seed: Annotated[int, msgspec.Meta(ge=0, le=MAX_SEED)] | None = None
+    stop: Annotated[list[_Stop], msgspec.Meta(max_length=MAX_STOPS)] = []
+    n: Annotated[int, msgspec.Meta(ge=1, le=MAX_SAMPLES)] = 1
+    json_schema: Annotated[str, msgspec.Meta(max_length=MAX_SCHEMA)] | None = None
     agent_id: _Id = ""
+
+
+class GenOutput(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """What one request produced: its ``n`` samples, why each stopped (``"stop"``,
+    ``"length"`` or ``None``) and how many tokens were generated in all."""
+
+    texts: Annotated[list[_Text], msgspec.Meta(min_length=1, max_length=MAX_SAMPLES)]
+    finish_reasons: Annotated[list[_Id | None], msgspec.Meta(max_length=MAX_SAMPLES)] = []
+    tokens: _Count = 0
 
 
 class Generate(Message, frozen=True, kw_only=True):
@@ -394,9 +448,14 @@ class Generate(Message, frozen=True, kw_only=True):
 
 
 class Generated(Message, frozen=True, kw_only=True):
-    """Completions, one per request of the ``Generate`` it answers, in order."""
+    """The outputs of a ``Generate``, one per request, in order."""
 
-    texts: Annotated[list[_Text], msgspec.Meta(max_length=MAX_REQUESTS)] = []
+    outputs: Annotated[list[GenOutput], msgspec.Meta(max_length=MAX_REQUESTS)] = []
+
+    @property
+    def texts(self) -> list[str]:
+        """The first sample of each request."""
+        return [out.texts[0] for out in self.outputs]
 
 
 class Example(msgspec.Struct, frozen=True, gc=False):
