@@ -250,7 +250,8 @@ def test_readers_never_see_torn_state_or_locks(tmp_path: Path) -> None:
 
 _CRASH_CHILD = textwrap.dedent("""
     import random, sys
-    from swarm.lineage.store import CommitSpec, GitLineageStore
+    from swarm.lineage.gitstore import GitLineageStore
+    from swarm.lineage.writer import CommitSpec
     repo, seed = sys.argv[1], int(sys.argv[2])
     rng = random.Random(seed)
     store = GitLineageStore.open(repo, create=True, maintain_every=6)

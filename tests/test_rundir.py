@@ -20,8 +20,9 @@ USER_FILES = {"notes.txt": "mine\n", "code/main.py": "print('mine')\n", ".bashrc
 
 
 def _config(tmp_path: Path, lineage: str) -> SwarmConfig:
-    model = tmp_path / "model"  # an existing folder: no tiny model is built
+    model = tmp_path / "model"  # an existing model folder: no tiny model is built
     model.mkdir(exist_ok=True)
+    (model / "config.json").write_text("{}")
     return load_config(SMALL, [f"swarm.lineage={lineage}", f"model.path={model}",
                                f"transport.base_port={free_base_port()}"])
 
@@ -124,6 +125,7 @@ def test_swarm_run_with_lineage_under_home_leaves_home_alone(tmp_path: Path) -> 
     GitLineageStore.open(home / "lineage", create=True).close()
     model = tmp_path / "model"
     model.mkdir()
+    (model / "config.json").write_text("{}")
     env = {**os.environ, "HOME": str(home)}
     # Execute: the real CLI, as a user would type it.
     proc = subprocess.run(
