@@ -57,6 +57,15 @@ def count_busy_polls(cli: Client) -> list[int]:
     return polls
 
 
+def raw_dealer(address: str, routing_id: bytes) -> zmq.Socket[bytes]:
+    """A bare pyzmq DEALER connected to ``address``: a peer that never heartbeats."""
+    sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
+    sock.linger = 0
+    sock.setsockopt(zmq.ROUTING_ID, routing_id)
+    sock.connect(address)
+    return sock
+
+
 @pytest.fixture
 def address(tmp_path: Path) -> str:
     return f"ipc://{tmp_path}/srv.ipc"
@@ -290,10 +299,7 @@ def test_server_forgets_a_silent_peer_but_holds_its_names_for_silence_s(address:
     async def main() -> None:
         lost: list[bytes] = []
         async with Server("srv", address, opts, on_peer_lost=lost.append) as srv:
-            sock = zmq.Context.instance().socket(zmq.DEALER)
-            sock.linger = 0
-            sock.setsockopt(zmq.ROUTING_ID, b"mute")
-            sock.connect(address)
+            sock = raw_dealer(address, b"mute")
             sock.send_multipart(encode(Chat(sender="quiet-agent")))
             await srv.recv(timeout=10)
             assert b"mute" in srv.peers and srv.routes["quiet-agent"] == b"mute"
@@ -306,10 +312,7 @@ def test_server_forgets_a_silent_peer_but_holds_its_names_for_silence_s(address:
             with pytest.raises(PeerUnavailable):  # no sends to a silent peer
                 await srv.send(Chat(recipient="quiet-agent"))
             # A starved peer is not a dead one: another peer cannot take its name yet.
-            intruder = zmq.Context.instance().socket(zmq.DEALER)
-            intruder.linger = 0
-            intruder.setsockopt(zmq.ROUTING_ID, b"intruder")
-            intruder.connect(address)
+            intruder = raw_dealer(address, b"intruder")
             intruder.send_multipart(encode(Chat(sender="quiet-agent")))
             await srv.recv(timeout=10)
             assert srv.routes["quiet-agent"] == b"mute"
@@ -552,10 +555,7 @@ def test_a_server_that_stalls_keeps_its_peers_and_the_replies_it_owes_them(addre
     async def main() -> None:
         lost: list[bytes] = []
         async with Server("srv", address, OPTS, on_peer_lost=lost.append) as srv:
-            sock = zmq.Context.instance().socket(zmq.DEALER)
-            sock.linger = 0
-            sock.setsockopt(zmq.ROUTING_ID, b"quiet")
-            sock.connect(address)
+            sock = raw_dealer(address, b"quiet")
             sock.send_multipart(encode(Chat(sender="a", recipient="srv", content="hi")))
             inc = await srv.recv(timeout=10)
             time.sleep(3 * OPTS.timeout_s)  # the process stalls after taking the message
