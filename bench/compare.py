@@ -3,7 +3,8 @@
     python bench/compare.py --reference /path/to/ref-checkout [--runs 3] transport lineage scale
 
 Each bench runs ``--runs`` times in each tree, alternating reference and current
-(so both see the same machine load), one at a time. The median of each ratio
+(so both see the same machine load; which goes first alternates from run to run,
+so neither always follows the other's leftovers), one at a time. The median of each ratio
 over the runs is compared: ``ratios`` in ``bench/results/compare.json`` are the
 current median over the reference median, one per bench ratio, and a goal
 holds when the current code is no more than 10% worse than the reference.
@@ -77,7 +78,10 @@ def main() -> None:
     for i in range(args.runs):
         print(f"run {i + 1} of {args.runs}", flush=True)
         for bench in args.benches:
-            for label, (tree, python) in trees.items():
+            # alternate which tree goes first: a run's leftovers (dirty pages being
+            # written back, a warm page cache) must not always favour the same tree
+            order = list(trees.items()) if i % 2 == 0 else list(reversed(trees.items()))
+            for label, (tree, python) in order:
                 runs[bench][label].append(run_once(tree, python, bench, []))
                 if label == "current":
                     shutil.copy(RESULTS / f"{bench}.json", RESULTS / f".{bench}.run{i}.json")
