@@ -10,21 +10,27 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from swarm.agents.base import Agent, AgentReport, AgentSpec, HostServices, PairOutcome
+from swarm.agents.base import Agent, AgentReport, AgentSpec, PairOutcome
+from swarm.agents.context import OWN, AgentContext
 from swarm.agents.registry import ROLES, get_role, role
 from swarm.agents.roles import Expert, Learner, Listener  # importing them registers them
+from swarm.agents.talk import MESSAGES, handles, message
 
 __all__ = [
     "Agent",
+    "AgentContext",
     "AgentReport",
     "AgentSpec",
     "Expert",
-    "HostServices",
     "Learner",
     "Listener",
+    "MESSAGES",
+    "OWN",
     "PairOutcome",
     "ROLES",
     "get_role",
+    "handles",
+    "message",
     "role",
 ]
 
@@ -33,6 +39,11 @@ _RENAMED = {"Report": AgentReport, "Outcome": PairOutcome}
 
 def __getattr__(name: str) -> Any:
     """The deprecated names ``Report`` and ``Outcome``, with a warning (see CHANGELOG.md)."""
+    if name == "HostServices":
+        raise ImportError("swarm.agents.HostServices is gone: role hooks take the agent context "
+                          "now (local_update(self, ctx), learn_from(self, teacher, "
+                          "teacher_adapter, ctx, *, weight)); type it as "
+                          "swarm.agents.AgentContext (see CHANGELOG.md)")
     if name in _RENAMED:
         new = _RENAMED[name]
         warnings.warn(f"swarm.agents.{name} is now swarm.agents.{new.__name__}",

@@ -29,13 +29,15 @@ def role(name: str) -> Callable[[A], A]:
     """Class decorator registering an ``Agent`` subclass as role ``name``.
 
     Raises:
-        RegistryError: the name is taken, or the class is not an ``Agent``.
+        RegistryError: the name is taken, the class is not an ``Agent``, or its
+            hooks are the old ones that took the host instead of the agent context.
     """
-    from swarm.agents.base import Agent
+    from swarm.agents.base import Agent, check_hooks
 
     def wrap(cls: A) -> A:
         if not (isinstance(cls, type) and issubclass(cls, Agent)):
             raise RegistryError(f"role {name!r}: {cls!r} is not a subclass of swarm.agents.Agent")
+        check_hooks(cls)
         ROLES.register(name, cls)
         cls.role = name
         return cls

@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import write_result  # noqa: E402
 from swarm.agents.base import Agent, AgentSpec  # noqa: E402
+from swarm.agents.context import AgentContext  # noqa: E402
 from swarm.agents.registry import role  # noqa: E402
 from swarm.transport.loop import run_loop  # noqa: E402
 from swarm.transport.peers import Client, TransportOptions  # noqa: E402
@@ -60,7 +61,7 @@ class ScaleChat(Agent):
 
     __slots__ = ()
 
-    async def on_chat(self, sender: str, content: str) -> str | None:
+    async def on_chat(self, ctx: AgentContext, sender: str, content: str) -> str | None:
         """Count the message and reply."""
         self.messages_received += 1
         return REPLY
@@ -72,7 +73,7 @@ class ScaleStats(Agent):
 
     __slots__ = ()
 
-    async def on_chat(self, sender: str, content: str) -> str | None:
+    async def on_chat(self, ctx: AgentContext, sender: str, content: str) -> str | None:
         """Collect garbage, then report ``{"rss": bytes, "cpu_s": seconds}``."""
         gc.collect()
         proc = psutil.Process()

@@ -21,7 +21,8 @@ import msgspec
 import numpy as np
 
 if TYPE_CHECKING:
-    from swarm.agents.base import Agent, AgentReport, HostServices, PairOutcome
+    from swarm.agents.base import Agent, AgentReport, PairOutcome
+    from swarm.agents.context import AgentContext
 
 __all__ = ["Protocol", "orient"]
 
@@ -53,14 +54,16 @@ class Protocol:
         teacher: str,
         teacher_adapter: str | None,
         teacher_skills: Sequence[str],
-        host: HostServices,
+        ctx: AgentContext,
     ) -> PairOutcome:
         """Let ``student`` take knowledge from ``teacher`` on the student's host.
+
+        ``ctx`` is the student's agent context (its model, its peers, its graph).
 
         ``teacher_skills`` are the teacher's skills as the config gives them (the
         host derives them, as the coordinator does: no message carries them).
         """
-        return await student.learn_from(teacher, teacher_adapter, host)
+        return await student.learn_from(teacher, teacher_adapter, ctx)
 
 
 def orient(pair: tuple[str, str], reports: Mapping[str, AgentReport]) -> tuple[str, str]:

@@ -25,7 +25,8 @@ from swarm.protocols.registry import protocol
 from swarm.protocols.settings import ExchangeSettings
 
 if TYPE_CHECKING:
-    from swarm.agents.base import Agent, AgentReport, HostServices, PairOutcome
+    from swarm.agents.base import Agent, AgentReport, PairOutcome
+    from swarm.agents.context import AgentContext
 
 __all__ = ["Knexa"]
 
@@ -53,12 +54,12 @@ class Knexa(Protocol):
         teacher: str,
         teacher_adapter: str | None,
         teacher_skills: Sequence[str],
-        host: HostServices,
+        ctx: AgentContext,
     ) -> PairOutcome:
         if self.settings.exchange == "distill":
-            return await _distill(student, teacher, teacher_adapter, teacher_skills, host)
+            return await _distill(student, teacher, teacher_adapter, teacher_skills, ctx)
         return await student.learn_from(
-            teacher, teacher_adapter, host, weight=self.settings.merge_weight
+            teacher, teacher_adapter, ctx, weight=self.settings.merge_weight
         )
 
 
@@ -67,7 +68,7 @@ async def _distill(
     teacher: str,
     teacher_adapter: str | None,
     skills: Sequence[str],
-    host: HostServices,
+    ctx: AgentContext,
 ) -> PairOutcome:
     """Fine-tune the student on the teacher's greedy answers to fresh prompts of its skills."""
     from swarm.agents.base import PairOutcome
@@ -80,10 +81,10 @@ async def _distill(
     key = f"{student.id}|{teacher}|{len(student.history)}".encode()
     seed = int.from_bytes(hashlib.sha256(key).digest()[:8], "little")
     prompts = [ex.prompt for ex in make_dataset(list(skills), 64, np.random.default_rng(seed))]
-    answers = await host.generate(prompts, teacher_adapter, max_tokens=16)
+    answers = await ctx.complete_many(prompts, adapter=teacher_adapter, max_tokens=16)
     samples = [Example(p, " " + a.strip(), "distill") for p, a in zip(prompts, answers, strict=True)]
-    candidate = await host.train(student.id, student.adapter, samples, student.spec.hyper)
-    after = await student.evaluate(host, candidate)
+    candidate = await ctx.train(samples)
+    after = await student.evaluate(ctx, candidate)
     keep = student.accepts(before, after)
     # The parents are what the candidate was made from, read before a kept
     # candidate replaces the student's adapter (else it is its own parent).

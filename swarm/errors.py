@@ -36,6 +36,11 @@ __all__ = [
     "MatchmakerError",
     "ReportError",
     "RegistryError",
+    "AgentError",
+    "UnknownAgent",
+    "MessageTypeError",
+    "AskTimeout",
+    "HandlerError",
     "error_for_code",
 ]
 
@@ -231,6 +236,36 @@ class RegistryError(SwarmError):
     """A role, protocol or backend name is unknown or registered twice."""
 
     code = "registry"
+
+
+class AgentError(SwarmError):
+    """An agent message failed (base of the cases below; a role catches this for all)."""
+
+    code = "agent"
+
+
+class UnknownAgent(AgentError):
+    """No agent of that id is in the swarm (or its host cannot be reached to deliver)."""
+
+    code = "agent.unknown"
+
+
+class MessageTypeError(AgentError):
+    """A message of a type no one registered, or a body that does not decode as its type."""
+
+    code = "agent.type"
+
+
+class AskTimeout(AgentError):
+    """An ``ask`` got no answer within its timeout."""
+
+    code = "agent.timeout"
+
+
+class HandlerError(AgentError):
+    """The recipient's handler raised, or the recipient has no handler for the message."""
+
+    code = "agent.handler"
 
 
 def error_for_code(code: str, reason: str) -> SwarmError:

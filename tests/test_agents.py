@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 import swarm.agents
-from swarm.agents import Agent, AgentReport, AgentSpec, PairOutcome
+from swarm.agents import Agent, AgentContext, AgentReport, AgentSpec, PairOutcome
 from swarm.skills import Example
-from swarm.wire.codec import StepDone, decode, encode
+from swarm.wire.codec import GenOutput, GenRequest, StepDone, decode, encode
 
 OLD, TEACHER, MERGED = "a" * 64, "b" * 64, "c" * 64
 
@@ -24,9 +24,10 @@ class Services:
                     examples: Sequence[Example], hyper: dict[str, Any]) -> str:
         return OLD
 
-    async def generate(self, prompts: Sequence[str], adapter: str | None,
-                       max_tokens: int) -> list[str]:
-        return [" 2" if adapter == MERGED else " 3"] * len(prompts)
+    round = 0
+
+    async def generate_requests(self, requests: Sequence[GenRequest]) -> list[GenOutput]:
+        return [GenOutput(texts=[" 2" if r.adapter == MERGED else " 3"]) for r in requests]
 
     async def fetch_adapter(self, sha: str, owner: str) -> None:
         return None
@@ -43,8 +44,9 @@ def test_what_an_agent_returns_is_what_its_host_sends() -> None:
     agent = Agent(spec)
 
     # Execute: a local step, then learning from a teacher, each sent in a StepDone
-    report = asyncio.run(agent.local_update(Services()))
-    outcome = asyncio.run(agent.learn_from("t", TEACHER, Services()))
+    ctx = AgentContext(agent, Services())  # type: ignore[arg-type]  (a model-only runtime)
+    report = asyncio.run(agent.local_update(ctx))
+    outcome = asyncio.run(agent.learn_from("t", TEACHER, ctx))
     sent, _ = decode(encode(StepDone(reports=[report], outcomes=[outcome])))
 
     # Assert: the same values arrive in the same types, with no conversion between
@@ -58,7 +60,8 @@ def test_what_an_agent_returns_is_what_its_host_sends() -> None:
 
 def test_a_chat_counts_as_a_message_received() -> None:
     agent = Agent(AgentSpec(agent_id="s"))
-    assert asyncio.run(agent.on_chat("t", "hi")) is None
+    ctx = AgentContext(agent, Services())  # type: ignore[arg-type]
+    assert asyncio.run(agent.on_chat(ctx, "t", "hi")) is None
     assert agent.messages_received == 1
 
 

@@ -25,7 +25,8 @@ from typing import Any
 
 import pytest
 
-from swarm.agents.base import Agent, AgentReport, HostServices
+from swarm.agents.base import Agent, AgentReport
+from swarm.agents.context import AgentContext
 from swarm.config import SwarmConfig, parse_config
 from swarm.errors import SwarmError
 from swarm.runtime.host import Host
@@ -44,7 +45,7 @@ class FixedAgent(Agent):
     mode = "ok"
     calls = 0
 
-    async def local_update(self, host: HostServices) -> AgentReport:
+    async def local_update(self, ctx: AgentContext) -> AgentReport:
         """One local step: wait, fail or report, as the mode says."""
         mode, _, arg = type(self).mode.partition(":")
         type(self).calls += 1

@@ -20,6 +20,7 @@ import pytest
 import zmq
 
 from swarm.agents.base import Agent, AgentSpec
+from swarm.agents.context import AgentContext
 from swarm.errors import PeerUnavailable, RemoteError
 from swarm.transport.peers import Client, TransportOptions
 from swarm.wire.codec import Chat, Error, Heartbeat, Message, decode_envelope, encode
@@ -34,7 +35,7 @@ class EchoAgent(Agent):
 
     __slots__ = ()
 
-    async def on_chat(self, sender: str, content: str) -> str | None:
+    async def on_chat(self, ctx: AgentContext, sender: str, content: str) -> str | None:
         """Echo, prefixed with the agent's id so the test sees who answered."""
         self.messages_received += 1
         return f"{self.id}:{content}"

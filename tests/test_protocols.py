@@ -11,9 +11,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from swarm.agents.base import Agent, AgentSpec
+from swarm.agents.context import AgentContext
 from swarm.protocols.knexa import Knexa
 from swarm.protocols.settings import ExchangeSettings
 from swarm.skills import Example
+from swarm.wire.codec import GenOutput, GenRequest
 
 OLD, TEACHER, NEW = "a" * 64, "b" * 64, "c" * 64
 
@@ -29,9 +31,10 @@ class FixedServices:
         self.trained_from.append(base_adapter)
         return NEW
 
-    async def generate(self, prompts: Sequence[str], adapter: str | None,
-                       max_tokens: int) -> list[str]:
-        return ["4"] * len(prompts)
+    round = 0
+
+    async def generate_requests(self, requests: Sequence[GenRequest]) -> list[GenOutput]:
+        return [GenOutput(texts=["4"]) for _ in requests]
 
     async def fetch_adapter(self, sha: str, owner: str) -> None:
         return None
@@ -47,7 +50,8 @@ def test_distill_records_what_the_kept_adapter_was_made_from() -> None:
     services = FixedServices()
 
     # Execute
-    out = asyncio.run(knexa.exchange(student, "t", TEACHER, ["add"], services))
+    ctx = AgentContext(student, services)  # type: ignore[arg-type]  (a model-only runtime)
+    out = asyncio.run(knexa.exchange(student, "t", TEACHER, ["add"], ctx))
 
     # Assert: kept, and its parents are the student's old adapter and the teacher's, never itself
     assert out.accepted and out.adapter == NEW and student.adapter == NEW

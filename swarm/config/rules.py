@@ -17,16 +17,20 @@ import difflib
 import string
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from swarm.config.choices import CHOICES
-from swarm.errors import LineageError, RegistryError
+from swarm.config.explain import explain
+from swarm.errors import ConfigError, LineageError, RegistryError
 from swarm.lineage.names import check_id
 
 if TYPE_CHECKING:
-    from swarm.config.schema import SwarmConfig
+    from swarm.config.schema import AgentGroup, SwarmConfig
 
-__all__ = ["MAX_AGENTS", "MAX_EXAMPLES", "config_problems", "agent_ids", "name_problem", "path_problem"]
+__all__ = ["MAX_AGENTS", "MAX_EXAMPLES", "config_problems", "agent_ids", "name_problem", "path_problem",
+           "role_settings"]
 
 MAX_AGENTS = 4096
 """Agents in one swarm, over all groups: every one is a process-wide branch and a LoRA slot."""
@@ -151,11 +155,44 @@ def _registry_problems(config: SwarmConfig) -> Iterable[str]:
         name = getattr(getattr(config, choice.section), choice.key)
         yield from _lookup(f"{choice.section}.{choice.key}", name, choice.registry.get)
     for i, group in enumerate(config.agents):
-        yield from _lookup(f"agents.{i}.role", group.role, get_role)
+        found = list(_lookup(f"agents.{i}.role", group.role, get_role))
+        yield from found
+        if not found:
+            yield from _role_settings_problems(i, group)
         if not group.skills:
             yield f"agents.{i}.skills: empty; name at least one of {', '.join(skill_names())}"
         for j, skill in enumerate(group.skills):
             yield from _lookup(f"agents.{i}.skills.{j}", skill, get_skill)
+
+
+def _role_settings_problems(i: int, group: AgentGroup) -> Iterable[str]:
+    """``agents.<i>.settings`` against the role's ``settings_schema``."""
+    try:
+        role_settings(group)
+    except ConfigError as exc:
+        yield from (f"agents.{i}.{p}" for p in exc.problems)
+
+
+def role_settings(group: AgentGroup) -> Any:
+    """The group's ``settings`` converted by its role's ``settings_schema`` (None: it has none).
+
+    Raises:
+        ConfigError: a key the schema does not know, or a value of the wrong type or range
+            (``settings.<key>: ...``); settings given to a role that takes none.
+        RegistryError: the role is unknown.
+    """
+    from swarm.agents.registry import ROLES
+
+    schema = ROLES.settings(group.role)
+    if schema is None:
+        if group.settings:
+            raise ConfigError(f"settings: role {group.role!r} takes no settings, got "
+                              f"{sorted(group.settings)[:5]}")
+        return None
+    try:
+        return msgspec.convert(group.settings, schema, strict=True)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(explain(str(exc), group.settings, schema, "settings")) from None
 
 
 def _port_problems(config: SwarmConfig) -> Iterable[str]:

@@ -1,7 +1,7 @@
 """The one schema of a swarm config: ``SwarmConfig`` and its sections.
 
 A config is YAML with the sections ``swarm``, ``model``, ``agents``,
-``matchmaker``, ``protocol``, ``transport`` and ``launcher``;
+``matchmaker``, ``protocol``, ``transport``, ``launcher`` and ``lineage``;
 ``swarm.config.loader`` reads and validates it into a frozen ``SwarmConfig``.
 
 Each part declares its own section next to its code (``model`` and ``lora``
@@ -16,7 +16,7 @@ the rest of their section (``swarm.config.choices``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -40,6 +40,7 @@ __all__ = [
     "ExchangeSettings",
     "TransportSection",
     "LauncherSection",
+    "LineageSection",
     "ModuleName",
     "Name",
 ]
@@ -55,6 +56,19 @@ class SwarmSection(Settings, frozen=True):
     heldout: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 64
 
 
+class LineageSection(Settings, frozen=True):
+    """What of the agents' conversations each round's commit keeps.
+
+    ``messages``: ``all`` (every agent message of the round, up to ``max_messages``),
+    ``sample`` (a ``sample_fraction`` of them chosen by message id, up to
+    ``max_messages``) or ``none``. The round record counts them all either way.
+    """
+
+    messages: Literal["all", "sample", "none"] = "all"
+    max_messages: Annotated[int, msgspec.Meta(ge=0, le=10_000_000)] = 100_000
+    sample_fraction: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)] = 0.1
+
+
 class AgentGroup(Settings, frozen=True):
     """A group of ``count`` agents sharing a role, a data recipe and LoRA settings."""
 
@@ -66,6 +80,8 @@ class AgentGroup(Settings, frozen=True):
     )
     examples: PosInt = 256
     lora: LoraSection = msgspec.field(default_factory=LoraSection)
+    # the role's own settings, checked against its ``settings_schema`` (config rules)
+    settings: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 class LauncherSection(Settings, frozen=True):
@@ -87,6 +103,7 @@ class SwarmConfig(Settings, frozen=True):
     protocol: ProtocolSection = msgspec.field(default_factory=ProtocolSection)
     transport: TransportSection = msgspec.field(default_factory=TransportSection)
     launcher: LauncherSection = msgspec.field(default_factory=LauncherSection)
+    lineage: LineageSection = msgspec.field(default_factory=LineageSection)
 
     @property
     def agent_count(self) -> int:

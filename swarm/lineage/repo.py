@@ -32,6 +32,8 @@ __all__ = [
     "adapter_path",
     "profile_path",
     "kg_path",
+    "state_path",
+    "messages_path",
     "round_path",
     "artifact_path",
     "init_repo",
@@ -67,6 +69,16 @@ def profile_path(agent_id: str) -> str:
 def kg_path(agent_id: str) -> str:
     """Where an agent's knowledge graph (node-link JSON) lives: ``agents/<id>/kg.json``."""
     return f"agents/{check_id('agent id', agent_id)}/kg.json"
+
+
+def state_path(agent_id: str) -> str:
+    """Where an agent's role state (``Agent.save_state``, JSON) lives: ``agents/<id>/state.json``."""
+    return f"agents/{check_id('agent id', agent_id)}/state.json"
+
+
+def messages_path(n: int) -> str:
+    """Where round ``n``'s agent messages live on the swarm branch: ``messages/<n>.json``."""
+    return f"messages/{int(n):05d}.json"
 
 
 LATEST_ROUND_PATH = "rounds/latest.json"  # a copy of the newest round's record

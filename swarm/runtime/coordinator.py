@@ -68,10 +68,14 @@ from swarm.transport.pubsub import Publisher
 from swarm.transport.topology import address_book
 from swarm.wire.codec import (
     AgentReport,
+    AgentState,
     Assignment,
     Heartbeat,
     Join,
     Leave,
+    Locate,
+    Located,
+    LogEntry,
     PairOutcome,
     Status,
     StatusReport,
@@ -122,9 +126,13 @@ class Coordinator:
         self.round = recorder.next_round()
         self.history: list[dict[str, Any]] = recorder.history()
         self.last: dict[str, Any] = self.history[-1] if self.history else {}
+        self.rounds_run = 0  # rounds this coordinator ran (not the lineage's earlier ones)
         self.messages = 0
         self.exchange_failures: dict[str, str] = {}
         self.rejected: dict[str, str] = {}  # host -> why its results of this round were dropped
+        self.states: dict[str, AgentState] = recorder.agent_states()
+        self.changed: set[str] = set()  # agents whose state changed this round
+        self.round_log: list[LogEntry] = []  # the round's agent messages
         self._joined = asyncio.Event()
         self._inflight: dict[str, asyncio.Task[Incoming]] = {}
         self._server: Server | None = None
@@ -197,8 +205,14 @@ class Coordinator:
         msg = inc.msg
         if isinstance(msg, Join):
             self._join(inc, msg, server.key_of(inc.peer), server.holds)
+            placement, peers = self.membership.directory()
             await server.reply(inc, Welcome(sender="coordinator", swarm=self.config.swarm.name,
-                                            heartbeat_ms=self.options.heartbeat_ms))
+                                            heartbeat_ms=self.options.heartbeat_ms,
+                                            placement=placement, peers=peers))
+        elif isinstance(msg, Locate):
+            placement, peers = self.membership.directory(set(msg.agent_ids))
+            await server.reply(inc, Located(sender="coordinator", placement=placement,
+                                            peers=peers))
         elif isinstance(msg, Leave):
             self._leave(inc, msg)
         elif isinstance(msg, Status):
@@ -217,8 +231,9 @@ class Coordinator:
         self.membership.admit(msg, inc.peer, key, holds)
         self._drop(msg.sender, "joined again: its earlier incarnation's work is lost")
         log.info("coordinator: host %s joined with %d agents", msg.sender, len(msg.agent_ids))
-        # At the start every expected agent must be placed; mid-run any host will do.
-        if self.membership.placed() >= set(self.expected) or self.history:
+        # At the start of a run (a resumed one too: agents ask each other from the first
+        # round on) every expected agent must be placed; mid-run any host will do.
+        if self.membership.placed() >= set(self.expected) or self.rounds_run:
             self._joined.set()
 
     def _leave(self, inc: Incoming, msg: Leave) -> None:
@@ -260,6 +275,7 @@ class Coordinator:
         """Run one round: local step, pairing, exchange, rewards, commit."""
         started = time.time()
         self.exchange_failures = {}
+        self.round_log, self.changed = [], set()
         local, reports = await self._local_step(rnd)
         self.reports.update(reports)
         for r in reports.values():
@@ -275,9 +291,12 @@ class Coordinator:
             if o.accepted and o.adapter:
                 self.adapters[o.student] = o.adapter
         record = self._record(rnd, reports, pairs, outcomes, local, started)
-        self.recorder.commit_round(rnd, reports, outcomes, record, self.matchmaker.state())
+        self.recorder.commit_round(rnd, reports, outcomes, record, self.matchmaker.state(),
+                                   states={a: self.states[a] for a in sorted(self.changed)},
+                                   messages=self.round_log)
         self.last = record
         self.history.append(record)
+        self.rounds_run += 1
         await self._publish("scores", record)
         return record
 
@@ -298,7 +317,8 @@ class Coordinator:
                                           "attempt": attempt})
             local = await self._step_all(rnd, "local", {
                 host: Step(phase="local", agent_ids=m.agents,
-                           adapters={a: self.adapters[a] for a in m.agents if a in self.adapters})
+                           adapters={a: self.adapters[a] for a in m.agents if a in self.adapters},
+                           restore=self._restore(m.agents) if m.fresh else {})
                 for host, m in self.members.items()
             })
             reports = {r.agent_id: r for done in local.values() for r in done.reports}
@@ -311,6 +331,15 @@ class Coordinator:
                 await asyncio.sleep(self.options.timeout_s)  # let dead hosts be noticed, restarted
         raise SwarmError(f"round {rnd}: no agent reported in {self.round_attempts} attempt(s) "
                          f"({why}); the run stops with nothing of round {rnd} committed")
+
+    def _restore(self, agents: list[str]) -> dict[str, AgentState]:
+        """What the lineage holds of ``agents``' graphs and role states (a fresh host's)."""
+        out = {}
+        for agent in agents:
+            state = self.states.get(agent)
+            if state is not None and (state.kg or state.state):
+                out[agent] = state
+        return out
 
     def _why_empty(self, local: Mapping[str, StepDone]) -> str:
         failed = [f"{a}: {short(w)}" for d in local.values() for a, w in sorted(d.failed.items())]
@@ -370,6 +399,9 @@ class Coordinator:
                     del self._inflight[host]
             done = self._checked(host, member, step, inc)
             self.messages += 2 + (min(max(done.messages, 0), 1 << 40) if done is not None else 0)
+            if done is not None:
+                member.fresh = False
+                self._take(host, member, done)
             return host, done
 
         results = await asyncio.gather(*(one(h, s) for h, s in steps.items()))
@@ -412,6 +444,22 @@ class Coordinator:
             return None
         return inc.msg
 
+    def _take(self, host: str, member: Member, done: StepDone) -> None:
+        """Keep a step's message log (entries one of its agents took part in) and the
+        changed states of the host's own agents."""
+        own = set(member.agents)
+        self.round_log.extend(e for e in done.log if e.sender in own or e.recipient in own)
+        for agent, state in done.states.items():
+            if agent not in own:
+                log.warning("coordinator: host %s sent the state of %s, not its agent", host,
+                            agent[:80])
+                continue
+            old = self.states.get(agent, AgentState())
+            self.states[agent] = AgentState(kg=state.kg if state.kg is not None else old.kg,
+                                            state=state.state if state.state is not None
+                                            else old.state)
+            self.changed.add(agent)
+
     def _reject(self, host: str, step: Step, reason: str) -> None:
         """Drop ``host``'s results of this step and keep why (round record, ``swarm status``)."""
         why = f"{step.phase} step: {reason}"
@@ -446,6 +494,7 @@ class Coordinator:
             "rejected": dict(self.rejected),
             "seconds": round(time.time() - started, 3),
             "messages": self.messages,
+            "agent_messages": len(self.round_log),
         }
 
     def status(self) -> dict[str, Any]:

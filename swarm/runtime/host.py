@@ -4,9 +4,15 @@ The host connects to the coordinator (control) and to the machine's model
 server, both through one ``Client`` each: thousands of agents share these two
 sockets, the envelope's ``sender``/``recipient`` name the agent. It answers
 the coordinator's ``Step`` requests by running the phase for each of its
-agents concurrently, and implements ``HostServices`` for them (training and
-generation on the model server, adapter fetch and merge on the machine's
-adapter store).
+agents concurrently, and is the ``AgentRuntime`` behind their contexts
+(``swarm.agents.context``): generation, training and merging on the model
+server, adapter fetch on the machine's adapter store, and agent messages host
+to host (``swarm.runtime.messaging``), served on its own peer ROUTER.
+
+With each ``StepDone`` the host ships what its agents said during the step
+(the message log) and the knowledge graphs and role states that changed; a
+``Step`` carries back, once per host incarnation, what the lineage holds of
+them (``restore``), so a restarted host goes on where the last round left off.
 
 Slow is not dead here either: a request to the model server has no deadline
 of its own. The host waits for the answer as long as the server is heard
@@ -18,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,21 +34,28 @@ from typing import Any
 import msgspec
 
 from swarm.agents.base import Agent, AgentSpec
+from swarm.agents.context import AgentContext
 from swarm.config.schema import SwarmConfig
 from swarm.errors import AdapterError, PeerUnavailable, SwarmError
+from swarm.knowledge import KnowledgeGraph
+from swarm.runtime.messaging import PeerMessaging
 from swarm.serving.client import ModelClient
 from swarm.skills import Example
 from swarm.transport.peers import Client, Incoming, Server, TransportOptions
 from swarm.transport.topology import address_book, new_routing_id
 from swarm.wire.codec import (
+    AgentMsg,
     AgentReport,
+    AgentState,
     Assignment,
     Chat,
     Error,
-    Generate,
-    Generated,
+    GenOutput,
     GenRequest,
     Join,
+    Locate,
+    Located,
+    LogEntry,
     Merge,
     Merged,
     Message,
@@ -49,6 +64,7 @@ from swarm.wire.codec import (
     StepDone,
     Train,
     Trained,
+    Welcome,
 )
 
 __all__ = ["Host"]
@@ -92,7 +108,17 @@ class Host:
         # the model server may hold its loop longer than a host (engine start): 120 s at least
         self.silence_s = max(120.0, self.options.silence_s) if silence_s is None else silence_s
         self.messages = 0  # sent and received since the last StepDone (for messages/s)
+        self.round = -1  # the round of the last step
         self._model: Client | None = None
+        self._coord: Client | None = None
+        self.messaging = PeerMessaging(host_id, self.routing_id, self.agents, self.options,
+                                       self.context, locate=self._locate)
+        self._shipped: dict[str, tuple[str, str]] = {}  # agent -> hashes of kg, state shipped
+        self._handling = asyncio.Semaphore(1024)  # handler tasks at once (then backpressure)
+
+    def context(self, agent: Agent) -> AgentContext:
+        """The agent context handed to ``agent``'s hooks and handlers."""
+        return AgentContext(agent, self)
 
     async def run(self) -> None:
         """Join the swarm and answer steps until the coordinator goes away or a stop."""
@@ -102,17 +128,26 @@ class Host:
         async with Client(self.routing_id, control, self.options) as coord, Client(
             self.routing_id, model, self.options
         ) as self._model:
-            await coord.request(Join(sender=self.host_id, agent_ids=list(self.agents),
-                                     process="host"), timeout=120.0, reliable=True)
+            self._coord = coord
+            welcome = await coord.request(Join(sender=self.host_id, agent_ids=list(self.agents),
+                                               process="host", endpoint=self.peer_address or ""),
+                                          timeout=120.0, reliable=True)
+            if isinstance(welcome.msg, Welcome):
+                self.messaging.directory.update(welcome.msg.placement, welcome.msg.peers)
             log.info("host %s: joined with %d agents", self.host_id, len(self.agents))
             pending: set[asyncio.Task[None]] = set()
             if self.peer_address is not None:
                 pending.add(asyncio.ensure_future(self.serve_peers(self.peer_address)))
-            while True:
-                for inc in await coord.recv_batch():
-                    task = asyncio.ensure_future(self._answer(coord, inc))
-                    pending.add(task)
-                    task.add_done_callback(pending.discard)
+            try:
+                while True:
+                    for inc in await coord.recv_batch():
+                        task = asyncio.ensure_future(self._answer(coord, inc))
+                        pending.add(task)
+                        task.add_done_callback(pending.discard)
+            finally:
+                for task in pending:
+                    task.cancel()
+                await self.messaging.close()
 
     async def _answer(self, coord: Client, inc: Incoming) -> None:
         msg = inc.msg
@@ -129,24 +164,44 @@ class Host:
             self.messages = 0
             await coord.reply(inc, done)
         elif isinstance(msg, Chat) and msg.recipient in self.agents:
-            reply = await self.agents[msg.recipient].on_chat(msg.sender, msg.content)
+            agent = self.agents[msg.recipient]
+            reply = await agent.on_chat(self.context(agent), msg.sender, msg.content)
             if reply is not None:
                 await coord.reply(inc, Chat(sender=msg.recipient, content=reply,
                                             in_reply_to=msg.msg_id))
+        elif isinstance(msg, Located):
+            self.messaging.directory.update(msg.placement, msg.peers)
+
+    async def _locate(self, agent_ids: list[str]) -> Located:
+        """Ask the coordinator where agents live (an agent not in the ``Welcome``)."""
+        if self._coord is None:
+            return Located()
+        reply = await self._coord.request(Locate(sender=self.host_id, agent_ids=agent_ids),
+                                          timeout=self.options.timeout_s, reliable=True)
+        return reply.msg if isinstance(reply.msg, Located) else Located()
 
     async def serve_peers(self, address: str) -> None:
-        """Answer direct peer messages (``Chat`` to one of our agents) until cancelled.
+        """Answer direct peer messages until cancelled: ``Chat`` and typed ``AgentMsg``.
 
         The hot path: a batch of incoming chats is handled together and the
-        replies to each peer leave coalesced in one frame (``send_batch``). A
-        chat for an agent this host does not hold gets an ``Error`` reply.
+        replies to each peer leave coalesced in one frame (``send_batch``). An
+        agent message runs its recipient's handler in a task of its own (a
+        handler may ask other agents or call the model), up to 1,024 at once.
+        A message for an agent this host does not hold gets an ``Error`` reply.
         """
         async with Server(self.host_id, address, self.options) as server:
+            tasks: set[asyncio.Task[None]] = set()
             while True:
                 batch = await server.recv_batch(max_items=4096)
                 self.messages += len(batch)
                 replies: dict[bytes, list[Message]] = {}
                 for inc in batch:
+                    if isinstance(inc.msg, AgentMsg):
+                        await self._handling.acquire()
+                        task = asyncio.ensure_future(self._agent_message(server, inc))
+                        tasks.add(task)
+                        task.add_done_callback(tasks.discard)
+                        continue
                     answer = await self._peer_message(inc)
                     if answer is not None:
                         replies.setdefault(inc.peer, []).append(answer)
@@ -158,6 +213,24 @@ class Host:
                         log.warning("host %s: %d repl(ies) to %r not sent: %s",
                                     self.host_id, len(msgs), peer, exc)
 
+    async def _agent_message(self, server: Server, inc: Incoming) -> None:
+        msg = inc.msg
+        assert isinstance(msg, AgentMsg)
+        try:
+            via = inc.peer.decode(errors="replace").rpartition(".")[0]
+            answer = await self.messaging.handle(msg, via)
+            if isinstance(answer, Error) and not msg.asks:
+                log.warning("host %s: %s from %s to %s failed: %s", self.host_id, msg.kind,
+                            msg.sender, msg.recipient or msg.topic, answer.reason[:300])
+            elif msg.asks:
+                self.messages += 1
+                await server.reply(inc, answer if answer is not None else AgentMsg(
+                    sender=msg.recipient, kind="", in_reply_to=msg.msg_id))
+        except SwarmError as exc:  # the asker left: it hears of nothing
+            log.warning("host %s: answer to %s not sent: %s", self.host_id, msg.sender, exc)
+        finally:
+            self._handling.release()
+
     async def _peer_message(self, inc: Incoming) -> Message | None:
         msg = inc.msg
         if not isinstance(msg, Chat):
@@ -167,19 +240,52 @@ class Host:
             return Error(sender=self.host_id, recipient=msg.sender, code=PeerUnavailable.code,
                          reason=f"no agent {msg.recipient!r} on {self.host_id}",
                          in_reply_to=msg.msg_id, correlation_id=msg.msg_id)
-        text = await agent.on_chat(msg.sender, msg.content)
+        text = await agent.on_chat(self.context(agent), msg.sender, msg.content)
         if text is None:
             return None
         return Chat(sender=agent.id, recipient=msg.sender, role="assistant", content=text,
                     in_reply_to=msg.msg_id, correlation_id=msg.msg_id)
 
     async def step(self, step: Step) -> StepDone:
-        """Run one phase of a round for the agents it names."""
+        """Run one phase of a round for the agents it names.
+
+        The answer carries the step's message log and the agents' changed states.
+        """
+        self.round = step.round
+        self._restore(step.restore)
         if step.phase == "local":
-            return await self._local(step)
-        if step.phase == "exchange":
-            return await self._exchange(step)
-        raise SwarmError(f"unknown step phase {step.phase!r}")
+            done = await self._local(step)
+        elif step.phase == "exchange":
+            done = await self._exchange(step)
+        else:
+            raise SwarmError(f"unknown step phase {step.phase!r}")
+        return msgspec.structs.replace(done, log=self.messaging.take_log(),
+                                       states=self._changed_states())
+
+    def _restore(self, restore: dict[str, AgentState]) -> None:
+        """Load what the lineage holds of agents this incarnation has not run yet."""
+        for agent_id, state in restore.items():
+            agent = self.agents.get(agent_id)
+            if agent is None or agent_id in self._shipped:
+                continue
+            if state.kg:
+                agent.kg = KnowledgeGraph.from_json(state.kg)
+            if state.state:
+                agent.load_state(json.loads(state.state))
+            self._shipped[agent_id] = (_digest(state.kg), _digest(state.state))
+
+    def _changed_states(self) -> dict[str, AgentState]:
+        """Each agent's graph and role state that changed since they were last shipped."""
+        out: dict[str, AgentState] = {}
+        for agent_id, agent in self.agents.items():
+            kg = agent.kg.to_json() if len(agent.kg.graph) or agent.kg.pending else None
+            saved = agent.save_state()
+            state = None if saved is None else msgspec.json.encode(saved).decode()
+            digests = (_digest(kg), _digest(state))
+            if digests != self._shipped.get(agent_id, ("", "")):
+                self._shipped[agent_id] = digests
+                out[agent_id] = AgentState(kg=kg, state=state)
+        return out
 
     async def _local(self, step: Step) -> StepDone:
         for agent_id, sha in step.adapters.items():
@@ -187,8 +293,9 @@ class Host:
             if agent is not None and agent.adapter is None:
                 agent.adapter = sha  # resume from the last committed adapter
         ids = [a for a in step.agent_ids if a in self.agents]
-        results = await asyncio.gather(*(self.agents[a].local_update(self) for a in ids),
-                                       return_exceptions=True)
+        results = await asyncio.gather(
+            *(self.agents[a].local_update(self.context(self.agents[a])) for a in ids),
+            return_exceptions=True)
         reports: list[AgentReport] = []
         failed: dict[str, str] = {}
         for agent_id, result in zip(ids, results, strict=True):
@@ -212,12 +319,21 @@ class Host:
         return StepDone(sender=self.host_id, phase="exchange", outcomes=outcomes, failed=failed)
 
     async def _learn(self, item: Assignment) -> PairOutcome:
+        student = self.agents[item.student]
         outcome: PairOutcome = await self.protocol.exchange(
-            self.agents[item.student], item.teacher, item.teacher_adapter,
-            self.skills.get(item.teacher, ()), self)
+            student, item.teacher, item.teacher_adapter,
+            self.skills.get(item.teacher, ()), self.context(student))
         return outcome
 
-    # -- HostServices ----------------------------------------------------------------
+    # -- AgentRuntime (what the agents' contexts call) ------------------------------------
+
+    async def generate_requests(self, requests: Sequence[GenRequest]) -> list[GenOutput]:
+        """One output per request, from the model server."""
+        if self._model is None:
+            raise SwarmError("host is not connected to a model server")
+        self.messages += 2  # the request and its answer
+        client = ModelClient(self._model, self.host_id, self.silence_s)
+        return await client.generate(requests)
 
     async def train(self, agent_id: str, base_adapter: str | None,
                     examples: Sequence[Example], hyper: dict[str, Any]) -> str:
@@ -228,17 +344,6 @@ class Host:
         if not isinstance(reply.msg, Trained):
             raise SwarmError(f"model server answered Train with {type(reply.msg).__name__}")
         return reply.msg.adapter
-
-    async def generate(self, prompts: Sequence[str], adapter: str | None,
-                       max_tokens: int) -> list[str]:
-        """Greedy completions on the model server."""
-        msg = Generate(sender=self.host_id, requests=[
-            GenRequest(prompt=p, adapter=adapter, max_tokens=max_tokens, temperature=0.0)
-            for p in prompts])
-        reply = await self._ask(msg)
-        if not isinstance(reply.msg, Generated):
-            raise SwarmError(f"model server answered Generate with {type(reply.msg).__name__}")
-        return list(reply.msg.texts)
 
     async def fetch_adapter(self, sha: str, owner: str) -> None:
         """Adapters of one machine live in its shared store; check it holds ``sha``."""
@@ -256,6 +361,26 @@ class Host:
             raise SwarmError(f"model server answered Merge with {type(reply.msg).__name__}")
         return reply.msg.adapter
 
+    async def deliver(self, msg: AgentMsg, *, ask: bool, timeout: float) -> AgentMsg | None:
+        """Send an agent message (``PeerMessaging.deliver``)."""
+        self.messages += 2 if ask else 1
+        return await self.messaging.deliver(msg, ask=ask, timeout=timeout)
+
+    async def publish_msg(self, msg: AgentMsg) -> int:
+        """Publish an agent message to a topic on every host."""
+        sent = await self.messaging.publish(msg)
+        self.messages += sent
+        return sent
+
+    def subscribe(self, agent_id: str, topic: str) -> None:
+        self.messaging.subscribe(agent_id, topic)
+
+    def unsubscribe(self, agent_id: str, topic: str) -> None:
+        self.messaging.unsubscribe(agent_id, topic)
+
+    def record(self, entry: LogEntry) -> None:
+        self.messaging.record(entry)
+
     async def _ask(self, msg: Message) -> Incoming:
         """Request from the model server, waiting as long as it is heard (``ModelClient.ask``).
 
@@ -267,6 +392,10 @@ class Host:
             raise SwarmError("host is not connected to a model server")
         self.messages += 2  # the request and its answer
         return await ModelClient(self._model, self.host_id, self.silence_s).ask(msg)
+
+
+def _digest(text: str | None) -> str:
+    return "" if text is None else hashlib.sha256(text.encode()).hexdigest()
 
 
 async def run_host(host: Host) -> None:

@@ -26,6 +26,7 @@ __all__ = ["Member", "Membership", "check_join"]
 
 _HOST_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
 _MAX_CAPABILITY = 1 << 20  # bytes of one capability value
+_ENDPOINT = re.compile(r"^(tcp://[A-Za-z0-9_.:\[\]*-]{1,200}:[0-9]{1,5}|ipc://[^\x00]{1,200})$")
 
 
 def check_join(msg: Join, expected: list[str]) -> None:
@@ -47,6 +48,9 @@ def check_join(msg: Join, expected: list[str]) -> None:
     if unknown:
         raise SwarmError(f"host {msg.sender!r} joined with unknown agents "
                          f"{[a[:80] for a in unknown[:5]]}")
+    if msg.endpoint and not _ENDPOINT.match(msg.endpoint):
+        raise SwarmError(f"Join from {msg.sender!r}: endpoint {msg.endpoint[:80]!r} is not "
+                         f"tcp://HOST:PORT or ipc://PATH")
     if len(msg.capabilities) > 16 or any(len(v) > _MAX_CAPABILITY
                                          for v in msg.capabilities.values()):
         raise SwarmError(f"Join from {msg.sender!r}: at most 16 capabilities of "
@@ -62,6 +66,8 @@ class Member:
     agents: list[str]
     joined_at: float = field(default_factory=time.time)
     key: bytes = b""  # the CURVE public key it joined with (empty without security)
+    endpoint: str = ""  # where it serves agent messages (empty: it serves none)
+    fresh: bool = True  # not stepped yet: its next step restores its agents from the lineage
 
 
 class Membership:
@@ -95,7 +101,7 @@ class Membership:
             for host in [h for h, m in seats.items() if set(m.agents) & set(msg.agent_ids)]:
                 del seats[host]
         self.gone.pop(msg.sender, None)
-        member = Member(msg.sender, peer, list(msg.agent_ids), key=key)
+        member = Member(msg.sender, peer, list(msg.agent_ids), key=key, endpoint=msg.endpoint)
         self.members[msg.sender] = member
         return member
 
@@ -137,6 +143,13 @@ class Membership:
     def host_of(self, agent: str) -> str | None:
         """The seated host that holds ``agent``."""
         return next((h for h, m in self.members.items() if agent in m.agents), None)
+
+    def directory(self, agents: Collection[str] | None = None) -> tuple[dict[str, str], dict[str, str]]:
+        """``(placement, peers)``: agent -> host (of ``agents``, default all), host -> endpoint."""
+        placement = {a: h for h, m in self.members.items() for a in m.agents
+                     if agents is None or a in agents}
+        peers = {h: m.endpoint for h, m in self.members.items() if m.endpoint}
+        return placement, peers
 
     def host_at(self, peer: bytes) -> str | None:
         """The seated host that joined from ``peer``."""

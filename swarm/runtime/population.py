@@ -20,6 +20,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from swarm.agents.base import AgentSpec
+from swarm.config.rules import role_settings
 from swarm.config.schema import SwarmConfig
 from swarm.errors import ConfigError
 from swarm.skills import Example, make_dataset, skill_names
@@ -51,9 +52,10 @@ def build_population(config: SwarmConfig) -> list[AgentSpec]:
     pool = make_dataset(all_skills, config.swarm.heldout * 3, np.random.default_rng([seed, 2]))
     heldout = tuple([ex for ex in pool if ex.prompt not in seen][: config.swarm.heldout])
     lora = {g.name: asdict_lora(g.lora) for g in config.agents}
+    settings = {g.name: role_settings(g) for g in config.agents}
     return [
         AgentSpec(agent_id=aid, role=role, group=name, skills=tuple(skills), train=tuple(data),
-                  heldout=heldout, hyper=lora[name])
+                  heldout=heldout, hyper=lora[name], settings=settings[name])
         for aid, role, name, skills, data in specs
     ]
 

@@ -10,9 +10,13 @@ to commit with each round. Each round is one atomic batch:
 - a merge commit on ``agent/<student>`` with ``agent/<teacher>`` as second
   parent for every exchange the student kept, so ``git log --graph --all``
   shows who learnt from whom;
+- a commit on ``agent/<id>`` with ``agents/<id>/kg.json`` (its knowledge graph,
+  node-link JSON) and ``agents/<id>/state.json`` (its role's state) for every
+  agent whose graph or state changed (in the same commit as its adapter when
+  both changed);
 - a commit on ``swarm`` with ``rounds/<nnnnn>.json`` and ``rounds/latest.json``
-  (pairings, rewards, scores)
-  and ``matchmaker/state.json``;
+  (pairings, rewards, scores), ``messages/<nnnnn>.json`` (the round's agent
+  messages, as ``lineage.messages`` says) and ``matchmaker/state.json``;
 
 and, in the same ref transaction, the held-out scores as git notes. A restarted coordinator
 (``--resume``) reads the last round, the matchmaker state (``matchmaker_state``)
@@ -27,10 +31,14 @@ back).
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from swarm.config.schema import SwarmConfig
 from swarm.errors import LineageError
@@ -41,12 +49,15 @@ from swarm.lineage.repo import (
     SWARM_BRANCH,
     adapter_path,
     agent_branch,
+    kg_path,
+    messages_path,
     profile_path,
     round_path,
+    state_path,
 )
 from swarm.lineage.store import LineageStore
 from swarm.lineage.writer import CommitSpec
-from swarm.wire.codec import AgentReport, PairOutcome
+from swarm.wire.codec import AgentReport, AgentState, LogEntry, PairOutcome
 
 __all__ = ["Recorder"]
 
@@ -112,13 +123,28 @@ class Recorder:
             return state
         raise LineageError(f"{MATCHMAKER_PATH} on {SWARM_BRANCH} is not a JSON object")
 
+    def agent_states(self) -> dict[str, AgentState]:
+        """Each agent's committed knowledge graph and role state (JSON text), at its branch tip."""
+        out: dict[str, AgentState] = {}
+        for ref in self.store.refs("refs/heads/agent/"):
+            agent = ref.removeprefix("refs/heads/agent/")
+            kg = _read_text(self.store, agent_branch(agent), kg_path(agent))
+            state = _read_text(self.store, agent_branch(agent), state_path(agent))
+            if kg is not None or state is not None:
+                out[agent] = AgentState(kg=kg, state=state)
+        return out
+
     def commit_round(self, rnd: int, reports: Mapping[str, AgentReport],
                      outcomes: Sequence[PairOutcome], record: Mapping[str, Any],
-                     matchmaker_state: Mapping[str, Any]) -> None:
+                     matchmaker_state: Mapping[str, Any],
+                     states: Mapping[str, AgentState] | None = None,
+                     messages: Sequence[LogEntry] = ()) -> None:
         """Commit one round and its score notes in one atomic transaction (module docstring).
 
         ``matchmaker_state`` is the coordinator's matchmaker after the round's
-        rewards, committed as ``matchmaker/state.json``. Nothing is remembered as committed unless the whole transaction landed,
+        rewards, committed as ``matchmaker/state.json``; ``states`` the graphs and role
+        states that changed this round; ``messages`` the round's agent messages.
+        Nothing is remembered as committed unless the whole transaction landed,
         so a failed round can be committed again as it was.
         """
         specs: list[CommitSpec] = []
@@ -141,16 +167,55 @@ class Recorder:
                 f"(score {o.before:.3f} -> {o.after:.3f})",
                 parents=[agent_branch(o.student), agent_branch(o.teacher)]))
             committed[o.student] = o.adapter
+        self._add_states(specs, states or {}, rnd)
         body = dict(record)
-        specs.append(CommitSpec(SWARM_BRANCH, {
-            round_path(rnd): body,
-            LATEST_ROUND_PATH: body,
-            MATCHMAKER_PATH: dict(matchmaker_state),
-        }, f"round {rnd}: mean score {record['mean_score']:.3f}, {len(outcomes)} exchange(s)"))
+        kept = self._kept(messages)
+        swarm_files: dict[str, Any] = {round_path(rnd): body, LATEST_ROUND_PATH: body,
+                                       MATCHMAKER_PATH: dict(matchmaker_state)}
+        if kept is not None:
+            swarm_files[messages_path(rnd)] = {
+                "round": rnd, "total": len(messages), "kept": len(kept),
+                "policy": self.config.lineage.messages,
+                "messages": [msgspec.to_builtins(e) for e in kept]}
+        specs.append(CommitSpec(SWARM_BRANCH, swarm_files,
+                                f"round {rnd}: mean score {record['mean_score']:.3f}, "
+                                f"{len(outcomes)} exchange(s), {len(messages)} message(s)"))
         notes = {i: {"round": rnd, "score": _score_of(spec)} for i, spec in enumerate(specs)
                  if spec.branch != SWARM_BRANCH}
         self.store.commit_many(specs, notes=notes)
         self._committed = committed
+
+    def _add_states(self, specs: list[CommitSpec], states: Mapping[str, AgentState],
+                    rnd: int) -> None:
+        """Put each changed graph and state into the agent's first commit of the round (or a new one)."""
+        first = {spec.branch: i for i, spec in reversed(list(enumerate(specs)))}
+        for agent, state in sorted(states.items()):
+            files: dict[str, Any] = {}
+            if state.kg is not None:
+                files[kg_path(agent)] = state.kg
+            if state.state is not None:
+                files[state_path(agent)] = state.state
+            if not files:
+                continue
+            branch = agent_branch(agent)
+            if branch in first:
+                i = first[branch]
+                specs[i] = dataclasses.replace(specs[i], files={**specs[i].files, **files})
+            else:
+                specs.append(CommitSpec(branch, files, f"round {rnd}: {agent}'s knowledge and "
+                                                       f"state"))
+
+    def _kept(self, messages: Sequence[LogEntry]) -> list[LogEntry] | None:
+        """The round's messages the lineage keeps (``lineage.messages``); None: none at all."""
+        section = self.config.lineage
+        if section.messages == "none":
+            return None
+        if section.messages == "sample":
+            cut = int(section.sample_fraction * (1 << 32))
+            messages = [m for m in messages
+                        if int.from_bytes(hashlib.sha256(m.msg_id.encode()).digest()[:4],
+                                          "big") < cut]
+        return list(messages[:section.max_messages])
 
     def _pointer(self, sha: str, agent: str, rnd: int, parents: list[str]) -> dict[str, Any]:
         return self.store.pointer(sha, {"parents": parents, "agent": agent, "round": rnd,
@@ -172,6 +237,13 @@ def _score_of(spec: CommitSpec) -> float:
         if path.endswith("profile.json") and isinstance(value, Mapping):
             return float(value["score"])
     return float("nan")
+
+
+def _read_text(store: Any, ref: str, path: str) -> str | None:
+    try:
+        return bytes(store.show(ref, path)).decode()
+    except LineageError:
+        return None
 
 
 def _read_json(store: Any, ref: str, path: str) -> Any:

@@ -36,6 +36,7 @@ __all__ = [
     "MAX_SEED",
     "MAX_BYTES",
     "MAX_CREDIT",
+    "MAX_BODY",
     "MAX_ROUND",
     "MAX_CLOCK",
     "MAX_REAL",
@@ -54,6 +55,11 @@ __all__ = [
     "AdapterChunk",
     "AdapterAck",
     "Chat",
+    "AgentMsg",
+    "Locate",
+    "Located",
+    "LogEntry",
+    "AgentState",
     "KGNode",
     "KGEdge",
     "KGDelta",
@@ -129,6 +135,8 @@ MAX_SEED = 2**63 - 1
 MAX_BYTES = 1 << 40
 #: Chunks of credit one ``AdapterRequest``/``AdapterAck`` may grant.
 MAX_CREDIT = 65_536
+#: Bytes of one agent message's body (``AgentMsg.body``, a msgpack-encoded Struct).
+MAX_BODY = 16 << 20
 #: A round number.
 MAX_ROUND = 1_000_000_000
 #: A knowledge graph's Lamport clock (``KGDelta.clock``).
@@ -231,11 +239,15 @@ class Join(Message, frozen=True, kw_only=True):
 class Welcome(Message, frozen=True, kw_only=True):
     """The coordinator accepts a ``Join``: swarm name, peers' endpoints, heartbeat period.
 
+    ``peers`` maps each host it knows to its peer-message endpoint, ``placement``
+    each agent to its host: where agent messages go, host to host.
+
     ``heartbeat_ms`` is 10 to 60,000 (the config's range).
     """
 
     swarm: _Id = ""
     peers: _Book = {}
+    placement: _Book = {}
     heartbeat_ms: Annotated[int, msgspec.Meta(ge=10, le=60_000)] = 1000
 
 
@@ -333,6 +345,67 @@ class Chat(Message, frozen=True, kw_only=True):
     role: _Id = "user"
     content: _Text = ""
     in_reply_to: _Id | None = None
+
+
+class AgentMsg(Message, frozen=True, kw_only=True):
+    """A typed message between agents, host to host: ``kind`` names a registered Struct.
+
+    ``body`` is that Struct msgpack-encoded (up to ``MAX_BODY`` bytes); the receiving
+    host decodes it with the type registered under ``kind``
+    (``swarm.agents.talk.MESSAGES``) and hands it to the recipient's handler. An
+    ``ask`` is sent as a request (the answer is another ``AgentMsg`` or an
+    ``Error``); ``topic`` is set on a message published to a topic (``recipient``
+    is then empty: every subscriber on the receiving host gets it).
+    """
+
+    kind: _Id = ""
+    body: Annotated[bytes, msgspec.Meta(max_length=MAX_BODY)] = b""
+    topic: _Id = ""
+    in_reply_to: _Id | None = None
+    asks: bool = False  # the sender waits for an answer (``ctx.ask``)
+
+
+class Locate(Message, frozen=True, kw_only=True):
+    """A host asks the coordinator where agents live (an agent it has no address for)."""
+
+    agent_ids: _Ids = []
+
+
+class Located(Message, frozen=True, kw_only=True):
+    """Where agents live: ``placement`` agent -> host, ``peers`` host -> peer endpoint."""
+
+    placement: _Book = {}
+    peers: _Book = {}
+
+
+class LogEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """One agent message as the round's log keeps it (``rounds/<n>/messages.json``).
+
+    ``body`` is the message as JSON text, or empty with ``body_sha256`` set when the
+    body was larger than the log keeps; ``error`` is the code of a failed ask.
+    """
+
+    msg_id: _Id
+    correlation_id: _Id | None = None
+    sender: _Id
+    recipient: _Id = ""
+    topic: _Id = ""
+    kind: _Id
+    body: _Text = ""
+    body_sha256: _Id = ""
+    size: _Bytes = 0
+    error: _Id = ""
+    at: _Real = 0.0
+
+
+class AgentState(msgspec.Struct, frozen=True, kw_only=True):
+    """An agent's knowledge graph (``KnowledgeGraph.to_json``) and role state, as JSON text.
+
+    ``None`` means unchanged (in ``StepDone``) or absent (in ``Step.restore``).
+    """
+
+    kg: _Text | None = None
+    state: _Text | None = None
 
 
 class KGNode(msgspec.Struct, frozen=True, kw_only=True):
@@ -579,16 +652,26 @@ class PairOutcome(msgspec.Struct, frozen=True):
 
 
 class Step(Message, frozen=True, kw_only=True):
-    """Coordinator -> host: run ``phase`` (``local`` or ``exchange``) of ``round``."""
+    """Coordinator -> host: run ``phase`` (``local`` or ``exchange``) of ``round``.
+
+    ``restore`` holds the knowledge graph and role state the lineage has of agents
+    this host incarnation has not run yet; the host loads them before the step.
+    """
 
     phase: _Id = "local"
     agent_ids: _Ids = []
     assignments: Annotated[list[Assignment], msgspec.Meta(max_length=MAX_AGENTS)] = []
     adapters: _Book = {}
+    # what the lineage holds of agents the host has not run yet (a restarted host)
+    restore: Annotated[dict[_Id, AgentState], msgspec.Meta(max_length=MAX_AGENTS)] = {}
 
 
 class StepDone(Message, frozen=True, kw_only=True):
-    """Host -> coordinator: the reports and outcomes of a step, and agents that failed."""
+    """Host -> coordinator: the reports and outcomes of a step, and agents that failed.
+
+    ``log`` is what the host's agents said during the step (the asker's side of each
+    conversation); ``states`` the knowledge graphs and role states that changed.
+    """
 
     phase: _Id = "local"
     reports: Annotated[list[AgentReport], msgspec.Meta(max_length=MAX_AGENTS)] = []
@@ -596,6 +679,9 @@ class StepDone(Message, frozen=True, kw_only=True):
     failed: Annotated[dict[_Id, _Text], msgspec.Meta(max_length=MAX_AGENTS)] = {}
     # messages the host sent and received since its last StepDone
     messages: Annotated[int, msgspec.Meta(ge=0, le=2**62)] = 0
+    # the agent messages its agents sent during the step, and what changed of their state
+    log: Annotated[list[LogEntry], msgspec.Meta(max_length=MAX_AGENTS)] = []
+    states: Annotated[dict[_Id, AgentState], msgspec.Meta(max_length=MAX_AGENTS)] = {}
 
 
 class Status(Message, frozen=True, kw_only=True):
@@ -623,12 +709,12 @@ MESSAGE_TYPES: tuple[type[Message], ...] = (
     Join, Welcome, Leave, Heartbeat, Ack, Profile, Pairing, Reward,
     AdapterOffer, AdapterRequest, AdapterChunk, AdapterAck, Chat, KGDelta,
     Commit, Committed, Generate, Generated, Train, Trained, Error,
-    Step, StepDone, Status, StatusReport, Event, Merge, Merged,
+    Step, StepDone, Status, StatusReport, Event, Merge, Merged, AgentMsg, Locate, Located,
 )  # fmt: skip
 
 AnyMessage = Union[  # noqa: UP007 (msgspec needs a real Union object here)
     Join, Welcome, Leave, Heartbeat, Ack, Profile, Pairing, Reward,
     AdapterOffer, AdapterRequest, AdapterChunk, AdapterAck, Chat, KGDelta,
     Commit, Committed, Generate, Generated, Train, Trained, Error,
-    Step, StepDone, Status, StatusReport, Event, Merge, Merged,
+    Step, StepDone, Status, StatusReport, Event, Merge, Merged, AgentMsg, Locate, Located,
 ]  # fmt: skip

@@ -1,0 +1,274 @@
+"""The agent context: what a role's hooks and handlers reach the swarm through.
+
+Every hook (``local_update``, ``learn_from``, ``evaluate``, a handler) gets the
+agent's ``AgentContext``: its model (generate, train, merge), its peers (send,
+ask, publish, subscribe), its knowledge graph and its settings. The context is
+a thin, per-agent view of its host (``AgentRuntime``): the host does the work,
+the context fills in who is asking and logs what the agent says.
+
+    async def local_update(self, ctx: AgentContext) -> AgentReport:
+        answer = await ctx.generate("What is 2 + 2?", max_tokens=8)
+        reply = await ctx.ask("agent-3", Question(text="what do you know of Zorbia?"))
+        ctx.kg.add("zorbia", "fact", parent="geography", text=reply.text)
+        ...
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
+
+import msgspec
+
+from swarm.agents.talk import decode_body, delivery_of, encode_body
+from swarm.errors import RequestError, WireError
+from swarm.serving.client import ChatInput, as_turns
+from swarm.serving.structured import decode_output, schema_for
+from swarm.wire.messages import MAX_BODY, AgentMsg, GenOutput, GenRequest, KGDelta, LogEntry
+
+if TYPE_CHECKING:
+    from swarm.skills import Example
+
+__all__ = ["AgentContext", "AgentRuntime", "OWN", "LOG_BODY_BYTES"]
+
+T = TypeVar("T")
+
+#: Bodies up to this size are kept in the round's message log as JSON; larger
+#: ones by their sha256 and size.
+LOG_BODY_BYTES = 4096
+
+
+class _Own:
+    def __repr__(self) -> str:
+        return "OWN"
+
+
+#: ``adapter=OWN``: the agent's own adapter (the default of every model call).
+OWN: Any = _Own()
+
+
+class AgentView(Protocol):
+    """What the context reads of its agent (``swarm.agents.base.Agent``)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def adapter(self) -> str | None: ...
+
+    @property
+    def kg(self) -> Any: ...
+
+    @property
+    def spec(self) -> Any: ...
+
+    @property
+    def settings(self) -> Any: ...
+
+
+class AgentRuntime(Protocol):
+    """What a host offers its agents' contexts (``swarm.runtime.host.Host``)."""
+
+    @property
+    def round(self) -> int: ...
+
+    async def generate_requests(self, requests: Sequence[GenRequest]) -> list[GenOutput]: ...
+
+    async def train(self, agent_id: str, base_adapter: str | None,
+                    examples: Sequence[Example], hyper: dict[str, Any]) -> str: ...
+
+    async def merge(self, student_adapter: str, teacher_adapter: str, weight: float) -> str: ...
+
+    async def fetch_adapter(self, sha: str, owner: str) -> None: ...
+
+    async def deliver(self, msg: AgentMsg, *, ask: bool, timeout: float) -> AgentMsg | None: ...
+
+    async def publish_msg(self, msg: AgentMsg) -> int: ...
+
+    def subscribe(self, agent_id: str, topic: str) -> None: ...
+
+    def unsubscribe(self, agent_id: str, topic: str) -> None: ...
+
+    def record(self, entry: LogEntry) -> None: ...
+
+
+class AgentContext:
+    """One agent's view of the swarm, handed to each of its hooks and handlers."""
+
+    __slots__ = ("agent", "runtime")
+
+    def __init__(self, agent: AgentView, runtime: AgentRuntime) -> None:
+        self.agent = agent
+        self.runtime = runtime
+
+    @property
+    def id(self) -> str:
+        """The agent's id."""
+        return self.agent.id
+
+    @property
+    def round(self) -> int:
+        """The round the swarm is in (-1 before the first)."""
+        return self.runtime.round
+
+    @property
+    def kg(self) -> Any:
+        """The agent's knowledge graph (``swarm.knowledge.KnowledgeGraph``)."""
+        return self.agent.kg
+
+    @property
+    def settings(self) -> Any:
+        """The role's settings from the config (an instance of its ``settings_schema``)."""
+        return self.agent.settings
+
+    # -- the model ---------------------------------------------------------------------
+
+    @overload
+    async def generate(self, chat: ChatInput | None = None, *, prompt: str | None = None,
+                       schema: None = None, adapter: Any = OWN, **sampling: Any) -> str: ...
+
+    @overload
+    async def generate(self, chat: ChatInput | None = None, *, prompt: str | None = None,
+                       schema: type[T], adapter: Any = OWN, **sampling: Any) -> T: ...
+
+    async def generate(self, chat: ChatInput | None = None, *, prompt: str | None = None,
+                       schema: type[T] | None = None, adapter: Any = OWN,
+                       **sampling: Any) -> str | T:
+        """The model's answer with the agent's adapter (or ``adapter``: a sha256, None = base).
+
+        Args:
+            chat: a user message or the turns of a chat (rendered with the chat template).
+            prompt: raw text to continue instead of a chat.
+            schema: a msgspec type: the answer is generated to its JSON schema and
+                returned decoded as that type.
+            sampling: ``max_tokens``, ``temperature``, ``top_p``, ``seed``, ``stop``.
+
+        Raises:
+            StructuredOutputError: the answer does not match ``schema``.
+            RequestError: bad sampling values, or neither/both of ``chat`` and ``prompt``.
+        """
+        if (chat is None) == (prompt is None):
+            raise RequestError("generate: give a chat or a prompt, not both or neither")
+        request = GenRequest(
+            prompt=prompt or "", messages=as_turns(chat) if chat is not None else [],
+            adapter=self._adapter(adapter), agent_id=self.id,
+            json_schema=None if schema is None else schema_for(schema), **sampling)
+        text = (await self.runtime.generate_requests([request]))[0].texts[0]
+        return text if schema is None else decode_output(text, schema)
+
+    async def complete_many(self, prompts: Sequence[str], *, adapter: Any = OWN,
+                            max_tokens: int = 16) -> list[str]:
+        """Greedy continuations of raw ``prompts``, in one batch (held-out evaluation)."""
+        use = self._adapter(adapter)
+        outputs = await self.runtime.generate_requests([
+            GenRequest(prompt=p, adapter=use, max_tokens=max_tokens, temperature=0.0,
+                       agent_id=self.id) for p in prompts])
+        return [out.texts[0] for out in outputs]
+
+    async def train(self, examples: Sequence[Example], hyper: dict[str, Any] | None = None,
+                    *, base: Any = OWN) -> str:
+        """Fine-tune ``base`` (default: the agent's adapter) on ``examples``; the new sha256."""
+        hyper = self.agent.spec.hyper if hyper is None else hyper
+        return await self.runtime.train(self.id, self._adapter(base), examples, hyper)
+
+    async def merge(self, student_adapter: str, teacher_adapter: str, weight: float = 1.0) -> str:
+        """``student + weight * teacher`` (adapters by sha256); the merged sha256."""
+        return await self.runtime.merge(student_adapter, teacher_adapter, weight)
+
+    async def fetch_adapter(self, sha: str, owner: str) -> None:
+        """Make adapter ``sha`` (held by agent ``owner``) available here, verified."""
+        await self.runtime.fetch_adapter(sha, owner)
+
+    def _adapter(self, adapter: Any) -> str | None:
+        return self.agent.adapter if adapter is OWN else adapter
+
+    # -- peers ---------------------------------------------------------------------------
+
+    async def send(self, agent_id: str, msg: msgspec.Struct) -> None:
+        """Send a registered message to ``agent_id`` (delivery: its kind's, see ``talk``).
+
+        Raises:
+            MessageTypeError: ``msg``'s type is not registered.
+            UnknownAgent: no such agent, or its host is unreachable.
+            WireError: the message is over ``MAX_BODY`` bytes.
+        """
+        wire = self._wire(msg, recipient=agent_id)
+        try:
+            await self.runtime.deliver(wire, ask=False, timeout=60.0)
+        except Exception as exc:
+            self._log(wire, error=getattr(exc, "code", "error"))
+            raise
+        self._log(wire)
+
+    async def ask(self, agent_id: str, msg: msgspec.Struct, timeout: float = 30.0) -> Any:
+        """Send ``msg`` to ``agent_id`` and return its handler's answer (a registered Struct).
+
+        Raises:
+            AskTimeout: no answer within ``timeout`` seconds.
+            HandlerError: the handler raised, or the recipient has no handler for it.
+            UnknownAgent, MessageTypeError: see ``send``; also any error the answer names.
+        """
+        wire = self._wire(msg, recipient=agent_id)
+        started = time.time()
+        try:
+            answer = await self.runtime.deliver(wire, ask=True, timeout=timeout)
+        except Exception as exc:
+            self._log(wire, error=getattr(exc, "code", "error"), at=started)
+            raise
+        self._log(wire, at=started)
+        if answer is None:
+            return None
+        self._log(answer, at=time.time())
+        return decode_body(answer.kind, answer.body)
+
+    async def publish(self, topic: str, msg: msgspec.Struct) -> int:
+        """Send ``msg`` to every agent subscribed to ``topic``; how many hosts it went to."""
+        wire = self._wire(msg, topic=topic)
+        sent = await self.runtime.publish_msg(wire)
+        self._log(wire)
+        return sent
+
+    def subscribe(self, topic: str) -> None:
+        """Receive what is published to ``topic`` (by the handler of each message's type)."""
+        self.runtime.subscribe(self.id, topic)
+
+    def unsubscribe(self, topic: str) -> None:
+        """Stop receiving ``topic``."""
+        self.runtime.unsubscribe(self.id, topic)
+
+    async def share(self, delta: KGDelta, to: Sequence[str] = (), topic: str = "") -> None:
+        """Ship a knowledge-graph delta (``kg.add``'s return) to agents and/or a topic."""
+        for agent_id in to:
+            await self.send(agent_id, delta)
+        if topic:
+            await self.publish(topic, delta)
+
+    def _wire(self, msg: msgspec.Struct, recipient: str = "", topic: str = "") -> AgentMsg:
+        kind, body = encode_body(msg)
+        if len(body) > MAX_BODY:
+            raise WireError(f"a {kind} message of {len(body)} bytes is over the {MAX_BODY} "
+                            f"bytes an agent message may carry", kind="oversize")
+        return AgentMsg(sender=self.id, recipient=recipient, topic=topic, kind=kind, body=body,
+                        round=max(self.round, -1), ack=delivery_of(kind) == "at_least_once")
+
+    def _log(self, wire: AgentMsg, error: str = "", at: float | None = None) -> None:
+        self.runtime.record(log_entry(wire, error=error, at=at))
+
+
+def log_entry(wire: AgentMsg, error: str = "", at: float | None = None) -> LogEntry:
+    """The message log's entry for ``wire`` (its body as JSON, or its hash when large)."""
+    body, sha = "", ""
+    if len(wire.body) <= LOG_BODY_BYTES:
+        try:
+            body = msgspec.json.encode(msgspec.msgpack.decode(wire.body)).decode()
+        except (msgspec.DecodeError, UnicodeDecodeError, TypeError):
+            sha = hashlib.sha256(wire.body).hexdigest()
+    else:
+        sha = hashlib.sha256(wire.body).hexdigest()
+    return LogEntry(msg_id=wire.msg_id, correlation_id=wire.in_reply_to, sender=wire.sender,
+                    recipient=wire.recipient, topic=wire.topic, kind=wire.kind, body=body,
+                    body_sha256=sha, size=len(wire.body), error=error,
+                    at=time.time() if at is None else at)
+
