@@ -26,7 +26,19 @@ from swarm.agents.talk import decode_body, delivery_of, encode_body
 from swarm.errors import RequestError, WireError
 from swarm.serving.client import ChatInput, as_turns
 from swarm.serving.structured import decode_output, schema_for
-from swarm.wire.messages import MAX_BODY, AgentMsg, GenOutput, GenRequest, KGDelta, LogEntry
+from swarm.wire.messages import (
+    MAX_BODY,
+    AgentMsg,
+    Choose,
+    GenOutput,
+    GenRequest,
+    KGDelta,
+    LogEntry,
+    Message,
+    Pairing,
+    Profile,
+    Reward,
+)
 
 if TYPE_CHECKING:
     from swarm.skills import Example
@@ -74,6 +86,9 @@ class AgentRuntime(Protocol):
     @property
     def round(self) -> int: ...
 
+    @property
+    def swarm_agents(self) -> list[str]: ...
+
     async def generate_requests(self, requests: Sequence[GenRequest]) -> list[GenOutput]: ...
 
     async def train(self, agent_id: str, base_adapter: str | None,
@@ -92,6 +107,8 @@ class AgentRuntime(Protocol):
     def unsubscribe(self, agent_id: str, topic: str) -> None: ...
 
     def record(self, entry: LogEntry) -> None: ...
+
+    async def to_coordinator(self, msg: Message, answer: bool) -> Message | None: ...
 
 
 class AgentContext:
@@ -112,6 +129,11 @@ class AgentContext:
     def round(self) -> int:
         """The round the swarm is in (-1 before the first)."""
         return self.runtime.round
+
+    @property
+    def swarm_agents(self) -> list[str]:
+        """Every agent id of the swarm (as the config makes them), this one included."""
+        return self.runtime.swarm_agents
 
     @property
     def kg(self) -> Any:
@@ -244,6 +266,38 @@ class AgentContext:
             await self.send(agent_id, delta)
         if topic:
             await self.publish(topic, delta)
+
+    # -- the matchmaker ----------------------------------------------------------------
+
+    async def set_profile(self, vector: Sequence[float]) -> None:
+        """Publish what the agent knows as a vector, for the matchmaker to choose by.
+
+        Only where the protocol has agents publish profiles (``Protocol.profile_dim``).
+        """
+        msg = Profile(sender=self.id, agent_id=self.id, vector=[float(v) for v in vector])
+        await self.runtime.to_coordinator(msg, answer=False)
+
+    async def choose(self, context: Sequence[float] = (), k: int = 1,
+                     candidates: Sequence[str] = ()) -> list[str]:
+        """Whom to ask: the matchmaker's ``k`` best answerers for a query (``context``: its
+        vector, in the profiles' space), best first.
+
+        Raises:
+            MatchmakerError: a bad query (no profile of this agent yet, a wrong length).
+        """
+        msg = Choose(sender=self.id, asker=self.id, candidates=list(candidates),
+                     context=[float(v) for v in context], k=k)
+        answer = await self.runtime.to_coordinator(msg, answer=True)
+        if not isinstance(answer, Pairing):
+            raise RequestError(f"the coordinator answered Choose with {type(answer).__name__}")
+        return [answerer for answerer, _ in answer.pairs]
+
+    async def reward(self, partner: str, value: float, context: Sequence[float] = ()) -> None:
+        """Tell the matchmaker what ``partner``'s answer (to the query of ``context``), or its
+        teaching without a context, was worth to this agent."""
+        msg = Reward(sender=self.id, teacher=partner, student=self.id, value=float(value),
+                     context=[float(v) for v in context])
+        await self.runtime.to_coordinator(msg, answer=False)
 
     def _wire(self, msg: msgspec.Struct, recipient: str = "", topic: str = "") -> AgentMsg:
         kind, body = encode_body(msg)

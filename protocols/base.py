@@ -37,6 +37,11 @@ class Protocol:
         """``settings``: an instance of ``settings_schema`` (the config's ``protocol.settings``)."""
         self.settings = settings
 
+    def profile_dim(self) -> int | None:
+        """The length of the profiles agents publish themselves (``ctx.set_profile``), or
+        ``None`` (the default): the coordinator builds them from the round reports."""
+        return None
+
     def pairs(
         self,
         round: int,

@@ -43,9 +43,11 @@ from swarm.matching.pairing import (
     pair_features,
     ucb_matrix,
 )
+from swarm.matching.query import Query, QueryModel, random_choice, top
 
 __all__ = [
     "Matchmaker",
+    "Query",
     "LinUCBMatchmaker",
     "GreedyMatchmaker",
     "RandomMatchmaker",
@@ -64,12 +66,21 @@ STATE_VERSION = 1
 
 @runtime_checkable
 class Matchmaker(Protocol):
-    """What the coordinator calls to pair agents and to report rewards."""
+    """What the coordinator calls to pair agents, choose partners and report rewards.
+
+    ``select``: disjoint, unordered pairs for a round. ``choose``: the best
+    ``query.k`` answerers for one asker's query, ``(answerer, score)`` best
+    first (``swarm.matching.query``). ``update``: an oriented pair
+    ``(teacher or answerer, student or asker)`` earned ``reward``; with the
+    query's ``context`` it teaches the query model, without it the pair model.
+    """
 
     def select(self, profiles: Mapping[str, np.ndarray], max_pairs: int,
                round: int) -> list[tuple[str, str]]: ...
+    def choose(self, query: Query, profiles: Mapping[str, np.ndarray],
+               round: int) -> list[tuple[str, float]]: ...
     def update(self, pair: tuple[str, str], profiles: Mapping[str, np.ndarray],
-               reward: float) -> None: ...
+               reward: float, context: Sequence[float] | None = None) -> None: ...
     def state(self) -> dict[str, Any]: ...
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Matchmaker: ...
@@ -209,12 +220,45 @@ class LinUCBMatchmaker:
                                   f"reinvert_every={reinvert_every}, refine={refine}")
         self.dim, self.lam, self.beta0 = int(dim), float(lam), float(beta0)
         self.reinvert_every, self.refine = int(reinvert_every), int(refine)
-        size = pair_dim(self.dim)
-        self.a = np.eye(size) * self.lam
-        self.a_inv = np.eye(size) / self.lam
-        self.b = np.zeros(size)
+        # The pair model (A, A^-1, b) is allocated on first use: a swarm that only
+        # chooses partners per query (the query model) never pays for pair_dim(dim)^2.
+        self._pair: list[Array] | None = None
         self.updates = 0
         self.rng = _make_rng(seed)
+        self.query = QueryModel(self.lam, self.beta0)
+
+    def _model(self) -> list[Array]:
+        if self._pair is None:
+            size = pair_dim(self.dim)
+            self._pair = [np.eye(size) * self.lam, np.eye(size) / self.lam, np.zeros(size)]
+        return self._pair
+
+    @property
+    def a(self) -> Array:
+        """``lam * I + sum x x^T`` over the pairs seen."""
+        return self._model()[0]
+
+    @a.setter
+    def a(self, value: Array) -> None:
+        self._model()[0] = value
+
+    @property
+    def a_inv(self) -> Array:
+        """``A^-1``, kept by Sherman-Morrison updates."""
+        return self._model()[1]
+
+    @a_inv.setter
+    def a_inv(self, value: Array) -> None:
+        self._model()[1] = value
+
+    @property
+    def b(self) -> Array:
+        """``sum r x`` over the pairs seen."""
+        return self._model()[2]
+
+    @b.setter
+    def b(self, value: Array) -> None:
+        self._model()[2] = value
 
     @property
     def theta(self) -> Array:
@@ -239,10 +283,24 @@ class LinUCBMatchmaker:
         chosen = improve_pairs(chosen, score, self.refine)
         return [(ids[i], ids[j]) for i, j, _ in chosen]
 
+    def choose(self, query: Query, profiles: Mapping[str, np.ndarray],
+               round: int) -> list[tuple[str, float]]:
+        """The ``query.k`` best answerers for ``query.asker`` (query model, UCB), best first."""
+        _check_select(0, round)
+        return top(self.query.rank(query, profiles, round, self.rng), query.k)
+
     def update(self, pair: tuple[str, str], profiles: Mapping[str, np.ndarray],
-               reward: float) -> None:
-        """Learn that ``pair`` earned ``reward``: ``A += x x^T``, ``b += r x``, A^-1 by Sherman-Morrison."""
+               reward: float, context: Sequence[float] | None = None) -> None:
+        """Learn that ``pair`` earned ``reward``: ``A += x x^T``, ``b += r x``, A^-1 by Sherman-Morrison.
+
+        With ``context`` (the query ``pair = (answerer, asker)`` answered) the
+        query model learns instead.
+        """
         p = _check_update(pair, profiles, reward, self.dim)
+        if context is not None:  # oriented: (answerer, asker), whatever their ids' order
+            answerer, asker = (np.asarray(profiles[a], dtype=np.float64) for a in pair)
+            self.query.update(answerer, asker, np.asarray(context, dtype=np.float64), reward)
+            return
         x = pair_features(p[0], p[1])
         ax = self.a_inv @ x
         self.a_inv -= np.outer(ax, ax) / (1.0 + float(x @ ax))
@@ -261,8 +319,13 @@ class LinUCBMatchmaker:
         """Everything needed to resume exactly, as JSON-ready lists, numbers and strings."""
         return {"kind": self.kind, "version": STATE_VERSION, "dim": self.dim, "lam": self.lam,
                 "beta0": self.beta0, "reinvert_every": self.reinvert_every, "refine": self.refine,
-                "updates": self.updates, "a": self.a.tolist(), "a_inv": self.a_inv.tolist(),
-                "b": self.b.tolist(), "rng": _rng_state(self.rng)}
+                "updates": self.updates, **self._pair_state(),
+                "rng": _rng_state(self.rng), "query": self.query.state()}
+
+    def _pair_state(self) -> dict[str, Any]:
+        if self._pair is None:  # never used: nothing to save (restored as a fresh model)
+            return {"a": None, "a_inv": None, "b": None}
+        return {"a": self.a.tolist(), "a_inv": self.a_inv.tolist(), "b": self.b.tolist()}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> LinUCBMatchmaker:
@@ -277,10 +340,12 @@ class LinUCBMatchmaker:
         except (KeyError, TypeError, ValueError) as exc:
             raise MatchmakerError(f"bad matchmaker state: {exc!r}") from exc
         size = pair_dim(out.dim)
-        out.a = _matrix(state, "a", (size, size))
-        out.a_inv = _matrix(state, "a_inv", (size, size))
-        out.b = _matrix(state, "b", (size,))
+        if state.get("a") is not None or state.get("b") is not None:
+            out.a = _matrix(state, "a", (size, size))
+            out.a_inv = _matrix(state, "a_inv", (size, size))
+            out.b = _matrix(state, "b", (size,))
         out.rng = _rng_from(state.get("rng", {}))
+        out.query = QueryModel.from_state(state.get("query"), out.lam, out.beta0)
         return out
 
 
@@ -316,8 +381,15 @@ class RandomMatchmaker:
         count = min(int(max_pairs), len(ids) // 2)
         return [_pair(ids[order[2 * k]], ids[order[2 * k + 1]]) for k in range(count)]
 
+    def choose(self, query: Query, profiles: Mapping[str, np.ndarray],
+               round: int) -> list[tuple[str, float]]:
+        """``query.k`` candidates drawn uniformly at random."""
+        _check_select(0, round)
+        _stack(profiles, self.dim)
+        return top(random_choice(query, profiles, self.rng), query.k)
+
     def update(self, pair: tuple[str, str], profiles: Mapping[str, np.ndarray],
-               reward: float) -> None:
+               reward: float, context: Sequence[float] | None = None) -> None:
         """Check the arguments; a random matchmaker learns nothing."""
         _check_update(pair, profiles, reward, self.dim)
 

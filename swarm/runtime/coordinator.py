@@ -60,6 +60,7 @@ from swarm.matching.profiles import ProfileBuilder
 from swarm.matching.registry import create_matchmaker, restore_matchmaker
 from swarm.runtime.events import RunSummary
 from swarm.runtime.membership import Member, Membership
+from swarm.runtime.partners import PartnerService
 from swarm.runtime.population import agent_skills
 from swarm.runtime.recorder import Recorder
 from swarm.runtime.reports import ReportChecker, short
@@ -70,6 +71,7 @@ from swarm.wire.codec import (
     AgentReport,
     AgentState,
     Assignment,
+    Choose,
     Heartbeat,
     Join,
     Leave,
@@ -77,6 +79,8 @@ from swarm.wire.codec import (
     Located,
     LogEntry,
     PairOutcome,
+    Profile,
+    Reward,
     Status,
     StatusReport,
     Step,
@@ -117,9 +121,12 @@ class Coordinator:
         self.round_attempts = round_attempts
         self.silence_s = self.options.silence_s if silence_s is None else silence_s
         self.profiler = ProfileBuilder(skills=swarm_skills(config), agent_skills=agent_skills(config))
-        self.matchmaker: Matchmaker = self._matchmaker(resume)
-        self.checker = ReportChecker(AdapterStore(recorder.adapter_root))
         self.protocol = get_protocol(config.protocol.name)(config.protocol.settings)
+        published = self.protocol.profile_dim()
+        self.matchmaker: Matchmaker = self._matchmaker(resume, published or self.profiler.dim)
+        self.partners = PartnerService(lambda: self.matchmaker, published, lambda: self.round)
+        self.built: dict[str, np.ndarray] = {}  # the profile builder's last profiles
+        self.checker = ReportChecker(AdapterStore(recorder.adapter_root))
         self.membership = Membership(self.expected)
         self.reports: dict[str, AgentReport] = {}
         self.adapters: dict[str, str] = dict(recorder.adapters())
@@ -143,13 +150,13 @@ class Coordinator:
         """The control socket hosts talk to (``None`` before ``run`` binds it)."""
         return self._server
 
-    def _matchmaker(self, resume: bool) -> Matchmaker:
+    def _matchmaker(self, resume: bool, dim: int) -> Matchmaker:
         """The lineage's matchmaker on ``resume`` (when it holds one), else a new one."""
         state = self.recorder.matchmaker_state() if resume else None
         if state is not None:
             return restore_matchmaker(state)
         mm = self.config.matchmaker
-        return create_matchmaker(mm.kind, self.profiler.dim, mm.settings, seed=self.config.swarm.seed)
+        return create_matchmaker(mm.kind, dim, mm.settings, seed=self.config.swarm.seed)
 
     @property
     def members(self) -> dict[str, Member]:
@@ -215,6 +222,12 @@ class Coordinator:
                                             peers=peers))
         elif isinstance(msg, Leave):
             self._leave(inc, msg)
+        elif isinstance(msg, Profile | Choose | Reward):
+            host = self.membership.host_at(inc.peer)
+            agents = set(self.members[host].agents) if host is not None else set()
+            answer = self.partners.handle(msg, agents, self.built)
+            if answer is not None:
+                await server.reply(inc, answer)
         elif isinstance(msg, Status):
             await server.reply(inc, StatusReport(sender="coordinator",
                                                  json=json.dumps(self.status())))
@@ -469,8 +482,11 @@ class Coordinator:
             self.exchange_failures[a.student] = f"host {host} rejected: {reason}"
 
     def _profiles(self, reports: Mapping[str, AgentReport]) -> dict[str, np.ndarray]:
-        """The matchmaker's profile of each reporting agent (moves each score delta on)."""
-        return {a: self.profiler.build(r) for a, r in reports.items()}
+        """The matchmaker's profile of each reporting agent (moves each score delta on):
+        built from the reports, or the agents' own published ones (``PartnerService``)."""
+        self.built = {a: self.profiler.build(r) for a, r in reports.items()}
+        published = self.partners.profiles(self.built)
+        return {a: v for a, v in published.items() if a in reports}
 
     def _record(self, rnd: int, reports: Mapping[str, AgentReport], pairs: list[tuple[str, str]],
                 outcomes: list[PairOutcome], local: Mapping[str, StepDone],

@@ -35,8 +35,9 @@ import msgspec
 
 from swarm.agents.base import Agent, AgentSpec
 from swarm.agents.context import AgentContext
+from swarm.config.rules import agent_ids
 from swarm.config.schema import SwarmConfig
-from swarm.errors import AdapterError, PeerUnavailable, SwarmError
+from swarm.errors import AdapterError, PeerUnavailable, RemoteError, SwarmError, error_for_code
 from swarm.knowledge import KnowledgeGraph
 from swarm.runtime.messaging import PeerMessaging
 from swarm.serving.client import ModelClient
@@ -109,6 +110,7 @@ class Host:
         self.silence_s = max(120.0, self.options.silence_s) if silence_s is None else silence_s
         self.messages = 0  # sent and received since the last StepDone (for messages/s)
         self.round = -1  # the round of the last step
+        self.swarm_agents = [a for g in config.agents for a in agent_ids(g.name, g.count)]
         self._model: Client | None = None
         self._coord: Client | None = None
         self.messaging = PeerMessaging(host_id, self.routing_id, self.agents, self.options,
@@ -380,6 +382,25 @@ class Host:
 
     def record(self, entry: LogEntry) -> None:
         self.messaging.record(entry)
+
+    async def to_coordinator(self, msg: Message, answer: bool) -> Message | None:
+        """A matchmaking message for the coordinator (``Profile``, ``Choose``, ``Reward``).
+
+        Raises:
+            SwarmError: not connected, or the typed error of an ``Error`` answer.
+        """
+        if self._coord is None:
+            raise SwarmError("host is not connected to a coordinator")
+        self.messages += 2 if answer else 1
+        try:
+            if answer:
+                reply = await self._coord.request(msg, timeout=self.options.silence_s,
+                                                  reliable=True)
+                return reply.msg
+            await self._coord.send_reliable(msg, timeout=self.options.silence_s)
+        except RemoteError as exc:
+            raise error_for_code(exc.remote_code, str(exc)) from None
+        return None
 
     async def _ask(self, msg: Message) -> Incoming:
         """Request from the model server, waiting as long as it is heard (``ModelClient.ask``).

@@ -49,6 +49,7 @@ __all__ = [
     "Ack",
     "Profile",
     "Pairing",
+    "Choose",
     "Reward",
     "AdapterOffer",
     "AdapterRequest",
@@ -281,18 +282,39 @@ class Profile(Message, frozen=True, kw_only=True):
 
 
 class Pairing(Message, frozen=True, kw_only=True):
-    """The pairs chosen for a round, each ``(teacher, student)``."""
+    """Pairs the matchmaker chose, each ``(teacher, student)`` or ``(answerer, asker)``.
+
+    The answer to a ``Choose`` carries each pair's score in ``scores``, best first.
+    """
 
     pairs: Annotated[list[tuple[_Id, _Id]], msgspec.Meta(max_length=MAX_AGENTS)] = []
+    scores: Annotated[list[_Real], msgspec.Meta(max_length=MAX_AGENTS)] = []
+
+
+class Choose(Message, frozen=True, kw_only=True):
+    """An agent asks the coordinator's matchmaker whom to ask (``Matchmaker.choose``).
+
+    ``asker`` is the agent (one of the sending host's); ``candidates`` limit the
+    choice (empty: any agent with a profile); ``context`` is the query's vector
+    (up to ``MAX_REQUESTS`` finite numbers, in the profiles' space); ``k`` 1 to
+    ``MAX_ENTRIES`` partners. Answered with a ``Pairing``.
+    """
+
+    asker: _Id = ""
+    candidates: _Ids = []
+    context: Annotated[list[_Real], msgspec.Meta(max_length=MAX_REQUESTS)] = []
+    k: Annotated[int, msgspec.Meta(ge=1, le=MAX_ENTRIES)] = 1
 
 
 class Reward(Message, frozen=True, kw_only=True):
-    """The reward a student reports for a pairing (finite, like every float)."""
+    """What a pairing earned (finite, like every float): ``teacher`` taught ``student``,
+    or answered its query when ``context`` (the query's vector) is given."""
 
     teacher: _Id = ""
     student: _Id = ""
     value: _Real = 0.0
     metrics: _Metrics = {}
+    context: Annotated[list[_Real], msgspec.Meta(max_length=MAX_REQUESTS)] = []
 
 
 # -- adapters -------------------------------------------------------------------
@@ -709,12 +731,12 @@ MESSAGE_TYPES: tuple[type[Message], ...] = (
     Join, Welcome, Leave, Heartbeat, Ack, Profile, Pairing, Reward,
     AdapterOffer, AdapterRequest, AdapterChunk, AdapterAck, Chat, KGDelta,
     Commit, Committed, Generate, Generated, Train, Trained, Error,
-    Step, StepDone, Status, StatusReport, Event, Merge, Merged, AgentMsg, Locate, Located,
+    Step, StepDone, Status, StatusReport, Event, Merge, Merged, AgentMsg, Locate, Located, Choose,
 )  # fmt: skip
 
 AnyMessage = Union[  # noqa: UP007 (msgspec needs a real Union object here)
     Join, Welcome, Leave, Heartbeat, Ack, Profile, Pairing, Reward,
     AdapterOffer, AdapterRequest, AdapterChunk, AdapterAck, Chat, KGDelta,
     Commit, Committed, Generate, Generated, Train, Trained, Error,
-    Step, StepDone, Status, StatusReport, Event, Merge, Merged, AgentMsg, Locate, Located,
+    Step, StepDone, Status, StatusReport, Event, Merge, Merged, AgentMsg, Locate, Located, Choose,
 ]  # fmt: skip
