@@ -284,3 +284,18 @@ def test_messages_capped_and_not_kept(tmp_path: Path,
     assert "counts 4 agent message(s)" in line
     assert "round 1 is past the newest round" in \
         _error(capsys, "lineage", "messages", "-C", str(silent.path), "--round", "1")
+
+
+def test_damaged_graph_and_message_log_are_named(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    # Prepare: a graph file that is JSON but no graph, and a message log of the wrong shape.
+    rec = _recorder(tmp_path, "damaged")
+    _commit(rec, 0, {"a": AgentState(kg='{"owner": "a"}')})
+    rec.store.commit("swarm", {"messages/00000.json": {"round": 0, "messages": 5}}, "round 0: x")
+    rec.close()
+    d = ["-C", str(rec.path)]
+    # Execute / Assert
+    line = _error(capsys, "lineage", "kg", "a", *d)
+    assert "agents/a/kg.json at " in line and "is not a knowledge graph" in line
+    line = _error(capsys, "lineage", "messages", *d, "--round", "0")
+    assert "messages/00000.json in" in line and "is not a message log" in line
