@@ -1,7 +1,8 @@
 """CLI group ``swarm lineage``: read and curate a lineage directory.
 
-``log``, ``show``, ``diff``, ``graph`` and ``fsck`` only read (no lock, safe
-while a swarm runs, on every layout version); ``promote``, ``prune``, ``gc``
+``log``, ``show``, ``diff``, ``graph``, ``fsck``, ``kg`` and ``messages``
+(``swarm.cli.lineage_agents``) only read (no lock, safe while a swarm runs, on
+every layout version); ``promote``, ``prune``, ``gc``
 and ``migrate`` take the writer lock, so they wait for (or refuse while) a
 running coordinator holds it. ``gc`` removes nothing unless told
 ``--delete``. Every failure is one ``LineageError`` line naming the directory
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from swarm.cli.lineage_agents import register_agent_commands
 from swarm.errors import LineageError
 
 __all__ = ["register"]
@@ -38,6 +40,7 @@ def register(sub: Any) -> None:
         return p
 
     _read_commands(command)
+    register_agent_commands(command)
     _write_commands(command)
 
 
