@@ -74,3 +74,17 @@ def test_chat_notebook_talks_to_smollm2_through_the_model_server(tmp_path: Path,
     out = _outputs(_execute("chat.ipynb", {"SWARM_SET": ";".join(overrides)}, tmp_path))
     assert "Paris" in out  # "The capital of France is Paris."
     assert "City(name=" in out
+
+
+def test_agents_notebook_runs_a_custom_llm_role_that_asks_its_peers(
+        tmp_path: Path, model_server: list[str]) -> None:
+    overrides = [*model_server, f"swarm.lineage={tmp_path / 'ag' / 'lineage'}",
+                 f"transport.base_port={free_base_port()}"]
+    (tmp_path / "configs").symlink_to(NOTEBOOKS.parent / "configs")
+
+    out = _outputs(_execute("agents.ipynb", {"SWARM_SET": ";".join(overrides)}, tmp_path))
+
+    assert "agent messages per round: [8, 8]" in out  # 4 asks and 4 answers a round
+    assert "CuriousQuestion" in out and "CuriousAnswer" in out
+    assert "goal learn" in out and "subgoal" in out
+    assert (tmp_path / "kg.png").stat().st_size > 5_000
