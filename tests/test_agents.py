@@ -72,3 +72,23 @@ def test_the_old_names_still_resolve_with_a_warning(old: str, new: type) -> None
     with warnings.catch_warnings(), pytest.raises(AttributeError):
         warnings.simplefilter("error")
         swarm.agents.Nothing  # noqa: B018
+
+
+def test_a_role_written_against_the_old_hooks_is_refused_with_what_to_change() -> None:
+    from swarm.errors import RegistryError
+
+    class OldStyle(Agent):
+        async def local_update(self, host: Any) -> AgentReport:  # type: ignore[override]
+            return AgentReport(agent_id=self.id)
+
+    class OldChat(Agent):
+        async def on_chat(self, sender: str, content: str) -> str | None:  # type: ignore[override]
+            return None
+
+    with pytest.raises(RegistryError, match=r"local_update\(self, ctx\).*CHANGELOG"):
+        swarm.agents.role("test_old_style")(OldStyle)
+    with pytest.raises(RegistryError, match=r"on_chat\(self, ctx, sender, content\)"):
+        swarm.agents.role("test_old_chat")(OldChat)
+    assert "test_old_style" not in swarm.agents.ROLES.names()
+    with pytest.raises(ImportError, match="AgentContext"):
+        from swarm.agents import HostServices  # noqa: F401
