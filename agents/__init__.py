@@ -15,6 +15,7 @@ from swarm.agents.context import OWN, AgentContext
 from swarm.agents.registry import ROLES, get_role, role
 from swarm.agents.roles import Expert, Learner, Listener  # importing them registers them
 from swarm.agents.talk import MESSAGES, handles, message
+from swarm.agents.tools import Tool, Toolbox, tool
 
 __all__ = [
     "Agent",
@@ -28,10 +29,13 @@ __all__ = [
     "OWN",
     "PairOutcome",
     "ROLES",
+    "Tool",
+    "Toolbox",
     "get_role",
     "handles",
     "message",
     "role",
+    "tool",
 ]
 
 _RENAMED = {"Report": AgentReport, "Outcome": PairOutcome}

@@ -13,7 +13,8 @@ hooks it cares about, each taking the context first:
 - ``local_update(ctx)``: the local step of a round (default: train, then evaluate);
 - ``learn_from(teacher, teacher_adapter, ctx, weight=)``: take knowledge from a teacher;
 - ``accepts(before, after)``: keep what it learnt or not;
-- ``on_chat(ctx, sender, content)``: a chat message (``swarm chat``), the reply;
+- ``on_chat(ctx, sender, content)``: a chat message (``swarm chat``), the reply
+  (default: the agent's LLM answers it);
 - handlers of typed messages, marked ``@handles(MsgType)`` (``swarm.agents.talk``);
 - ``save_state()`` / ``load_state(state)``: the role's own state as JSON data,
   committed to the lineage with each round and restored on a host restart.
@@ -35,12 +36,15 @@ from swarm.agents.talk import handlers_of
 from swarm.errors import HandlerError, RegistryError
 from swarm.knowledge import KnowledgeGraph
 from swarm.skills import Example, exact_match
-from swarm.wire.messages import AgentReport, PairOutcome
+from swarm.wire.messages import AgentReport, ChatTurn, PairOutcome
 
 if TYPE_CHECKING:
     from swarm.agents.context import AgentContext
 
-__all__ = ["Agent", "AgentSpec", "AgentReport", "PairOutcome", "check_hooks"]
+__all__ = ["Agent", "AgentSpec", "AgentReport", "PairOutcome", "CHAT_MAX_TOKENS", "check_hooks"]
+
+#: Tokens of the default ``on_chat``'s reply.
+CHAT_MAX_TOKENS = 128
 
 #: The hooks that take the agent context first, and their old (host) parameter.
 HOOKS = ("local_update", "learn_from", "evaluate", "on_chat")
@@ -100,9 +104,21 @@ class Agent:
     # -- messages --------------------------------------------------------------------
 
     async def on_chat(self, ctx: AgentContext, sender: str, content: str) -> str | None:
-        """Handle a chat message; return a reply, or None for no reply (default: none)."""
+        """Answer a chat message (``swarm chat``); the reply, or None for no reply.
+
+        Default: the agent's LLM with its own adapter answers ``chat_turns(sender,
+        content)``, greedy, in up to ``CHAT_MAX_TOKENS`` tokens. Override it for a
+        role that answers otherwise.
+        """
         self.messages_received += 1
-        return None
+        return await ctx.generate(self.chat_turns(sender, content), max_tokens=CHAT_MAX_TOKENS)
+
+    def chat_turns(self, sender: str, content: str) -> list[ChatTurn]:
+        """What the default ``on_chat`` asks the model: who the agent is, then the message."""
+        skills = f", skilled in {', '.join(self.spec.skills)}" if self.spec.skills else ""
+        who = (f"You are {self.id}, an agent of role {self.role or 'agent'}{skills} in a swarm "
+               f"of LLM agents. {sender} writes to you; answer briefly.")
+        return [ChatTurn(role="system", content=who), ChatTurn(role="user", content=content)]
 
     async def handle(self, ctx: AgentContext, sender: str, msg: msgspec.Struct) -> Any:
         """Run the ``@handles`` method for ``msg``'s type; its return is the answer.

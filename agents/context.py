@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
 import msgspec
 
-from swarm.agents.talk import decode_body, delivery_of, encode_body
+from swarm.agents.talk import LOG_BODY_BYTES, decode_body, delivery_of, encode_body
+from swarm.agents.tools import Toolbox, run_tools, tools_of
 from swarm.errors import RequestError, WireError
 from swarm.serving.client import ChatInput, as_turns
 from swarm.serving.structured import decode_output, schema_for
@@ -46,10 +47,6 @@ if TYPE_CHECKING:
 __all__ = ["AgentContext", "AgentRuntime", "OWN", "LOG_BODY_BYTES"]
 
 T = TypeVar("T")
-
-#: Bodies up to this size are kept in the round's message log as JSON; larger
-#: ones by their sha256 and size.
-LOG_BODY_BYTES = 4096
 
 
 class _Own:
@@ -205,6 +202,31 @@ class AgentContext:
 
     def _adapter(self, adapter: Any) -> str | None:
         return self.agent.adapter if adapter is OWN else adapter
+
+    # -- tools (swarm.agents.tools) ----------------------------------------------------
+
+    async def use_tools(self, chat: ChatInput, tools: Sequence[Any] | None = None, *,
+                        answer: Any = str, max_calls: int = 4, require_call: bool = False,
+                        adapter: Any = OWN, **sampling: Any) -> Any:
+        """Let the model call ``tools`` until it answers; its answer, of type ``answer``.
+
+        Each call and result is in the round's message log (``ToolCall``/``ToolResult``).
+
+        Args:
+            chat: a user message or the turns of a chat.
+            tools: ``@tool`` functions or methods (default: the role's ``@tool`` methods).
+            answer: the final answer's msgspec type (default: ``str``).
+            max_calls: tool calls at most; then the model must answer.
+            require_call: the model's first turn must be a tool call.
+            sampling: ``max_tokens`` (per turn, default 256), ``temperature``, ``seed``...
+
+        Raises:
+            ToolError: a tool cannot be described, or two share a name.
+            StructuredOutputError: a turn does not match the schema (``max_tokens`` too low).
+        """
+        box = Toolbox(tools_of(self.agent) if tools is None else tools, answer=answer)
+        return await run_tools(self, chat, box, adapter=self._adapter(adapter),
+                               max_calls=max_calls, require_call=require_call, **sampling)
 
     # -- peers ---------------------------------------------------------------------------
 

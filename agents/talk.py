@@ -45,10 +45,14 @@ from swarm.errors import MessageTypeError, RegistryError
 from swarm.registry import Registry
 from swarm.wire.messages import KGDelta
 
-__all__ = ["MESSAGES", "Delivery", "message", "handles", "kind_of", "delivery_of",
+__all__ = ["MESSAGES", "LOG_BODY_BYTES", "Delivery", "message", "handles", "kind_of", "delivery_of",
            "encode_body", "decode_body", "handlers_of"]
 
 Delivery = Literal["at_most_once", "at_least_once"]
+
+#: Bodies up to this size are kept in the round's message log as JSON; larger
+#: ones by their sha256 and size (agent messages and tool calls alike).
+LOG_BODY_BYTES = 4096
 
 MESSAGES: Registry[type[msgspec.Struct]] = Registry("agent message", "swarm.messages")
 _KINDS: dict[type[msgspec.Struct], str] = {}

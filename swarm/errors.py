@@ -41,6 +41,7 @@ __all__ = [
     "MessageTypeError",
     "AskTimeout",
     "HandlerError",
+    "ToolError",
     "error_for_code",
 ]
 
@@ -266,6 +267,12 @@ class HandlerError(AgentError):
     """The recipient's handler raised, or the recipient has no handler for the message."""
 
     code = "agent.handler"
+
+
+class ToolError(AgentError):
+    """A tool cannot be offered (its signature, its name), or a tool call failed."""
+
+    code = "agent.tool"
 
 
 def error_for_code(code: str, reason: str) -> SwarmError:

@@ -58,11 +58,34 @@ def test_what_an_agent_returns_is_what_its_host_sends() -> None:
     assert sent.outcomes[0].reward == 1.0 and agent.adapter == MERGED
 
 
-def test_a_chat_counts_as_a_message_received() -> None:
-    agent = Agent(AgentSpec(agent_id="s"))
-    ctx = AgentContext(agent, Services())  # type: ignore[arg-type]
-    assert asyncio.run(agent.on_chat(ctx, "t", "hi")) is None
-    assert agent.messages_received == 1
+class Recording(Services):
+    """``Services`` that keep every generation request."""
+
+    def __init__(self) -> None:
+        self.requests: list[GenRequest] = []
+
+    async def generate_requests(self, requests: Sequence[GenRequest]) -> list[GenOutput]:
+        self.requests.extend(requests)
+        return await super().generate_requests(requests)
+
+
+def test_a_chat_is_answered_by_the_agents_llm_with_its_own_adapter() -> None:
+    # Prepare
+    agent = Agent(AgentSpec(agent_id="s", skills=("add",)), adapter=MERGED)
+    runtime = Recording()
+    ctx = AgentContext(agent, runtime)  # type: ignore[arg-type]
+
+    # Execute
+    reply = asyncio.run(agent.on_chat(ctx, "user:ann", "what is 1 + 1?"))
+
+    # Assert: the model's answer, with the agent's adapter, told who it is and who writes
+    assert reply == " 2" and agent.messages_received == 1
+    (request,) = runtime.requests
+    assert request.adapter == MERGED and request.agent_id == "s"
+    system, user = request.messages
+    assert system.role == "system" and "You are s" in system.content
+    assert "add" in system.content and "user:ann" in system.content
+    assert (user.role, user.content) == ("user", "what is 1 + 1?")
 
 
 @pytest.mark.parametrize(("old", "new"), [("Report", AgentReport), ("Outcome", PairOutcome)])

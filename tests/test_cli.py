@@ -65,11 +65,16 @@ def _bad_files(tmp: Path) -> list[tuple[str, Path, str]]:
     ]
 
 
-@pytest.mark.parametrize("command", ["config check", "run", "status"])
+@pytest.mark.parametrize("command", ["config check", "run", "status", "chat"])
 def test_bad_config_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                      command: str) -> None:
+    # `status` and `chat` also take a run directory: a directory without config.json is not one
+    runs = command in ("status", "chat")
     for desc, path, fragment in _bad_files(tmp_path):
-        err = _one_line(capsys, [*command.split(), str(path)], str(path), fragment)
+        if runs and path == tmp_path:
+            fragment = "not a run directory (no readable config.json"
+        tail = ["a-0", "hi"] if command == "chat" else []
+        err = _one_line(capsys, [*command.split(), str(path), *tail], str(path), fragment)
         assert err.count(str(path)) == 1, f"{desc}: {err!r}"
 
 

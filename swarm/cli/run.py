@@ -1,4 +1,5 @@
-"""CLI commands ``swarm run`` and ``swarm status``: the library's run, printed with rich."""
+"""CLI commands ``swarm run``, ``swarm status`` and ``swarm chat``: the library's run, printed
+with rich, and what a running swarm answers."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from swarm.config import load_config
+from swarm.config import SwarmConfig, apply_override, load_config, parse_config
+from swarm.errors import ConfigError
 from swarm.runtime.events import (
     Interrupted,
     Preparing,
@@ -23,11 +25,13 @@ from swarm.runtime.events import (
 )
 from swarm.runtime.run import ask_status, run_swarm, run_sync
 
-__all__ = ["ConsoleProgress", "register"]
+__all__ = ["ConsoleProgress", "register", "load_run"]
+
+_RUN_HELP = "the YAML config the swarm was started with, or its run directory"
 
 
 def register(sub: Any) -> None:
-    """Add the ``run`` and ``status`` commands."""
+    """Add the ``run``, ``status`` and ``chat`` commands."""
     run = sub.add_parser(
         "run",
         help="launch a swarm from a config and show its progress",
@@ -44,10 +48,55 @@ def register(sub: Any) -> None:
 
     status = sub.add_parser("status", help="members, round, last pairings and rewards of a running swarm",
                             description="Ask the coordinator of a running swarm for its status.")
-    status.add_argument("file", type=Path, help="the YAML config the swarm was started with")
+    status.add_argument("file", type=Path, metavar="RUN", help=_RUN_HELP)
     status.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     status.add_argument("--json", action="store_true", help="print raw JSON")
     status.set_defaults(handler=_status)
+
+    chat = sub.add_parser(
+        "chat", help="send a message to an agent of a running swarm and print its reply",
+        description="Find AGENT's host through the coordinator of the running swarm, send it "
+        "MESSAGE as a chat from user:NAME, and print the reply: by default the agent's LLM "
+        "answers, with the agent's own adapter.")
+    chat.add_argument("file", type=Path, metavar="RUN", help=_RUN_HELP)
+    chat.add_argument("agent", metavar="AGENT", help="the agent's id (swarm status lists them)")
+    chat.add_argument("message", metavar="MESSAGE", help="what to say")
+    chat.add_argument("--timeout", type=_seconds, default=120.0, metavar="S",
+                      help="seconds to wait for the reply (default 120)")
+    chat.add_argument("--as", dest="user", default=None, metavar="NAME",
+                      help="who is writing: the agent hears from user:NAME (default: your login)")
+    chat.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    chat.set_defaults(handler=_chat)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 86400:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds in (0, 86400]")
+    return value
+
+
+def load_run(path: Path, overrides: list[str]) -> SwarmConfig:
+    """The config of a run: a YAML config file, or a run directory's ``config.json``.
+
+    Raises:
+        ConfigError: no such file, a directory that is not a run directory, or a bad config.
+    """
+    if not path.is_dir():
+        return load_config(path, overrides)
+    file = path / "config.json"
+    try:
+        raw = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: not a run directory (no readable config.json: "
+                          f"{getattr(exc, 'strerror', None) or exc}); give the swarm's config "
+                          f"file or the run directory swarm run printed") from None
+    for item in overrides:
+        apply_override(raw, item)
+    return parse_config(raw)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -132,8 +181,27 @@ def _print_summary(name: str, summary: RunSummary, console: Console) -> None:
     console.print(f"  git -C {lineage} log --graph --all --oneline")
 
 
+def _chat(args: argparse.Namespace) -> int:
+    from swarm.runtime.chat import chat_with
+
+    config = load_run(args.file, args.overrides)
+    reply = run_sync(chat_with(config, args.agent, args.message, user=args.user or _login(),
+                               timeout=args.timeout))
+    print(reply)
+    return 0
+
+
+def _login() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name (a container without a passwd entry)
+        return "cli"
+
+
 def _status(args: argparse.Namespace) -> int:
-    config = load_config(args.file, args.overrides)
+    config = load_run(args.file, args.overrides)
     status = run_sync(ask_status(config))
     if args.json:
         print(json.dumps(status, indent=1))

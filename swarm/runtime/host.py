@@ -37,7 +37,14 @@ from swarm.agents.base import Agent, AgentSpec
 from swarm.agents.context import AgentContext
 from swarm.config.rules import agent_ids
 from swarm.config.schema import SwarmConfig
-from swarm.errors import AdapterError, PeerUnavailable, RemoteError, SwarmError, error_for_code
+from swarm.errors import (
+    AdapterError,
+    HandlerError,
+    PeerUnavailable,
+    RemoteError,
+    SwarmError,
+    error_for_code,
+)
 from swarm.knowledge import KnowledgeGraph
 from swarm.runtime.messaging import PeerMessaging
 from swarm.serving.client import ModelClient
@@ -185,35 +192,52 @@ class Host:
     async def serve_peers(self, address: str) -> None:
         """Answer direct peer messages until cancelled: ``Chat`` and typed ``AgentMsg``.
 
-        The hot path: a batch of incoming chats is handled together and the
-        replies to each peer leave coalesced in one frame (``send_batch``). An
-        agent message runs its recipient's handler in a task of its own (a
-        handler may ask other agents or call the model), up to 1,024 at once.
-        A message for an agent this host does not hold gets an ``Error`` reply.
+        The hot path: a batch of incoming chats is handled together, in a task
+        of its own (an ``on_chat`` may call the model: the loop goes on
+        receiving meanwhile), and the replies to each peer leave coalesced in
+        one frame (``send_batch``). An agent message runs its recipient's
+        handler in a task of its own (a handler may ask other agents or call
+        the model). Up to 1,024 such tasks run at once. A message for an agent
+        this host does not hold, or an ``on_chat`` that raises, gets an
+        ``Error`` reply.
         """
         async with Server(self.host_id, address, self.options) as server:
             tasks: set[asyncio.Task[None]] = set()
             while True:
                 batch = await server.recv_batch(max_items=4096)
                 self.messages += len(batch)
-                replies: dict[bytes, list[Message]] = {}
+                chats = []
                 for inc in batch:
-                    if isinstance(inc.msg, AgentMsg):
-                        await self._handling.acquire()
-                        task = asyncio.ensure_future(self._agent_message(server, inc))
-                        tasks.add(task)
-                        task.add_done_callback(tasks.discard)
+                    if not isinstance(inc.msg, AgentMsg):
+                        chats.append(inc)
                         continue
-                    answer = await self._peer_message(inc)
-                    if answer is not None:
-                        replies.setdefault(inc.peer, []).append(answer)
-                for peer, msgs in replies.items():
-                    self.messages += len(msgs)
-                    try:
-                        await server.send_batch(msgs, peer=peer)
-                    except SwarmError as exc:  # the peer left: its agents ask again or give up
-                        log.warning("host %s: %d repl(ies) to %r not sent: %s",
-                                    self.host_id, len(msgs), peer, exc)
+                    await self._handling.acquire()
+                    task = asyncio.ensure_future(self._agent_message(server, inc))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                if chats:
+                    await self._handling.acquire()
+                    task = asyncio.ensure_future(self._chats(server, chats))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+
+    async def _chats(self, server: Server, chats: list[Incoming]) -> None:
+        """Answer a batch of chats, the replies to each peer coalesced in one frame."""
+        try:
+            replies: dict[bytes, list[Message]] = {}
+            for inc in chats:
+                answer = await self._peer_message(inc)
+                if answer is not None:
+                    replies.setdefault(inc.peer, []).append(answer)
+            for peer, msgs in replies.items():
+                self.messages += len(msgs)
+                try:
+                    await server.send_batch(msgs, peer=peer)
+                except SwarmError as exc:  # the peer left: its agents ask again or give up
+                    log.warning("host %s: %d repl(ies) to %r not sent: %s",
+                                self.host_id, len(msgs), peer, exc)
+        finally:
+            self._handling.release()
 
     async def _agent_message(self, server: Server, inc: Incoming) -> None:
         msg = inc.msg
@@ -242,7 +266,16 @@ class Host:
             return Error(sender=self.host_id, recipient=msg.sender, code=PeerUnavailable.code,
                          reason=f"no agent {msg.recipient!r} on {self.host_id}",
                          in_reply_to=msg.msg_id, correlation_id=msg.msg_id)
-        text = await agent.on_chat(self.context(agent), msg.sender, msg.content)
+        try:
+            text = await agent.on_chat(self.context(agent), msg.sender, msg.content)
+        except Exception as exc:  # a role's bug or a failed model call: the sender hears of it
+            log.warning("host %s: on_chat of %s raised %s: %s", self.host_id, agent.id,
+                        type(exc).__name__, str(exc)[:300])
+            code = exc.code if isinstance(exc, SwarmError) else HandlerError.code
+            return Error(sender=agent.id, recipient=msg.sender, code=code,
+                         reason=f"{agent.id}'s on_chat raised {type(exc).__name__}: "
+                                f"{str(exc)[:300]}", in_reply_to=msg.msg_id,
+                         correlation_id=msg.msg_id)
         if text is None:
             return None
         return Chat(sender=agent.id, recipient=msg.sender, role="assistant", content=text,
