@@ -1,4 +1,5 @@
-"""Write the table of bench/results/swarm.json into the README (between its markers)."""
+"""Write the tables of bench/results/swarm.json and agents.json into the README (between
+their markers, ``<!-- swarm-table -->`` and ``<!-- agents-table -->``)."""
 
 from __future__ import annotations
 
@@ -25,8 +26,32 @@ def main() -> None:
     readme = ROOT / "README.md"
     text = readme.read_text()
     table = "<!-- swarm-table -->\n" + "\n".join(rows) + "\n" + note + "<!-- /swarm-table -->"
-    readme.write_text(re.sub(r"<!-- swarm-table -->.*?<!-- /swarm-table -->", table, text,
-                             flags=re.S))
+    text = re.sub(r"<!-- swarm-table -->.*?<!-- /swarm-table -->", table, text, flags=re.S)
+    readme.write_text(_replace(text, "agents-table", agents_table()))
+
+
+def agents_table() -> str:
+    """Accuracy and agent messages per seed and setting (bench/agents.py)."""
+    result = json.loads((ROOT / "bench" / "results" / "agents.json").read_text())
+    names = ("none", "random", "matchmaker", "broadcast")
+    rows = ["| seed | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
+    for r in result["figures"]["per_seed"]:
+        rows.append(f"| {r['seed']} | " + " | ".join(
+            f"{r[f'accuracy_{n}']:.3f} ({r[f'messages_{n}']} msgs)" for n in names) + " |")
+    f, ratios = result["figures"], result["ratios"]
+    rows.append("| **mean** | " + " | ".join(
+        f"{f[f'accuracy_{n}']:.3f} ({f[f'messages_{n}']:.0f} msgs)" for n in names) + " |")
+    note = (f"\nHeld-out accuracy in the last of {result['params']['rounds']} rounds (and agent "
+            f"messages over the run); matchmaker / broadcast: accuracy "
+            f"{ratios['matchmaker_accuracy_vs_broadcast']:.2f}x with "
+            f"{ratios['matchmaker_messages_vs_broadcast']:.2f}x the messages "
+            f"(commit {result['git'][:10]}).\n")
+    return "\n".join(rows) + "\n" + note
+
+
+def _replace(text: str, marker: str, body: str) -> str:
+    block = f"<!-- {marker} -->\n{body}<!-- /{marker} -->"
+    return re.sub(rf"<!-- {marker} -->.*?<!-- /{marker} -->", lambda _: block, text, flags=re.S)
 
 
 if __name__ == "__main__":
