@@ -59,6 +59,7 @@ from swarm.matching.matchmaker import Matchmaker
 from swarm.matching.profiles import ProfileBuilder
 from swarm.matching.registry import create_matchmaker, restore_matchmaker
 from swarm.runtime.events import RunSummary
+from swarm.runtime.ledger import AgentLedger
 from swarm.runtime.membership import Member, Membership
 from swarm.runtime.partners import PartnerService
 from swarm.runtime.population import agent_skills
@@ -69,7 +70,6 @@ from swarm.transport.pubsub import Publisher
 from swarm.transport.topology import address_book
 from swarm.wire.codec import (
     AgentReport,
-    AgentState,
     Assignment,
     Choose,
     Heartbeat,
@@ -77,7 +77,6 @@ from swarm.wire.codec import (
     Leave,
     Locate,
     Located,
-    LogEntry,
     PairOutcome,
     Profile,
     Reward,
@@ -137,9 +136,7 @@ class Coordinator:
         self.messages = 0
         self.exchange_failures: dict[str, str] = {}
         self.rejected: dict[str, str] = {}  # host -> why its results of this round were dropped
-        self.states: dict[str, AgentState] = recorder.agent_states()
-        self.changed: set[str] = set()  # agents whose state changed this round
-        self.round_log: list[LogEntry] = []  # the round's agent messages
+        self.ledger = AgentLedger(recorder.agent_states())
         self._joined = asyncio.Event()
         self._inflight: dict[str, asyncio.Task[Incoming]] = {}
         self._server: Server | None = None
@@ -288,7 +285,7 @@ class Coordinator:
         """Run one round: local step, pairing, exchange, rewards, commit."""
         started = time.time()
         self.exchange_failures = {}
-        self.round_log, self.changed = [], set()
+        self.ledger.start_round()
         local, reports = await self._local_step(rnd)
         self.reports.update(reports)
         for r in reports.values():
@@ -305,8 +302,8 @@ class Coordinator:
                 self.adapters[o.student] = o.adapter
         record = self._record(rnd, reports, pairs, outcomes, local, started)
         self.recorder.commit_round(rnd, reports, outcomes, record, self.matchmaker.state(),
-                                   states={a: self.states[a] for a in sorted(self.changed)},
-                                   messages=self.round_log)
+                                   states=self.ledger.round_changes(),
+                                   messages=self.ledger.messages)
         self.last = record
         self.history.append(record)
         self.rounds_run += 1
@@ -331,7 +328,7 @@ class Coordinator:
             local = await self._step_all(rnd, "local", {
                 host: Step(phase="local", agent_ids=m.agents,
                            adapters={a: self.adapters[a] for a in m.agents if a in self.adapters},
-                           restore=self._restore(m.agents) if m.fresh else {})
+                           restore=self.ledger.restore(m.agents) if m.fresh else {})
                 for host, m in self.members.items()
             })
             reports = {r.agent_id: r for done in local.values() for r in done.reports}
@@ -344,15 +341,6 @@ class Coordinator:
                 await asyncio.sleep(self.options.timeout_s)  # let dead hosts be noticed, restarted
         raise SwarmError(f"round {rnd}: no agent reported in {self.round_attempts} attempt(s) "
                          f"({why}); the run stops with nothing of round {rnd} committed")
-
-    def _restore(self, agents: list[str]) -> dict[str, AgentState]:
-        """What the lineage holds of ``agents``' graphs and role states (a fresh host's)."""
-        out = {}
-        for agent in agents:
-            state = self.states.get(agent)
-            if state is not None and (state.kg or state.state):
-                out[agent] = state
-        return out
 
     def _why_empty(self, local: Mapping[str, StepDone]) -> str:
         failed = [f"{a}: {short(w)}" for d in local.values() for a, w in sorted(d.failed.items())]
@@ -414,7 +402,7 @@ class Coordinator:
             self.messages += 2 + (min(max(done.messages, 0), 1 << 40) if done is not None else 0)
             if done is not None:
                 member.fresh = False
-                self._take(host, member, done)
+                self.ledger.take(host, member.agents, done)
             return host, done
 
         results = await asyncio.gather(*(one(h, s) for h, s in steps.items()))
@@ -457,22 +445,6 @@ class Coordinator:
             return None
         return inc.msg
 
-    def _take(self, host: str, member: Member, done: StepDone) -> None:
-        """Keep a step's message log (entries one of its agents took part in) and the
-        changed states of the host's own agents."""
-        own = set(member.agents)
-        self.round_log.extend(e for e in done.log if e.sender in own or e.recipient in own)
-        for agent, state in done.states.items():
-            if agent not in own:
-                log.warning("coordinator: host %s sent the state of %s, not its agent", host,
-                            agent[:80])
-                continue
-            old = self.states.get(agent, AgentState())
-            self.states[agent] = AgentState(kg=state.kg if state.kg is not None else old.kg,
-                                            state=state.state if state.state is not None
-                                            else old.state)
-            self.changed.add(agent)
-
     def _reject(self, host: str, step: Step, reason: str) -> None:
         """Drop ``host``'s results of this step and keep why (round record, ``swarm status``)."""
         why = f"{step.phase} step: {reason}"
@@ -510,7 +482,7 @@ class Coordinator:
             "rejected": dict(self.rejected),
             "seconds": round(time.time() - started, 3),
             "messages": self.messages,
-            "agent_messages": len(self.round_log),
+            "agent_messages": len(self.ledger.messages),
         }
 
     def status(self) -> dict[str, Any]:
