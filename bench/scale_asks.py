@@ -1,0 +1,447 @@
+"""Typed ask/reply between agents on two hosts, against a raw pyzmq echo (part of bench/scale.py).
+
+Three host processes (this script run with ``--host``), real ``Host`` objects
+serving peers (``Host.serve_peers``), their directories filled as the
+coordinator's ``Welcome`` would fill them:
+
+- ``host-a`` holds agents ``a0 .. a{N-1}`` and drives: ``window`` workers, each
+  asking in turn, through ``AgentContext.ask``, a random agent of host-b from a
+  random agent of host-a (the real typed path: encode, route, a reliable request
+  with dedup, the handler, the answer, decode). Per ask it records the latency;
+- ``host-b`` holds agents ``b0 .. b{N-1}`` of a role whose ``@handles(Ping)``
+  handler answers ``Pong``;
+- ``host-e`` holds no agents: its RSS is the zero of memory per agent.
+
+Each host also holds a stats agent that answers ``StatsAsk`` with its RSS after
+a ``gc.collect()`` and its CPU seconds. Memory per agent is ``(RSS of a host
+with N agents - RSS of host-e) / N``, both idle after the setup (each host's
+directory holds all 2N placements), and again after the asks.
+
+The baseline, in the same run: a synchronous pyzmq DEALER keeping ``window``
+requests in flight to a pyzmq ROUTER that echoes each, one ZeroMQ message per
+request, each the size of an ask's request on the wire. Any ask that fails or
+times out, or an answer that is not the handler's, makes the bench report an
+error instead of a figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+import psutil
+import zmq
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from swarm.agents import Agent, AgentContext, AgentSpec, handles, message, role  # noqa: E402
+from swarm.errors import SwarmError  # noqa: E402
+from swarm.transport.loop import run_loop  # noqa: E402
+from swarm.wire.codec import AgentMsg, encode  # noqa: E402
+
+HOSTS = ("host-a", "host-b", "host-e")
+TEXT = "hello, how are you doing today?"  # what an asker says
+REPLY = "fine, thanks"  # what every answerer says
+ASK_TIMEOUT_S = 30.0
+HWM = 100_000  # the raw sockets' high-water marks, as the transport's (a ROUTER drops past it)
+
+
+@message("ScalePing")
+class Ping(msgspec.Struct, frozen=True):
+    """An ask of the bench: a number the answer must carry back, and a short text."""
+
+    n: int
+    text: str
+
+
+@message("ScalePong")
+class Pong(msgspec.Struct, frozen=True):
+    """The answer to a ``Ping``."""
+
+    n: int
+    text: str
+
+
+@message("ScaleStatsAsk")
+class StatsAsk(msgspec.Struct, frozen=True):
+    """Ask a host's stats agent for its RSS and CPU time."""
+
+
+@message("ScaleStats")
+class Stats(msgspec.Struct, frozen=True):
+    """A host's RSS (after a gc) and CPU seconds."""
+
+    rss: int
+    cpu_s: float
+
+
+def own_stats() -> Stats:
+    """This process's RSS after a ``gc.collect()``, and its CPU seconds."""
+    gc.collect()
+    proc = psutil.Process()
+    cpu = proc.cpu_times()
+    return Stats(rss=proc.memory_info().rss, cpu_s=cpu.user + cpu.system)
+
+
+@role("scale_pinger")
+class Pinger(Agent):
+    """Answers every ``Ping`` with a ``Pong`` that carries its number."""
+
+    __slots__ = ()
+
+    @handles(Ping)
+    async def on_ping(self, ctx: AgentContext, sender: str, ping: Ping) -> Pong:
+        """Answer."""
+        return Pong(n=ping.n, text=REPLY)
+
+
+@role("scale_ask_stats")
+class StatsAgent(Agent):
+    """A host's stats agent."""
+
+    __slots__ = ()
+
+    @handles(StatsAsk)
+    async def on_stats(self, ctx: AgentContext, sender: str, ask: StatsAsk) -> Stats:
+        """The host's stats."""
+        return own_stats()
+
+
+def stats_id(host: str) -> str:
+    return f"__stats__.{host}"
+
+
+def agent_ids(host: str, n: int) -> list[str]:
+    """The agents a host holds: ``a0 ..`` on host-a, ``b0 ..`` on host-b, none on host-e."""
+    return [] if host == "host-e" else [f"{host[-1]}{i}" for i in range(n)]
+
+
+def placement(n: int) -> dict[str, str]:
+    """Every agent's host, as a ``Welcome`` would carry it."""
+    out = {a: h for h in HOSTS for a in agent_ids(h, n)}
+    out.update({stats_id(h): h for h in HOSTS})
+    return out
+
+
+# -- the host processes -------------------------------------------------------------------
+
+
+def make_host(name: str, n: int, book: dict[str, str]) -> Any:
+    """A ``Host`` with its agents and its stats agent, its directory filled."""
+    from swarm.config import parse_config
+    from swarm.runtime.host import Host
+
+    config = parse_config({"swarm": {"name": "scale"},
+                           "agents": [{"name": "g", "count": 1, "skills": ["add"]}],
+                           "protocol": {"name": "local"}})
+    specs = [AgentSpec(agent_id=a, role="scale_pinger") for a in agent_ids(name, n)]
+    specs.append(AgentSpec(agent_id=stats_id(name), role="scale_ask_stats"))
+    host = Host(name, config, specs, Path(tempfile.gettempdir()))
+    host.messaging.directory.update(placement(n) if name != "host-e" else {
+        stats_id(h): h for h in HOSTS}, book)
+    return host
+
+
+def serve(name: str, n: int, book: dict[str, str]) -> None:
+    """Run a host that only answers, until killed."""
+    logging.basicConfig(level=logging.WARNING, format=f"{name}: %(levelname)s %(message)s")
+    host = make_host(name, n, book)
+    run_loop(host.serve_peers(book[name]))
+
+
+def drive(n: int, book: dict[str, str], runs: list[int], warmup: int, window: int,
+          seed: int, out: Path) -> None:
+    """Run host-a: serve, measure the others and itself, ask, write the results to ``out``."""
+    logging.basicConfig(level=logging.WARNING, format="host-a: %(levelname)s %(message)s")
+    result = run_loop(_drive(n, book, runs, warmup, window, seed))
+    out.write_text(json.dumps(result))
+
+
+async def _drive(n: int, book: dict[str, str], runs: list[int], warmup: int, window: int,
+                 seed: int) -> dict[str, Any]:
+    host = make_host("host-a", n, book)
+    serving = asyncio.ensure_future(host.serve_peers(book["host-a"]))
+    try:
+        me = host.context(host.agents[stats_id("host-a")])
+        idle = await all_stats(me, timeout=120.0)
+        rng = np.random.default_rng(seed)
+        await pump(host, n, warmup, window, rng)
+        timed = [await pump(host, n, total, window, rng) for total in runs]
+        busy = await all_stats(me, timeout=ASK_TIMEOUT_S)
+    finally:
+        serving.cancel()
+        await host.messaging.close()
+    return {"idle": idle, "busy": busy, "runs": timed, "warmup": warmup}
+
+
+async def all_stats(me: AgentContext, timeout: float) -> dict[str, dict[str, float]]:
+    """Every host's stats (host-a's own, the others' through an ask)."""
+    got = {}
+    for host in ("host-e", "host-b"):
+        stats = await me.ask(stats_id(host), StatsAsk(), timeout=timeout)
+        got[host] = msgspec.structs.asdict(stats)
+    got["host-a"] = msgspec.structs.asdict(own_stats())
+    return got
+
+
+async def pump(host: Any, n: int, total: int, window: int,
+               rng: np.random.Generator) -> dict[str, Any]:
+    """``total`` asks from random agents of host-a to random agents of host-b, ``window`` at once.
+
+    Returns seconds taken, latency percentiles (microseconds) and every failure.
+    """
+    askers = [host.context(host.agents[f"a{i}"]) for i in rng.integers(n, size=total)]
+    targets = [f"b{i}" for i in rng.integers(n, size=total)]
+    latency = np.zeros(total)
+    failures: list[str] = []
+    todo = iter(range(total))
+    clock = time.perf_counter
+
+    async def worker() -> None:
+        for i in todo:
+            started = clock()
+            try:
+                pong = await askers[i].ask(targets[i], Ping(n=i, text=TEXT), timeout=ASK_TIMEOUT_S)
+            except SwarmError as exc:
+                failures.append(f"ask {i} to {targets[i]}: {type(exc).__name__}: {exc}")
+                continue
+            latency[i] = clock() - started
+            if not (isinstance(pong, Pong) and pong.n == i):
+                failures.append(f"ask {i} to {targets[i]} answered {pong!r}")
+
+    start = clock()
+    await asyncio.gather(*(worker() for _ in range(window)))
+    seconds = clock() - start
+    logged = len(host.messaging.take_log())  # what a StepDone would ship; asked + answered
+    if logged != 2 * total and not failures:
+        failures.append(f"{logged} log entries for {total} asks (2 each expected)")
+    return {"asks": total, "seconds": seconds, "failures": failures[:20],
+            "failed": len(failures), **percentiles(latency)}
+
+
+def percentiles(latency_s: np.ndarray) -> dict[str, float]:
+    """p50 and p99 in microseconds."""
+    p50, p99 = np.percentile(latency_s, [50, 99]) * 1e6
+    return {"p50_us": float(p50), "p99_us": float(p99)}
+
+
+# -- the raw baseline -------------------------------------------------------------------
+
+
+def raw_echo(address: str) -> None:
+    """The baseline server: a pyzmq ROUTER echoing every request back as it came."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, HWM)
+    sock.setsockopt(zmq.RCVHWM, HWM)
+    sock.bind(address)
+    recv, send, more = sock.recv, sock.send, zmq.SNDMORE
+    while True:  # frame by frame, copied: the fastest echo of small messages in pyzmq
+        peer = recv()
+        send(peer, more)
+        send(recv())
+
+
+def run_raw(runs: list[int], warmup: int, window: int, frame_bytes: int) -> list[dict[str, Any]]:
+    """Requests per second and latency through a raw pyzmq echo, ``window`` in flight."""
+    address = free_address()
+    with process("--raw-echo", "--address", address):
+        ctx = zmq.Context()
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, HWM)
+        sock.setsockopt(zmq.RCVHWM, HWM)
+        sock.setsockopt(zmq.RCVTIMEO, 60_000)
+        sock.connect(address)
+        try:
+            sock.send(bytes(frame_bytes))  # wait for the echo server to be up
+            sock.recv()
+            raw_pump(sock, warmup, window, frame_bytes)
+            return [raw_pump(sock, total, window, frame_bytes) for total in runs]
+        finally:
+            sock.close(linger=0)
+            ctx.term()
+
+
+def raw_pump(sock: zmq.Socket[bytes], total: int, window: int, frame_bytes: int) -> dict[str, Any]:
+    """``total`` requests of ``frame_bytes`` (a sequence number first), ``window`` in flight."""
+    pad = bytes(max(frame_bytes - 8, 0))
+    sent_at = np.zeros(total)
+    latency = np.zeros(total)
+    clock, send, recv = time.perf_counter, sock.send, sock.recv
+    sent = received = 0
+    start = clock()
+    while received < total:
+        while sent < total and sent - received < window:
+            sent_at[sent] = clock()
+            send(sent.to_bytes(8, "little") + pad)
+            sent += 1
+        i = int.from_bytes(recv()[:8], "little")
+        latency[i] = clock() - sent_at[i]
+        received += 1
+    return {"asks": total, "seconds": clock() - start, **percentiles(latency)}
+
+
+def ask_frame_bytes() -> int:
+    """The size of one ask's request on the wire (its ``AgentMsg`` envelope)."""
+    kind, body = "ScalePing", msgspec.msgpack.encode(Ping(n=12345, text=TEXT))
+    msg = AgentMsg(sender="a1234", recipient="b1234", kind=kind, body=body, asks=True, ack=True)
+    return len(encode(msg)[0])
+
+
+# -- the driver (bench/scale.py's process) -------------------------------------------------
+
+
+@contextmanager
+def process(*args: str) -> Iterator[subprocess.Popen[bytes]]:
+    """This script started again with ``args``; terminated (then killed) on exit."""
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *args])
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def free_address() -> str:
+    """A TCP address on localhost with a port that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+def run_hosts(n: int, runs: list[int], warmup: int, window: int, seed: int) -> dict[str, Any]:
+    """Start host-b and host-e, run host-a (the driver) to its end; its results."""
+    book = {h: free_address() for h in HOSTS}
+    common = ["--agents", str(n), "--book", json.dumps(book)]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "asks.json"
+        with process("--host", "host-b", *common), process("--host", "host-e", *common):
+            driver = subprocess.run(
+                [sys.executable, str(Path(__file__).resolve()), "--host", "host-a", *common,
+                 "--runs", ",".join(map(str, runs)), "--warmup", str(warmup),
+                 "--window", str(window), "--seed", str(seed), "--out", str(out)],
+                timeout=1800)
+        if driver.returncode != 0 or not out.exists():
+            raise SystemExit(f"asks: host-a exited with status {driver.returncode}: "
+                             f"refusing to report figures")
+        result: dict[str, Any] = json.loads(out.read_text())
+    return result
+
+
+def measure(n: int, runs: list[int], warmup: int, window: int, seed: int) -> dict[str, Any]:
+    """Both measurements; exits with an error if any ask failed (no figures for such a run)."""
+    hosts = run_hosts(n, runs, warmup, window, seed)
+    failed = [f for r in hosts["runs"] for f in r["failures"]]
+    if failed:
+        total = sum(r["failed"] for r in hosts["runs"])
+        raise SystemExit(f"asks: {total} ask(s) failed, refusing to report figures: "
+                         + "; ".join(failed[:5]))
+    raw = run_raw(runs, warmup, window, ask_frame_bytes())
+    return {"hosts": hosts, "raw": raw}
+
+
+def figures(m: dict[str, Any], n: int) -> tuple[dict[str, Any], dict[str, float], dict[str, str]]:
+    """BENCH.md's ``asks_*`` figures, the ratio to raw pyzmq and the goals."""
+    hosts, raw = m["hosts"], m["raw"]
+    rates = [r["asks"] / r["seconds"] for r in hosts["runs"]]
+    raw_rates = [r["asks"] / r["seconds"] for r in raw]
+    mid = sorted(range(len(rates)), key=rates.__getitem__)[len(rates) // 2]
+    raw_mid = sorted(range(len(raw_rates)), key=raw_rates.__getitem__)[len(raw_rates) // 2]
+    idle, busy = hosts["idle"], hosts["busy"]
+    zero = idle["host-e"]["rss"]
+    per_agent = {h: (idle[h]["rss"] - zero) / n for h in ("host-a", "host-b")}
+    after = {h: (busy[h]["rss"] - busy["host-e"]["rss"]) / n for h in ("host-a", "host-b")}
+    asks = sum(r["asks"] for r in hosts["runs"]) + hosts["warmup"]  # the CPU time spans both
+    fig: dict[str, Any] = {
+        "asks_per_s_10k_agents": round(rates[mid]),
+        "ask_p50_us": round(hosts["runs"][mid]["p50_us"], 1),
+        "ask_p99_us": round(hosts["runs"][mid]["p99_us"], 1),
+        "raw_pyzmq_asks_per_s": round(raw_rates[raw_mid]),
+        "raw_pyzmq_ask_p50_us": round(raw[raw_mid]["p50_us"], 1),
+        "raw_pyzmq_ask_p99_us": round(raw[raw_mid]["p99_us"], 1),
+        "ask_bytes_per_agent": round(max(per_agent.values())),
+        "ask_bytes_per_agent_host_a": round(per_agent["host-a"]),
+        "ask_bytes_per_agent_host_b": round(per_agent["host-b"]),
+        "ask_bytes_per_agent_after_asks": round(max(after.values())),
+        "ask_host_rss_bytes_0_agents": int(zero),
+        "ask_host_rss_bytes": int(max(busy["host-a"]["rss"], busy["host-b"]["rss"])),
+        "ask_host_a_cpu_us_per_ask": round(
+            (busy["host-a"]["cpu_s"] - idle["host-a"]["cpu_s"]) / asks * 1e6, 2),
+        "ask_host_b_cpu_us_per_ask": round(
+            (busy["host-b"]["cpu_s"] - idle["host-b"]["cpu_s"]) / asks * 1e6, 2),
+        "runs_asks_per_s_10k_agents": [round(r) for r in rates],
+        "runs_raw_pyzmq_asks_per_s": [round(r) for r in raw_rates],
+    }
+    ratios = {"asks_vs_raw": fig["asks_per_s_10k_agents"] / fig["raw_pyzmq_asks_per_s"],
+              "ask_p50_vs_raw": fig["ask_p50_us"] / fig["raw_pyzmq_ask_p50_us"]}
+    goals = {"asks_vs_raw": ">= 0.3", "ask_bytes_per_agent": "<= 2048"}
+    return fig, ratios, goals
+
+
+def main() -> None:
+    """The host and echo processes this script is started as.
+
+    With ``SWARM_BENCH_PROFILE=DIR`` in the environment each host process runs
+    under cProfile and writes ``DIR/<host>.prof`` when it ends (or is terminated).
+    """
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", choices=HOSTS)
+    parser.add_argument("--raw-echo", action="store_true")
+    parser.add_argument("--address", default="")
+    parser.add_argument("--agents", type=int, default=5000)
+    parser.add_argument("--book", default="{}")
+    parser.add_argument("--runs", default="10000")
+    parser.add_argument("--warmup", type=int, default=2000)
+    parser.add_argument("--window", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    profile_dir = os.environ.get("SWARM_BENCH_PROFILE")
+    if profile_dir and args.host:
+        profiled(Path(profile_dir) / f"{args.host}.prof")
+    if args.raw_echo:
+        raw_echo(args.address)
+    elif args.host == "host-a":
+        drive(args.agents, json.loads(args.book), [int(r) for r in args.runs.split(",")],
+              args.warmup, args.window, args.seed, args.out)
+    elif args.host:
+        serve(args.host, args.agents, json.loads(args.book))
+
+
+def profiled(path: Path) -> None:
+    """Profile this process from now on; write the stats to ``path`` at exit or SIGTERM."""
+    import atexit
+    import cProfile
+    import signal
+
+    prof = cProfile.Profile()
+    atexit.register(lambda: (prof.disable(), prof.dump_stats(str(path))))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    prof.enable()
+
+
+if __name__ == "__main__":
+    main()
