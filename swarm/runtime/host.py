@@ -41,6 +41,7 @@ from swarm.knowledge import KnowledgeGraph
 from swarm.runtime.messaging import PeerMessaging
 from swarm.serving.client import ModelClient
 from swarm.skills import Example
+from swarm.transport.loop import start_eagerly
 from swarm.transport.peers import Client, Incoming, Server, TransportOptions
 from swarm.transport.topology import address_book, new_routing_id
 from swarm.wire.codec import (
@@ -70,6 +71,9 @@ from swarm.wire.codec import (
 __all__ = ["Host"]
 
 log = logging.getLogger(__name__)
+
+#: Agent-message handlers that wait (ask, generate) at once on a host; then it reads no more.
+MAX_HANDLING = 1024
 
 
 
@@ -114,7 +118,6 @@ class Host:
         self.messaging = PeerMessaging(host_id, self.routing_id, self.agents, self.options,
                                        self.context, locate=self._locate)
         self._shipped: dict[str, tuple[str, str]] = {}  # agent -> hashes of kg, state shipped
-        self._handling = asyncio.Semaphore(1024)  # handler tasks at once (then backpressure)
 
     def context(self, agent: Agent) -> AgentContext:
         """The agent context handed to ``agent``'s hooks and handlers."""
@@ -185,9 +188,13 @@ class Host:
 
         The hot path: a batch of incoming chats is handled together and the
         replies to each peer leave coalesced in one frame (``send_batch``). An
-        agent message runs its recipient's handler in a task of its own (a
-        handler may ask other agents or call the model), up to 1,024 at once.
-        A message for an agent this host does not hold gets an ``Error`` reply.
+        agent message runs its recipient's handler at once (``start_eagerly``):
+        one that answers without waiting costs no task, its answer joins the
+        frame the others' answers leave in; one that waits (it asks other
+        agents, calls the model) goes on in a task of its own, up to
+        ``MAX_HANDLING`` at once, then the next batch waits (backpressure into
+        the transport's bounded inbox). A message for an agent this host does
+        not hold gets an ``Error`` reply.
         """
         async with Server(self.host_id, address, self.options) as server:
             tasks: set[asyncio.Task[None]] = set()
@@ -197,10 +204,12 @@ class Host:
                 replies: dict[bytes, list[Message]] = {}
                 for inc in batch:
                     if isinstance(inc.msg, AgentMsg):
-                        await self._handling.acquire()
-                        task = asyncio.ensure_future(self._agent_message(server, inc))
-                        tasks.add(task)
-                        task.add_done_callback(tasks.discard)
+                        task = start_eagerly(self._agent_message(server, inc))
+                        if task is not None:
+                            tasks.add(task)
+                            task.add_done_callback(tasks.discard)
+                            if len(tasks) >= MAX_HANDLING:
+                                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                         continue
                     answer = await self._peer_message(inc)
                     if answer is not None:
@@ -228,8 +237,6 @@ class Host:
                     sender=msg.recipient, kind="", in_reply_to=msg.msg_id))
         except SwarmError as exc:  # the asker left: it hears of nothing
             log.warning("host %s: answer to %s not sent: %s", self.host_id, msg.sender, exc)
-        finally:
-            self._handling.release()
 
     async def _peer_message(self, inc: Incoming) -> Message | None:
         msg = inc.msg

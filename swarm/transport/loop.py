@@ -8,18 +8,22 @@ debugging or to compare.
 
     from swarm.transport.loop import run_loop
     run_loop(main())           # instead of asyncio.run(main())
+
+``start_eagerly(coro)`` runs a coroutine at once, up to its first suspension,
+and makes a task of it only if it suspends (Python 3.12's eager tasks, on
+3.11): a handler that answers without waiting costs no task and no loop pass.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any, TypeVar
 
 from swarm.errors import ConfigError
 
-__all__ = ["ENV", "loop_factory", "run_loop"]
+__all__ = ["ENV", "loop_factory", "run_loop", "start_eagerly"]
 
 ENV = "SWARM_EVENT_LOOP"
 T = TypeVar("T")
@@ -59,3 +63,54 @@ def run_loop(coro: Coroutine[Any, Any, T]) -> T:
         raise
     with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(coro)
+
+
+def start_eagerly(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
+    """Run ``coro`` now, up to its first suspension; ``None`` if it finished there.
+
+    Otherwise the task that goes on with it (cancel it as any task). An
+    exception ``coro`` raises before suspending goes to the loop's exception
+    handler, as a task's unretrieved exception would.
+    """
+    try:
+        first = coro.send(None)
+    except StopIteration:
+        return None
+    except Exception as exc:
+        asyncio.get_running_loop().call_exception_handler({
+            "message": f"{getattr(coro, '__qualname__', coro)!s} failed", "exception": exc})
+        return None
+    return asyncio.ensure_future(_resumed(coro, first))
+
+
+async def _resumed(coro: Coroutine[Any, Any, None], first: Any) -> None:
+    await _Resume(coro, first)
+
+
+class _Resume:
+    """Awaitable that goes on driving a coroutine from the value it last yielded."""
+
+    __slots__ = ("coro", "first")
+
+    def __init__(self, coro: Coroutine[Any, Any, None], first: Any) -> None:
+        self.coro, self.first = coro, first
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        coro, value = self.coro, self.first
+        self.first = None
+        while True:
+            try:
+                sent = yield value
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # cancellation included: the coroutine sees it
+                try:
+                    value = coro.throw(exc)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    value = coro.send(sent)
+                except StopIteration:
+                    return

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import msgspec
 
 from swarm.errors import PeerUnavailable, RemoteError, WireError
+from swarm.transport.deadlines import Deadlines
 from swarm.transport.socket import Endpoint, Hook, Incoming
 from swarm.wire.codec import Ack, Error, Frame, Message, encode, error_reply
 
@@ -47,6 +48,7 @@ class Conversations:
         self._answered: OrderedDict[str, None] = OrderedDict()  # reliable requests done
         self._seen: OrderedDict[str, list[Frame] | None] = OrderedDict()  # ack=True ids
         self._answer_s = 0.0  # moving average of how long lone requests wait for their answer
+        self._deadlines: Deadlines | None = None  # the waits of attempts, on one loop timer
 
     # -- what the endpoint hands over ------------------------------------------------
 
@@ -200,10 +202,14 @@ class Conversations:
         """
         ep, budget_us = self.endpoint, self.endpoint.options.busy_poll_us
         loop = asyncio.get_running_loop()
+        deadlines = self._deadlines
+        if deadlines is None or deadlines.loop is not loop:
+            deadlines = self._deadlines = Deadlines(loop)
         waiting = self._acks if ack_only else self._pending
+        key = msg.msg_id
         fut: asyncio.Future[Incoming | None] = loop.create_future()
-        waiting[msg.msg_id] = lambda inc: _settle(fut, inc)
-        timer = loop.call_later(wait, _settle, fut, None)
+        waiting[key] = lambda inc: _settle(fut, inc)
+        slot = deadlines.add(key, fut, wait)
         sent, lone = time.perf_counter(), False
         try:
             try:
@@ -211,15 +217,18 @@ class Conversations:
             except PeerUnavailable:
                 if not retry:
                     raise
-            if not ack_only and budget_us > 0:
-                await asyncio.sleep(0)  # requests made in the same loop pass go out first
+            # Only a request that may be alone polls: one among others in flight never does,
+            # and needs no loop pass to find out (that pass lets requests made in the same
+            # pass as this one go out first).
+            if not ack_only and budget_us > 0 and len(waiting) == 1:
+                await asyncio.sleep(0)
                 lone = len(waiting) == 1
                 if lone and self._answer_s <= 3e-6 * budget_us:
                     ep.busy_poll(fut)  # returns at once if the answer is in
             inc = await fut
         finally:
-            timer.cancel()
-            waiting.pop(msg.msg_id, None)
+            deadlines.remove(key, slot)
+            waiting.pop(key, None)
         if lone and inc is not None:  # clamped: one stray slow answer must not stop polling
             waited = min(time.perf_counter() - sent, 10e-6 * budget_us)
             self._answer_s += 0.1 * (waited - self._answer_s)
