@@ -27,7 +27,7 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -368,10 +368,11 @@ class Host:
             raise SwarmError(f"model server answered Merge with {type(reply.msg).__name__}")
         return reply.msg.adapter
 
-    async def deliver(self, msg: AgentMsg, *, ask: bool, timeout: float) -> AgentMsg | None:
-        """Send an agent message (``PeerMessaging.deliver``)."""
+    def deliver(self, msg: AgentMsg, *, ask: bool,
+                timeout: float) -> Coroutine[Any, Any, AgentMsg | None]:
+        """Send an agent message (``PeerMessaging.deliver``'s coroutine: await it)."""
         self.messages += 2 if ask else 1
-        return await self.messaging.deliver(msg, ask=ask, timeout=timeout)
+        return self.messaging.deliver(msg, ask=ask, timeout=timeout)
 
     async def publish_msg(self, msg: AgentMsg) -> int:
         """Publish an agent message to a topic on every host."""

@@ -113,18 +113,21 @@ class PeerMessaging:
             AskTimeout: no answer within ``timeout``.
             AgentError and others: the error the recipient's host answered with.
         """
-        host = await self._host_of(msg.recipient)
+        recipient = msg.recipient
+        # the lookups that need no coordinator and no new client are not awaited (hot path)
+        host = (self.host_id if recipient in self.agents else self.directory.placement.get(
+            recipient)) or await self._host_of(recipient)
         self.sent += 1
         if host == self.host_id:
             answer = await self.handle(msg, self.host_id)
             if isinstance(answer, Error):
                 raise error_for_code(answer.code, answer.reason)
             return answer if ask else None
-        client = await self._client(host)
+        client = self._clients.get(host) or await self._client(host)
         try:
             if ask:
-                inc = await client.request(msgspec.structs.replace(msg, asks=True),
-                                           timeout=timeout, reliable=True)
+                inc = await client.request(msg if msg.asks else msgspec.structs.replace(
+                    msg, asks=True), timeout=timeout, reliable=True)
             elif msg.ack:
                 await client.send_reliable(msg, timeout=timeout)
                 return None

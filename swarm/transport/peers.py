@@ -88,7 +88,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 import zmq
@@ -124,16 +124,19 @@ class Conversing:
         """Route replies whose ``correlation_id`` is ``msg_id`` to ``hook`` (``None`` stops)."""
         self.conversations.expect(msg_id, hook)
 
-    async def reply(self, to: Incoming, msg: Message, payload: Sequence[Frame] = ()) -> None:
-        """Answer ``to`` (``Conversations.reply``)."""
-        await self.conversations.reply(to, msg, payload)
+    # reply and request hand back the Conversations coroutine itself (one frame less per call)
 
-    async def request(
+    def reply(self, to: Incoming, msg: Message,
+              payload: Sequence[Frame] = ()) -> Coroutine[Any, Any, None]:
+        """Answer ``to`` (``Conversations.reply``; await it)."""
+        return self.conversations.reply(to, msg, payload)
+
+    def request(
         self, msg: Message, payload: Sequence[Frame] = (), peer: bytes | None = None,
         timeout: float = 30.0, reliable: bool = False,
-    ) -> Incoming:
-        """Send ``msg`` and wait for its answer (``Conversations.request``)."""
-        return await self.conversations.request(msg, payload, peer, timeout, reliable)
+    ) -> Coroutine[Any, Any, Incoming]:
+        """Send ``msg`` and wait for its answer (``Conversations.request``; await it)."""
+        return self.conversations.request(msg, payload, peer, timeout, reliable)
 
     async def send_reliable(
         self, msg: Message, payload: Sequence[Frame] = (), peer: bytes | None = None,

@@ -18,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 import msgspec
 
@@ -46,7 +47,8 @@ class Conversations:
         self._pending: dict[str, Hook] = {}  # msg_id -> hook taking its replies
         self._acks: dict[str, Hook] = {}  # msg_id -> hook taking its Ack
         self._answered: OrderedDict[str, None] = OrderedDict()  # reliable requests done
-        self._seen: OrderedDict[str, list[Frame] | None] = OrderedDict()  # ack=True ids
+        # ack=True ids -> the reply sent to it (its frames, or the payload-free message)
+        self._seen: OrderedDict[str, list[Frame] | Message | None] = OrderedDict()
         self._answer_s = 0.0  # moving average of how long lone requests wait for their answer
         self._deadlines: Deadlines | None = None  # the waits of attempts, on one loop timer
 
@@ -84,7 +86,7 @@ class Conversations:
         if msg.msg_id in self._seen:
             cached = self._seen[msg.msg_id]
             if cached is not None:
-                ep.send_encoded(peer, cached)
+                ep.send_encoded(peer, cached if isinstance(cached, list) else encode(cached))
             return True
         self._seen[msg.msg_id] = None
         if len(self._seen) > ep.options.dedup_window:
@@ -105,8 +107,8 @@ class Conversations:
     def sent(self, msg: Message, frames: list[Frame] | None) -> None:
         """``msg`` went out: if it answers a must-not-lose request, cache it for duplicates."""
         corr = msg.correlation_id
-        if corr is not None and corr in self._seen:
-            self._seen[corr] = frames if frames is not None else encode(msg)
+        if corr is not None and corr in self._seen:  # encoded again only for a duplicate
+            self._seen[corr] = frames if frames is not None else msg
 
     def fail_pending(self, reason: str) -> None:
         """Every waiting request and reliable send receives ``down_signal(reason)``."""
@@ -129,12 +131,13 @@ class Conversations:
             sender=msg.sender or to.msg.recipient,
             round=to.msg.round if msg.round < 0 else msg.round,
         )
-        await self.endpoint.send(msg, payload, peer=to.peer)
+        if payload or not self.endpoint.post_now(msg, to.peer):
+            await self.endpoint.send(msg, payload, peer=to.peer)
 
-    async def request(
+    def request(
         self, msg: Message, payload: Sequence[Frame] = (), peer: bytes | None = None,
         timeout: float = 30.0, reliable: bool = False,
-    ) -> Incoming:
+    ) -> Coroutine[Any, Any, Incoming]:
         """Send ``msg`` and wait for the message that answers it.
 
         With ``reliable`` the envelope asks for an ack and the request is resent
@@ -146,9 +149,9 @@ class Conversations:
             RemoteError: the answer is an ``Error``.
             PeerUnavailable: no answer within ``timeout``, or (unless reliable) the peer died.
         """
-        if reliable:
+        if reliable and not msg.ack:
             msg = msgspec.structs.replace(msg, ack=True)
-        return await self._exchange(msg, payload, peer, timeout, reliable, ack_only=False)
+        return self._exchange(msg, payload, peer, timeout, reliable, ack_only=False)
 
     async def send_reliable(
         self, msg: Message, payload: Sequence[Frame] = (), peer: bytes | None = None,
@@ -175,7 +178,7 @@ class Conversations:
             if left <= 0:
                 raise PeerUnavailable(f"{ep.name}: no answer to {type(msg).__name__} "
                                       f"within {timeout} s")
-            inc = await self._attempt(msg, payload, peer, min(left, opts.timeout_s)
+            inc = await self._attempt(loop, msg, payload, peer, min(left, opts.timeout_s)
                                       if retry else left, retry, ack_only)
             if inc is not None and not _is_down(inc):
                 if retry and not ack_only:
@@ -190,8 +193,8 @@ class Conversations:
                 await asyncio.sleep(min(opts.heartbeat_ms / 1000.0, max(left, 0.0)))
 
     async def _attempt(
-        self, msg: Message, payload: Sequence[Frame], peer: bytes | None, wait: float,
-        retry: bool, ack_only: bool,
+        self, loop: asyncio.AbstractEventLoop, msg: Message, payload: Sequence[Frame],
+        peer: bytes | None, wait: float, retry: bool, ack_only: bool,
     ) -> Incoming | None:
         """Send once and wait up to ``wait`` for the answer (``None``: none came).
 
@@ -201,7 +204,6 @@ class Conversations:
         generating text) soon costs no polling at all.
         """
         ep, budget_us = self.endpoint, self.endpoint.options.busy_poll_us
-        loop = asyncio.get_running_loop()
         deadlines = self._deadlines
         if deadlines is None or deadlines.loop is not loop:
             deadlines = self._deadlines = Deadlines(loop)
@@ -213,7 +215,8 @@ class Conversations:
         sent, lone = time.perf_counter(), False
         try:
             try:
-                await ep.send(msg, payload, peer)
+                if payload or not ep.post_now(msg, peer):
+                    await ep.send(msg, payload, peer)
             except PeerUnavailable:
                 if not retry:
                     raise
