@@ -197,6 +197,7 @@ class Host:
         not hold gets an ``Error`` reply.
         """
         async with Server(self.host_id, address, self.options) as server:
+            server.acked_by_reply(_is_ask)  # an ask is always answered: the answer acks it
             tasks: set[asyncio.Task[None]] = set()
             while True:
                 batch = await server.recv_batch(max_items=4096)
@@ -400,6 +401,10 @@ class Host:
             raise SwarmError("host is not connected to a model server")
         self.messages += 2  # the request and its answer
         return await ModelClient(self._model, self.host_id, self.silence_s).ask(msg)
+
+
+def _is_ask(msg: Message) -> bool:
+    return type(msg) is AgentMsg and msg.asks
 
 
 def _digest(text: str | None) -> str:

@@ -246,7 +246,7 @@ class PeerMessaging:
             return None
         kind, data = encode_body(answer)
         return AgentMsg(sender=agent.id, recipient=msg.sender, kind=kind, body=data,
-                        in_reply_to=msg.msg_id, round=msg.round)
+                        in_reply_to=msg.msg_id, correlation_id=msg.msg_id, round=msg.round)
 
     async def _run(self, agent: Agent, msg: AgentMsg, body: msgspec.Struct) -> Any:
         if isinstance(body, KGDelta):

@@ -145,6 +145,10 @@ class Conversing:
         """Send until acknowledged (``Conversations.send_reliable``)."""
         await self.conversations.send_reliable(msg, payload, peer, timeout)
 
+    def acked_by_reply(self, when: Callable[[Message], bool]) -> None:
+        """No ``Ack`` for arriving requests that are always answered (``Conversations.acked_by_reply``)."""
+        self.conversations.acked_by_reply(when)
+
 
 class Server(Endpoint, Conversing):
     """A ROUTER that binds: answers requests and routes by agent id.

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import msgspec
@@ -44,13 +44,15 @@ class Conversations:
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
-        self._pending: dict[str, Hook] = {}  # msg_id -> hook taking its replies
-        self._acks: dict[str, Hook] = {}  # msg_id -> hook taking its Ack
+        self._pending: dict[str, Hook] = {}  # msg_id -> hook taking its replies (``expect``)
         self._answered: OrderedDict[str, None] = OrderedDict()  # reliable requests done
         # ack=True ids -> the reply sent to it (its frames, or the payload-free message)
         self._seen: OrderedDict[str, list[Frame] | Message | None] = OrderedDict()
         self._answer_s = 0.0  # moving average of how long lone requests wait for their answer
         self._deadlines: Deadlines | None = None  # the waits of attempts, on one loop timer
+        self._futures: dict[str, asyncio.Future[Incoming | None]] = {}  # attempts' replies
+        self._ack_futures: dict[str, asyncio.Future[Incoming | None]] = {}  # attempts' acks
+        self._by_reply: Callable[[Message], bool] | None = None  # see acked_by_reply
 
     # -- what the endpoint hands over ------------------------------------------------
 
@@ -67,9 +69,13 @@ class Conversations:
         if corr is None:
             return False
         if type(msg) is Ack:  # only ever consumed by send_reliable
-            hook = self._acks.get(corr)
-            if hook is not None:
-                hook(Incoming(msg, payload, peer))
+            fut = self._ack_futures.get(corr)
+            if fut is not None:
+                _settle(fut, Incoming(msg, payload, peer))
+            return True
+        fut = self._futures.get(corr)
+        if fut is not None:
+            _settle(fut, Incoming(msg, payload, peer))
             return True
         hook = self._pending.get(corr)
         if hook is not None:
@@ -80,9 +86,10 @@ class Conversations:
     def _duplicate(self, peer: bytes, msg: Message) -> bool:
         """Ack a must-not-lose message; True (and resend the cached reply) if seen before."""
         ep = self.endpoint
-        ack = Ack(sender=msg.recipient or ep.name, recipient=msg.sender,
-                  correlation_id=msg.msg_id, round=msg.round)
-        ep.send_encoded(peer, encode(ack))
+        if self._by_reply is None or not self._by_reply(msg):
+            ack = Ack(sender=msg.recipient or ep.name, recipient=msg.sender,
+                      correlation_id=msg.msg_id, round=msg.round)
+            ep.send_encoded(peer, encode(ack))
         if msg.msg_id in self._seen:
             cached = self._seen[msg.msg_id]
             if cached is not None:
@@ -100,9 +107,16 @@ class Conversations:
         raises ``RemoteError`` in the request at once instead of a timeout later.
         """
         corr = to.correlation_id if to is not None else None
-        hook = self._pending.get(corr) if corr is not None else None
-        if hook is not None and to is not None:
-            hook(Incoming(error_reply(exc, to, sender=to.sender), [], peer))
+        if corr is None or to is None:
+            return
+        answer = Incoming(error_reply(exc, to, sender=to.sender), [], peer)
+        fut = self._futures.get(corr)
+        if fut is not None:
+            _settle(fut, answer)
+            return
+        hook = self._pending.get(corr)
+        if hook is not None:
+            hook(answer)
 
     def sent(self, msg: Message, frames: list[Frame] | None) -> None:
         """``msg`` went out: if it answers a must-not-lose request, cache it for duplicates."""
@@ -112,8 +126,20 @@ class Conversations:
 
     def fail_pending(self, reason: str) -> None:
         """Every waiting request and reliable send receives ``down_signal(reason)``."""
-        for hook in [*self._pending.values(), *self._acks.values()]:
+        for fut in [*self._futures.values(), *self._ack_futures.values()]:
+            _settle(fut, down_signal(reason))
+        for hook in list(self._pending.values()):
             hook(down_signal(reason))
+
+    def acked_by_reply(self, when: Callable[[Message], bool]) -> None:
+        """Send no ``Ack`` for an arriving ``ack=True`` message for which ``when`` is true.
+
+        For messages the application always answers: their sender is a
+        reliable ``request``, which waits for the reply and resends until it
+        comes, and never reads an ``Ack``. They are still de-duplicated and a
+        resend still gets the cached reply.
+        """
+        self._by_reply = when
 
     # -- what the application asks ---------------------------------------------------
 
@@ -126,11 +152,14 @@ class Conversations:
 
     async def reply(self, to: Incoming, msg: Message, payload: Sequence[Frame] = ()) -> None:
         """Answer ``to``: fills ``correlation_id``, ``recipient``, ``sender`` and ``round``."""
-        msg = msgspec.structs.replace(
-            msg, correlation_id=to.msg.msg_id, recipient=msg.recipient or to.msg.sender,
-            sender=msg.sender or to.msg.recipient,
-            round=to.msg.round if msg.round < 0 else msg.round,
-        )
+        asked = to.msg
+        if not (msg.correlation_id == asked.msg_id and msg.recipient and msg.sender
+                and (msg.round >= 0 or asked.round < 0)):  # else it is filled in already
+            msg = msgspec.structs.replace(
+                msg, correlation_id=asked.msg_id, recipient=msg.recipient or asked.sender,
+                sender=msg.sender or asked.recipient,
+                round=asked.round if msg.round < 0 else msg.round,
+            )
         if payload or not self.endpoint.post_now(msg, to.peer):
             await self.endpoint.send(msg, payload, peer=to.peer)
 
@@ -207,10 +236,10 @@ class Conversations:
         deadlines = self._deadlines
         if deadlines is None or deadlines.loop is not loop:
             deadlines = self._deadlines = Deadlines(loop)
-        waiting = self._acks if ack_only else self._pending
+        waiting = self._ack_futures if ack_only else self._futures
         key = msg.msg_id
         fut: asyncio.Future[Incoming | None] = loop.create_future()
-        waiting[key] = lambda inc: _settle(fut, inc)
+        waiting[key] = fut
         slot = deadlines.add(key, fut, wait)
         sent, lone = time.perf_counter(), False
         try:
@@ -223,9 +252,9 @@ class Conversations:
             # Only a request that may be alone polls: one among others in flight never does,
             # and needs no loop pass to find out (that pass lets requests made in the same
             # pass as this one go out first).
-            if not ack_only and budget_us > 0 and len(waiting) == 1:
+            if not ack_only and budget_us > 0 and len(waiting) + len(self._pending) == 1:
                 await asyncio.sleep(0)
-                lone = len(waiting) == 1
+                lone = len(waiting) + len(self._pending) == 1
                 if lone and self._answer_s <= 3e-6 * budget_us:
                     ep.busy_poll(fut)  # returns at once if the answer is in
             inc = await fut
