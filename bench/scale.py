@@ -258,7 +258,7 @@ def main() -> None:
     sizes = {"1k": 1_000, "10k": 10_000}
     asks = None
     if args.only != "chat":
-        ask_runs = [10_000] if args.quick else [100_000] * 3
+        ask_runs = [10_000] * 3 if args.quick else [100_000] * 5
         asks = scale_asks.measure(ASK_AGENTS // 2, ask_runs, 2_000 if args.quick else 10_000,
                                   args.ask_window, args.seed)
     if args.only == "asks":
@@ -303,7 +303,7 @@ def report(args: argparse.Namespace, runs: list[int], sizes: dict[str, int],
 
 def ask_params(args: argparse.Namespace, asks: dict[str, Any]) -> dict[str, Any]:
     """The typed asks' parameters."""
-    runs = asks["hosts"]["runs"]
+    runs = asks["runs"]
     return {"ask_agents": ASK_AGENTS, "ask_hosts": 2, "asks_per_run": runs[0]["asks"],
             "ask_repeats": len(runs), "ask_window": args.ask_window,
             "ask_frame_bytes": scale_asks.ask_frame_bytes()}

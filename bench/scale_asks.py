@@ -18,10 +18,12 @@ with N agents - RSS of host-e) / N``, both idle after the setup (each host's
 directory holds all 2N placements), and again after the asks.
 
 The baseline, in the same run: a synchronous pyzmq DEALER keeping ``window``
-requests in flight to a pyzmq ROUTER that echoes each, one ZeroMQ message per
-request, each the size of an ask's request on the wire. Any ask that fails or
-times out, or an answer that is not the handler's, makes the bench report an
-error instead of a figure.
+requests in flight to a pyzmq ROUTER (its own process) that echoes each, one
+ZeroMQ message per request, each the size of an ask's request on the wire.
+host-a runs it before each repeat of the asks (its loop stands still
+meanwhile), so that each ratio compares two runs a moment apart on this shared
+machine. Any ask that fails or times out, or an answer that is not the
+handler's, makes the bench report an error instead of a figure.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 import msgspec
@@ -53,6 +56,7 @@ if str(ROOT) not in sys.path:
 
 from swarm.agents import Agent, AgentContext, AgentSpec, handles, message, role  # noqa: E402
 from swarm.errors import SwarmError  # noqa: E402
+from swarm.runtime.host import tune_gc  # noqa: E402
 from swarm.transport.loop import run_loop  # noqa: E402
 from swarm.wire.codec import AgentMsg, encode  # noqa: E402
 
@@ -143,7 +147,7 @@ def placement(n: int) -> dict[str, str]:
 # -- the host processes -------------------------------------------------------------------
 
 
-def make_host(name: str, n: int, book: dict[str, str]) -> Any:
+def make_host(name: str, n: int, book: dict[str, str], missing: int = 0) -> Any:
     """A ``Host`` with its agents and its stats agent, its directory filled."""
     from swarm.config import parse_config
     from swarm.runtime.host import Host
@@ -152,6 +156,7 @@ def make_host(name: str, n: int, book: dict[str, str]) -> Any:
                            "agents": [{"name": "g", "count": 1, "skills": ["add"]}],
                            "protocol": {"name": "local"}})
     specs = [AgentSpec(agent_id=a, role="scale_pinger") for a in agent_ids(name, n)]
+    del specs[len(specs) - missing:]
     specs.append(AgentSpec(agent_id=stats_id(name), role="scale_ask_stats"))
     host = Host(name, config, specs, Path(tempfile.gettempdir()))
     host.messaging.directory.update(placement(n) if name != "host-e" else {
@@ -159,36 +164,48 @@ def make_host(name: str, n: int, book: dict[str, str]) -> Any:
     return host
 
 
-def serve(name: str, n: int, book: dict[str, str]) -> None:
-    """Run a host that only answers, until killed."""
+def serve(name: str, n: int, book: dict[str, str], missing: int = 0) -> None:
+    """Run a host that only answers, until killed (without the last ``missing`` agents)."""
     logging.basicConfig(level=logging.WARNING, format=f"{name}: %(levelname)s %(message)s")
-    host = make_host(name, n, book)
+    tune_gc()  # as a host process does (swarm.runtime.process)
+    host = make_host(name, n, book, missing)
     run_loop(host.serve_peers(book[name]))
 
 
-def drive(n: int, book: dict[str, str], runs: list[int], warmup: int, window: int,
+def drive(n: int, book: dict[str, str], raw: str, runs: list[int], warmup: int, window: int,
           seed: int, out: Path) -> None:
     """Run host-a: serve, measure the others and itself, ask, write the results to ``out``."""
     logging.basicConfig(level=logging.WARNING, format="host-a: %(levelname)s %(message)s")
-    result = run_loop(_drive(n, book, runs, warmup, window, seed))
+    tune_gc()  # as a host process does (swarm.runtime.process)
+    result = run_loop(_drive(n, book, raw, runs, warmup, window, seed))
     out.write_text(json.dumps(result))
 
 
-async def _drive(n: int, book: dict[str, str], runs: list[int], warmup: int, window: int,
-                 seed: int) -> dict[str, Any]:
+async def _drive(n: int, book: dict[str, str], raw: str, runs: list[int], warmup: int,
+                 window: int, seed: int) -> dict[str, Any]:
+    """Each repeat: the raw echo's requests (the loop stands still meanwhile), then the asks."""
     host = make_host("host-a", n, book)
     serving = asyncio.ensure_future(host.serve_peers(book["host-a"]))
+    frame = ask_frame_bytes()
     try:
+        contexts = [host.context(host.agents[f"a{i}"]) for i in range(n)]  # one per agent
         me = host.context(host.agents[stats_id("host-a")])
         idle = await all_stats(me, timeout=120.0)
         rng = np.random.default_rng(seed)
-        await pump(host, n, warmup, window, rng)
-        timed = [await pump(host, n, total, window, rng) for total in runs]
+        with raw_client(raw) as sock:
+            raw_pump(sock, warmup, window, frame)
+            await pump(host, contexts, warmup, window, rng)
+            raws, timed = [], []
+            for total in runs:
+                raws.append(raw_pump(sock, total, window, frame))
+                cpu = time.process_time()
+                timed.append(await pump(host, contexts, total, window, rng))
+                timed[-1]["cpu_s"] = time.process_time() - cpu
         busy = await all_stats(me, timeout=ASK_TIMEOUT_S)
     finally:
         serving.cancel()
         await host.messaging.close()
-    return {"idle": idle, "busy": busy, "runs": timed, "warmup": warmup}
+    return {"idle": idle, "busy": busy, "runs": timed, "raw": raws, "warmup": warmup}
 
 
 async def all_stats(me: AgentContext, timeout: float) -> dict[str, dict[str, float]]:
@@ -201,13 +218,15 @@ async def all_stats(me: AgentContext, timeout: float) -> dict[str, dict[str, flo
     return got
 
 
-async def pump(host: Any, n: int, total: int, window: int,
+async def pump(host: Any, contexts: list[AgentContext], total: int, window: int,
                rng: np.random.Generator) -> dict[str, Any]:
     """``total`` asks from random agents of host-a to random agents of host-b, ``window`` at once.
 
+    ``contexts`` are host-a's agents' (each asks through its own, as a hook would).
     Returns seconds taken, latency percentiles (microseconds) and every failure.
     """
-    askers = [host.context(host.agents[f"a{i}"]) for i in rng.integers(n, size=total)]
+    n = len(contexts)
+    askers = rng.integers(n, size=total).tolist()
     targets = [f"b{i}" for i in rng.integers(n, size=total)]
     latency = np.zeros(total)
     failures: list[str] = []
@@ -218,7 +237,8 @@ async def pump(host: Any, n: int, total: int, window: int,
         for i in todo:
             started = clock()
             try:
-                pong = await askers[i].ask(targets[i], Ping(n=i, text=TEXT), timeout=ASK_TIMEOUT_S)
+                pong = await contexts[askers[i]].ask(targets[i], Ping(n=i, text=TEXT),
+                                                     timeout=ASK_TIMEOUT_S)
             except SwarmError as exc:
                 failures.append(f"ask {i} to {targets[i]}: {type(exc).__name__}: {exc}")
                 continue
@@ -260,25 +280,23 @@ def raw_echo(address: str) -> None:
         send(recv())
 
 
-def run_raw(runs: list[int], warmup: int, window: int, frame_bytes: int) -> list[dict[str, Any]]:
-    """Requests per second and latency through a raw pyzmq echo, ``window`` in flight."""
-    address = free_address()
-    with process("--raw-echo", "--address", address):
-        ctx = zmq.Context()
-        sock = ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.SNDHWM, HWM)
-        sock.setsockopt(zmq.RCVHWM, HWM)
-        sock.setsockopt(zmq.RCVTIMEO, 60_000)
-        sock.connect(address)
-        try:
-            sock.send(bytes(frame_bytes))  # wait for the echo server to be up
-            sock.recv()
-            raw_pump(sock, warmup, window, frame_bytes)
-            return [raw_pump(sock, total, window, frame_bytes) for total in runs]
-        finally:
-            sock.close(linger=0)
-            ctx.term()
+@contextmanager
+def raw_client(address: str) -> Iterator[zmq.Socket[bytes]]:
+    """A plain pyzmq DEALER connected to the echo at ``address``, once it answers."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, HWM)
+    sock.setsockopt(zmq.RCVHWM, HWM)
+    sock.setsockopt(zmq.RCVTIMEO, 60_000)
+    sock.connect(address)
+    try:
+        sock.send(b"up?")
+        sock.recv()
+        yield sock
+    finally:
+        sock.close(linger=0)
+        ctx.term()
 
 
 def raw_pump(sock: zmq.Socket[bytes], total: int, window: int, frame_bytes: int) -> dict[str, Any]:
@@ -332,16 +350,22 @@ def free_address() -> str:
         return f"tcp://127.0.0.1:{s.getsockname()[1]}"
 
 
-def run_hosts(n: int, runs: list[int], warmup: int, window: int, seed: int) -> dict[str, Any]:
-    """Start host-b and host-e, run host-a (the driver) to its end; its results."""
+def run_hosts(n: int, runs: list[int], warmup: int, window: int, seed: int,
+              missing: int = 0) -> dict[str, Any]:
+    """Start host-b, host-e and the raw echo, run host-a (the driver) to its end; its results.
+
+    ``missing`` agents of host-b's share are left out of it (a check of the refusal).
+    """
     book = {h: free_address() for h in HOSTS}
+    raw = free_address()
     common = ["--agents", str(n), "--book", json.dumps(book)]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "asks.json"
-        with process("--host", "host-b", *common), process("--host", "host-e", *common):
+        with process("--host", "host-b", *common, "--missing", str(missing)), \
+                process("--host", "host-e", *common), process("--raw-echo", "--address", raw):
             driver = subprocess.run(
                 [sys.executable, str(Path(__file__).resolve()), "--host", "host-a", *common,
-                 "--runs", ",".join(map(str, runs)), "--warmup", str(warmup),
+                 "--address", raw, "--runs", ",".join(map(str, runs)), "--warmup", str(warmup),
                  "--window", str(window), "--seed", str(seed), "--out", str(out)],
                 timeout=1800)
         if driver.returncode != 0 or not out.exists():
@@ -351,51 +375,55 @@ def run_hosts(n: int, runs: list[int], warmup: int, window: int, seed: int) -> d
     return result
 
 
-def measure(n: int, runs: list[int], warmup: int, window: int, seed: int) -> dict[str, Any]:
-    """Both measurements; exits with an error if any ask failed (no figures for such a run)."""
-    hosts = run_hosts(n, runs, warmup, window, seed)
+def measure(n: int, runs: list[int], warmup: int, window: int, seed: int,
+            missing: int = 0) -> dict[str, Any]:
+    """Asks and the raw echo, alternately: host-a's results.
+
+    Raises:
+        SystemExit: an ask failed, timed out or was answered wrongly (no figures for such a run).
+    """
+    hosts = run_hosts(n, runs, warmup, window, seed, missing)
     failed = [f for r in hosts["runs"] for f in r["failures"]]
     if failed:
         total = sum(r["failed"] for r in hosts["runs"])
         raise SystemExit(f"asks: {total} ask(s) failed, refusing to report figures: "
                          + "; ".join(failed[:5]))
-    raw = run_raw(runs, warmup, window, ask_frame_bytes())
-    return {"hosts": hosts, "raw": raw}
+    return hosts
 
 
 def figures(m: dict[str, Any], n: int) -> tuple[dict[str, Any], dict[str, float], dict[str, str]]:
-    """BENCH.md's ``asks_*`` figures, the ratio to raw pyzmq and the goals."""
-    hosts, raw = m["hosts"], m["raw"]
-    rates = [r["asks"] / r["seconds"] for r in hosts["runs"]]
+    """BENCH.md's ``asks_*`` figures, the ratio to raw pyzmq and the goals.
+
+    Rates and latencies are medians over the repeats; the ratio is the median of
+    each repeat's asks/s over the raw echo's measured just before it.
+    """
+    runs, raw = m["runs"], m["raw"]
+    rates = [r["asks"] / r["seconds"] for r in runs]
     raw_rates = [r["asks"] / r["seconds"] for r in raw]
-    mid = sorted(range(len(rates)), key=rates.__getitem__)[len(rates) // 2]
-    raw_mid = sorted(range(len(raw_rates)), key=raw_rates.__getitem__)[len(raw_rates) // 2]
-    idle, busy = hosts["idle"], hosts["busy"]
+    idle, busy = m["idle"], m["busy"]
     zero = idle["host-e"]["rss"]
     per_agent = {h: (idle[h]["rss"] - zero) / n for h in ("host-a", "host-b")}
-    after = {h: (busy[h]["rss"] - busy["host-e"]["rss"]) / n for h in ("host-a", "host-b")}
-    asks = sum(r["asks"] for r in hosts["runs"]) + hosts["warmup"]  # the CPU time spans both
+    asks = sum(r["asks"] for r in runs)
+    b_cpu = busy["host-b"]["cpu_s"] - idle["host-b"]["cpu_s"]  # it idles while the raw echo runs
     fig: dict[str, Any] = {
-        "asks_per_s_10k_agents": round(rates[mid]),
-        "ask_p50_us": round(hosts["runs"][mid]["p50_us"], 1),
-        "ask_p99_us": round(hosts["runs"][mid]["p99_us"], 1),
-        "raw_pyzmq_asks_per_s": round(raw_rates[raw_mid]),
-        "raw_pyzmq_ask_p50_us": round(raw[raw_mid]["p50_us"], 1),
-        "raw_pyzmq_ask_p99_us": round(raw[raw_mid]["p99_us"], 1),
+        "asks_per_s_10k_agents": round(median(rates)),
+        "ask_p50_us": round(median(r["p50_us"] for r in runs), 1),
+        "ask_p99_us": round(median(r["p99_us"] for r in runs), 1),
+        "raw_pyzmq_asks_per_s": round(median(raw_rates)),
+        "raw_pyzmq_ask_p50_us": round(median(r["p50_us"] for r in raw), 1),
+        "raw_pyzmq_ask_p99_us": round(median(r["p99_us"] for r in raw), 1),
         "ask_bytes_per_agent": round(max(per_agent.values())),
         "ask_bytes_per_agent_host_a": round(per_agent["host-a"]),
         "ask_bytes_per_agent_host_b": round(per_agent["host-b"]),
-        "ask_bytes_per_agent_after_asks": round(max(after.values())),
         "ask_host_rss_bytes_0_agents": int(zero),
-        "ask_host_rss_bytes": int(max(busy["host-a"]["rss"], busy["host-b"]["rss"])),
-        "ask_host_a_cpu_us_per_ask": round(
-            (busy["host-a"]["cpu_s"] - idle["host-a"]["cpu_s"]) / asks * 1e6, 2),
-        "ask_host_b_cpu_us_per_ask": round(
-            (busy["host-b"]["cpu_s"] - idle["host-b"]["cpu_s"]) / asks * 1e6, 2),
+        "ask_host_a_rss_after_bytes": int(busy["host-a"]["rss"]),
+        "ask_host_b_rss_after_bytes": int(busy["host-b"]["rss"]),
+        "ask_host_a_cpu_us_per_ask": round(sum(r["cpu_s"] for r in runs) / asks * 1e6, 2),
+        "ask_host_b_cpu_us_per_ask": round(b_cpu / (asks + m["warmup"]) * 1e6, 2),
         "runs_asks_per_s_10k_agents": [round(r) for r in rates],
         "runs_raw_pyzmq_asks_per_s": [round(r) for r in raw_rates],
     }
-    ratios = {"asks_vs_raw": fig["asks_per_s_10k_agents"] / fig["raw_pyzmq_asks_per_s"],
+    ratios = {"asks_vs_raw": median(a / r for a, r in zip(rates, raw_rates, strict=True)),
               "ask_p50_vs_raw": fig["ask_p50_us"] / fig["raw_pyzmq_ask_p50_us"]}
     goals = {"asks_vs_raw": ">= 0.3", "ask_bytes_per_agent": "<= 2048"}
     return fig, ratios, goals
@@ -418,6 +446,7 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--missing", type=int, default=0)
     args = parser.parse_args()
     profile_dir = os.environ.get("SWARM_BENCH_PROFILE")
     if profile_dir and args.host:
@@ -425,10 +454,11 @@ def main() -> None:
     if args.raw_echo:
         raw_echo(args.address)
     elif args.host == "host-a":
-        drive(args.agents, json.loads(args.book), [int(r) for r in args.runs.split(",")],
-              args.warmup, args.window, args.seed, args.out)
+        drive(args.agents, json.loads(args.book), args.address,
+              [int(r) for r in args.runs.split(",")], args.warmup, args.window, args.seed,
+              args.out)
     elif args.host:
-        serve(args.host, args.agents, json.loads(args.book))
+        serve(args.host, args.agents, json.loads(args.book), args.missing)
 
 
 def profiled(path: Path) -> None:

@@ -77,7 +77,7 @@ async def _coordinator(config: SwarmConfig, args: argparse.Namespace) -> None:
 
 
 async def _host(config: SwarmConfig, args: argparse.Namespace) -> None:
-    from swarm.runtime.host import Host
+    from swarm.runtime.host import Host, tune_gc
     from swarm.runtime.population import build_population
     from swarm.transport.topology import address_book
 
@@ -86,6 +86,7 @@ async def _host(config: SwarmConfig, args: argparse.Namespace) -> None:
     specs = [s for s in build_population(config) if s.agent_id in mine]
     peers = address_book(config.transport, config.launcher.hosts, config.model.server).peer(args.index)
     name = f"host-{args.index}"
+    tune_gc()
     await Host(name, config, specs, config.adapter_store, peer_address=peers,
                routing_id=_routing_id(args.run_dir, name)).run()
 
