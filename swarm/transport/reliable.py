@@ -198,22 +198,47 @@ class Conversations:
         self, msg: Message, payload: Sequence[Frame], peer: bytes | None, timeout: float,
         retry: bool, ack_only: bool,
     ) -> Incoming:
-        """Send until answered (or acked): one attempt per liveness period when ``retry``."""
+        """Send until answered (or acked): one attempt per liveness period when ``retry``.
+
+        Each attempt waits on a future kept by ``msg_id`` (``take`` settles it with
+        the answer, ``Deadlines`` with ``None`` when the attempt's wait is over).
+        """
         ep, opts = self.endpoint, self.endpoint.options
         loop = asyncio.get_running_loop()
+        deadlines = self._deadlines
+        if deadlines is None or deadlines.loop is not loop:  # made on the loop it serves
+            deadlines = self._deadlines = Deadlines(loop)
+        waiting = self._ack_futures if ack_only else self._futures
+        key, attempts = msg.msg_id, 0
         deadline = loop.time() + timeout
         while True:
             left = deadline - loop.time()
             if left <= 0:
                 raise PeerUnavailable(f"{ep.name}: no answer to {type(msg).__name__} "
                                       f"within {timeout} s")
-            inc = await self._attempt(loop, msg, payload, peer, min(left, opts.timeout_s)
-                                      if retry else left, retry, ack_only)
+            fut: asyncio.Future[Incoming | None] = loop.create_future()
+            waiting[key] = fut
+            slot = deadlines.add(key, fut, min(left, opts.timeout_s) if retry else left)
+            attempts += 1
+            try:
+                try:
+                    if payload or not ep.post_now(msg, peer):
+                        await ep.send(msg, payload, peer)
+                except PeerUnavailable:
+                    if not retry:
+                        raise
+                alone = None
+                if not ack_only and len(waiting) + len(self._pending) == 1:
+                    alone = await self._poll_alone(fut)
+                inc = await fut
+            finally:
+                deadlines.remove(key, slot)
+                waiting.pop(key, None)
+            if alone is not None and inc is not None:
+                self._answered_alone(time.perf_counter() - alone)
             if inc is not None and not _is_down(inc):
-                if retry and not ack_only:
-                    self._answered[msg.msg_id] = None
-                    if len(self._answered) > 1024:
-                        self._answered.popitem(last=False)
+                if attempts > 1 and not ack_only:  # a copy of an earlier attempt may answer late
+                    self._remember_answered(key)
                 return _unwrap(inc)
             if not retry:
                 reason = "peer down" if inc is not None else f"no answer within {timeout} s"
@@ -221,50 +246,36 @@ class Conversations:
             if inc is not None:  # down: give the reconnect a heartbeat before resending
                 await asyncio.sleep(min(opts.heartbeat_ms / 1000.0, max(left, 0.0)))
 
-    async def _attempt(
-        self, loop: asyncio.AbstractEventLoop, msg: Message, payload: Sequence[Frame],
-        peer: bytes | None, wait: float, retry: bool, ack_only: bool,
-    ) -> Incoming | None:
-        """Send once and wait up to ``wait`` for the answer (``None``: none came).
+    def _remember_answered(self, msg_id: str) -> None:
+        self._answered[msg_id] = None
+        if len(self._answered) > 1024:
+            self._answered.popitem(last=False)
 
-        A lone request (the only one waiting) busy-polls the socket
-        (``Endpoint.busy_poll``) while lone answers have been arriving within
-        three budgets on average, so a peer that answers slowly (a model
-        generating text) soon costs no polling at all.
+    def _answered_alone(self, waited: float) -> None:
+        """A lone request was answered after ``waited`` seconds: the moving average moves."""
+        waited = min(waited, 10e-6 * self.endpoint.options.busy_poll_us)  # clamped: one stray
+        self._answer_s += 0.1 * (waited - self._answer_s)  # slow answer must not stop polling
+
+    async def _poll_alone(self, fut: asyncio.Future[Incoming | None]) -> float | None:
+        """Busy-poll for ``fut``'s answer if its request is the only one waiting; when it was sent.
+
+        A lone request polls the socket (``Endpoint.busy_poll``) while lone
+        answers have been arriving within three budgets on average, so a peer
+        that answers slowly (a model generating text) soon costs no polling at
+        all. One among others in flight never polls and needs no loop pass to
+        find out; this pass lets requests made in the same pass go out first.
+        Returns the send time of a lone request (``None``: not alone).
         """
-        ep, budget_us = self.endpoint, self.endpoint.options.busy_poll_us
-        deadlines = self._deadlines
-        if deadlines is None or deadlines.loop is not loop:
-            deadlines = self._deadlines = Deadlines(loop)
-        waiting = self._ack_futures if ack_only else self._futures
-        key = msg.msg_id
-        fut: asyncio.Future[Incoming | None] = loop.create_future()
-        waiting[key] = fut
-        slot = deadlines.add(key, fut, wait)
-        sent, lone = time.perf_counter(), False
-        try:
-            try:
-                if payload or not ep.post_now(msg, peer):
-                    await ep.send(msg, payload, peer)
-            except PeerUnavailable:
-                if not retry:
-                    raise
-            # Only a request that may be alone polls: one among others in flight never does,
-            # and needs no loop pass to find out (that pass lets requests made in the same
-            # pass as this one go out first).
-            if not ack_only and budget_us > 0 and len(waiting) + len(self._pending) == 1:
-                await asyncio.sleep(0)
-                lone = len(waiting) + len(self._pending) == 1
-                if lone and self._answer_s <= 3e-6 * budget_us:
-                    ep.busy_poll(fut)  # returns at once if the answer is in
-            inc = await fut
-        finally:
-            deadlines.remove(key, slot)
-            waiting.pop(key, None)
-        if lone and inc is not None:  # clamped: one stray slow answer must not stop polling
-            waited = min(time.perf_counter() - sent, 10e-6 * budget_us)
-            self._answer_s += 0.1 * (waited - self._answer_s)
-        return inc
+        budget_us = self.endpoint.options.busy_poll_us
+        if budget_us <= 0:
+            return None
+        sent = time.perf_counter()
+        await asyncio.sleep(0)
+        if len(self._futures) + len(self._pending) != 1:
+            return None
+        if self._answer_s <= 3e-6 * budget_us:
+            self.endpoint.busy_poll(fut)  # returns at once if the answer is in
+        return sent
 
 
 def _is_down(inc: Incoming) -> bool:
