@@ -194,7 +194,7 @@ async def _drive(n: int, book: dict[str, str], raw: str, runs: list[int], warmup
         rng = np.random.default_rng(seed)
         with raw_client(raw) as sock:
             raw_pump(sock, warmup, window, frame)
-            await pump(host, contexts, warmup, window, rng)
+            warm = await pump(host, contexts, warmup, window, rng)
             raws, timed = [], []
             for total in runs:
                 raws.append(raw_pump(sock, total, window, frame))
@@ -205,7 +205,8 @@ async def _drive(n: int, book: dict[str, str], raw: str, runs: list[int], warmup
     finally:
         serving.cancel()
         await host.messaging.close()
-    return {"idle": idle, "busy": busy, "runs": timed, "raw": raws, "warmup": warmup}
+    return {"idle": idle, "busy": busy, "runs": timed, "raw": raws, "warmup": warmup,
+            "warmup_failures": warm["failures"], "warmup_failed": warm["failed"]}
 
 
 async def all_stats(me: AgentContext, timeout: float) -> dict[str, dict[str, float]]:
@@ -246,6 +247,7 @@ async def pump(host: Any, contexts: list[AgentContext], total: int, window: int,
             if not (isinstance(pong, Pong) and pong.n == i):
                 failures.append(f"ask {i} to {targets[i]} answered {pong!r}")
 
+    host.messaging.take_log()  # what came before (the stats asks) was a step of its own
     start = clock()
     await asyncio.gather(*(worker() for _ in range(window)))
     seconds = clock() - start
@@ -356,8 +358,11 @@ def run_hosts(n: int, runs: list[int], warmup: int, window: int, seed: int,
 
     ``missing`` agents of host-b's share are left out of it (a check of the refusal).
     """
-    book = {h: free_address() for h in HOSTS}
-    raw = free_address()
+    addresses: set[str] = set()
+    while len(addresses) < len(HOSTS) + 1:  # four distinct ports
+        addresses.add(free_address())
+    *ends, raw = sorted(addresses)
+    book = dict(zip(HOSTS, ends, strict=True))
     common = ["--agents", str(n), "--book", json.dumps(book)]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "asks.json"
@@ -383,9 +388,9 @@ def measure(n: int, runs: list[int], warmup: int, window: int, seed: int,
         SystemExit: an ask failed, timed out or was answered wrongly (no figures for such a run).
     """
     hosts = run_hosts(n, runs, warmup, window, seed, missing)
-    failed = [f for r in hosts["runs"] for f in r["failures"]]
+    failed = hosts["warmup_failures"] + [f for r in hosts["runs"] for f in r["failures"]]
     if failed:
-        total = sum(r["failed"] for r in hosts["runs"])
+        total = hosts["warmup_failed"] + sum(r["failed"] for r in hosts["runs"])
         raise SystemExit(f"asks: {total} ask(s) failed, refusing to report figures: "
                          + "; ".join(failed[:5]))
     return hosts

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections import abc
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any, TypeVar
 
@@ -68,7 +69,8 @@ def run_loop(coro: Coroutine[Any, Any, T]) -> T:
 def start_eagerly(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
     """Run ``coro`` now, up to its first suspension; ``None`` if it finished there.
 
-    Otherwise the task that goes on with it (cancel it as any task). An
+    Otherwise the task that goes on with it (cancel it as any task, even before
+    its first step: the coroutine sees the cancellation where it waits). An
     exception ``coro`` raises before suspending goes to the loop's exception
     handler, as a task's unretrieved exception would.
     """
@@ -80,37 +82,41 @@ def start_eagerly(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
         asyncio.get_running_loop().call_exception_handler({
             "message": f"{getattr(coro, '__qualname__', coro)!s} failed", "exception": exc})
         return None
-    return asyncio.ensure_future(_resumed(coro, first))
+    return asyncio.ensure_future(_Resumed(coro, first))
 
 
-async def _resumed(coro: Coroutine[Any, Any, None], first: Any) -> None:
-    await _Resume(coro, first)
+_TAKEN: Any = object()
 
 
-class _Resume:
-    """Awaitable that goes on driving a coroutine from the value it last yielded."""
+class _Resumed(abc.Coroutine):  # type: ignore[type-arg]
+    """A coroutine already started: its first step hands the task what it yielded then."""
 
-    __slots__ = ("coro", "first")
+    __slots__ = ("_coro", "_first")
 
     def __init__(self, coro: Coroutine[Any, Any, None], first: Any) -> None:
-        self.coro, self.first = coro, first
+        self._coro, self._first = coro, first
+
+    def send(self, value: Any) -> Any:
+        first = self._first
+        if first is _TAKEN:
+            return self._coro.send(value)
+        self._first = _TAKEN
+        return first  # the future it waits on: the task waits on it now
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        self._first = _TAKEN
+        if val is None and tb is None:
+            return self._coro.throw(typ)
+        return self._coro.throw(typ, val, tb)
+
+    def close(self) -> None:
+        self._coro.close()
+
+    def __next__(self) -> Any:
+        return self.send(None)
+
+    def __iter__(self) -> _Resumed:
+        return self
 
     def __await__(self) -> Generator[Any, Any, None]:
-        coro, value = self.coro, self.first
-        self.first = None
-        while True:
-            try:
-                sent = yield value
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:  # cancellation included: the coroutine sees it
-                try:
-                    value = coro.throw(exc)
-                except StopIteration:
-                    return
-            else:
-                try:
-                    value = coro.send(sent)
-                except StopIteration:
-                    return
+        return self  # type: ignore[return-value]
