@@ -211,7 +211,7 @@ class AgentContext:
             UnknownAgent, MessageTypeError: see ``send``; also any error the answer names.
         """
         wire = self._wire(msg, recipient=agent_id, asks=True)
-        started = time.time()
+        started = wire.sent_at
         try:
             answer = await self.runtime.deliver(wire, ask=True, timeout=timeout)
         except Exception as exc:
