@@ -237,8 +237,10 @@ class Host:
                             msg.sender, msg.recipient or msg.topic, answer.reason[:300])
             elif msg.asks:
                 self.messages += 1
-                await server.reply(inc, answer if answer is not None else AgentMsg(
-                    sender=msg.recipient, kind="", in_reply_to=msg.msg_id))
+                if answer is None:
+                    answer = AgentMsg(sender=msg.recipient, kind="", in_reply_to=msg.msg_id)
+                if not server.reply_now(inc, answer):
+                    await server.reply(inc, answer)
         except SwarmError as exc:  # the asker left: it hears of nothing
             log.warning("host %s: answer to %s not sent: %s", self.host_id, msg.sender, exc)
 

@@ -131,6 +131,10 @@ class Conversing:
         """Answer ``to`` (``Conversations.reply``; await it)."""
         return self.conversations.reply(to, msg, payload)
 
+    def reply_now(self, to: Incoming, msg: Message) -> bool:
+        """Answer ``to`` if that needs no wait (``Conversations.reply_now``); False: ``reply``."""
+        return self.conversations.reply_now(to, msg)
+
     def request(
         self, msg: Message, payload: Sequence[Frame] = (), peer: bytes | None = None,
         timeout: float = 30.0, reliable: bool = False,

@@ -152,16 +152,17 @@ class Conversations:
 
     async def reply(self, to: Incoming, msg: Message, payload: Sequence[Frame] = ()) -> None:
         """Answer ``to``: fills ``correlation_id``, ``recipient``, ``sender`` and ``round``."""
-        asked = to.msg
-        if not (msg.correlation_id == asked.msg_id and msg.recipient and msg.sender
-                and (msg.round >= 0 or asked.round < 0)):  # else it is filled in already
-            msg = msgspec.structs.replace(
-                msg, correlation_id=asked.msg_id, recipient=msg.recipient or asked.sender,
-                sender=msg.sender or asked.recipient,
-                round=asked.round if msg.round < 0 else msg.round,
-            )
+        msg = _answer_to(to.msg, msg)
         if payload or not self.endpoint.post_now(msg, to.peer):
             await self.endpoint.send(msg, payload, peer=to.peer)
+
+    def reply_now(self, to: Incoming, msg: Message) -> bool:
+        """``reply`` with a payload-free ``msg`` if that needs no wait; False: await ``reply``.
+
+        Raises:
+            PeerUnavailable, WireError: as ``reply``.
+        """
+        return self.endpoint.post_now(_answer_to(to.msg, msg), to.peer)
 
     def request(
         self, msg: Message, payload: Sequence[Frame] = (), peer: bytes | None = None,
@@ -276,6 +277,16 @@ class Conversations:
         if self._answer_s <= 3e-6 * budget_us:
             self.endpoint.busy_poll(fut)  # returns at once if the answer is in
         return sent
+
+
+def _answer_to(asked: Message, msg: Message) -> Message:
+    """``msg`` as the answer to ``asked`` (its correlation id, ends and round filled in)."""
+    if (msg.correlation_id == asked.msg_id and msg.recipient and msg.sender
+            and (msg.round >= 0 or asked.round < 0)):
+        return msg  # filled in already
+    return msgspec.structs.replace(
+        msg, correlation_id=asked.msg_id, recipient=msg.recipient or asked.sender,
+        sender=msg.sender or asked.recipient, round=asked.round if msg.round < 0 else msg.round)
 
 
 def _is_down(inc: Incoming) -> bool:
