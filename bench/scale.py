@@ -13,8 +13,16 @@ RSS after the 10,000-agent traffic. Baseline, in the same run: a raw pyzmq
 DEALER/ROUTER echo of frames of the same size, batched and windowed the same
 way, so ``msgs_vs_raw_pyzmq`` is the runtime's share of bare ZeroMQ.
 
-    python bench/scale.py            # 3 repeats of 100,000 messages per size
-    python bench/scale.py --quick    # 1 repeat of 20,000 messages per size
+Typed asks (``bench/scale_asks.py``): 10,000 agents on two host processes,
+agents of one asking agents of the other through ``AgentContext.ask``,
+``--ask-window`` asks in flight, against a raw pyzmq DEALER/ROUTER echo with
+as many requests in flight: ``asks_per_s_10k_agents``, ``ask_p50_us``,
+``ask_p99_us``, ``asks_vs_raw`` and memory per agent of the asking role. A run
+in which any ask failed reports no figures (the bench exits non-zero).
+
+    python bench/scale.py            # 3 repeats of 100,000 messages per size, 5 of 100,000 asks
+    python bench/scale.py --quick    # 1 repeat of 20,000 messages per size, 3 of 10,000 asks
+    python bench/scale.py --only asks  # the typed asks alone
 """
 
 from __future__ import annotations
