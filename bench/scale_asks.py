@@ -48,15 +48,16 @@ from typing import Any
 import msgspec
 import numpy as np
 import psutil
-import zmq
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench import scale_raw  # noqa: E402
+from bench.scale_raw import percentiles, raw_client, raw_pump  # noqa: E402
 from swarm.agents import Agent, AgentContext, AgentSpec, handles, message, role  # noqa: E402
 from swarm.errors import SwarmError  # noqa: E402
-from swarm.runtime.host import tune_gc  # noqa: E402
+from swarm.runtime.process import tune_gc  # noqa: E402
 from swarm.transport.loop import run_loop  # noqa: E402
 from swarm.wire.codec import AgentMsg, encode  # noqa: E402
 
@@ -64,7 +65,6 @@ HOSTS = ("host-a", "host-b", "host-e")
 TEXT = "hello, how are you doing today?"  # what an asker says
 REPLY = "fine, thanks"  # what every answerer says
 ASK_TIMEOUT_S = 30.0
-HWM = 100_000  # the raw sockets' high-water marks, as the transport's (a ROUTER drops past it)
 
 
 @message("ScalePing")
@@ -258,68 +258,6 @@ async def pump(host: Any, contexts: list[AgentContext], total: int, window: int,
             "failed": len(failures), **percentiles(latency)}
 
 
-def percentiles(latency_s: np.ndarray) -> dict[str, float]:
-    """p50 and p99 in microseconds."""
-    p50, p99 = np.percentile(latency_s, [50, 99]) * 1e6
-    return {"p50_us": float(p50), "p99_us": float(p99)}
-
-
-# -- the raw baseline -------------------------------------------------------------------
-
-
-def raw_echo(address: str) -> None:
-    """The baseline server: a pyzmq ROUTER echoing every request back as it came."""
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.ROUTER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.SNDHWM, HWM)
-    sock.setsockopt(zmq.RCVHWM, HWM)
-    sock.bind(address)
-    recv, send, more = sock.recv, sock.send, zmq.SNDMORE
-    while True:  # frame by frame, copied: the fastest echo of small messages in pyzmq
-        peer = recv()
-        send(peer, more)
-        send(recv())
-
-
-@contextmanager
-def raw_client(address: str) -> Iterator[zmq.Socket[bytes]]:
-    """A plain pyzmq DEALER connected to the echo at ``address``, once it answers."""
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.SNDHWM, HWM)
-    sock.setsockopt(zmq.RCVHWM, HWM)
-    sock.setsockopt(zmq.RCVTIMEO, 60_000)
-    sock.connect(address)
-    try:
-        sock.send(b"up?")
-        sock.recv()
-        yield sock
-    finally:
-        sock.close(linger=0)
-        ctx.term()
-
-
-def raw_pump(sock: zmq.Socket[bytes], total: int, window: int, frame_bytes: int) -> dict[str, Any]:
-    """``total`` requests of ``frame_bytes`` (a sequence number first), ``window`` in flight."""
-    pad = bytes(max(frame_bytes - 8, 0))
-    sent_at = np.zeros(total)
-    latency = np.zeros(total)
-    clock, send, recv = time.perf_counter, sock.send, sock.recv
-    sent = received = 0
-    start = clock()
-    while received < total:
-        while sent < total and sent - received < window:
-            sent_at[sent] = clock()
-            send(sent.to_bytes(8, "little") + pad)
-            sent += 1
-        i = int.from_bytes(recv()[:8], "little")
-        latency[i] = clock() - sent_at[i]
-        received += 1
-    return {"asks": total, "seconds": clock() - start, **percentiles(latency)}
-
-
 def ask_frame_bytes() -> int:
     """The size of one ask's request on the wire (its ``AgentMsg`` envelope)."""
     kind, body = "ScalePing", msgspec.msgpack.encode(Ping(n=12345, text=TEXT))
@@ -331,9 +269,9 @@ def ask_frame_bytes() -> int:
 
 
 @contextmanager
-def process(*args: str) -> Iterator[subprocess.Popen[bytes]]:
-    """This script started again with ``args``; terminated (then killed) on exit."""
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *args])
+def process(*args: str, script: str = __file__) -> Iterator[subprocess.Popen[bytes]]:
+    """``script`` (this one by default) started with ``args``; terminated (then killed) on exit."""
+    proc = subprocess.Popen([sys.executable, str(Path(script).resolve()), *args])
     try:
         yield proc
     finally:
@@ -367,7 +305,7 @@ def run_hosts(n: int, runs: list[int], warmup: int, window: int, seed: int,
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "asks.json"
         with process("--host", "host-b", *common, "--missing", str(missing)), \
-                process("--host", "host-e", *common), process("--raw-echo", "--address", raw):
+                process("--host", "host-e", *common), process(raw, script=scale_raw.__file__):
             driver = subprocess.run(
                 [sys.executable, str(Path(__file__).resolve()), "--host", "host-a", *common,
                  "--address", raw, "--runs", ",".join(map(str, runs)), "--warmup", str(warmup),
@@ -435,14 +373,13 @@ def figures(m: dict[str, Any], n: int) -> tuple[dict[str, Any], dict[str, float]
 
 
 def main() -> None:
-    """The host and echo processes this script is started as.
+    """The host processes this script is started as.
 
     With ``SWARM_BENCH_PROFILE=DIR`` in the environment each host process runs
     under cProfile and writes ``DIR/<host>.prof`` when it ends (or is terminated).
     """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", choices=HOSTS)
-    parser.add_argument("--raw-echo", action="store_true")
     parser.add_argument("--address", default="")
     parser.add_argument("--agents", type=int, default=5000)
     parser.add_argument("--book", default="{}")
@@ -456,9 +393,7 @@ def main() -> None:
     profile_dir = os.environ.get("SWARM_BENCH_PROFILE")
     if profile_dir and args.host:
         profiled(Path(profile_dir) / f"{args.host}.prof")
-    if args.raw_echo:
-        raw_echo(args.address)
-    elif args.host == "host-a":
+    if args.host == "host-a":
         drive(args.agents, json.loads(args.book), args.address,
               [int(r) for r in args.runs.split(",")], args.warmup, args.window, args.seed,
               args.out)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import hashlib
 import json
 import logging
@@ -69,14 +68,12 @@ from swarm.wire.codec import (
     Welcome,
 )
 
-__all__ = ["Host", "tune_gc"]
+__all__ = ["Host"]
 
 log = logging.getLogger(__name__)
 
 #: Agent-message handlers that wait (ask, generate) at once on a host; then it reads no more.
 MAX_HANDLING = 1024
-#: Net allocations between two collections of the young generation in a host process.
-GC_YOUNG = 10_000
 
 
 
@@ -406,18 +403,6 @@ class Host:
             raise SwarmError("host is not connected to a model server")
         self.messages += 2  # the request and its answer
         return await ModelClient(self._model, self.host_id, self.silence_s).ask(msg)
-
-
-def tune_gc() -> None:
-    """Collect the young generation every ``GC_YOUNG`` net allocations (a host process's setting).
-
-    Thousands of asks in flight each hold a few coroutines and a future; at
-    CPython's default of 700 the collector ran every few hundred asks and took
-    about a sixth of a host's time (``bench/scale.py``), scanning objects that
-    were about to be freed anyway. The older generations keep their thresholds.
-    """
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG, older, oldest)
 
 
 def _is_ask(msg: Message) -> bool:
