@@ -254,18 +254,20 @@ class AgentContext:
             HandlerError: the handler raised, or the recipient has no handler for it.
             UnknownAgent, MessageTypeError: see ``send``; also any error the answer names.
         """
-        wire = self._wire(msg, recipient=agent_id)
-        started = time.time()
+        wire = self._wire(msg, recipient=agent_id, asks=True)
+        started = wire.sent_at
         try:
             answer = await self.runtime.deliver(wire, ask=True, timeout=timeout)
         except Exception as exc:
-            self._log(wire, error=getattr(exc, "code", "error"), at=started)
+            self._log(wire, error=getattr(exc, "code", "error"), at=started, decoded=msg)
             raise
-        self._log(wire, at=started)
+        self._log(wire, at=started, decoded=msg)
         if answer is None:
             return None
-        self._log(answer, at=time.time())
-        return decode_body(answer.kind, answer.body)
+        at = time.time()
+        reply = decode_body(answer.kind, answer.body)
+        self._log(answer, at=at, decoded=reply)
+        return reply
 
     async def publish(self, topic: str, msg: msgspec.Struct) -> int:
         """Send ``msg`` to every agent subscribed to ``topic``; how many hosts it went to."""
@@ -321,24 +323,34 @@ class AgentContext:
                      context=[float(v) for v in context])
         await self.runtime.to_coordinator(msg, answer=False)
 
-    def _wire(self, msg: msgspec.Struct, recipient: str = "", topic: str = "") -> AgentMsg:
+    def _wire(self, msg: msgspec.Struct, recipient: str = "", topic: str = "",
+              asks: bool = False) -> AgentMsg:
+        """The wire message of ``msg``; an ask's is a reliable request (``ack``) already."""
         kind, body = encode_body(msg)
         if len(body) > MAX_BODY:
             raise WireError(f"a {kind} message of {len(body)} bytes is over the {MAX_BODY} "
                             f"bytes an agent message may carry", kind="oversize")
-        return AgentMsg(sender=self.id, recipient=recipient, topic=topic, kind=kind, body=body,
-                        round=max(self.round, -1), ack=delivery_of(kind) == "at_least_once")
+        return AgentMsg(sender=self.agent.id, recipient=recipient, topic=topic, kind=kind,
+                        body=body, round=max(self.runtime.round, -1), asks=asks,
+                        ack=asks or delivery_of(kind) == "at_least_once")
 
-    def _log(self, wire: AgentMsg, error: str = "", at: float | None = None) -> None:
-        self.runtime.record(log_entry(wire, error=error, at=at))
+    def _log(self, wire: AgentMsg, error: str = "", at: float | None = None,
+             decoded: msgspec.Struct | None = None) -> None:
+        self.runtime.record(log_entry(wire, error=error, at=at, decoded=decoded))
 
 
-def log_entry(wire: AgentMsg, error: str = "", at: float | None = None) -> LogEntry:
-    """The message log's entry for ``wire`` (its body as JSON, or its hash when large)."""
+def log_entry(wire: AgentMsg, error: str = "", at: float | None = None,
+              decoded: msgspec.Struct | None = None) -> LogEntry:
+    """The message log's entry for ``wire`` (its body as JSON, or its hash when large).
+
+    ``decoded`` is the body's message where the caller has it (encoded to JSON
+    straight from it, as the same JSON as from the body's bytes).
+    """
     body, sha = "", ""
     if len(wire.body) <= LOG_BODY_BYTES:
         try:
-            body = msgspec.json.encode(msgspec.msgpack.decode(wire.body)).decode()
+            data = msgspec.msgpack.decode(wire.body) if decoded is None else decoded
+            body = msgspec.json.encode(data).decode()
         except (msgspec.DecodeError, UnicodeDecodeError, TypeError):
             sha = hashlib.sha256(wire.body).hexdigest()
     else:

@@ -107,8 +107,13 @@ def delivery_of(kind: str) -> Delivery:
 
 
 def encode_body(msg: msgspec.Struct) -> tuple[str, bytes]:
-    """``(kind, msgpack body)`` of a registered message."""
-    return kind_of(msg), _ENCODER.encode(msg)
+    """``(kind, msgpack body)`` of a registered message.
+
+    Raises:
+        MessageTypeError: the type is not registered (``@message``).
+    """
+    kind = _KINDS.get(type(msg))
+    return kind if kind is not None else kind_of(msg), _ENCODER.encode(msg)
 
 
 def decode_body(kind: str, body: bytes) -> msgspec.Struct:

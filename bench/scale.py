@@ -13,8 +13,16 @@ RSS after the 10,000-agent traffic. Baseline, in the same run: a raw pyzmq
 DEALER/ROUTER echo of frames of the same size, batched and windowed the same
 way, so ``msgs_vs_raw_pyzmq`` is the runtime's share of bare ZeroMQ.
 
-    python bench/scale.py            # 3 repeats of 100,000 messages per size
-    python bench/scale.py --quick    # 1 repeat of 20,000 messages per size
+Typed asks (``bench/scale_asks.py``): 10,000 agents on two host processes,
+agents of one asking agents of the other through ``AgentContext.ask``,
+``--ask-window`` asks in flight, against a raw pyzmq DEALER/ROUTER echo with
+as many requests in flight: ``asks_per_s_10k_agents``, ``ask_p50_us``,
+``ask_p99_us``, ``asks_vs_raw`` and memory per agent of the asking role. A run
+in which any ask failed reports no figures (the bench exits non-zero).
+
+    python bench/scale.py            # 3 repeats of 100,000 messages per size, 5 of 100,000 asks
+    python bench/scale.py --quick    # 1 repeat of 20,000 messages per size, 3 of 10,000 asks
+    python bench/scale.py --only asks  # the typed asks alone
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ import zmq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import scale_asks  # noqa: E402
 from bench.common import write_result  # noqa: E402
 from swarm.agents.base import Agent, AgentSpec  # noqa: E402
 from swarm.agents.context import AgentContext  # noqa: E402
@@ -53,6 +62,7 @@ STATS_ID = "__stats__"  # reserved agent: answers any chat with the host's RSS a
 TEXT = "hello, how are you doing today?"  # what the driver says
 REPLY = "fine, thanks"  # what every chat agent answers
 GIB = 1 << 30
+ASK_AGENTS = 10_000  # typed asks: half of them on each of two hosts (bench/scale_asks.py)
 
 
 @role("scale_chat")
@@ -241,6 +251,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256, help="chats per coalesced frame")
     parser.add_argument("--window", type=int, default=8192, help="chats in flight at most")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ask-window", type=int, default=1000,
+                        help="typed asks in flight at once (and the raw echo's requests)")
+    parser.add_argument("--only", choices=("chat", "asks"), default=None,
+                        help="measure only the chat path or only the typed asks")
     args = parser.parse_args()
     if args.serve is not None:
         serve(args.serve, args.address)
@@ -250,14 +264,23 @@ def main() -> None:
         return
     runs = [20_000] if args.quick else [100_000] * 3
     sizes = {"1k": 1_000, "10k": 10_000}
+    asks = None
+    if args.only != "chat":
+        ask_runs = [10_000] * 3 if args.quick else [100_000] * 5
+        asks = scale_asks.measure(ASK_AGENTS // 2, ask_runs, 2_000 if args.quick else 10_000,
+                                  args.ask_window, args.seed)
+    if args.only == "asks":
+        report_asks(args, asks)
+        return
     empty = run_host(0, runs, args.batch, args.window, args.seed)
     hosts = {k: run_host(n, runs, args.batch, args.window, args.seed) for k, n in sizes.items()}
     raw = run_raw(runs, args.batch, args.window, batch_bytes(args.batch))
-    report(args, runs, sizes, empty, hosts, raw)
+    report(args, runs, sizes, empty, hosts, raw, asks)
 
 
 def report(args: argparse.Namespace, runs: list[int], sizes: dict[str, int],
-           empty: dict[str, Any], hosts: dict[str, dict[str, Any]], raw: list[float]) -> None:
+           empty: dict[str, Any], hosts: dict[str, dict[str, Any]], raw: list[float],
+           asks: dict[str, Any] | None = None) -> None:
     """Turn the measurements into BENCH.md's figures, ratios and goals."""
     figures: dict[str, Any] = {}
     for key, n in sizes.items():
@@ -276,7 +299,30 @@ def report(args: argparse.Namespace, runs: list[int], sizes: dict[str, int],
     params = {"agents": list(sizes.values()), "messages_per_run": runs[0], "repeats": len(runs),
               "batch": args.batch, "window": args.window, "chat_bytes": len(TEXT),
               "frame_bytes": batch_bytes(args.batch), "quick": args.quick, "seed": args.seed}
-    write_result("scale", params, figures, ratios, {"host_rss_bytes_10k": f"<= {GIB}"})
+    goals = {"host_rss_bytes_10k": f"<= {GIB}"}
+    if asks is not None:
+        params.update(ask_params(args, asks))
+        more, more_ratios, more_goals = scale_asks.figures(asks, ASK_AGENTS // 2)
+        figures.update(more)
+        ratios.update(more_ratios)
+        goals.update(more_goals)
+    write_result("scale", params, figures, ratios, goals)
+
+
+def ask_params(args: argparse.Namespace, asks: dict[str, Any]) -> dict[str, Any]:
+    """The typed asks' parameters."""
+    runs = asks["runs"]
+    return {"ask_agents": ASK_AGENTS, "ask_hosts": 2, "asks_per_run": runs[0]["asks"],
+            "ask_repeats": len(runs), "ask_window": args.ask_window,
+            "ask_frame_bytes": scale_asks.ask_frame_bytes()}
+
+
+def report_asks(args: argparse.Namespace, asks: dict[str, Any] | None) -> None:
+    """``--only asks``: the typed asks' figures alone (a development run)."""
+    assert asks is not None
+    figures, ratios, goals = scale_asks.figures(asks, ASK_AGENTS // 2)
+    params = {"quick": args.quick, "seed": args.seed, **ask_params(args, asks)}
+    write_result("scale", params, figures, ratios, goals)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from typing import Any
 
 import msgspec
 import pytest
+import zmq
 
 from swarm.agents import Agent, AgentContext, AgentSpec, handles, message, role
 from swarm.errors import (
@@ -32,7 +33,7 @@ from swarm.errors import (
 )
 from swarm.knowledge import KnowledgeGraph
 from swarm.transport.peers import Client, TransportOptions
-from swarm.wire.codec import MAX_BODY, AgentMsg
+from swarm.wire.codec import MAX_BODY, Ack, AgentMsg, encode
 
 ROOT = Path(__file__).resolve().parent.parent
 PLACEMENT = {"a0": "host-a", "a1": "host-a", "b0": "host-b", "b1": "host-b", "t0": "host-t"}
@@ -258,6 +259,39 @@ def test_a_host_answers_bad_messages_with_typed_errors_and_keeps_serving(
     assert isinstance(got[3], SecurityError) and "claims to be from a0" in str(got[3])
     assert isinstance(last, AgentMsg)
     assert msgspec.msgpack.decode(last.body, type=Answer).by == ["b0"]
+
+
+def test_an_ask_is_acked_by_its_answer_alone_and_a_resend_gets_the_same_answer(
+        peers: dict[str, str]) -> None:
+    from tests.transport_peer import RawInbox  # not at the top: this file runs as the hosts too
+
+    # Prepare: a bare DEALER speaking as host-t's agent t0 (a reliable request, as ctx.ask sends)
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.linger, sock.rcvtimeo = 0, 10_000
+    sock.setsockopt(zmq.ROUTING_ID, b"host-t.98")
+    sock.connect(peers["host-a"])
+    inbox = RawInbox(sock)
+    ask = AgentMsg(sender="t0", recipient="a0", kind="TestQuestion", asks=True, ack=True,
+                   body=msgspec.msgpack.encode(Question(text="once?")))
+    delta = AgentMsg(sender="t0", recipient="a1", kind="KGDelta", ack=True,
+                     body=msgspec.msgpack.encode(KnowledgeGraph("t0").add("x", "fact")))
+    try:
+        # Execute: the ask twice (a resend: the same msg_id), then an at-least-once send
+        sock.send_multipart(encode(ask))
+        first = inbox.next()
+        sock.send_multipart(encode(ask))
+        again = inbox.next()
+        sock.send_multipart(encode(delta))
+        acked = inbox.next()
+    finally:
+        sock.close(0)
+
+    # Assert: the answer, no Ack before it; the resend's answer is the cached one (the handler
+    # ran once); a send that waits for an ack still gets one
+    assert isinstance(first, AgentMsg) and first.correlation_id == ask.msg_id
+    assert msgspec.msgpack.decode(first.body, type=Answer).by == ["a0"]
+    assert again == first
+    assert isinstance(acked, Ack) and acked.correlation_id == delta.msg_id
 
 
 def test_replicas_that_get_the_same_deltas_in_other_orders_are_equal(

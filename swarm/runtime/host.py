@@ -27,7 +27,7 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ from swarm.knowledge import KnowledgeGraph
 from swarm.runtime.messaging import PeerMessaging
 from swarm.serving.client import ModelClient
 from swarm.skills import Example
+from swarm.transport.loop import start_eagerly
 from swarm.transport.peers import Client, Incoming, Server, TransportOptions
 from swarm.transport.topology import address_book, new_routing_id
 from swarm.wire.codec import (
@@ -78,6 +79,9 @@ from swarm.wire.codec import (
 __all__ = ["Host"]
 
 log = logging.getLogger(__name__)
+
+#: Agent-message handlers that wait (ask, generate) at once on a host; then it reads no more.
+MAX_HANDLING = 1024
 
 
 
@@ -123,7 +127,6 @@ class Host:
         self.messaging = PeerMessaging(host_id, self.routing_id, self.agents, self.options,
                                        self.context, locate=self._locate)
         self._shipped: dict[str, tuple[str, str]] = {}  # agent -> hashes of kg, state shipped
-        self._handling = asyncio.Semaphore(1024)  # handler tasks at once (then backpressure)
 
     def context(self, agent: Agent) -> AgentContext:
         """The agent context handed to ``agent``'s hooks and handlers."""
@@ -196,48 +199,49 @@ class Host:
         of its own (an ``on_chat`` may call the model: the loop goes on
         receiving meanwhile), and the replies to each peer leave coalesced in
         one frame (``send_batch``). An agent message runs its recipient's
-        handler in a task of its own (a handler may ask other agents or call
-        the model). Up to 1,024 such tasks run at once. A message for an agent
-        this host does not hold, or an ``on_chat`` that raises, gets an
-        ``Error`` reply.
+        handler at once (``start_eagerly``): one that answers without waiting
+        costs no task; one that waits (it asks other agents, calls the model)
+        goes on in a task of its own, up to ``MAX_HANDLING`` at once, then the
+        next batch waits (backpressure into the transport's bounded inbox). A
+        message for an agent this host does not hold, or an ``on_chat`` that
+        raises, gets an ``Error`` reply.
         """
         async with Server(self.host_id, address, self.options) as server:
+            server.acked_by_reply(_is_ask)  # an ask is always answered: the answer acks it
             tasks: set[asyncio.Task[None]] = set()
             while True:
                 batch = await server.recv_batch(max_items=4096)
                 self.messages += len(batch)
                 chats = []
                 for inc in batch:
-                    if not isinstance(inc.msg, AgentMsg):
-                        chats.append(inc)
+                    if isinstance(inc.msg, AgentMsg):
+                        task = start_eagerly(self._agent_message(server, inc))
+                        if task is not None:
+                            tasks.add(task)
+                            task.add_done_callback(tasks.discard)
+                            if len(tasks) >= MAX_HANDLING:
+                                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                         continue
-                    await self._handling.acquire()
-                    task = asyncio.ensure_future(self._agent_message(server, inc))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
+                    chats.append(inc)
                 if chats:
-                    await self._handling.acquire()
                     task = asyncio.ensure_future(self._chats(server, chats))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
 
     async def _chats(self, server: Server, chats: list[Incoming]) -> None:
         """Answer a batch of chats, the replies to each peer coalesced in one frame."""
-        try:
-            replies: dict[bytes, list[Message]] = {}
-            for inc in chats:
-                answer = await self._peer_message(inc)
-                if answer is not None:
-                    replies.setdefault(inc.peer, []).append(answer)
-            for peer, msgs in replies.items():
-                self.messages += len(msgs)
-                try:
-                    await server.send_batch(msgs, peer=peer)
-                except SwarmError as exc:  # the peer left: its agents ask again or give up
-                    log.warning("host %s: %d repl(ies) to %r not sent: %s",
-                                self.host_id, len(msgs), peer, exc)
-        finally:
-            self._handling.release()
+        replies: dict[bytes, list[Message]] = {}
+        for inc in chats:
+            answer = await self._peer_message(inc)
+            if answer is not None:
+                replies.setdefault(inc.peer, []).append(answer)
+        for peer, msgs in replies.items():
+            self.messages += len(msgs)
+            try:
+                await server.send_batch(msgs, peer=peer)
+            except SwarmError as exc:  # the peer left: its agents ask again or give up
+                log.warning("host %s: %d repl(ies) to %r not sent: %s",
+                            self.host_id, len(msgs), peer, exc)
 
     async def _agent_message(self, server: Server, inc: Incoming) -> None:
         msg = inc.msg
@@ -250,12 +254,12 @@ class Host:
                             msg.sender, msg.recipient or msg.topic, answer.reason[:300])
             elif msg.asks:
                 self.messages += 1
-                await server.reply(inc, answer if answer is not None else AgentMsg(
-                    sender=msg.recipient, kind="", in_reply_to=msg.msg_id))
+                if answer is None:
+                    answer = AgentMsg(sender=msg.recipient, kind="", in_reply_to=msg.msg_id)
+                if not server.reply_now(inc, answer):
+                    await server.reply(inc, answer)
         except SwarmError as exc:  # the asker left: it hears of nothing
             log.warning("host %s: answer to %s not sent: %s", self.host_id, msg.sender, exc)
-        finally:
-            self._handling.release()
 
     async def _peer_message(self, inc: Incoming) -> Message | None:
         msg = inc.msg
@@ -396,10 +400,11 @@ class Host:
             raise SwarmError(f"model server answered Merge with {type(reply.msg).__name__}")
         return reply.msg.adapter
 
-    async def deliver(self, msg: AgentMsg, *, ask: bool, timeout: float) -> AgentMsg | None:
-        """Send an agent message (``PeerMessaging.deliver``)."""
+    def deliver(self, msg: AgentMsg, *, ask: bool,
+                timeout: float) -> Coroutine[Any, Any, AgentMsg | None]:
+        """Send an agent message (``PeerMessaging.deliver``'s coroutine: await it)."""
         self.messages += 2 if ask else 1
-        return await self.messaging.deliver(msg, ask=ask, timeout=timeout)
+        return self.messaging.deliver(msg, ask=ask, timeout=timeout)
 
     async def publish_msg(self, msg: AgentMsg) -> int:
         """Publish an agent message to a topic on every host."""
@@ -414,7 +419,7 @@ class Host:
         self.messaging.unsubscribe(agent_id, topic)
 
     def record(self, entry: LogEntry) -> None:
-        self.messaging.record(entry)
+        self.messaging.log.append(entry)  # PeerMessaging.record, one call less per message
 
     async def to_coordinator(self, msg: Message, answer: bool) -> Message | None:
         """A matchmaking message for the coordinator (``Profile``, ``Choose``, ``Reward``).
@@ -446,6 +451,10 @@ class Host:
             raise SwarmError("host is not connected to a model server")
         self.messages += 2  # the request and its answer
         return await ModelClient(self._model, self.host_id, self.silence_s).ask(msg)
+
+
+def _is_ask(msg: Message) -> bool:
+    return type(msg) is AgentMsg and msg.asks
 
 
 def _digest(text: str | None) -> str:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -113,18 +113,21 @@ class PeerMessaging:
             AskTimeout: no answer within ``timeout``.
             AgentError and others: the error the recipient's host answered with.
         """
-        host = await self._host_of(msg.recipient)
+        recipient = msg.recipient
+        # the lookups that need no coordinator and no new client are not awaited (hot path)
+        host = (self.host_id if recipient in self.agents else self.directory.placement.get(
+            recipient)) or await self._host_of(recipient)
         self.sent += 1
         if host == self.host_id:
             answer = await self.handle(msg, self.host_id)
             if isinstance(answer, Error):
                 raise error_for_code(answer.code, answer.reason)
             return answer if ask else None
-        client = await self._client(host)
+        client = self._clients.get(host) or await self._client(host)
         try:
             if ask:
-                inc = await client.request(msgspec.structs.replace(msg, asks=True),
-                                           timeout=timeout, reliable=True)
+                inc = await client.request(msg if msg.asks else msgspec.structs.replace(
+                    msg, asks=True), timeout=timeout, reliable=True)
             elif msg.ack:
                 await client.send_reliable(msg, timeout=timeout)
                 return None
@@ -224,7 +227,7 @@ class PeerMessaging:
                           self.host_id)
 
     async def _handle(self, msg: AgentMsg, via: str) -> AgentMsg | None:
-        placed = self.directory.host_of(msg.sender)
+        placed = self.directory.placement.get(msg.sender)
         if via != self.host_id and placed is not None and placed != via:
             raise SecurityError(f"a message from {via} claims to be from {msg.sender}, "
                                 f"an agent of {placed}: refused")
@@ -233,26 +236,35 @@ class PeerMessaging:
             for agent_id in sorted(self.topics.get(msg.topic, ())):
                 agent = self.agents.get(agent_id)
                 if agent is not None and agent_id != msg.sender:
-                    await self._run(agent, msg, body)
+                    _checked(agent, msg, await self._run(agent, msg, body))
             return None
         agent = self.agents.get(msg.recipient)
         if agent is None:
             raise UnknownAgent(f"no agent {msg.recipient[:80]!r} on host {self.host_id}")
-        answer = await self._run(agent, msg, body)
+        answer = _checked(agent, msg, await self._run(agent, msg, body))
         if answer is None:
             return None
         kind, data = encode_body(answer)
         return AgentMsg(sender=agent.id, recipient=msg.sender, kind=kind, body=data,
-                        in_reply_to=msg.msg_id, round=msg.round)
+                        in_reply_to=msg.msg_id, correlation_id=msg.msg_id, round=msg.round)
 
-    async def _run(self, agent: Agent, msg: AgentMsg, body: msgspec.Struct) -> Any:
+    def _run(self, agent: Agent, msg: AgentMsg, body: msgspec.Struct) -> Coroutine[Any, Any, Any]:
+        """The handler's coroutine for ``body`` (a ``KGDelta`` merged into the graph first)."""
         if isinstance(body, KGDelta):
             agent.kg.apply(body)
-        answer = await agent.handle(self.context_of(agent), msg.sender, body)
-        if answer is not None and not isinstance(answer, msgspec.Struct):
-            raise HandlerError(f"{agent.id}'s handler for {msg.kind} returned "
-                               f"{type(answer).__name__}, not a registered message")
-        return answer
+        return agent.handle(self.context_of(agent), msg.sender, body)
+
+
+def _checked(agent: Agent, msg: AgentMsg, answer: Any) -> Any:
+    """A handler's answer: a registered message or ``None``.
+
+    Raises:
+        HandlerError: it returned something else.
+    """
+    if answer is not None and not isinstance(answer, msgspec.Struct):
+        raise HandlerError(f"{agent.id}'s handler for {msg.kind} returned "
+                           f"{type(answer).__name__}, not a registered message")
+    return answer
 
 
 def _error(exc: SwarmError, to: Message, sender: str) -> Error:

@@ -8,18 +8,23 @@ debugging or to compare.
 
     from swarm.transport.loop import run_loop
     run_loop(main())           # instead of asyncio.run(main())
+
+``start_eagerly(coro)`` runs a coroutine at once, up to its first suspension,
+and makes a task of it only if it suspends (Python 3.12's eager tasks, on
+3.11): a handler that answers without waiting costs no task and no loop pass.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Coroutine
+from collections import abc
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any, TypeVar
 
 from swarm.errors import ConfigError
 
-__all__ = ["ENV", "loop_factory", "run_loop"]
+__all__ = ["ENV", "loop_factory", "run_loop", "start_eagerly"]
 
 ENV = "SWARM_EVENT_LOOP"
 T = TypeVar("T")
@@ -59,3 +64,59 @@ def run_loop(coro: Coroutine[Any, Any, T]) -> T:
         raise
     with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(coro)
+
+
+def start_eagerly(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
+    """Run ``coro`` now, up to its first suspension; ``None`` if it finished there.
+
+    Otherwise the task that goes on with it (cancel it as any task, even before
+    its first step: the coroutine sees the cancellation where it waits). An
+    exception ``coro`` raises before suspending goes to the loop's exception
+    handler, as a task's unretrieved exception would.
+    """
+    try:
+        first = coro.send(None)
+    except StopIteration:
+        return None
+    except Exception as exc:
+        asyncio.get_running_loop().call_exception_handler({
+            "message": f"{getattr(coro, '__qualname__', coro)!s} failed", "exception": exc})
+        return None
+    return asyncio.ensure_future(_Resumed(coro, first))
+
+
+_TAKEN: Any = object()
+
+
+class _Resumed(abc.Coroutine):  # type: ignore[type-arg]
+    """A coroutine already started: its first step hands the task what it yielded then."""
+
+    __slots__ = ("_coro", "_first")
+
+    def __init__(self, coro: Coroutine[Any, Any, None], first: Any) -> None:
+        self._coro, self._first = coro, first
+
+    def send(self, value: Any) -> Any:
+        first = self._first
+        if first is _TAKEN:
+            return self._coro.send(value)
+        self._first = _TAKEN
+        return first  # the future it waits on: the task waits on it now
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        self._first = _TAKEN
+        if val is None and tb is None:
+            return self._coro.throw(typ)
+        return self._coro.throw(typ, val, tb)
+
+    def close(self) -> None:
+        self._coro.close()
+
+    def __next__(self) -> Any:
+        return self.send(None)
+
+    def __iter__(self) -> _Resumed:
+        return self
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        return self  # type: ignore[return-value]

@@ -88,7 +88,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 import zmq
@@ -124,16 +124,23 @@ class Conversing:
         """Route replies whose ``correlation_id`` is ``msg_id`` to ``hook`` (``None`` stops)."""
         self.conversations.expect(msg_id, hook)
 
-    async def reply(self, to: Incoming, msg: Message, payload: Sequence[Frame] = ()) -> None:
-        """Answer ``to`` (``Conversations.reply``)."""
-        await self.conversations.reply(to, msg, payload)
+    # reply and request hand back the Conversations coroutine itself (one frame less per call)
 
-    async def request(
+    def reply(self, to: Incoming, msg: Message,
+              payload: Sequence[Frame] = ()) -> Coroutine[Any, Any, None]:
+        """Answer ``to`` (``Conversations.reply``; await it)."""
+        return self.conversations.reply(to, msg, payload)
+
+    def reply_now(self, to: Incoming, msg: Message) -> bool:
+        """Answer ``to`` if that needs no wait (``Conversations.reply_now``); False: ``reply``."""
+        return self.conversations.reply_now(to, msg)
+
+    def request(
         self, msg: Message, payload: Sequence[Frame] = (), peer: bytes | None = None,
         timeout: float = 30.0, reliable: bool = False,
-    ) -> Incoming:
-        """Send ``msg`` and wait for its answer (``Conversations.request``)."""
-        return await self.conversations.request(msg, payload, peer, timeout, reliable)
+    ) -> Coroutine[Any, Any, Incoming]:
+        """Send ``msg`` and wait for its answer (``Conversations.request``; await it)."""
+        return self.conversations.request(msg, payload, peer, timeout, reliable)
 
     async def send_reliable(
         self, msg: Message, payload: Sequence[Frame] = (), peer: bytes | None = None,
@@ -141,6 +148,10 @@ class Conversing:
     ) -> None:
         """Send until acknowledged (``Conversations.send_reliable``)."""
         await self.conversations.send_reliable(msg, payload, peer, timeout)
+
+    def acked_by_reply(self, when: Callable[[Message], bool]) -> None:
+        """No ``Ack`` for arriving requests that are always answered (``Conversations.acked_by_reply``)."""
+        self.conversations.acked_by_reply(when)
 
 
 class Server(Endpoint, Conversing):

@@ -481,6 +481,23 @@ class Endpoint:
         if msg.correlation_id is not None:
             self.on_sent(msg, None)
 
+    def post_now(self, msg: Message, peer: bytes | None = None) -> bool:
+        """Queue a payload-free message if that needs no wait; False: ``send`` it instead.
+
+        The hot path of requests and replies: no coroutine when the socket has
+        room. False for a message with payload frames or a stalled socket.
+
+        Raises:
+            WireError: the message is over ``max_message_bytes``.
+            PeerUnavailable: the peer is unknown or gone.
+        """
+        if type(msg) in PAYLOAD_TYPES or self._outbox.stalled:
+            return False
+        self._outbox.write(self.destination(msg, peer), msg)
+        if msg.correlation_id is not None:
+            self.on_sent(msg, None)
+        return True
+
     async def send_batch(self, msgs: Sequence[Message], peer: bytes | None = None) -> None:
         """Send payload-free messages (for one peer) back to back; they share frames."""
         for msg in msgs:
