@@ -31,14 +31,10 @@ import argparse
 import gc
 import json
 import logging
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -120,28 +116,6 @@ def raw_echo(address: str) -> None:
         sock.send_multipart(sock.recv_multipart(copy=False), copy=False)
 
 
-@contextmanager
-def process(*args: str) -> Iterator[subprocess.Popen[bytes]]:
-    """This script started again with ``args``; terminated (then killed) on exit."""
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *args])
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
-def free_address() -> str:
-    """A TCP address on localhost with a port that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
-
-
 # -- the driver -------------------------------------------------------------------------
 
 
@@ -199,17 +173,17 @@ async def measure_host(address: str, n_agents: int, runs: list[int], batch: int,
 def run_host(n_agents: int, runs: list[int], batch: int, window: int,
              seed: int) -> dict[str, Any]:
     """Start a host with ``n_agents`` agents, measure it, stop it."""
-    address = free_address()
-    with process("--serve", str(n_agents), "--address", address):
+    address = scale_asks.free_address()
+    with scale_asks.process("--serve", str(n_agents), "--address", address, script=__file__):
         return run_loop(measure_host(address, n_agents, runs, batch, window, seed))
 
 
 def run_raw(runs: list[int], batch: int, window: int, frame_bytes: int) -> list[float]:
     """Messages per second through a raw pyzmq echo, ``batch`` messages per frame."""
-    address = free_address()
+    address = scale_asks.free_address()
     frame = bytes(frame_bytes)
     rates = []
-    with process("--raw-echo", "--address", address):
+    with scale_asks.process("--raw-echo", "--address", address, script=__file__):
         ctx = zmq.Context()
         sock = ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
