@@ -40,6 +40,7 @@ import numpy as np
 from swarm.agents.base import Agent
 from swarm.agents.registry import role
 from swarm.agents.talk import handles, message
+from swarm.matching.query import unit
 from swarm.models.embedding import EMBEDDING_DIM
 from swarm.protocols.base import Protocol
 from swarm.protocols.registry import protocol
@@ -101,21 +102,16 @@ class Cooperative(Protocol):
         return PROFILE_DIM
 
 
-def _unit(v: np.ndarray) -> np.ndarray:
-    norm = float(np.linalg.norm(v))
-    return v / norm if norm > 0 else v
-
-
 def _hashed(names: Sequence[str]) -> np.ndarray:
     out = np.zeros(HASH_DIM)
     for name in names:
         out[int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big") % HASH_DIM] += 1
-    return _unit(out)
+    return unit(out)
 
 
 def profile_vector(texts: Sequence[str], subjects: Sequence[str], embed: Any) -> np.ndarray:
     """What an agent knows: its facts' mean embedding and its subjects' hashed names."""
-    emb = _unit(np.asarray(embed(list(texts))).mean(axis=0)) if texts else np.zeros(EMBEDDING_DIM)
+    emb = unit(np.asarray(embed(list(texts))).mean(axis=0)) if texts else np.zeros(EMBEDDING_DIM)
     out: np.ndarray = np.concatenate([emb, _hashed(subjects)]) / np.sqrt(2.0)
     return out
 

@@ -34,7 +34,7 @@ from numpy.typing import NDArray
 
 from swarm.errors import MatchmakerError
 
-__all__ = ["Query", "QueryModel", "query_features", "QUERY_DIM", "candidates_of"]
+__all__ = ["Query", "QueryModel", "query_features", "QUERY_DIM", "candidates_of", "unit"]
 
 Array = NDArray[np.float64]
 QUERY_DIM = 3
@@ -50,22 +50,23 @@ class Query(msgspec.Struct, frozen=True, kw_only=True):
     k: int = 1
 
 
-def _unit(v: Array) -> Array:
+def unit(v: Array) -> Array:
+    """``v`` scaled to length 1 (a zero vector stays zero)."""
     norm = float(np.linalg.norm(v))
     return v / norm if norm > 0 else v
 
 
 def query_features(answerer: Array, asker: Array, context: Array | None) -> Array:
     """``[1, cos(context, answerer), cos(asker, answerer)]`` (0 for a missing context)."""
-    a = _unit(np.asarray(answerer, dtype=np.float64))
-    s = _unit(np.asarray(asker, dtype=np.float64))
+    a = unit(np.asarray(answerer, dtype=np.float64))
+    s = unit(np.asarray(asker, dtype=np.float64))
     c = 0.0
     if context is not None and len(context):
         ctx = np.asarray(context, dtype=np.float64)
         if ctx.shape != a.shape:
             raise MatchmakerError(f"a query's context has length {ctx.shape[0]}, the profiles "
                                   f"{a.shape[0]}: they must be embedded in the same space")
-        c = float(_unit(ctx) @ a)
+        c = float(unit(ctx) @ a)
     return np.array([1.0, c, float(s @ a)])
 
 

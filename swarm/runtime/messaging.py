@@ -34,7 +34,6 @@ import msgspec
 
 from swarm.agents.talk import decode_body, encode_body
 from swarm.errors import (
-    AgentError,
     AskTimeout,
     HandlerError,
     PeerUnavailable,
@@ -215,9 +214,7 @@ class PeerMessaging:
         """
         try:
             return await self._handle(msg, via)
-        except AgentError as exc:
-            return _error(exc, msg, self.host_id)
-        except SwarmError as exc:
+        except SwarmError as exc:  # AgentError, SecurityError, WireError...: typed answers
             return _error(exc, msg, self.host_id)
         except Exception as exc:  # a role's bug: the asker hears of it, the host keeps serving
             log.warning("host %s: handler for %s to %s raised %s: %s", self.host_id, msg.kind,
