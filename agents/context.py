@@ -105,7 +105,8 @@ class AgentRuntime(Protocol):
 
     def record(self, entry: LogEntry) -> None: ...
 
-    async def to_coordinator(self, msg: Message, answer: bool) -> Message | None: ...
+    async def to_coordinator(self, msg: Message, answer: bool,
+                             timeout: float | None = None) -> Message | None: ...
 
 
 class AgentContext:
@@ -290,6 +291,29 @@ class AgentContext:
             await self.send(agent_id, delta)
         if topic:
             await self.publish(topic, delta)
+
+    async def ask_protocol(self, msg: msgspec.Struct, timeout: float = 600.0) -> Any:
+        """Ask the protocol's coordinator-side service (``Protocol.service``); its answer.
+
+        The evogit protocol's agents ask it for a section to mutate and hand it
+        their edits. Logged like every message the agent sends.
+
+        Raises:
+            SwarmError: the protocol has no service, or the typed error it answered with.
+        """
+        wire = self._wire(msg, recipient="coordinator", asks=True)
+        started = wire.sent_at
+        try:
+            answer = await self.runtime.to_coordinator(wire, answer=True, timeout=timeout)
+        except Exception as exc:
+            self._log(wire, error=getattr(exc, "code", "error"), at=started, decoded=msg)
+            raise
+        self._log(wire, at=started, decoded=msg)
+        if not isinstance(answer, AgentMsg):
+            raise RequestError(f"the coordinator answered {type(answer).__name__}")
+        reply = decode_body(answer.kind, answer.body)
+        self._log(answer, at=time.time(), decoded=reply)
+        return reply
 
     # -- the matchmaker ----------------------------------------------------------------
 

@@ -15,7 +15,9 @@ protocol gets them as ``self.settings``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Protocol as Interface
 
 import msgspec
 import numpy as np
@@ -23,8 +25,40 @@ import numpy as np
 if TYPE_CHECKING:
     from swarm.agents.base import Agent, AgentReport, PairOutcome
     from swarm.agents.context import AgentContext
+    from swarm.lineage.store import LineageStore
 
-__all__ = ["Protocol", "orient"]
+__all__ = ["Protocol", "ProtocolService", "ServiceContext", "orient"]
+
+
+@dataclass
+class ServiceContext:
+    """What the coordinator hands a protocol's service: the lineage (it is its one writer),
+    the swarm's agents, the seed and the round it is at."""
+
+    store: LineageStore
+    agents: list[str]
+    seed: int
+    rounds: int
+
+
+class ProtocolService(Interface):
+    """A protocol's coordinator-side part, which agents reach with ``ctx.ask_protocol``.
+
+    The coordinator calls ``start`` before the first round, ``handle`` for each
+    message an agent (or a person: a sender ``user:<name>``) sends it (each in
+    a task of its own: a slow answer holds up nothing), ``after_round`` after
+    each committed round (it may wait, for a person) and ``close`` at the end.
+    """
+
+    async def start(self, round: int) -> None: ...
+
+    async def handle(self, sender: str, msg: msgspec.Struct) -> msgspec.Struct | None: ...
+
+    def round_record(self, round: int) -> dict[str, Any]: ...
+
+    async def after_round(self, round: int) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class Protocol:
@@ -36,6 +70,10 @@ class Protocol:
     def __init__(self, settings: Any) -> None:
         """``settings``: an instance of ``settings_schema`` (the config's ``protocol.settings``)."""
         self.settings = settings
+
+    def service(self, ctx: ServiceContext) -> ProtocolService | None:
+        """The protocol's coordinator-side service, or ``None`` (the default: it has none)."""
+        return None
 
     def profile_dim(self) -> int | None:
         """The length of the profiles agents publish themselves (``ctx.set_profile``), or

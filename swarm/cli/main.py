@@ -34,6 +34,7 @@ _GROUPS = (
     "swarm.cli.config_cmd",
     "swarm.cli.run",
     "swarm.cli.lineage",
+    "swarm.cli.artifact",
     "swarm.cli.keys",
     "swarm.cli.init",
 )

@@ -220,6 +220,10 @@ class GitLineageStore:
         """``LineageWriter.merge``."""
         return self._writer().merge(branch, others, files, message, author=author)
 
+    def point(self, branch: str, target: str) -> str:
+        """``LineageWriter.point``."""
+        return self._writer().point(branch, target)
+
     def note(self, commit: str, data: FileValue, namespace: str = "commits") -> str:
         """``LineageWriter.note``."""
         return self._writer().note(commit, data, namespace)

@@ -56,6 +56,10 @@ class LineageView(Protocol):
         """The lineage directory."""
         ...
 
+    def git(self, *args: str, input: bytes | None = None, check: bool = True) -> bytes:
+        """Run one plain git command on the repository and return its stdout."""
+        ...
+
     def refs(self, prefix: str = "refs/") -> dict[str, str]:
         """A snapshot of every ref under ``prefix``: ``{ref: sha}``."""
         ...
@@ -146,6 +150,10 @@ class LineageStore(LineageView, Protocol):
     def merge(self, branch: str, others: Sequence[str], files: Mapping[str, FileValue],
               message: str, *, author: str | None = None) -> str:
         """A merge commit on ``branch`` with its tip and each of ``others`` as parents."""
+        ...
+
+    def point(self, branch: str, target: str) -> str:
+        """Move (or create) ``branch`` to the existing commit ``target``."""
         ...
 
     def note(self, commit: str, data: FileValue, namespace: str = "commits") -> str:

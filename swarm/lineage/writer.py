@@ -33,7 +33,7 @@ from swarm.lineage.git import (
     signature,
     write_pack,
 )
-from swarm.lineage.names import branch_ref, check_id, check_ref_name
+from swarm.lineage.names import branch_ref, check_id, check_ref_name, is_sha
 from swarm.lineage.repo import SWARM_BRANCH, TRAILER, recover
 
 _log = logging.getLogger(__name__)
@@ -149,21 +149,53 @@ class LineageWriter:
         parents = [self._tips[ref], *(self._batch.resolve(o, self._tips) for o in others)]
         return self.commit(branch, files, message, parents=parents, author=author)
 
+    def point(self, branch: str, target: str) -> str:
+        """Move (or create) ``branch`` to the existing commit ``target``; return its sha.
+
+        For lines that move to a commit made before: an evolved artifact's
+        individual taking the child its selection kept.
+
+        Raises:
+            LineageError: a bad name, an unknown commit, a lost compare-and-swap.
+        """
+        self._need_writer()
+        check_ref_name(branch)
+        sha = self._batch.resolve(target, self._tips)
+        tips = dict(self._tips)
+        tips[branch_ref(branch)] = sha
+        try:
+            self._publish(tips)
+        finally:
+            self._batch.clear()
+        return sha
+
     def note(self, commit: str, data: FileValue, namespace: str = "commits") -> str:
         """Attach ``data`` (JSON for a mapping) as the git note of ``commit``; return the notes commit."""
         return self.note_many({commit: data}, namespace)
 
     def note_many(self, items: Mapping[str, FileValue], namespace: str = "commits") -> str:
-        """Attach several notes in one notes commit (replacing earlier notes of those commits)."""
+        """Attach several notes in one notes commit (replacing earlier notes of those commits).
+
+        A key is a commit's name, or the full sha of any object (a tree: the
+        evaluations of an evolved artifact are cached per tree).
+        """
         self._need_writer()
         tips = dict(self._tips)
         try:
-            shas = {self._batch.resolve(c, tips): data for c, data in items.items()}
+            shas = {self._note_target(c, tips): data for c, data in items.items()}
             sha = self._build_notes(shas, namespace, tips)
             self._publish(tips)
         finally:
             self._batch.clear()
         return sha
+
+    def _note_target(self, name: str, tips: Mapping[str, str]) -> str:
+        if is_sha(name) and name not in tips:
+            kind = self._batch.pending[name][0] if name in self._batch.pending else \
+                self._cat.lookup(name)[1]
+            if kind != "commit":
+                return name
+        return self._batch.resolve(name, tips)
 
     def _build_notes(
         self, items: Mapping[str, FileValue], namespace: str, tips: dict[str, str]
@@ -193,9 +225,10 @@ class LineageWriter:
     def prune(self, branch: str, reason: str, *, author: str | None = None) -> str:
         """Retire ``branch``: its line moves to ``refs/pruned/...`` with ``reason``; nothing is deleted.
 
-        Only agent branches (``agent/<id>``) can be pruned: the ``swarm`` branch
-        holds the rounds and the matchmaker's state, and without it the next
-        ``--resume`` would silently start over at round 0.
+        Only agent branches (``agent/<id>``) and evolved artifacts' individuals
+        (``artifact/<name>/<id>``) can be pruned: the ``swarm`` branch holds the
+        rounds and the matchmaker's state, and without it the next ``--resume``
+        would silently start over at round 0.
 
         Returns the ref that now holds the pruned line.
 
@@ -208,9 +241,10 @@ class LineageWriter:
         if ref == f"refs/heads/{SWARM_BRANCH}":
             raise LineageError(f"cannot prune {branch!r}: it is the swarm's own branch (rounds "
                                f"and matchmaker state); only agent branches can be pruned")
-        if not ref.startswith("refs/heads/agent/"):
+        if not ref.startswith(("refs/heads/agent/", "refs/heads/artifact/")):
             raise LineageError(f"cannot prune {branch!r}: only agent branches "
-                               f"(agent/<id>) can be pruned")
+                               f"(agent/<id>) and artifact individuals "
+                               f"(artifact/<name>/<id>) can be pruned")
         if ref not in self._tips:
             raise LineageError(f"cannot prune {branch!r}: no such branch")
         short = ref[len("refs/heads/") :]

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import difflib
 import json
+from typing import Any
+
+import msgspec
 
 from swarm.config.schema import SwarmConfig
 from swarm.errors import (
@@ -27,9 +30,9 @@ from swarm.errors import (
 )
 from swarm.transport.peers import Client, TransportOptions
 from swarm.transport.topology import address_book, new_routing_id
-from swarm.wire.messages import Chat, Locate, Located, Status, StatusReport
+from swarm.wire.messages import AgentMsg, Chat, Locate, Located, Status, StatusReport
 
-__all__ = ["chat_with"]
+__all__ = ["ask_service", "chat_with"]
 
 #: Seconds to wait for the coordinator and for a host's first sound.
 _REACH_S = 10.0
@@ -73,6 +76,40 @@ async def chat_with(config: SwarmConfig, agent_id: str, content: str, *, user: s
     if not isinstance(reply.msg, Chat):
         raise SwarmError(f"{agent_id} answered with {type(reply.msg).__name__}, not a Chat")
     return reply.msg.content
+
+
+async def ask_service(config: SwarmConfig, msg: msgspec.Struct, *, user: str = "cli",
+                      timeout: float = 60.0) -> Any:
+    """Send ``msg`` (a registered agent message) to the running swarm's protocol service, as
+    ``user:<user>``; its answer (``swarm artifact ...`` steering an evolution).
+
+    Raises:
+        PeerUnavailable: no swarm answers at the config's control address.
+        SwarmError: the error the service answered with.
+    """
+    from swarm.agents.talk import decode_body, encode_body
+
+    options = TransportOptions.from_config(config.transport)
+    control = address_book(config.transport, config.launcher.hosts, config.model.server).control
+    kind, body = encode_body(msg)
+    wire = AgentMsg(sender=f"user:{user}", recipient="coordinator", kind=kind, body=body,
+                    asks=True, ack=True)
+    async with Client(new_routing_id("steer-cli"), control, options) as coord:
+        try:
+            await coord.wait_up(min(timeout, _REACH_S))
+        except PeerUnavailable:
+            raise PeerUnavailable(f"no swarm answers at {control}: is swarm "
+                                  f"{config.swarm.name!r} running?") from None
+        try:
+            reply = await coord.request(wire, timeout=timeout, reliable=True)
+        except RemoteError as exc:
+            raise error_for_code(exc.remote_code, exc.reason) from None
+        except PeerUnavailable:
+            raise AskTimeout(f"the swarm's coordinator did not answer within {timeout:g} s") \
+                from None
+    if not isinstance(reply.msg, AgentMsg):
+        raise SwarmError(f"the coordinator answered with {type(reply.msg).__name__}")
+    return decode_body(reply.msg.kind, reply.msg.body)
 
 
 async def _locate(config: SwarmConfig, control: str, options: TransportOptions,

@@ -65,10 +65,12 @@ from swarm.runtime.partners import PartnerService
 from swarm.runtime.population import agent_skills
 from swarm.runtime.recorder import Recorder
 from swarm.runtime.reports import ReportChecker, short
+from swarm.runtime.services import ServiceDesk
 from swarm.transport.peers import Incoming, Server, TransportOptions
 from swarm.transport.pubsub import Publisher
 from swarm.transport.topology import address_book
 from swarm.wire.codec import (
+    AgentMsg,
     AgentReport,
     Assignment,
     Choose,
@@ -111,6 +113,7 @@ class Coordinator:
         silence_s: float | None = None,
         resume: bool = False,
     ) -> None:
+        from swarm.protocols.base import ServiceContext
         from swarm.protocols.registry import get_protocol
 
         self.config = config
@@ -137,6 +140,10 @@ class Coordinator:
         self.exchange_failures: dict[str, str] = {}
         self.rejected: dict[str, str] = {}  # host -> why its results of this round were dropped
         self.ledger = AgentLedger(recorder.agent_states())
+        self.service = self.protocol.service(ServiceContext(
+            store=recorder.store, agents=list(self.expected), seed=config.swarm.seed,
+            rounds=config.swarm.rounds))
+        self.desk = ServiceDesk(self.service, config.protocol.name)
         self._joined = asyncio.Event()
         self._inflight: dict[str, asyncio.Task[Incoming]] = {}
         self._server: Server | None = None
@@ -172,9 +179,13 @@ class Coordinator:
             self._server, self._events = server, pub
             serving = asyncio.ensure_future(self._serve(server))
             try:
+                if self.service is not None:
+                    await self.service.start(self.round)
                 await self._wait_for_hosts()
                 while self.round < self.config.swarm.rounds:
                     await self.run_round(self.round)
+                    if self.service is not None:
+                        await self.service.after_round(self.round)
                     self.round += 1
                 summary = self.summary()
                 await self._publish("done", dict(summary))
@@ -184,6 +195,9 @@ class Coordinator:
                 serving.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await serving
+                if self.service is not None:
+                    self.service.close()
+                await self.desk.close()
                 self.recorder.close()
 
     async def _serve(self, server: Server) -> None:
@@ -225,6 +239,9 @@ class Coordinator:
             answer = self.partners.handle(msg, agents, self.built)
             if answer is not None:
                 await server.reply(inc, answer)
+        elif isinstance(msg, AgentMsg):  # to the protocol's service (ctx.ask_protocol)
+            host = self.membership.host_at(inc.peer)
+            self.desk.take(server, inc, set(self.members[host].agents) if host else set())
         elif isinstance(msg, Status):
             await server.reply(inc, StatusReport(sender="coordinator",
                                                  json=json.dumps(self.status())))
@@ -483,6 +500,7 @@ class Coordinator:
             "seconds": round(time.time() - started, 3),
             "messages": self.messages,
             "agent_messages": len(self.ledger.messages),
+            **({"artifact": self.service.round_record(rnd)} if self.service is not None else {}),
         }
 
     def status(self) -> dict[str, Any]:

@@ -421,7 +421,8 @@ class Host:
     def record(self, entry: LogEntry) -> None:
         self.messaging.log.append(entry)  # PeerMessaging.record, one call less per message
 
-    async def to_coordinator(self, msg: Message, answer: bool) -> Message | None:
+    async def to_coordinator(self, msg: Message, answer: bool,
+                             timeout: float | None = None) -> Message | None:
         """A matchmaking message for the coordinator (``Profile``, ``Choose``, ``Reward``).
 
         Raises:
@@ -432,7 +433,7 @@ class Host:
         self.messages += 2 if answer else 1
         try:
             if answer:
-                reply = await self._coord.request(msg, timeout=self.options.silence_s,
+                reply = await self._coord.request(msg, timeout=timeout or self.options.silence_s,
                                                   reliable=True)
                 return reply.msg
             await self._coord.send_reliable(msg, timeout=self.options.silence_s)

@@ -1,0 +1,261 @@
+"""``evogit``: LLM agents evolving a shared artifact through a git phylogeny, a person steering.
+
+After EvoGit. The population is one individual per agent, each a branch of the
+lineage (``swarm.lineage.artifacts``) forked from the artifact's seed commit.
+Every round each ``evolver`` agent **mutates** its individual: the
+coordinator's evolution service (``swarm.protocols.evolution``) shows it one
+random section of one mutable file (``section_lines`` long at most, marked,
+with ``context_lines`` around it and its parent's evaluation), the agent's LLM
+answers with the edited section and a commit message as structured output
+(``Edit``), and the service commits the child, evaluates it (an evaluator
+registered by name, cached per tree in git notes) and keeps it only if it is
+fitter than its parent ((1+1) selection). A malformed or oversize answer is
+counted and never committed.
+
+Every ``crossover_every`` rounds the protocol pairs individuals (the
+matchmaker's choice, rewarded with the child's fitness gain, or at random)
+and each pair's student **crosses over** with its teacher: a real three-way
+git merge, each conflicting hunk resolved by a seeded coin; the child replaces
+the student's individual only if it beats both parents.
+
+``human_every: N`` pauses the run after every N rounds until a person answers
+(``swarm artifact promote RUN REF``, ``continue``, ``prune``) or, with
+``human_policy: promote_best``, promotes the fittest version itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import msgspec
+import numpy as np
+
+from swarm.agents.base import Agent
+from swarm.agents.registry import role
+from swarm.agents.talk import message
+from swarm.protocols.base import Protocol, ServiceContext, orient
+from swarm.protocols.registry import protocol
+from swarm.sandbox import SandboxLimits
+from swarm.settings import Name, Settings
+from swarm.wire.messages import AgentReport, PairOutcome
+
+if TYPE_CHECKING:
+    from swarm.agents.context import AgentContext
+    from swarm.protocols.evolution import Evolution
+
+__all__ = ["Crossover", "Edit", "Evogit", "EvogitSettings", "Evolver", "EvolverSettings",
+           "Mutation",
+           "MutationTask", "Section", "Selected", "Steer", "Steered"]
+
+_Text = Annotated[str, msgspec.Meta(max_length=1 << 20)]
+
+
+@message("EvogitMutationTask")
+class MutationTask(msgspec.Struct, frozen=True):
+    """Agent -> service: what should I mutate?"""
+
+
+@message("EvogitSection")
+class Section(msgspec.Struct, frozen=True):
+    """The section to mutate: ``lines`` of ``path`` (1-based, ``start`` to ``end``)."""
+
+    parent: str = ""  # empty: nothing to mutate (no individual, or the run is over)
+    path: str = ""
+    start: int = 0
+    end: int = 0
+    before: _Text = ""  # the context lines above the section
+    lines: _Text = ""
+    after: _Text = ""  # and below it
+    fitness: float | None = None  # the parent's
+    notes: _Text = ""  # the parent's evaluation detail
+    pattern: str = ""  # a regex the rewritten section must match (empty: any text)
+    max_bytes: int = 16384  # and its size at most
+
+
+@message("EvogitEdit")
+class Edit(msgspec.Struct, frozen=True):
+    """What the LLM answers: the section rewritten and a one-line commit message."""
+
+    section: str
+    message: str
+
+
+@message("EvogitMutation")
+class Mutation(msgspec.Struct, frozen=True):
+    """Agent -> service: ``section`` replaces lines ``start`` to ``end`` of ``path`` at ``parent``."""
+
+    parent: str
+    path: str
+    start: int
+    end: int
+    section: _Text
+    message: Annotated[str, msgspec.Meta(max_length=4096)]
+
+
+@message("EvogitCrossover")
+class Crossover(msgspec.Struct, frozen=True):
+    """Agent -> service: merge ``theirs``' individual into mine."""
+
+    theirs: str
+
+
+@message("EvogitSelected")
+class Selected(msgspec.Struct, frozen=True):
+    """Service -> agent: the child, its fitness and whether selection kept it."""
+
+    status: str  # ok | failed | timeout | invalid
+    child: str = ""
+    fitness: float | None = None
+    parent_fitness: float | None = None
+    accepted: bool = False
+    individual: str = ""  # the agent's individual after selection
+    detail: str = ""
+
+
+@message("EvogitSteer")
+class Steer(msgspec.Struct, frozen=True):
+    """A person -> service: ``promote`` a version to everyone, ``prune`` one, ``continue``."""
+
+    action: Literal["promote", "prune", "continue", "status"]
+    ref: str = ""  # promote: a commit or an agent's individual; prune: an agent
+    reason: str = ""
+
+
+@message("EvogitSteered")
+class Steered(msgspec.Struct, frozen=True):
+    """The service's answer to a ``Steer``: what it did, and the population (JSON text)."""
+
+    done: str
+    paused: bool = False
+    json: str = "{}"
+
+
+class EvogitSettings(Settings, frozen=True):
+    """The ``evogit`` protocol's settings (the config's ``protocol`` section)."""
+
+    artifact: Name = "artifact"
+    seed: str = ""  # the folder the seed commit is made from (relative: to the working dir)
+    mutable: list[Annotated[str, msgspec.Meta(max_length=256)]] = []  # globs; empty: every file
+    evaluator: Name = "command"
+    command: list[Annotated[str, msgspec.Meta(max_length=4096)]] = []  # argv run in a copy
+    limits: SandboxLimits = msgspec.field(default_factory=SandboxLimits)
+    section_lines: Annotated[int, msgspec.Meta(ge=1, le=512)] = 128
+    context_lines: Annotated[int, msgspec.Meta(ge=0, le=256)] = 8
+    max_edit_bytes: Annotated[int, msgspec.Meta(ge=16, le=1 << 20)] = 16384
+    edit_pattern: Annotated[str, msgspec.Meta(max_length=1024)] = ""  # regex the section obeys
+    crossover_every: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = 3  # 0: mutation only
+    crossover: Literal["matchmaker", "random"] = "random"
+    human_every: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = 0  # 0: never pause
+    human_policy: Literal["wait", "promote_best", "continue"] = "wait"
+    parallel_evals: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
+
+
+class EvolverSettings(Settings, frozen=True):
+    """The ``evolver`` role's settings (``agents[*].settings``): how its LLM samples an edit."""
+
+    max_tokens: Annotated[int, msgspec.Meta(ge=8, le=8192)] = 256
+    temperature: Annotated[float, msgspec.Meta(ge=0.0, le=2.0)] = 0.8
+
+
+@protocol("evogit")
+class Evogit(Protocol):
+    """Mutations in the local step, crossovers in the exchange; the service keeps the lineage."""
+
+    settings_schema = EvogitSettings
+
+    def service(self, ctx: ServiceContext) -> Evolution:
+        from swarm.protocols.evolution import Evolution
+
+        return Evolution(self.settings, ctx)
+
+    def pairs(self, round: int, reports: Mapping[str, AgentReport],
+              profiles: Mapping[str, np.ndarray], matchmaker: Any,
+              max_pairs: int) -> list[tuple[str, str]]:
+        every = self.settings.crossover_every
+        if not every or (round + 1) % every or len(reports) < 2:
+            return []
+        if self.settings.crossover == "matchmaker":
+            chosen = matchmaker.select(profiles, max_pairs, round)
+            return [orient(pair, reports) for pair in chosen]
+        rng = np.random.default_rng([round, len(reports)])
+        agents = sorted(reports)
+        order = [agents[i] for i in rng.permutation(len(agents))]
+        return [(order[i], order[i + 1]) for i in range(0, 2 * min(max_pairs, len(order) // 2), 2)]
+
+    async def exchange(self, student: Agent, teacher: str, teacher_adapter: str | None,
+                       teacher_skills: Sequence[str], ctx: AgentContext) -> PairOutcome:
+        done = await ctx.ask_protocol(Crossover(theirs=teacher), timeout=_ASK_S)
+        before = done.parent_fitness if done.parent_fitness is not None else 0.0
+        after = done.fitness if done.fitness is not None else before
+        return PairOutcome(student=student.id, teacher=teacher, before=_unit(before),
+                           after=_unit(after), accepted=done.accepted)
+
+
+_ASK_S = 3600.0  # an evaluation may queue behind others
+
+
+def _unit(x: float) -> float:
+    """A fitness as a round score (the rounds' scores are in [0, 1])."""
+    return float(min(max(x, 0.0), 1.0))
+
+
+@role("evolver")
+class Evolver(Agent):
+    """Mutates its individual of the artifact with its LLM, each round."""
+
+    settings_schema = EvolverSettings
+    trains = False
+    learns = False
+
+    async def local_update(self, ctx: AgentContext) -> AgentReport:
+        task = await ctx.ask_protocol(MutationTask(), timeout=_ASK_S)
+        metrics: dict[str, float] = {"invalid": 0.0, "accepted": 0.0}
+        if task.parent:
+            edit = await self.propose(ctx, task)
+            if edit is None:
+                metrics["invalid"] = 1.0
+            else:
+                done = await ctx.ask_protocol(Mutation(
+                    parent=task.parent, path=task.path, start=task.start, end=task.end,
+                    section=edit.section, message=edit.message), timeout=_ASK_S)
+                metrics["invalid"] = float(done.status == "invalid")
+                metrics["accepted"] = float(done.accepted)
+                fitness = done.fitness if done.accepted else done.parent_fitness
+                if fitness is not None:
+                    self.score = _unit(fitness)
+                    metrics["fitness"] = float(fitness)
+        self.history.append(self.score)
+        return AgentReport(agent_id=self.id, score=self.score, metrics=metrics)
+
+    async def propose(self, ctx: AgentContext, task: Section) -> Edit | None:
+        """The mutation: the LLM's edit of ``task``'s section, or None (a malformed answer).
+
+        A subclass may propose otherwise (tests use a scripted operator).
+        """
+        from swarm.errors import SwarmError
+
+        settings: EvolverSettings = self.settings or EvolverSettings()
+        notes = f"Its evaluation: fitness {task.fitness}. {task.notes}".strip()
+        chat = [{"role": "system", "content": (
+                    "You improve one section of a file. Answer with JSON: {\"section\": the "
+                    "section rewritten (all of its lines), \"message\": a one-line commit "
+                    "message}.")},
+                {"role": "user", "content": (
+                    f"File {task.path}, lines {task.start}-{task.end}.\n{notes}\n\n"
+                    f"{task.before}<<<SECTION\n{task.lines}SECTION>>>\n{task.after}\n"
+                    "Rewrite the section so that the file scores higher.")}]
+        try:
+            edit: Edit = await ctx.generate(chat, schema=edit_schema(task),
+                                            max_tokens=settings.max_tokens,
+                                            temperature=settings.temperature)
+        except SwarmError:
+            return None
+        return Edit(section=edit.section, message=edit.message)
+
+
+def edit_schema(task: Section) -> Any:
+    """The structured output a mutation answers with (the task's pattern constrains the section)."""
+    meta = msgspec.Meta(max_length=task.max_bytes, pattern=task.pattern or None)
+    return msgspec.defstruct("Edit", [("section", Annotated[str, meta]),
+                                      ("message", Annotated[str, msgspec.Meta(max_length=200)])])
