@@ -25,6 +25,7 @@ the student's individual only if it beats both parents.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -49,6 +50,7 @@ __all__ = ["Crossover", "Edit", "Evogit", "EvogitSettings", "Evolver", "EvolverS
            "MutationTask", "Section", "Selected", "Steer", "Steered"]
 
 _Text = Annotated[str, msgspec.Meta(max_length=1 << 20)]
+log = logging.getLogger(__name__)
 
 
 @message("EvogitMutationTask")
@@ -69,15 +71,16 @@ class Section(msgspec.Struct, frozen=True):
     after: _Text = ""  # and below it
     fitness: float | None = None  # the parent's
     notes: _Text = ""  # the parent's evaluation detail
-    pattern: str = ""  # a regex the rewritten section must match (empty: any text)
-    max_bytes: int = 16384  # and its size at most
+    pattern: str = ""  # a regex each line of the rewritten section must match (empty: any)
+    max_bytes: int = 16384  # the rewritten section's size at most
+    max_lines: int = 512  # and its lines
 
 
 @message("EvogitEdit")
 class Edit(msgspec.Struct, frozen=True):
-    """What the LLM answers: the section rewritten and a one-line commit message."""
+    """What the LLM answers: the section's lines rewritten and a one-line commit message."""
 
-    section: str
+    lines: list[str]
     message: str
 
 
@@ -143,7 +146,8 @@ class EvogitSettings(Settings, frozen=True):
     section_lines: Annotated[int, msgspec.Meta(ge=1, le=512)] = 128
     context_lines: Annotated[int, msgspec.Meta(ge=0, le=256)] = 8
     max_edit_bytes: Annotated[int, msgspec.Meta(ge=16, le=1 << 20)] = 16384
-    edit_pattern: Annotated[str, msgspec.Meta(max_length=1024)] = ""  # regex the section obeys
+    line_pattern: Annotated[str, msgspec.Meta(max_length=1024)] = ""  # regex each new line obeys
+    extra_lines: Annotated[int, msgspec.Meta(ge=0, le=512)] = 8  # an edit may add this many
     crossover_every: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = 3  # 0: mutation only
     crossover: Literal["matchmaker", "random"] = "random"
     human_every: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = 0  # 0: never pause
@@ -218,7 +222,8 @@ class Evolver(Agent):
             else:
                 done = await ctx.ask_protocol(Mutation(
                     parent=task.parent, path=task.path, start=task.start, end=task.end,
-                    section=edit.section, message=edit.message), timeout=_ASK_S)
+                    section="".join(f"{line}\n" for line in edit.lines),
+                    message=edit.message), timeout=_ASK_S)
                 metrics["invalid"] = float(done.status == "invalid")
                 metrics["accepted"] = float(done.accepted)
                 fitness = done.fitness if done.accepted else done.parent_fitness
@@ -238,9 +243,8 @@ class Evolver(Agent):
         settings: EvolverSettings = self.settings or EvolverSettings()
         notes = f"Its evaluation: fitness {task.fitness}. {task.notes}".strip()
         chat = [{"role": "system", "content": (
-                    "You improve one section of a file. Answer with JSON: {\"section\": the "
-                    "section rewritten (all of its lines), \"message\": a one-line commit "
-                    "message}.")},
+                    "You improve one section of a file. Answer with JSON: {\"lines\": the "
+                    "section's lines rewritten, \"message\": a one-line commit message}.")},
                 {"role": "user", "content": (
                     f"File {task.path}, lines {task.start}-{task.end}.\n{notes}\n\n"
                     f"{task.before}<<<SECTION\n{task.lines}SECTION>>>\n{task.after}\n"
@@ -249,13 +253,18 @@ class Evolver(Agent):
             edit: Edit = await ctx.generate(chat, schema=edit_schema(task),
                                             max_tokens=settings.max_tokens,
                                             temperature=settings.temperature)
-        except SwarmError:
+        except SwarmError as exc:  # malformed or cut off: counted (the report's "invalid")
+            log.info("%s: no edit from the LLM: %s", self.id, str(exc)[:200])
             return None
-        return Edit(section=edit.section, message=edit.message)
+        return Edit(lines=list(edit.lines), message=edit.message)
 
 
 def edit_schema(task: Section) -> Any:
-    """The structured output a mutation answers with (the task's pattern constrains the section)."""
-    meta = msgspec.Meta(max_length=task.max_bytes, pattern=task.pattern or None)
-    return msgspec.defstruct("Edit", [("section", Annotated[str, meta]),
-                                      ("message", Annotated[str, msgspec.Meta(max_length=200)])])
+    """The structured output a mutation answers with: lines (each held to the task's pattern,
+    at most ``max_lines``) and a message; no other keys."""
+    pattern = f"^(?:{task.pattern})$" if task.pattern else None  # JSON Schema's are unanchored
+    line = Annotated[str, msgspec.Meta(max_length=min(task.max_bytes, 4096), pattern=pattern)]
+    return msgspec.defstruct(
+        "Edit", [("lines", Annotated[list[line], msgspec.Meta(max_length=task.max_lines)]),
+                 ("message", Annotated[str, msgspec.Meta(max_length=200)])],
+        forbid_unknown_fields=True)

@@ -6,7 +6,7 @@ messages); it alone writes the artifact's lineage (``swarm.lineage.artifacts``):
 - ``MutationTask`` -> ``Section``: a random section of a random mutable file of
   the agent's individual, with context and the parent's evaluation;
 - ``Mutation`` -> ``Selected``: the edit is checked (the parent is still the
-  individual, the lines exist, the size, ``edit_pattern``, a one-line message),
+  individual, the lines exist, the size, ``line_pattern``, a message),
   committed as a child, evaluated (cached per tree) and kept only if fitter
   than its parent ((1+1)); an invalid edit is counted, never committed;
 - ``Crossover`` -> ``Selected``: a three-way merge of two individuals, each
@@ -61,7 +61,7 @@ class Evolution:
         self.artifact = Artifact(ctx.store, settings.artifact)
         self.evaluator = create_evaluator(settings.evaluator, settings)
         self.rng = random.Random(ctx.seed)
-        self.pattern = re.compile(settings.edit_pattern) if settings.edit_pattern else None
+        self.pattern = re.compile(settings.line_pattern) if settings.line_pattern else None
         self.round = 0
         self.stats: Counter[str] = Counter()
         self.events: list[dict[str, Any]] = []
@@ -172,7 +172,8 @@ class Evolution:
                        lines="".join(lines[start:start + n]),
                        after="".join(lines[start + n:start + n + ctx]),
                        fitness=ev.get("fitness"), notes=str(ev.get("detail", ""))[:2000],
-                       pattern=self.settings.edit_pattern, max_bytes=self.settings.max_edit_bytes)
+                       pattern=self.settings.line_pattern, max_bytes=self.settings.max_edit_bytes,
+                       max_lines=n + self.settings.extra_lines)
 
     async def _mutate(self, agent: str, m: Mutation) -> Selected:
         tip = self.artifact.individuals().get(agent, "")
@@ -200,8 +201,11 @@ class Evolution:
             return None, f"lines {m.start}-{m.end} are not in {m.path} ({len(lines)} lines)"
         if len(m.section.encode()) > self.settings.max_edit_bytes:
             return None, f"the section is over {self.settings.max_edit_bytes} bytes"
-        if self.pattern is not None and not self.pattern.fullmatch(m.section):
-            return None, "the section does not match edit_pattern"
+        new_lines = m.section.splitlines()
+        if len(new_lines) > m.end - m.start + 1 + self.settings.extra_lines:
+            return None, f"the section grew by more than {self.settings.extra_lines} lines"
+        if self.pattern is not None and not all(self.pattern.fullmatch(x) for x in new_lines):
+            return None, "a line of the section does not match line_pattern"
         if not m.message.strip():
             return None, "no commit message"
         section = m.section if m.section.endswith("\n") or not m.section else m.section + "\n"

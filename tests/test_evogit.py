@@ -117,8 +117,7 @@ def test_the_same_tree_is_evaluated_once_whatever_commit_reaches_it(tmp_path: Pa
 
 
 def test_invalid_edits_are_counted_and_never_committed(tmp_path: Path) -> None:
-    evo, store = make(tmp_path, edit_pattern=r"(?:(?:#[^\n]*|[a-z]+ = [0-9.]+)\n)+",
-                      max_edit_bytes=200)
+    evo, store = make(tmp_path, line_pattern=r"#.*|[a-z]+ = [0-9.]+", max_edit_bytes=200)
     task = ask(evo, "a", MutationTask())
     commits = store.git("rev-list", "--all").split()
     bad = [
@@ -131,7 +130,9 @@ def test_invalid_edits_are_counted_and_never_committed(tmp_path: Path) -> None:
         Mutation(parent=task.parent, path=task.path, start=task.start, end=task.end,
                  section="this is prose, not parameters\n", message="pattern"),
         Mutation(parent=task.parent, path=task.path, start=task.start, end=task.end,
-                 section="x = 1\n" * 100, message="too long"),
+                 section="x = 1\n" * 30, message="too long"),
+        Mutation(parent=task.parent, path=task.path, start=task.start, end=task.end,
+                 section=task.lines + "x = 1\n" * 9, message="grows too much"),
         Mutation(parent=task.parent, path=task.path, start=task.start, end=task.end,
                  section=task.lines, message="no change"),
     ]
