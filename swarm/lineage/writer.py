@@ -33,7 +33,7 @@ from swarm.lineage.git import (
     signature,
     write_pack,
 )
-from swarm.lineage.names import branch_ref, check_id, check_ref_name
+from swarm.lineage.names import branch_ref, check_id, check_ref_name, is_sha
 from swarm.lineage.repo import SWARM_BRANCH, TRAILER, recover
 
 _log = logging.getLogger(__name__)
@@ -150,20 +150,30 @@ class LineageWriter:
         return self.commit(branch, files, message, parents=parents, author=author)
 
     def note(self, commit: str, data: FileValue, namespace: str = "commits") -> str:
-        """Attach ``data`` (JSON for a mapping) as the git note of ``commit``; return the notes commit."""
+        """Attach ``data`` (JSON for a mapping) as the git note of ``commit`` (or a tree, see
+        ``note_many``); return the notes commit."""
         return self.note_many({commit: data}, namespace)
 
     def note_many(self, items: Mapping[str, FileValue], namespace: str = "commits") -> str:
-        """Attach several notes in one notes commit (replacing earlier notes of those commits)."""
+        """Attach several notes in one notes commit (replacing earlier notes of those objects).
+
+        A key names a commit (any name ``resolve`` takes) or, by its full sha, a
+        tree: an artifact's evaluation is cached on its tree.
+        """
         self._need_writer()
         tips = dict(self._tips)
         try:
-            shas = {self._batch.resolve(c, tips): data for c, data in items.items()}
+            shas = {self._note_target(c, tips): data for c, data in items.items()}
             sha = self._build_notes(shas, namespace, tips)
             self._publish(tips)
         finally:
             self._batch.clear()
         return sha
+
+    def _note_target(self, name: str, tips: Mapping[str, str]) -> str:
+        if is_sha(name) and self._batch.object(name)[0] == "tree":
+            return name
+        return self._batch.resolve(name, tips)
 
     def _build_notes(
         self, items: Mapping[str, FileValue], namespace: str, tips: dict[str, str]
@@ -193,7 +203,8 @@ class LineageWriter:
     def prune(self, branch: str, reason: str, *, author: str | None = None) -> str:
         """Retire ``branch``: its line moves to ``refs/pruned/...`` with ``reason``; nothing is deleted.
 
-        Only agent branches (``agent/<id>``) can be pruned: the ``swarm`` branch
+        Only agent branches (``agent/<id>``) and artifact individuals
+        (``artifact/<name>/<id>``) can be pruned: the ``swarm`` branch
         holds the rounds and the matchmaker's state, and without it the next
         ``--resume`` would silently start over at round 0.
 
@@ -208,9 +219,9 @@ class LineageWriter:
         if ref == f"refs/heads/{SWARM_BRANCH}":
             raise LineageError(f"cannot prune {branch!r}: it is the swarm's own branch (rounds "
                                f"and matchmaker state); only agent branches can be pruned")
-        if not ref.startswith("refs/heads/agent/"):
-            raise LineageError(f"cannot prune {branch!r}: only agent branches "
-                               f"(agent/<id>) can be pruned")
+        if not ref.startswith(("refs/heads/agent/", "refs/heads/artifact/")):
+            raise LineageError(f"cannot prune {branch!r}: only agent branches (agent/<id>) "
+                               f"and artifact individuals (artifact/<name>/<id>) can be pruned")
         if ref not in self._tips:
             raise LineageError(f"cannot prune {branch!r}: no such branch")
         short = ref[len("refs/heads/") :]
