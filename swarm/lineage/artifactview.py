@@ -73,9 +73,10 @@ def artifact_names(reader: ArtifactLineage) -> list[str]:
     names = set()
     for ref in out.decode(errors="replace").split():
         parts = ref.split("/")
-        if (parts[1] == "artifacts" and len(parts) == 4 and parts[3] == "seed") or (
-                parts[1] == "heads" and len(parts) == 5):
-            names.add(parts[-2] if parts[1] == "artifacts" else parts[3])
+        if parts[1] == "artifacts" and len(parts) == 4 and parts[3] == "seed":
+            names.add(parts[2])  # refs/artifacts/NAME/seed
+        elif parts[1] == "heads" and len(parts) == 5:
+            names.add(parts[3])  # refs/heads/artifact/NAME/AGENT
     return sorted(names)
 
 
