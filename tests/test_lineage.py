@@ -135,6 +135,26 @@ def test_merge_notes_promote_prune(store: GitLineageStore) -> None:
     assert_fsck_clean(store.git_dir)
 
 
+def test_artifact_root_commit_tree_note_and_prune(store: GitLineageStore) -> None:
+    # Prepare: an artifact's seed as a root commit on a non-branch ref, an individual forked from it.
+    seed = store.commit("refs/artifacts/x/seed", {"artifacts/x/f.txt": "0"}, "seed x", parents=[])
+    one = store.commit("artifact/x/a", {"artifacts/x/f.txt": "1"}, "round 1: mutate a: one",
+                       parents=[seed])
+    tree = git(store.git_dir, "rev-parse", f"{one}^{{tree}}").strip()
+    # Execute: an evaluation noted on the tree (by its full sha), then the individual retired.
+    store.note_many({tree: {"fitness": 0.5}, one: {"fitness": 0.5}}, "evals")
+    pruned = store.prune("artifact/x/a", "weak")
+    # Assert
+    assert git(store.git_dir, "rev-list", "--parents", "-n1", seed).split() == [seed]
+    assert json.loads(git(store.git_dir, "notes", "--ref=evals", "show", tree)) == {"fitness": 0.5}
+    assert pruned == "refs/pruned/artifact/x/a" and "refs/heads/artifact/x/a" not in store.refs()
+    assert git(store.git_dir, "rev-parse", f"{pruned}^{{commit}}").strip() == one
+    blob = git(store.git_dir, "rev-parse", f"{one}:artifacts/x/f.txt").strip()
+    with pytest.raises(LineageError, match="is not a commit"):
+        store.note(blob, {"fitness": 0.5})  # a commit or a tree, nothing else
+    assert_fsck_clean(store.git_dir)
+
+
 def test_batch_is_atomic_and_sees_its_own_commits(store: GitLineageStore) -> None:
     shas = store.commit_many([
         CommitSpec("agent/a", {"f": b"1"}, "a1"),

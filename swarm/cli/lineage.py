@@ -1,8 +1,8 @@
 """CLI group ``swarm lineage``: read and curate a lineage directory.
 
-``log``, ``show``, ``diff``, ``graph``, ``fsck``, ``kg`` and ``messages``
-(``swarm.cli.lineage_agents``) only read (no lock, safe while a swarm runs, on
-every layout version); ``promote``, ``prune``, ``gc``
+``log``, ``show``, ``diff``, ``graph``, ``checkout``, ``fsck``, ``kg`` and
+``messages`` (``swarm.cli.lineage_agents``) only read the lineage (no lock, safe
+while a swarm runs, on every layout version); ``promote``, ``prune``, ``gc``
 and ``migrate`` take the writer lock, so they wait for (or refuse while) a
 running coordinator holds it. ``gc`` removes nothing unless told
 ``--delete``. Every failure is one ``LineageError`` line naming the directory
@@ -45,7 +45,7 @@ def register(sub: Any) -> None:
 
 
 def _read_commands(command: Any) -> None:
-    """``log``, ``show``, ``diff``, ``graph``, ``fsck``: lock-free reads."""
+    """``log``, ``show``, ``diff``, ``graph``, ``checkout``, ``fsck``: lock-free reads."""
     p = command("log", "history of an agent's line, newest first", _log)
     p.add_argument("agent", help="agent id, branch, tag or commit")
     p.add_argument("-n", "--limit", type=int, default=None, help="show at most N commits")
@@ -59,10 +59,18 @@ def _read_commands(command: Any) -> None:
     p.add_argument("b")
     p.add_argument("-p", "--patch", action="store_true", help="print the full diff")
     p = command("graph", "draw the phylogeny as a PNG/SVG picture", _graph)
-    p.add_argument("-o", "--output", type=Path, default=Path("phylogeny.png"),
-                   help="picture to write (.png, .svg or .pdf; default phylogeny.png)")
+    p.add_argument("-o", "--output", type=Path, default=None,
+                   help="picture to write (.png, .svg or .pdf; default phylogeny.png, "
+                        "or NAME-phylogeny.png with --artifact)")
     p.add_argument("--max-commits", type=int, default=400, help="draw the newest N (default 400)")
     p.add_argument("--title", default=None)
+    p.add_argument("--artifact", metavar="NAME", default=None,
+                   help="draw this shared artifact's versions instead, coloured by fitness")
+    p = command("checkout", "write a version of a shared artifact into a new folder", _checkout)
+    p.add_argument("ref", help="commit, tag or branch; with --artifact also an agent id")
+    p.add_argument("dest", type=Path, help="folder to write (new, or empty)")
+    p.add_argument("--artifact", metavar="NAME", default=None,
+                   help="the artifact (needed when the commit holds several)")
     command("fsck", "check the repository (git fsck --strict) and adapter blobs", _fsck)
 
 
@@ -139,9 +147,36 @@ def _diff(args: argparse.Namespace) -> int:
 def _graph(args: argparse.Namespace) -> int:
     from swarm.lineage.phylogeny import draw
 
+    if args.artifact is not None:
+        return _artifact_graph(args)
     graph = _reader(args).phylogeny()
-    dest = draw(graph, args.output, args.title, args.max_commits)
+    dest = draw(graph, args.output or Path("phylogeny.png"), args.title, args.max_commits)
     print(f"wrote {dest} ({graph.number_of_nodes()} commits, {len(graph.graph['lanes'])} lanes)")
+    return 0
+
+
+def _artifact_graph(args: argparse.Namespace) -> int:
+    from swarm.lineage.artifactview import artifact_phylogeny, draw_artifact, fittest
+
+    graph = artifact_phylogeny(_reader(args), args.artifact)
+    out = args.output or Path(f"{args.artifact}-phylogeny.png")
+    dest = draw_artifact(graph, out, args.title, max_commits=args.max_commits)
+    best = fittest(graph)
+    agents = {a["agent"] for a in graph.nodes.values()} - {None}
+    found = f"best {best[1]:.6g} at {best[0][:12]}" if best else "no version scored yet"
+    print(f"wrote {dest} ({graph.number_of_nodes()} versions of {args.artifact}, "
+          f"{len(agents)} individuals; {found})")
+    return 0
+
+
+def _checkout(args: argparse.Namespace) -> int:
+    from swarm.lineage.artifactview import artifact_version, checkout_artifact
+
+    reader = _reader(args)
+    sha, name = artifact_version(reader, args.ref, args.artifact)
+    dest = checkout_artifact(reader, sha, args.dest, name)
+    count = sum(1 for path in dest.rglob("*") if path.is_file())
+    print(f"wrote artifact {name} as of {args.ref} ({sha[:12]}): {count} file(s) in {dest}")
     return 0
 
 

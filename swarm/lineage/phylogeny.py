@@ -19,13 +19,17 @@ import networkx as nx
 
 from swarm.errors import LineageError
 
-__all__ = ["GitRepository", "build", "draw", "generations"]
+__all__ = ["GitRepository", "build", "draw", "generations", "newest", "picture_path",
+           "read_blobs", "read_notes"]
 
 
 class GitRepository(Protocol):
-    """What the phylogeny reads a lineage through (a ``LineageReader`` is one)."""
+    """What the phylogeny reads a lineage through (a ``LineageReader`` is one, and a store)."""
 
-    path: Path
+    @property
+    def path(self) -> Path:
+        """The lineage directory."""
+        ...
 
     def git(self, *args: str, input: bytes | None = None, check: bool = True) -> bytes:
         """Run one plain git command on the repository and return its stdout."""
@@ -33,12 +37,13 @@ class GitRepository(Protocol):
 
 _FORMAT = "%H%x1f%P%x1f%at%x1f%an%x1f%s%x1f%(trailers:key=Lineage-Branch,valueonly,separator=%x2c)"
 _SOURCES = ("--branches", "--tags", "--glob=refs/pruned")
+_REFS = ("refs/heads", "refs/tags", "refs/pruned")
 
 
-def _ref_table(reader: GitRepository) -> list[tuple[str, str, str]]:
-    """``(ref, commit, subject)`` for branches, tags and pruned refs (tags peeled)."""
+def _ref_table(reader: GitRepository, patterns: Sequence[str]) -> list[tuple[str, str, str]]:
+    """``(ref, commit, subject)`` for the refs ``patterns`` match (tags peeled)."""
     fmt = "%(refname)%1f%(objectname)%1f%(*objectname)%1f%(contents:subject)"
-    out = reader.git("for-each-ref", f"--format={fmt}", "refs/heads", "refs/tags", "refs/pruned")
+    out = reader.git("for-each-ref", f"--format={fmt}", *patterns)
     rows = []
     for line in out.decode(errors="replace").splitlines():
         ref, obj, peeled, subject = line.split("\x1f")
@@ -46,32 +51,53 @@ def _ref_table(reader: GitRepository) -> list[tuple[str, str, str]]:
     return rows
 
 
-def _read_notes(reader: GitRepository, namespace: str) -> dict[str, Any]:
-    listing = reader.git("notes", f"--ref=refs/notes/{namespace}", "list", check=False).decode()
-    pairs = [ln.split() for ln in listing.splitlines() if ln.strip()]
-    if not pairs:
-        return {}
-    raw = reader.git("cat-file", "--batch", input="".join(f"{b}\n" for b, _ in pairs).encode())
-    notes: dict[str, Any] = {}
+def read_blobs(reader: GitRepository, blobs: Sequence[str], what: str = "blob") -> list[bytes]:
+    """The bytes of each git blob in ``blobs``, in order, read with one ``cat-file --batch``.
+
+    Raises:
+        LineageError: one is missing (naming ``what`` it is).
+    """
+    if not blobs:
+        return []
+    raw = reader.git("cat-file", "--batch", input="".join(f"{b}\n" for b in blobs).encode())
+    out: list[bytes] = []
     pos = 0
-    for blob, commit in pairs:
+    for blob in blobs:
         end = raw.index(b"\n", pos)
         header = raw[pos:end].split()
         if len(header) != 3 or header[0].decode(errors="replace") != blob:
-            raise LineageError(f"note {blob} of {commit} is missing from {reader.path} "
+            raise LineageError(f"{what} {blob} is missing from {reader.path} "
                                "(run swarm lineage fsck)")
         size = int(header[2])
-        body = raw[end + 1 : end + 1 + size]
+        out.append(raw[end + 1 : end + 1 + size])
         pos = end + 2 + size
+    return out
+
+
+def read_notes(reader: GitRepository, namespace: str = "commits") -> dict[str, Any]:
+    """Every note in ``refs/notes/<namespace>``: ``{annotated sha: decoded JSON or text}``."""
+    listing = reader.git("notes", f"--ref=refs/notes/{namespace}", "list", check=False).decode()
+    pairs = [ln.split() for ln in listing.splitlines() if ln.strip()]
+    bodies = read_blobs(reader, [blob for blob, _ in pairs], f"refs/notes/{namespace} note")
+    notes: dict[str, Any] = {}
+    for (_, target), body in zip(pairs, bodies, strict=True):
         try:
-            notes[commit] = json.loads(body)
+            notes[target] = json.loads(body)
         except ValueError:
-            notes[commit] = body.decode(errors="replace")
+            notes[target] = body.decode(errors="replace")
     return notes
 
 
-def build(reader: GitRepository, notes: str | None = "commits") -> nx.DiGraph:
+def build(
+    reader: GitRepository, notes: str | None = "commits", *,
+    refs: Sequence[str] = _REFS, sources: Sequence[str] = _SOURCES,
+) -> nx.DiGraph:
     """The phylogeny of the lineage store ``reader`` reads.
+
+    By default every commit that branches, tags and pruned lines reach; ``sources``
+    (``git log`` revisions) and ``refs`` (``for-each-ref`` patterns naming the
+    refs that decorate the graph) narrow it, as ``swarm.lineage.artifactview``
+    does for one artifact.
 
     Node attributes: ``branch`` (the lane), ``time``, ``author``, ``subject``,
     ``merge`` (two or more parents), ``tags`` (promoted names), ``heads``
@@ -81,13 +107,16 @@ def build(reader: GitRepository, notes: str | None = "commits") -> nx.DiGraph:
     or ``merge`` (a further parent). Graph attributes: ``lanes`` (branches in
     order of first appearance), ``promoted`` ``{tag: sha}``, ``pruned``
     ``{ref: {"sha", "branch", "reason"}}``, ``branches`` ``{branch: sha}``.
+    A commit without a ``Lineage-Branch`` trailer is on the lane of a ref outside
+    heads, tags and pruned lines that names it (``artifacts/x/seed`` for
+    ``refs/artifacts/x/seed``), else on that of the first branch reaching it.
     """
-    refs = _ref_table(reader)
+    table = _ref_table(reader, refs)
     graph = nx.DiGraph(lanes=[], promoted={}, pruned={}, branches={})
-    if not refs:
+    if not table:
         return graph
-    out = reader.git("log", "--topo-order", "--reverse", f"--format={_FORMAT}", *_SOURCES, "--")
-    note_map = _read_notes(reader, notes) if notes else {}
+    out = reader.git("log", "--topo-order", "--reverse", f"--format={_FORMAT}", *sources, "--")
+    note_map = read_notes(reader, notes) if notes else {}
     for line in out.decode(errors="replace").splitlines():
         sha, parents, when, author, subject, lane = line.split("\x1f")
         plist = parents.split()
@@ -98,11 +127,14 @@ def build(reader: GitRepository, notes: str | None = "commits") -> nx.DiGraph:
         )
         for i, parent in enumerate(plist):
             graph.add_edge(parent, sha, index=i)
-    _decorate(graph, refs)
+    _decorate(graph, table)
     return graph
 
 
 def _decorate(graph: nx.DiGraph, refs: Sequence[tuple[str, str, str]]) -> None:
+    for ref, sha, _ in refs:
+        if not ref.startswith(("refs/heads/", "refs/tags/", "refs/pruned/")):
+            _fill_lane(graph, sha, ref[len("refs/") :])
     for ref, sha, _ in refs:
         if ref.startswith("refs/heads/"):
             name = ref[len("refs/heads/") :]
@@ -170,15 +202,30 @@ def draw(graph: nx.DiGraph, dest: Path, title: str | None = None, max_commits: i
     """
     from swarm.lineage.drawing import render
 
-    dest = Path(dest)
-    if dest.suffix.lower() not in (".png", ".svg", ".pdf"):
-        raise LineageError(f"{dest}: the picture must end in .png, .svg or .pdf")
+    dest = picture_path(dest)
     if graph.number_of_nodes() == 0:
         raise LineageError("the lineage store holds no commits to draw")
     gen = generations(graph)
-    keep = sorted(graph.nodes, key=lambda n: (gen[n], graph.nodes[n]["order"]))[-max_commits:]
     try:
-        render(graph.subgraph(keep), gen, dest, title, graph.number_of_nodes())
+        render(newest(graph, gen, max_commits), gen, dest, title, graph.number_of_nodes())
     except OSError as exc:
         raise LineageError(f"cannot write {dest}: {exc.strerror or exc}") from None
     return dest
+
+
+def picture_path(dest: Path | str) -> Path:
+    """``dest`` as a path, checked to name a picture matplotlib writes.
+
+    Raises:
+        LineageError: its suffix is not ``.png``, ``.svg`` or ``.pdf``.
+    """
+    dest = Path(dest)
+    if dest.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise LineageError(f"{dest}: the picture must end in .png, .svg or .pdf")
+    return dest
+
+
+def newest(graph: nx.DiGraph, gen: dict[str, int], max_commits: int) -> nx.DiGraph:
+    """The subgraph of the newest ``max_commits`` commits by generation (a view)."""
+    keep = sorted(graph.nodes, key=lambda n: (gen[n], graph.nodes[n]["order"]))[-max_commits:]
+    return graph.subgraph(keep)

@@ -170,14 +170,15 @@ class LineageWriter:
         return sha
 
     def note(self, commit: str, data: FileValue, namespace: str = "commits") -> str:
-        """Attach ``data`` (JSON for a mapping) as the git note of ``commit``; return the notes commit."""
+        """Attach ``data`` (JSON for a mapping) as the git note of ``commit`` (or a tree, see
+        ``note_many``); return the notes commit."""
         return self.note_many({commit: data}, namespace)
 
     def note_many(self, items: Mapping[str, FileValue], namespace: str = "commits") -> str:
-        """Attach several notes in one notes commit (replacing earlier notes of those commits).
+        """Attach several notes in one notes commit (replacing earlier notes of those objects).
 
-        A key is a commit's name, or the full sha of any object (a tree: the
-        evaluations of an evolved artifact are cached per tree).
+        A key names a commit (any name ``resolve`` takes) or, by its full sha, a
+        tree: an artifact's evaluation is cached on its tree.
         """
         self._need_writer()
         tips = dict(self._tips)
@@ -190,11 +191,8 @@ class LineageWriter:
         return sha
 
     def _note_target(self, name: str, tips: Mapping[str, str]) -> str:
-        if is_sha(name) and name not in tips:
-            kind = self._batch.pending[name][0] if name in self._batch.pending else \
-                self._cat.lookup(name)[1]
-            if kind != "commit":
-                return name
+        if is_sha(name) and self._batch.object(name)[0] == "tree":
+            return name
         return self._batch.resolve(name, tips)
 
     def _build_notes(
@@ -225,10 +223,10 @@ class LineageWriter:
     def prune(self, branch: str, reason: str, *, author: str | None = None) -> str:
         """Retire ``branch``: its line moves to ``refs/pruned/...`` with ``reason``; nothing is deleted.
 
-        Only agent branches (``agent/<id>``) and evolved artifacts' individuals
-        (``artifact/<name>/<id>``) can be pruned: the ``swarm`` branch holds the
-        rounds and the matchmaker's state, and without it the next ``--resume``
-        would silently start over at round 0.
+        Only agent branches (``agent/<id>``) and artifact individuals
+        (``artifact/<name>/<id>``) can be pruned: the ``swarm`` branch
+        holds the rounds and the matchmaker's state, and without it the next
+        ``--resume`` would silently start over at round 0.
 
         Returns the ref that now holds the pruned line.
 
@@ -242,9 +240,8 @@ class LineageWriter:
             raise LineageError(f"cannot prune {branch!r}: it is the swarm's own branch (rounds "
                                f"and matchmaker state); only agent branches can be pruned")
         if not ref.startswith(("refs/heads/agent/", "refs/heads/artifact/")):
-            raise LineageError(f"cannot prune {branch!r}: only agent branches "
-                               f"(agent/<id>) and artifact individuals "
-                               f"(artifact/<name>/<id>) can be pruned")
+            raise LineageError(f"cannot prune {branch!r}: only agent branches (agent/<id>) "
+                               f"and artifact individuals (artifact/<name>/<id>) can be pruned")
         if ref not in self._tips:
             raise LineageError(f"cannot prune {branch!r}: no such branch")
         short = ref[len("refs/heads/") :]
