@@ -7,8 +7,9 @@ a merge base (the seed) and pulls in nothing but the artifact:
 - the seed: a root commit made from the config's folder, ref ``refs/artifacts/NAME/seed``;
 - an individual: branch ``artifact/NAME/AGENT``, forked from the seed;
 - a child (a mutation: one parent; a crossover: two, ours first) is committed on
-  ``refs/artifacts/NAME/tried/AGENT`` and becomes the individual (``advance``)
-  only if selection keeps it;
+  a ref of its own, ``refs/artifacts/NAME/tried/AGENT/<n>`` (so ``git log --graph
+  --all`` shows every child, kept or not), and becomes the individual
+  (``advance``) only if selection keeps it;
 - an evaluation is a git note (JSON) on the commit (namespace ``commits``: ``git
   log --notes`` shows it) and on its root tree (namespace ``evals``: the cache,
   so the same tree is never evaluated twice);
@@ -229,7 +230,9 @@ class Artifact:
     # -- internals -------------------------------------------------------------
 
     def _tried(self, agent: str) -> str:
-        return f"refs/artifacts/{self.name}/tried/{check_id('agent id', agent)}"
+        """A new ref for a child of ``agent``'s: kept or not, every child stays in the graph."""
+        prefix = f"refs/artifacts/{self.name}/tried/{check_id('agent id', agent)}/"
+        return f"{prefix}{len(self.store.refs(prefix)) + 1}"
 
     def _take_side(self, path: str, stage: Mapping[int, str], choose: Chooser) -> str:
         ours, theirs = ([] if stage.get(n) is None else
