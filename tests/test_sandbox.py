@@ -2,9 +2,11 @@
 
 Each artifact that misbehaves (writes outside its copy, forks without end, allocates
 10 GB, loops, sleeps, connects) is stopped, reported with the limit that stopped it, and
-leaves no process of the sandbox user behind (``pgrep -u swarm-sandbox``, after every
-test). The machine is shared: the fork bomb and the 10 GB case run only after the same
-test saw the bounded case (5 processes, 200 MB) stopped by the limit.
+leaves no process of the sandbox user behind (``pgrep -u swarm-sandbox -f TAG``, after
+every test). The machine is shared: the fork bomb and the 10 GB case run only after the same
+test saw the bounded case (5 processes, 200 MB) stopped by the limit. Other sandboxes may
+run on the machine at the same time, so each test tags its programs' command lines and
+looks for leftovers with that tag.
 """
 
 from __future__ import annotations
@@ -33,8 +35,10 @@ PY = sys.executable
 pytestmark = pytest.mark.timeout(180)
 
 
-def _sandbox_processes() -> str:
-    found = subprocess.run(["pgrep", "-a", "-u", SANDBOX_USER], capture_output=True, text=True)
+def _processes(tag: str) -> str:
+    """The sandbox user's processes whose command line holds ``tag`` (other sandboxes may run
+    on this machine at the same time: each test tags its own)."""
+    found = subprocess.run(["pgrep", "-a", "-u", SANDBOX_USER, "-f", tag], capture_output=True, text=True)
     return found.stdout.strip()
 
 
@@ -47,15 +51,16 @@ def sandbox() -> None:
 
 
 @pytest.fixture
-def nothing_left(sandbox: None) -> Iterator[None]:
-    """Asserts after the test that no process of the sandbox user is left."""
-    assert _sandbox_processes() == "", "a sandbox process was running before the test"
-    yield
-    assert _sandbox_processes() == "", "the run left processes of the sandbox user behind"
+def tag(sandbox: None) -> Iterator[str]:
+    """A word for the command lines of the test's programs; after the test, no process of the
+    sandbox user has it."""
+    word = f"swarm-sandbox-test-{uuid.uuid4().hex}"
+    yield word
+    assert _processes(word) == "", "the run left processes of the sandbox user behind"
 
 
-def _run(source: str, limits: SandboxLimits, **files: bytes) -> tuple[str, int, str, str, str]:
-    result = run_sandboxed([PY, "main.py"], {"main.py": source.encode(), **files}, limits)
+def _run(tag: str, source: str, limits: SandboxLimits) -> tuple[str, int, str, str, str]:
+    result = run_sandboxed([PY, "main.py", tag], {"main.py": source.encode()}, limits)
     return result.status, result.returncode, result.stdout, result.stderr, result.reason
 
 
@@ -75,12 +80,12 @@ print(json.dumps({{"value": 2 * value, "uid": os.getuid(), "cwd": os.getcwd(),
 """
 
 
-def test_a_clean_run_returns_ok_with_its_stdout(nothing_left: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_clean_run_returns_ok_with_its_stdout(tag: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # Prepare
-    marker = f"swarm-sandbox-copy-{uuid.uuid4().hex}"
+    marker = f"{tag}-copy"
     monkeypatch.setenv("SWARM_SECRET", "not for the sandbox")
     # Execute
-    result = run_sandboxed([PY, "main.py"], {"main.py": CLEAN.format(marker=marker).encode(),
+    result = run_sandboxed([PY, "main.py", tag], {"main.py": CLEAN.format(marker=marker).encode(),
                                               "data/input.txt": b"21"},
                            SandboxLimits(wall_s=30), env={"EXTRA": "given"})
     # Assert
@@ -108,14 +113,14 @@ print(json.dumps(done))
 """
 
 
-def test_writes_outside_the_copy_fail_or_land_on_a_throwaway_tmpfs(nothing_left: None) -> None:
+def test_writes_outside_the_copy_fail_or_land_on_a_throwaway_tmpfs(tag: str) -> None:
     # Prepare
-    marker = f"swarm-sandbox-leak-{uuid.uuid4().hex}"
+    marker = f"{tag}-leak"
     throwaway = ["/tmp", "/var/tmp", "/dev/shm"]
     refused = [str(REPO), str(REPO / "swarm"), str(Path.home()), "/root", "/", "/etc",
                *[p for p in ("/run/lock", "/var/lock") if os.path.isdir(p)]]
     # Execute
-    status, _, stdout, stderr, _ = _run(WRITES.format(folders=throwaway + refused, marker=marker),
+    status, _, stdout, stderr, _ = _run(tag, WRITES.format(folders=throwaway + refused, marker=marker),
                                         SandboxLimits(wall_s=30))
     # Assert
     assert status == "ok", stderr
@@ -126,9 +131,9 @@ def test_writes_outside_the_copy_fail_or_land_on_a_throwaway_tmpfs(nothing_left:
     assert left == [], f"the sandbox's writes reached the machine: {left}"
 
 
-def test_output_past_output_kb_keeps_its_last_part(nothing_left: None) -> None:
+def test_output_past_output_kb_keeps_its_last_part(tag: str) -> None:
     # Execute
-    status, _, stdout, _, reason = _run("for i in range(100_000):\n    print('line', i)\n",
+    status, _, stdout, _, reason = _run(tag, "for i in range(100_000):\n    print('line', i)\n",
                                         SandboxLimits(output_kb=1, wall_s=30))
     # Assert
     assert status == "ok"
@@ -139,30 +144,33 @@ def test_output_past_output_kb_keeps_its_last_part(nothing_left: None) -> None:
 # --------------------------------------------------------------------------- runs a limit stops
 
 
-def test_a_cpu_loop_is_killed_by_the_cpu_limit(nothing_left: None) -> None:
+def test_a_cpu_loop_is_killed_by_the_cpu_limit(tag: str) -> None:
     # Execute
-    status, code, _, _, reason = _run("while True:\n    pass\n", SandboxLimits(cpu_s=1, wall_s=60))
+    status, code, _, _, reason = _run(tag, "while True:\n    pass\n", SandboxLimits(cpu_s=1, wall_s=60))
     # Assert
     assert (status, code) == ("failed", -signal.SIGXCPU)
     assert "CPU time limit (cpu_s=1)" in reason
 
 
 SLEEPER = """
-import subprocess, time
-subprocess.Popen(["sh", "-c", "sleep 600 & sleep 600"])  # a child and a grandchild
+import subprocess, sys, time
+sleep = [sys.executable, "-c", "import subprocess, sys, time; "
+         "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)', sys.argv[1]]); "
+         "time.sleep(600)", sys.argv[1]]
+subprocess.Popen(sleep)  # a child that sleeps, and a grandchild that sleeps
 print("started", flush=True)
 time.sleep(600)
 """
 
 
-def test_a_sleep_past_wall_s_times_out_and_its_whole_tree_dies(nothing_left: None) -> None:
+def test_a_sleep_past_wall_s_times_out_and_its_whole_tree_dies(tag: str) -> None:
     # Execute
-    status, code, stdout, _, reason = _run(SLEEPER, SandboxLimits(wall_s=2))
+    status, code, stdout, _, reason = _run(tag, SLEEPER, SandboxLimits(wall_s=3))
     # Assert
     assert (status, code) == ("timeout", -signal.SIGKILL)
     assert stdout == "started\n"
-    assert "wall-clock limit (wall_s=2)" in reason
-    # `nothing_left` checks that the sleeps died with it
+    assert "wall-clock limit (wall_s=3)" in reason
+    # `tag` checks that the child and the grandchild died with it
 
 
 FORK_TEN = """
@@ -191,19 +199,19 @@ while True:  # forks without end and never gives up
 """
 
 
-def test_the_process_limit_holds_then_fork_bombs_are_stopped(nothing_left: None) -> None:
+def test_the_process_limit_holds_then_fork_bombs_are_stopped(tag: str) -> None:
     # Execute: the bounded case first, 10 forks under processes=5
-    status, _, stdout, stderr, _ = _run(FORK_TEN, SandboxLimits(processes=5, wall_s=30))
+    status, _, stdout, stderr, _ = _run(tag, FORK_TEN, SandboxLimits(processes=5, wall_s=30))
     # Assert
     assert status == "ok", stderr
     counts = json.loads(stdout)
     assert counts["forked"] <= 4 and counts["forked"] + counts["refused"] == 10, counts
     # Execute: a fork bomb, now that the limit is shown to hold
-    status, _, _, _, reason = _run(FORK_BOMB, SandboxLimits(processes=16, cpu_s=5, wall_s=30))
+    status, _, _, _, reason = _run(tag, FORK_BOMB, SandboxLimits(processes=16, cpu_s=5, wall_s=30))
     # Assert
     assert status == "failed" and "process limit (processes=16)" in reason, reason
     # Execute: one that forks without end, ignoring the refusals
-    status, _, _, _, reason = _run(FORK_SPINNER, SandboxLimits(processes=16, cpu_s=1, wall_s=5))
+    status, _, _, _, reason = _run(tag, FORK_SPINNER, SandboxLimits(processes=16, cpu_s=1, wall_s=5))
     # Assert
     assert status in ("failed", "timeout")
     assert "CPU time limit (cpu_s=1)" in reason or "wall-clock limit (wall_s=5)" in reason, reason
@@ -220,27 +228,27 @@ except MemoryError:
 """
 
 
-def test_the_memory_limit_holds_then_10_gb_is_refused(nothing_left: None) -> None:
+def test_the_memory_limit_holds_then_10_gb_is_refused(tag: str) -> None:
     # Execute: the bounded case first, 200 MB under memory_mb=100
-    status, _, _, _, reason = _run("b = bytearray(200 << 20)\n", SandboxLimits(memory_mb=100, wall_s=30))
+    status, _, _, _, reason = _run(tag, "b = bytearray(200 << 20)\n", SandboxLimits(memory_mb=100, wall_s=30))
     # Assert
     assert status == "failed" and "memory limit (memory_mb=100)" in reason, reason
     # Execute: 10 GB, now that the limit is shown to hold
-    status, _, stdout, _, reason = _run(GROW, SandboxLimits(memory_mb=200, wall_s=30))
+    status, _, stdout, _, reason = _run(tag, GROW, SandboxLimits(memory_mb=200, wall_s=30))
     # Assert
     assert status == "failed" and "memory limit (memory_mb=200)" in reason, reason
     assert int(stdout) * 10 < 200  # it got no further than the limit
 
 
-def test_a_file_past_file_mb_fails(nothing_left: None) -> None:
+def test_a_file_past_file_mb_fails(tag: str) -> None:
     # Execute
-    status, _, _, _, reason = _run("open('big', 'wb').write(b'x' * (3 << 20))\n",
+    status, _, _, _, reason = _run(tag, "open('big', 'wb').write(b'x' * (3 << 20))\n",
                                    SandboxLimits(file_mb=1, wall_s=30))
     # Assert
     assert status == "failed" and "file size limit (file_mb=1)" in reason, reason
 
 
-def test_a_network_connection_does_not_connect(nothing_left: None) -> None:
+def test_a_network_connection_does_not_connect(tag: str) -> None:
     # Prepare: a server in this process that the artifact tries to reach
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server:
         server.bind(("127.0.0.1", 0))
@@ -248,7 +256,7 @@ def test_a_network_connection_does_not_connect(nothing_left: None) -> None:
         port = server.getsockname()[1]
         source = f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=5).sendall(b'hi')\n"
         # Execute
-        status, _, _, _, reason = _run(source, SandboxLimits(wall_s=30))
+        status, _, _, _, reason = _run(tag, source, SandboxLimits(wall_s=30))
         # Assert
         assert status == "failed" and "no network in the sandbox" in reason, reason
         server.setblocking(False)
@@ -259,7 +267,8 @@ def test_a_network_connection_does_not_connect(nothing_left: None) -> None:
 CALLER = """
 import sys
 from swarm.sandbox import SandboxLimits, run_sandboxed
-run_sandboxed(["sh", "-c", "sleep 600 & sleep 600"], {}, SandboxLimits(wall_s=600))
+run_sandboxed([sys.executable, "main.py", sys.argv[1]], {"main.py": sys.argv[2].encode()},
+              SandboxLimits(wall_s=600))
 """
 
 
@@ -272,16 +281,16 @@ def _wait_until(check: Callable[[], bool], seconds: float) -> bool:
     return False
 
 
-def test_the_tree_dies_with_its_caller(nothing_left: None) -> None:
-    # Prepare: a caller whose sandboxed program would sleep for 10 minutes
-    caller = subprocess.Popen([PY, "-c", CALLER], cwd=REPO)
+def test_the_tree_dies_with_its_caller(tag: str) -> None:
+    # Prepare: a caller whose sandboxed program and its child and grandchild sleep 10 minutes
+    caller = subprocess.Popen([PY, "-c", CALLER, tag, SLEEPER], cwd=REPO)
     try:
-        assert _wait_until(lambda: _sandbox_processes().count("sleep 600") >= 2, 60), "it did not start"
+        assert _wait_until(lambda: len(_processes(tag).splitlines()) >= 3, 60), "it did not start"
         # Execute
         os.kill(caller.pid, signal.SIGKILL)
         caller.wait()
         # Assert
-        assert _wait_until(lambda: _sandbox_processes() == "", 60), _sandbox_processes()
+        assert _wait_until(lambda: _processes(tag) == "", 60), _processes(tag)
     finally:
         if caller.poll() is None:
             caller.kill()
@@ -318,12 +327,12 @@ def test_a_missing_user_is_an_error_that_says_how_to_fix_it(monkeypatch: pytest.
 CALLER_IN_VENV = """
 import json, sys
 from swarm.sandbox import run_sandboxed
-result = run_sandboxed([sys.executable, "-c", "import sys; print(sys.prefix)"], {})
+result = run_sandboxed([sys.executable, "-c", "import sys; print(sys.prefix)", sys.argv[1]], {})
 print(json.dumps([result.status, result.stdout.strip(), result.stderr]))
 """
 
 
-def test_python_runs_from_a_folder_the_sandbox_user_cannot_enter(nothing_left: None, tmp_path: Path) -> None:
+def test_python_runs_from_a_folder_the_sandbox_user_cannot_enter(tag: str, tmp_path: Path) -> None:
     # Prepare: a venv inside a folder only root may enter (as pyenv's Python is under /root)
     private = tmp_path / "private"
     private.mkdir(mode=0o700)
@@ -331,7 +340,7 @@ def test_python_runs_from_a_folder_the_sandbox_user_cannot_enter(nothing_left: N
     subprocess.run([Path(sys.base_prefix, "bin", "python3"), "-m", "venv", "--without-pip", venv], check=True)
     path = os.pathsep.join([str(REPO), str(Path(msgspec.__file__).parents[1])])
     # Execute
-    done = subprocess.run([venv / "bin" / "python", "-c", CALLER_IN_VENV], capture_output=True, text=True,
+    done = subprocess.run([venv / "bin" / "python", "-c", CALLER_IN_VENV, tag], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": path}, check=True)
     # Assert
     status, prefix, stderr = json.loads(done.stdout)

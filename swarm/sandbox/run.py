@@ -168,26 +168,28 @@ def _exposed(uid: int, gid: int) -> list[tuple[str, list[str]]]:
     """The interpreter's folders that pid 1 binds back in, by what covers them in the sandbox:
     a fresh place (``/tmp``, ...) or the outermost folder above them that the sandbox user
     cannot enter (``/root`` for a pyenv Python), which pid 1 covers with an empty tmpfs."""
-    wanted = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
-                                            os.path.dirname(os.path.realpath(sys.executable)))}
+    wanted = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix,
+                                            sys.base_exec_prefix, os.path.dirname(sys.executable))}
+    wanted.add(os.path.dirname(os.path.realpath(sys.executable)))
     roots = sorted(p for p in wanted if not any(p.startswith(q.rstrip("/") + "/") for q in wanted))
     plan: dict[str, list[str]] = {}
     for root in roots:
-        if not _may_enter(root, uid, gid, os.R_OK):
+        if not _may_enter(root, uid, gid, read=True):
             raise SandboxError(f"the interpreter's folder {root} is not readable by "
                                f"{shared.SANDBOX_USER}: chmod o+rx it, or use a Python installed elsewhere")
         covers = [place for place in FRESH if root.startswith(place + "/")] + [
-            str(folder) for folder in reversed(PurePosixPath(root).parents) if not _may_enter(str(folder), uid, gid)]
+            str(folder) for folder in reversed(PurePosixPath(root).parents)
+            if not _may_enter(str(folder), uid, gid)]
         if covers:
             plan.setdefault(covers[0], []).append(root)
     return sorted(plan.items())
 
 
-def _may_enter(folder: str, uid: int, gid: int, extra: int = 0) -> bool:
-    """Whether ``uid`` (group ``gid``) may search ``folder`` (and read it, with ``extra=R_OK``)."""
+def _may_enter(folder: str, uid: int, gid: int, read: bool = False) -> bool:
+    """Whether ``uid`` (group ``gid``) may search ``folder`` (and list it, with ``read``)."""
     st = os.stat(folder)
     shift = 6 if st.st_uid == uid else 3 if st.st_gid == gid else 0
-    need = 1 | (4 if extra == os.R_OK else 0)
+    need = 5 if read else 1
     return (st.st_mode >> shift) & need == need
 
 
