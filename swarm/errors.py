@@ -42,6 +42,7 @@ __all__ = [
     "AskTimeout",
     "HandlerError",
     "ToolError",
+    "SandboxError",
     "error_for_code",
 ]
 
@@ -273,6 +274,15 @@ class ToolError(AgentError):
     """A tool cannot be offered (its signature, its name), or a tool call failed."""
 
     code = "agent.tool"
+
+
+class SandboxError(SwarmError):
+    """The evaluation sandbox cannot run here (not root, no user ``swarm-sandbox``, namespaces
+    refused) or was asked for something it refuses (a file outside its working copy, limits out
+    of bounds); the message says how to fix it. Code under evaluation that fails is a
+    ``SandboxResult``, never this."""
+
+    code = "sandbox"
 
 
 def error_for_code(code: str, reason: str) -> SwarmError:

@@ -41,7 +41,7 @@ ROOTS = {
 # imports: it sits on top, and no part imports it.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("swarm.errors", "swarm.registry", "swarm.durable", "swarm.settings"),
-    ("swarm.wire",),
+    ("swarm.wire", "swarm.sandbox"),
     ("swarm.knowledge", "swarm.skills", "swarm.models"),
     ("swarm.transport",),
     ("swarm.adapters",),

@@ -61,15 +61,16 @@ def _outside(site: Path, tmp_path: Path) -> tuple[Path, dict[str, str]]:
 
 def test_the_wheel_holds_the_three_packages(installed: Path, tmp_path: Path) -> None:
     work, env = _outside(installed, tmp_path)
-    probe = ("import json, swarm, swarm.agents, swarm.protocols, swarm.cli.init, swarm.agents.roles;"
+    probe = ("import json, swarm, swarm.agents, swarm.protocols, swarm.cli.init, swarm.agents.roles,"
+             " swarm.sandbox.pid1;"
              "print(json.dumps({m.__name__: m.__file__ for m in (swarm, swarm.agents,"
-             " swarm.protocols, swarm.cli.init, swarm.agents.roles)}))")
+             " swarm.protocols, swarm.cli.init, swarm.agents.roles, swarm.sandbox.pid1)}))")
 
     done = _run(sys.executable, "-c", probe, cwd=work, env=env)
 
     files = json.loads(done.stdout)
     assert set(files) == {"swarm", "swarm.agents", "swarm.protocols", "swarm.cli.init",
-                          "swarm.agents.roles"}
+                          "swarm.agents.roles", "swarm.sandbox.pid1"}
     for name, file in files.items():
         assert Path(file).is_relative_to(installed), f"{name} imported from {file}"
     assert (installed / "swarm" / "agents" / "base.py").is_file()
