@@ -34,7 +34,7 @@ from swarm.errors import LineageError, MessageTypeError, SwarmError
 from swarm.lineage.artifacts import Artifact
 from swarm.protocols.base import ServiceContext
 from swarm.protocols.evaluators import create_evaluator
-from swarm.protocols.evogit import (
+from swarm.protocols.evotypes import (
     Crossover,
     EvogitSettings,
     Mutation,

@@ -197,7 +197,7 @@ def test_promote_broadcasts_a_version_and_prune_retires_an_individual(tmp_path: 
     assert store.resolve("toy-promoted-1") == best.child
     tips = evo.artifact.individuals()
     assert sorted(tips) == ["a", "b"] and "pruned c" in pruned.done
-    for agent, tip in tips.items():
+    for tip in tips.values():
         assert evo.artifact.files(tip) == evo.artifact.files(best.child)
         assert store.git("log", "-1", "--format=%P", tip).decode().split()[-1] == best.child
     assert store.refs("refs/pruned/artifact/toy/c")

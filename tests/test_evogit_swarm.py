@@ -163,7 +163,7 @@ def test_a_person_promotes_and_continues_and_the_evolution_resumes(tmp_path: Pat
     # round 0: odd agents lowered x: (1+1) kept the even agents' children only
     r0 = {e["agent"]: e["accepted"] for e in rounds[0]["artifact"]["events"]}
     assert r0 == {"e-0": True, "e-1": False, "e-2": True}
-    for agent, tip in art.individuals().items():
+    for tip in art.individuals().values():
         assert store.git("merge-base", "--is-ancestor", tag, tip, check=False) == b""
         assert art.evaluation(tip) is not None
     graph = store.git("log", "--graph", "--all", "--oneline").decode()
