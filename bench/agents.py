@@ -76,8 +76,8 @@ def _free(port: int) -> bool:
 class SharedServer:
     """One model server for every run (started like a run's own, with its config)."""
 
-    def __init__(self, tmp: Path) -> None:
-        self.config = load_config(CONFIG, [f"swarm.lineage={tmp / 'server' / 'lineage'}",
+    def __init__(self, tmp: Path, config: Path = CONFIG) -> None:
+        self.config = load_config(config, [f"swarm.lineage={tmp / 'server' / 'lineage'}",
                                            f"transport.base_port={free_base_port()}",
                                            f"model.adapter_store={tmp / 'adapters'}"])
         self.launcher = LocalLauncher(self.config)

@@ -88,3 +88,17 @@ def test_agents_notebook_runs_a_custom_llm_role_that_asks_its_peers(
     assert "CuriousQuestion" in out and "CuriousAnswer" in out
     assert "goal learn" in out and "subgoal" in out
     assert (tmp_path / "kg.png").stat().st_size > 5_000
+
+
+def test_evogit_notebook_evolves_an_artifact_and_draws_its_phylogeny(
+        tmp_path: Path, model_server: list[str]) -> None:
+    overrides = [*model_server, f"swarm.lineage={tmp_path / 'evo' / 'lineage'}",
+                 f"transport.base_port={free_base_port()}"]
+    (tmp_path / "configs").symlink_to(NOTEBOOKS.parent / "configs")
+
+    out = _outputs(_execute("evogit.ipynb", {"SWARM_SET": ";".join(overrides)}, tmp_path))
+
+    assert "best fitness per round:" in out and "versions, kinds:" in out
+    assert "'seed'" in out and "'mutate'" in out
+    assert "diff --git a/artifacts/packing/params.txt" in out or "fitness 0.3925 (seed" in out
+    assert (tmp_path / "packing-phylogeny.png").stat().st_size > 5_000
