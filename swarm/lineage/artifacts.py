@@ -31,6 +31,7 @@ from typing import Any
 
 from swarm.errors import LineageError
 from swarm.lineage.names import check_id, check_tree_path
+from swarm.lineage.repo import TRAILER
 from swarm.lineage.store import LineageStore
 
 __all__ = ["ARTIFACTS_DIR", "EVALS", "Artifact", "Hunk", "MergeResult", "read_folder",
@@ -165,8 +166,8 @@ class Artifact:
               author: str | None = None) -> str:
         """Commit a mutation of ``parent`` (``changes``: relative path -> bytes, None deletes)."""
         files = {self.prefix + rel: data for rel, data in changes.items()}
-        return self.store.commit(self._tried(agent), files, message, parents=[parent],
-                                 author=author)
+        return self.store.commit(self._tried(agent), files, self._lane(agent, message),
+                                 parents=[parent], author=author)
 
     def merge(self, agent: str, ours: str, theirs: str, choose: Chooser, message: str) -> MergeResult:
         """A three-way merge of ``ours`` and ``theirs``, each conflicting hunk ``choose``'s.
@@ -192,7 +193,7 @@ class Artifact:
         changes: dict[str, bytes | None] = {p: d for p, d in files.items() if base.get(p) != d}
         changes.update({p: None for p in base if p not in files})
         sha = self.store.commit(self._tried(agent), {self.prefix + p: d for p, d in changes.items()},
-                                message, parents=[ours, theirs])
+                                self._lane(agent, message), parents=[ours, theirs])
         return MergeResult(sha, sorted(stages), decided)
 
     def advance(self, agent: str, sha: str) -> None:
@@ -228,6 +229,11 @@ class Artifact:
         return self.store.prune(self.branch(agent), reason)
 
     # -- internals -------------------------------------------------------------
+
+    def _lane(self, agent: str, message: str) -> str:
+        """``message`` with the trailer naming the individual's branch (the commit is made on
+        a ref of its own, which the writer's trailer would not name)."""
+        return f"{message.rstrip()}\n\n{TRAILER}: {self.branch(agent)}\n"
 
     def _tried(self, agent: str) -> str:
         """A new ref for a child of ``agent``'s: kept or not, every child stays in the graph."""
