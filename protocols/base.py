@@ -14,7 +14,7 @@ protocol gets them as ``self.settings``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 from typing import Protocol as Interface
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from swarm.agents.base import Agent, AgentReport, PairOutcome
     from swarm.agents.context import AgentContext
     from swarm.lineage.store import LineageStore
+    from swarm.wire.messages import GenOutput, GenRequest
 
 __all__ = ["Protocol", "ProtocolService", "ServiceContext", "orient"]
 
@@ -33,12 +34,14 @@ __all__ = ["Protocol", "ProtocolService", "ServiceContext", "orient"]
 @dataclass
 class ServiceContext:
     """What the coordinator hands a protocol's service: the lineage (it is its one writer),
-    the swarm's agents, the seed and the round it is at."""
+    the swarm's agents, the seed, the rounds, and the model (``generate``: requests to the
+    swarm's model server, as ``ModelClient.generate``; ``None`` where there is none)."""
 
     store: LineageStore
     agents: list[str]
     seed: int
     rounds: int
+    generate: Callable[[Sequence[GenRequest]], Awaitable[list[GenOutput]]] | None = None
 
 
 class ProtocolService(Interface):

@@ -19,6 +19,7 @@ messages); it alone writes the artifact's lineage (``swarm.lineage.artifacts``):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import hashlib
 import json
@@ -26,14 +27,14 @@ import random
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
 from swarm.errors import LineageError, MessageTypeError, SwarmError
-from swarm.lineage.artifacts import Artifact
+from swarm.lineage.artifacts import Artifact, Hunk
 from swarm.protocols.base import ServiceContext
-from swarm.protocols.evaluators import create_evaluator
+from swarm.protocols.evaluators import Parent, create_evaluator
 from swarm.protocols.evotypes import (
     Crossover,
     EvogitSettings,
@@ -48,6 +49,12 @@ from swarm.protocols.evotypes import (
 __all__ = ["Evolution", "better"]
 
 
+class Side(msgspec.Struct, frozen=True):
+    """The LLM's choice of a conflicting hunk's side."""
+
+    take: Literal["ours", "theirs"]
+
+
 def better(child: float | None, *others: float | None) -> bool:
     """Whether ``child`` is fitter than every one of ``others`` (an unscored one loses)."""
     return child is not None and all(o is None or child > o for o in others)
@@ -59,7 +66,7 @@ class Evolution:
     def __init__(self, settings: EvogitSettings, ctx: ServiceContext) -> None:
         self.settings, self.ctx = settings, ctx
         self.artifact = Artifact(ctx.store, settings.artifact)
-        self.evaluator = create_evaluator(settings.evaluator, settings)
+        self.evaluator = create_evaluator(settings.evaluator, settings, ctx)
         self.rng = random.Random(ctx.seed)
         self.pattern = re.compile(settings.line_pattern) if settings.line_pattern else None
         self.round = 0
@@ -134,13 +141,18 @@ class Evolution:
             out[agent] = {"sha": sha, "fitness": None if ev is None else ev.get("fitness")}
         return out
 
-    async def fitness(self, sha: str) -> float | None:
-        """``sha``'s fitness: the cached evaluation of its tree, else evaluated (and noted)."""
+    async def fitness(self, sha: str, parent: str | None = None) -> float | None:
+        """``sha``'s fitness: the cached evaluation of its tree, else evaluated (and noted).
+
+        ``parent``: the version it was made from (a judge compares the two).
+        """
         result = self.artifact.evaluation(sha)
         if result is None:
             files = self.artifact.files(sha)
+            before = None if parent is None else Parent(self.artifact.files(parent),
+                                                        await self.fitness(parent))
             async with self._evals:
-                result = await self.evaluator.evaluate(files)
+                result = await self.evaluator.evaluate(files, before)
             self.stats["evaluations"] += 1
             self.artifact.record(sha, result)
         else:
@@ -225,9 +237,16 @@ class Evolution:
                             detail=f"no crossover of {agent} and {c.theirs}: pruned or the same")
         key = f"{self.ctx.seed}|{self.round}|{agent}|{c.theirs}".encode()
         coin = random.Random(int.from_bytes(hashlib.sha256(key).digest()[:8], "big"))
-        merged = self.artifact.merge(
-            agent, ours, theirs, lambda h: h.ours if coin.random() < 0.5 else h.theirs,
-            f"round {self.round}: merge {agent} + {c.theirs}")
+        sides: dict[tuple[str, int], str] = {}
+        if self.settings.resolve == "llm":
+            sides = await self._llm_sides(self.artifact.conflicts(ours, theirs))
+
+        def choose(h: Hunk) -> list[str]:
+            side = sides.get((h.path, h.index)) or ("ours" if coin.random() < 0.5 else "theirs")
+            return h.ours if side == "ours" else h.theirs
+
+        merged = self.artifact.merge(agent, ours, theirs, choose,
+                                     f"round {self.round}: merge {agent} + {c.theirs}")
         self.stats["merges"] += 1
         self.stats["conflicts"] += len(merged.hunks)
         return await self._select(agent, "merge", merged.sha, ours, theirs,
@@ -236,7 +255,7 @@ class Evolution:
     async def _select(self, agent: str, kind: str, child: str, *parents: str,
                       **extra: Any) -> Selected:
         fits = [await self.fitness(p) for p in parents]
-        fit = await self.fitness(child)
+        fit = await self.fitness(child, parents[0])
         keep = better(fit, *fits)
         if keep:
             self.artifact.advance(agent, child)
@@ -248,6 +267,33 @@ class Evolution:
                         parent_fitness=fits[0], accepted=keep,
                         individual=child if keep else parents[0],
                         detail=str(ev.get("detail", ""))[:2000])
+
+    async def _llm_sides(self, hunks: list[Hunk]) -> dict[tuple[str, int], str]:
+        """The LLM's side of each hunk (one batch of requests); a hunk it fails on is the coin's."""
+        generate = self.ctx.generate
+        if generate is None or not hunks:
+            return {}
+        from swarm.serving.structured import decode_output, schema_for
+        from swarm.wire.messages import ChatTurn, GenRequest
+
+        schema = schema_for(Side)
+        requests = [GenRequest(messages=[
+            ChatTurn(role="system", content="Two versions of a part of a file disagree. "
+                     "Answer with JSON: {\"take\": \"ours\" or \"theirs\"}."),
+            ChatTurn(role="user", content=f"File {h.path}.\nOurs:\n{''.join(h.ours)[:3000]}\n"
+                     f"Theirs:\n{''.join(h.theirs)[:3000]}\nWhich is better?")],
+            max_tokens=16, temperature=0.0, json_schema=schema) for h in hunks]
+        try:
+            outputs = await generate(requests)
+        except SwarmError as exc:
+            self.events.append({"kind": "resolve", "detail": f"the LLM failed: {exc}"[:300]})
+            return {}
+        sides: dict[tuple[str, int], str] = {}
+        for h, out in zip(hunks, outputs, strict=True):
+            with contextlib.suppress(SwarmError):
+                sides[(h.path, h.index)] = decode_output(out.texts[0], Side).take
+        self.stats["llm_hunks"] += len(sides)
+        return sides
 
     # -- a person ------------------------------------------------------------------
 

@@ -117,6 +117,7 @@ class EvogitSettings(Settings, frozen=True):
     extra_lines: Annotated[int, msgspec.Meta(ge=0, le=512)] = 8  # an edit may add this many
     crossover_every: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = 3  # 0: mutation only
     crossover: Literal["matchmaker", "random"] = "random"
+    resolve: Literal["random", "llm"] = "random"  # who takes each conflicting hunk's side
     human_every: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = 0  # 0: never pause
     human_policy: Literal["wait", "promote_best", "continue"] = "wait"
     parallel_evals: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2

@@ -65,7 +65,7 @@ from swarm.runtime.partners import PartnerService
 from swarm.runtime.population import agent_skills
 from swarm.runtime.recorder import Recorder
 from swarm.runtime.reports import ReportChecker, short
-from swarm.runtime.services import ServiceDesk
+from swarm.runtime.services import ModelCaller, ServiceDesk
 from swarm.transport.peers import Incoming, Server, TransportOptions
 from swarm.transport.pubsub import Publisher
 from swarm.transport.topology import address_book
@@ -140,9 +140,11 @@ class Coordinator:
         self.exchange_failures: dict[str, str] = {}
         self.rejected: dict[str, str] = {}  # host -> why its results of this round were dropped
         self.ledger = AgentLedger(recorder.agent_states())
+        book = address_book(config.transport, config.launcher.hosts, config.model.server)
+        self.model = ModelCaller(book.model, self.options)
         self.service = self.protocol.service(ServiceContext(
             store=recorder.store, agents=list(self.expected), seed=config.swarm.seed,
-            rounds=config.swarm.rounds))
+            rounds=config.swarm.rounds, generate=self.model.generate))
         self.desk = ServiceDesk(self.service, config.protocol.name)
         self._joined = asyncio.Event()
         self._inflight: dict[str, asyncio.Task[Incoming]] = {}
@@ -198,6 +200,7 @@ class Coordinator:
                 if self.service is not None:
                     self.service.close()
                 await self.desk.close()
+                await self.model.close()
                 self.recorder.close()
 
     async def _serve(self, server: Server) -> None:

@@ -16,20 +16,55 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from swarm.agents.talk import decode_body, encode_body
 from swarm.errors import SecurityError, SwarmError
 from swarm.protocols.base import ProtocolService
-from swarm.transport.peers import Incoming, Server
-from swarm.wire.codec import AgentMsg, error_reply
+from swarm.serving.client import ModelClient
+from swarm.transport.peers import Client, Incoming, Server, TransportOptions
+from swarm.transport.topology import new_routing_id
+from swarm.wire.codec import AgentMsg, GenOutput, GenRequest, error_reply
 
-__all__ = ["ServiceDesk", "USER_PREFIX"]
+__all__ = ["ModelCaller", "ServiceDesk", "USER_PREFIX"]
 
 log = logging.getLogger(__name__)
 
+_MODEL_SILENCE_S = 120.0
+
 #: The sender prefix of a person's messages (``swarm artifact ...``).
 USER_PREFIX = "user:"
+
+
+class ModelCaller:
+    """The coordinator's requests to the swarm's model server, for its protocol's service (a
+    judge, a merge resolved by the LLM): one client, connected on the first request."""
+
+    def __init__(self, address: str, options: TransportOptions) -> None:
+        self.address, self.options = address, options
+        self._client: Client | None = None
+
+    async def generate(self, requests: Sequence[GenRequest]) -> list[GenOutput]:
+        """``ModelClient.generate`` over the coordinator's client.
+
+        Raises:
+            PeerUnavailable: the model server is not heard for ``silence_s``.
+        """
+        # as hosts do: a model server that is starting (its engine loads) is waited for
+        silence = max(_MODEL_SILENCE_S, self.options.silence_s)
+        if self._client is None:
+            client = Client(new_routing_id("coordinator-model"), self.address, self.options)
+            await client.start()
+            self._client = client
+            await client.wait_up(silence)
+        return await ModelClient(self._client, "coordinator", silence).generate(requests)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            with contextlib.suppress(Exception):
+                await client.close()
 
 
 class ServiceDesk:
