@@ -196,6 +196,23 @@ class Artifact:
                                 self._lane(agent, message), parents=[ours, theirs])
         return MergeResult(sha, sorted(stages), decided)
 
+    def conflicts(self, ours: str, theirs: str) -> list[Hunk]:
+        """The hunks a merge of ``ours`` and ``theirs`` would ask to choose (nothing committed)."""
+        merged, stages = self._merge_tree(ours, theirs)
+        files = self._files_of_tree(merged)
+        hunks: list[Hunk] = []
+
+        def keep(hunk: Hunk) -> list[str]:
+            hunks.append(hunk)
+            return hunk.ours
+
+        for path, stage in sorted(stages.items()):
+            if 2 in stage and 3 in stage and path in files:
+                resolve_markers(path, files[path], keep)
+            else:
+                self._take_side(path, stage, keep)
+        return hunks
+
     def advance(self, agent: str, sha: str) -> None:
         """``agent``'s individual becomes ``sha`` (selection kept the child)."""
         self.store.point(self.branch(agent), sha)
