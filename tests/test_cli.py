@@ -253,6 +253,8 @@ def _starter() -> dict[str, bytes]:
     """What ``swarm init`` must write: the checkout's configs and notebooks."""
     files = {f"configs/{p.name}": p.read_bytes() for p in (ROOT / "configs").glob("*.yaml")}
     files |= {f"notebooks/{p.name}": p.read_bytes() for p in (ROOT / "notebooks").glob("*.ipynb")}
+    files |= {f"configs/artifacts/{p.parent.name}/{p.name}": p.read_bytes()
+              for p in (ROOT / "configs" / "artifacts").glob("*/*") if p.suffix in (".py", ".txt")}
     return files
 
 
@@ -270,6 +272,7 @@ def test_init_writes_the_quickstart_config_and_the_notebooks(
     assert "configs/quickstart.yaml" in written and "notebooks/quickstart.ipynb" in written
     assert f"cd {dest}" in out and "swarm run configs/quickstart.yaml" in out
     load_config(dest / "configs" / "quickstart.yaml")  # the starter config validates
+    assert "configs/artifacts/packing/params.txt" in written  # evogit.yaml's seed artifact
 
 
 def test_init_into_an_existing_folder_keeps_its_other_files(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""CLI command ``swarm init DIR``: a starter folder with the quickstart config and the notebooks.
+"""CLI command ``swarm init DIR``: a starter folder with the configs, their seed artifacts and
+the notebooks.
 
 The starter files ship inside the package (``swarm/cli/starter/``: in a
 checkout, links to ``configs/`` and ``notebooks/``), so an installed swarm
@@ -22,6 +23,7 @@ __all__ = ["register", "starter_files", "write_starter"]
 
 # The starter's folders and the kind of file each holds.
 _FOLDERS = (("configs", ".yaml"), ("notebooks", ".ipynb"))
+_ARTIFACT_SUFFIXES = (".py", ".txt")
 
 
 def register(sub: Any) -> None:
@@ -52,6 +54,12 @@ def starter_files() -> list[tuple[str, Traversable]]:
         for entry in sorted((root / folder).iterdir(), key=lambda e: e.name):
             if entry.is_file() and entry.name.endswith(suffix):
                 files.append((f"{folder}/{entry.name}", entry))
+    artifacts = root / "configs" / "artifacts"  # the evogit configs' seed artifacts
+    if artifacts.is_dir():
+        for seed in sorted(artifacts.iterdir(), key=lambda e: e.name):
+            for entry in sorted(seed.iterdir(), key=lambda e: e.name) if seed.is_dir() else ():
+                if entry.is_file() and entry.name.endswith(_ARTIFACT_SUFFIXES):
+                    files.append((f"configs/artifacts/{seed.name}/{entry.name}", entry))
     return files
 
 
