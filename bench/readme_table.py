@@ -1,5 +1,6 @@
-"""Write the tables of bench/results/swarm.json and agents.json into the README (between
-their markers, ``<!-- swarm-table -->`` and ``<!-- agents-table -->``)."""
+"""Write the tables of bench/results/swarm.json, agents.json and evogit.json into the README
+(between their markers, ``<!-- swarm-table -->``, ``<!-- agents-table -->``,
+``<!-- evogit-table -->``)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ def main() -> None:
     text = readme.read_text()
     table = "<!-- swarm-table -->\n" + "\n".join(rows) + "\n" + note + "<!-- /swarm-table -->"
     text = re.sub(r"<!-- swarm-table -->.*?<!-- /swarm-table -->", table, text, flags=re.S)
-    readme.write_text(_replace(text, "agents-table", agents_table()))
+    text = _replace(text, "agents-table", agents_table())
+    readme.write_text(_replace(text, "evogit-table", evogit_table()))
 
 
 def agents_table() -> str:
@@ -45,6 +47,25 @@ def agents_table() -> str:
             f"messages over the run); matchmaker / broadcast: accuracy "
             f"{ratios['matchmaker_accuracy_vs_broadcast']:.2f}x with "
             f"{ratios['matchmaker_messages_vs_broadcast']:.2f}x the messages "
+            f"(commit {result['git'][:10]}).\n")
+    return "\n".join(rows) + "\n" + note
+
+
+def evogit_table() -> str:
+    """Best fitness per seed and setting at the same number of evaluations (bench/evogit.py)."""
+    result = json.loads((ROOT / "bench" / "results" / "evogit.json").read_text())
+    names = ("mutation", "random_crossover", "matchmaker_crossover")
+    rows = ["| seed | evaluations | mutation only | random crossover | matchmaker crossover |",
+            "| --- | --- | --- | --- | --- |"]
+    for r in result["figures"]["per_seed"]:
+        rows.append(f"| {r['seed']} | {r['evaluations']} | " + " | ".join(
+            f"{r[f'best_fitness_{n}']:.4f}" for n in names) + " |")
+    f, ratios = result["figures"], result["ratios"]
+    rows.append(f"| **mean** | {f['evaluations']} | " + " | ".join(
+        f"{f[f'best_fitness_{n}']:.4f}" for n in names) + " |")
+    note = (f"\nBest fitness among the seed ({f['seed_fitness']:.4f}) and the first N children "
+            f"evaluated; improved on the seed on {f['improved_seeds']} of {f['seeds']} seeds; "
+            f"crossover / mutation only {ratios['crossover_vs_mutation']:.3f} "
             f"(commit {result['git'][:10]}).\n")
     return "\n".join(rows) + "\n" + note
 
