@@ -256,13 +256,16 @@ class AgentContext:
             UnknownAgent, MessageTypeError: see ``send``; also any error the answer names.
         """
         wire = self._wire(msg, recipient=agent_id, asks=True)
-        started = wire.sent_at
         try:
             answer = await self.runtime.deliver(wire, ask=True, timeout=timeout)
         except Exception as exc:
-            self._log(wire, error=getattr(exc, "code", "error"), at=started, decoded=msg)
+            self._log(wire, error=getattr(exc, "code", "error"), at=wire.sent_at, decoded=msg)
             raise
-        self._log(wire, at=started, decoded=msg)
+        return self._answered(wire, msg, answer)
+
+    def _answered(self, wire: AgentMsg, msg: msgspec.Struct, answer: AgentMsg | None) -> Any:
+        """Log an ask and its answer; the answer's message (``None`` for none)."""
+        self._log(wire, at=wire.sent_at, decoded=msg)
         if answer is None:
             return None
         at = time.time()
@@ -302,18 +305,14 @@ class AgentContext:
             SwarmError: the protocol has no service, or the typed error it answered with.
         """
         wire = self._wire(msg, recipient="coordinator", asks=True)
-        started = wire.sent_at
         try:
             answer = await self.runtime.to_coordinator(wire, answer=True, timeout=timeout)
+            if not isinstance(answer, AgentMsg):
+                raise RequestError(f"the coordinator answered {type(answer).__name__}")
         except Exception as exc:
-            self._log(wire, error=getattr(exc, "code", "error"), at=started, decoded=msg)
+            self._log(wire, error=getattr(exc, "code", "error"), at=wire.sent_at, decoded=msg)
             raise
-        self._log(wire, at=started, decoded=msg)
-        if not isinstance(answer, AgentMsg):
-            raise RequestError(f"the coordinator answered {type(answer).__name__}")
-        reply = decode_body(answer.kind, answer.body)
-        self._log(answer, at=time.time(), decoded=reply)
-        return reply
+        return self._answered(wire, msg, answer)
 
     # -- the matchmaker ----------------------------------------------------------------
 
