@@ -192,5 +192,18 @@ def test_a_person_promotes_and_continues_and_the_evolution_resumes(tmp_path: Pat
     assert not store.fsck()
 
 
+
+def test_steering_without_a_running_swarm_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(raw_config(tmp_path, rounds=1, port=free_base_port())))
+
+    out = subprocess.run([sys.executable, "-m", "swarm", "artifact", "continue", str(path)],
+                         capture_output=True, text=True, timeout=60, cwd=ROOT)
+
+    assert out.returncode == 2
+    assert "swarm: error: no swarm answers at tcp://127.0.0.1:" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
 if __name__ == "__main__":
     serve(sys.argv[1])
