@@ -30,7 +30,7 @@ import math
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 import msgspec
 
@@ -129,7 +129,7 @@ class Verdict(msgspec.Struct, frozen=True):
     """What the judge answers."""
 
     verdict: Literal["good", "bad"]
-    reason: str
+    reason: Annotated[str, msgspec.Meta(max_length=300)]
 
 
 @evaluator("judge")

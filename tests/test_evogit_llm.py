@@ -1,16 +1,21 @@
 """The evogit service's LLM parts against a real model server: the judge, hunks the LLM takes.
 
-The session's model server (``model_server`` in conftest: a real vLLM engine on the
-tiny model) answers the coordinator's requests through ``ModelCaller``, the
-client the coordinator gives its protocol's service. Structured output holds
-the tiny model to the verdict's and the side's schema, so the mechanics (a
-verdict that decides (1+1) selection, a merge whose hunk the LLM chose) are
-what is tested, not the model's taste.
+A real model server on SmolLM2-135M-Instruct (configs/evogit.yaml's model
+section; the tiny random model rambles in JSON whitespace) answers the
+coordinator's requests through ``ModelCaller``, the client the coordinator
+gives its protocol's service. Structured output holds the model to the
+verdict's and the side's schema, so the mechanics (a verdict that decides (1+1)
+selection, a merge whose hunk the LLM chose) are what is tested, not the
+model's taste.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +28,31 @@ from swarm.protocols.evolution import Evolution
 from swarm.runtime.services import ModelCaller
 from swarm.sandbox import SandboxLimits
 from swarm.transport.options import TransportOptions
+from tests.conftest import free_base_port
 from tests.test_evogit import AGENTS, PARAMS, SCORE, edit
+
+CONFIG = Path(__file__).resolve().parent.parent / "configs" / "evogit.yaml"
+
+
+@pytest.fixture(scope="module")
+def smollm2_server(tmp_path_factory: pytest.TempPathFactory, smollm2: Path) -> Iterator[str]:
+    """A model server process on SmolLM2 for this module; its address."""
+    from swarm.config import load_config
+    from swarm.runtime.local_launcher import start_model_server
+
+    work = tmp_path_factory.mktemp("smollm2-server")
+    port = free_base_port()
+    config = load_config(CONFIG, [f"transport.base_port={port}",
+                                  f"model.adapter_store={work / 'adapters'}",
+                                  f"swarm.lineage={work / 'server' / 'lineage'}"])
+    proc = start_model_server(config, work / "server")
+    yield f"tcp://127.0.0.1:{port + 2}"
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def service(tmp: Path, address: str, **settings: Any) -> tuple[Evolution, ModelCaller]:
@@ -40,12 +69,8 @@ def service(tmp: Path, address: str, **settings: Any) -> tuple[Evolution, ModelC
     return evo, caller
 
 
-def address_of(model_server: list[str]) -> str:
-    return next(o.split("=", 1)[1] for o in model_server if o.startswith("model.server="))
-
-
-def test_the_judge_decides_selection(tmp_path: Path, model_server: list[str]) -> None:
-    evo, caller = service(tmp_path, address_of(model_server), evaluator="judge",
+def test_the_judge_decides_selection(tmp_path: Path, smollm2_server: str) -> None:
+    evo, caller = service(tmp_path, smollm2_server, evaluator="judge",
                           command=["{python}", "score.py"])
 
     async def run() -> Any:
@@ -66,8 +91,8 @@ def test_the_judge_decides_selection(tmp_path: Path, model_server: list[str]) ->
     assert evo.artifact.evaluation(done.child)["evaluator"] == "judge"
 
 
-def test_a_conflicting_hunk_is_taken_by_the_llm(tmp_path: Path, model_server: list[str]) -> None:
-    evo, caller = service(tmp_path, address_of(model_server), resolve="llm",
+def test_a_conflicting_hunk_is_taken_by_the_llm(tmp_path: Path, smollm2_server: str) -> None:
+    evo, caller = service(tmp_path, smollm2_server, resolve="llm",
                           command=["{python}", "score.py"])
 
     async def run() -> Any:
