@@ -12,9 +12,11 @@ one run of this script, with one model server for all of them:
 
 The same number of evaluations for each: a crossover round evaluates 2 merges
 besides its 4 mutations, so mutation-only runs more rounds, and each setting's
-figure is the best fitness among the seed and its first N children (new
-versions evaluated, in order; N: the fewest any setting evaluated on that
-seed). The best individual after each round is reported too. A run in which an
+figure is the best fitness among the seed and its first N evaluated children
+(in order; N: the fewest any setting evaluated on that
+seed; a child whose tree was evaluated before, e.g. a merge that reproduces a
+parent, is read from the cache and costs no evaluation). The best individual
+after each round is reported too. A run in which an
 agent was unavailable reports nothing.
 
 Goals (issue 16): the best fitness improves on the seed artifact on every seed;
@@ -69,9 +71,10 @@ def one_run(tmp: Path, server: SharedServer, seed: int, setting: str,
     best = [float(r["artifact"]["best"]["fitness"]) for r in history]
     stats = [r["artifact"]["stats"] for r in history]
     children = [int(s.get("mutations", 0)) + int(s.get("merges", 0)) for s in stats]
-    # every child's fitness in the order it was evaluated (None: failed), for equal budgets
+    # the fitness of every child whose tree was evaluated (not read from the cache: a merge
+    # that reproduces a parent costs nothing), in order (None: failed); for equal budgets
     evaluated = [e["fitness"] for r in history for e in r["artifact"]["events"]
-                 if e["kind"] in ("mutate", "merge")]
+                 if e["kind"] in ("mutate", "merge") and e.get("evaluated", True)]
     out = {"best_per_round": best, "children_per_round": children, "children": evaluated,
            "invalid": int(stats[-1].get("invalid", 0)),
            "evaluations": int(stats[-1].get("evaluations", 0)),

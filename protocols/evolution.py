@@ -146,7 +146,12 @@ class Evolution:
 
         ``parent``: the version it was made from (a judge compares the two).
         """
+        return (await self._scored(sha, parent))[0]
+
+    async def _scored(self, sha: str, parent: str | None) -> tuple[float | None, bool]:
+        """``fitness``, and whether this call evaluated the tree (False: the cache's)."""
         result = self.artifact.evaluation(sha)
+        fresh = result is None
         if result is None:
             files = self.artifact.files(sha)
             before = None if parent is None else Parent(self.artifact.files(parent),
@@ -160,7 +165,7 @@ class Evolution:
             if self.ctx.store.get_note(sha) is None:  # the same tree reached by another commit
                 self.ctx.store.note_many({sha: result})
         value = result.get("fitness")
-        return float(value) if isinstance(value, int | float) else None
+        return (float(value) if isinstance(value, int | float) else None), fresh
 
     # -- mutation ------------------------------------------------------------------
 
@@ -255,14 +260,15 @@ class Evolution:
     async def _select(self, agent: str, kind: str, child: str, *parents: str,
                       **extra: Any) -> Selected:
         fits = [await self.fitness(p) for p in parents]
-        fit = await self.fitness(child, parents[0])
+        fit, fresh = await self._scored(child, parents[0])
         keep = better(fit, *fits)
         if keep:
             self.artifact.advance(agent, child)
             self.stats["accepted"] += 1
         ev = self.artifact.evaluation(child) or {}
         self.events.append({"kind": kind, "agent": agent, "child": child, "parents": list(parents),
-                            "fitness": fit, "parent_fitness": fits, "accepted": keep, **extra})
+                            "fitness": fit, "parent_fitness": fits, "accepted": keep,
+                            "evaluated": fresh, **extra})
         return Selected(status=str(ev.get("status", "failed")), child=child, fitness=fit,
                         parent_fitness=fits[0], accepted=keep,
                         individual=child if keep else parents[0],
