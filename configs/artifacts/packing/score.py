@@ -16,7 +16,9 @@ NAMES = {"w_fill", "w_room", "w_new", "threshold", "sort_desc"}
 
 def read_params(path: str) -> dict[str, float]:
     params: dict[str, float] = {}
-    for n, line in enumerate(open(path, encoding="utf-8"), 1):
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    for n, line in enumerate(lines, 1):
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
