@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from swarm.errors import LineageError, MessageTypeError, SwarmError
+from swarm.errors import LineageError, MessageTypeError, SecurityError, SwarmError
 from swarm.lineage.artifacts import Artifact, Hunk
 from swarm.protocols.base import ServiceContext
 from swarm.protocols.evaluators import Parent, create_evaluator
@@ -92,6 +92,9 @@ class Evolution:
 
     async def handle(self, sender: str, msg: msgspec.Struct) -> msgspec.Struct:
         if isinstance(msg, Steer):
+            if not sender.startswith("user:"):  # agents evolve; only a person steers
+                raise SecurityError(f"{sender!r} may not steer the evolution (people do, as "
+                                    f"user:<name>)")
             return await self._steer(msg)
         if sender not in self.ctx.agents:
             raise SwarmError(f"{sender!r} is no agent of this swarm")

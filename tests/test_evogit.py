@@ -204,4 +204,6 @@ def test_promote_broadcasts_a_version_and_prune_retires_an_individual(tmp_path: 
     assert ask(evo, "c", MutationTask()).parent == ""  # a pruned agent mutates nothing
     with pytest.raises(Exception, match="no agent"):
         ask(evo, "mallory", MutationTask())
+    with pytest.raises(Exception, match="may not steer"):
+        ask(evo, "a", Steer(action="prune", ref="b"))  # an agent cannot prune a rival
     assert Artifact(store, "toy").seed(None) == evo.artifact.seed_sha()  # a resume re-seeds nothing
