@@ -285,7 +285,7 @@ def test_third_party_entries_from_entry_points(third_party: Any, tmp_path: Path)
     assert out["model"]["prefix"] == "#" and out["matchmaker"]["step"] == 3
     assert out["protocol"] == {"name": "solo", "mode": "loud"}
     assert typo.returncode == 2
-    assert "did you mean 'solo'? (known: cooperative, knexa, local, solo)" in typo.stderr
+    assert "did you mean 'solo'? (known: cooperative, evogit, knexa, local, solo)" in typo.stderr
     assert bad.returncode == 2 and "model.repeat: expected `int` >= 1 (got 0)" in bad.stderr
 
 
