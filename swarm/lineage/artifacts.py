@@ -31,6 +31,7 @@ from typing import Any
 
 from swarm.errors import LineageError
 from swarm.lineage.names import check_id, check_tree_path
+from swarm.lineage.phylogeny import read_blobs
 from swarm.lineage.repo import TRAILER
 from swarm.lineage.store import LineageStore
 
@@ -289,19 +290,7 @@ class Artifact:
                 zip(entries, self._blobs([b for b, _ in entries]), strict=True)}
 
     def _blobs(self, shas: Sequence[str]) -> list[bytes]:
-        if not shas:
-            return []
-        raw = self.store.git("cat-file", "--batch", input="".join(f"{s}\n" for s in shas).encode())
-        out, pos = [], 0
-        for sha in shas:
-            end = raw.index(b"\n", pos)
-            header = raw[pos:end].split()
-            if len(header) != 3 or header[0].decode() != sha:
-                raise LineageError(f"cat-file answered {raw[pos:end][:80]!r} for blob {sha}")
-            size = int(header[2])
-            out.append(raw[end + 1:end + 1 + size])
-            pos = end + 2 + size
-        return out
+        return read_blobs(self.store, shas, f"a file of artifact {self.name}:")
 
 
 def resolve_markers(path: str, data: bytes, choose: Chooser) -> tuple[bytes, list[str]]:
