@@ -45,7 +45,11 @@ class Knexa(Protocol):
         matchmaker: Any,
         max_pairs: int,
     ) -> list[tuple[str, str]]:
-        chosen = matchmaker.select(profiles, max_pairs, round)
+        if getattr(matchmaker, "directed", False):  # scored as the pairs will be oriented
+            scores = {a: reports[a].score if a in reports else 0.0 for a in profiles}
+            chosen = matchmaker.select(profiles, max_pairs, round, orient=scores)
+        else:
+            chosen = matchmaker.select(profiles, max_pairs, round)
         return [orient(pair, reports) for pair in chosen]
 
     async def exchange(

@@ -8,8 +8,15 @@ the reward a pair earned; ``state``/``from_state`` round-trip through JSON
 exactly, random generator included, so a restarted coordinator makes the same
 next choices.
 
-Pair features (``swarm.matching.pairing``): ``phi(p_i, p_j) = [1, p_i + p_j,
-p_i**2 + p_j**2, p_i * p_j]``, symmetric and the same at select and update time.
+Pair features (``features``): ``symmetric`` (the default,
+``swarm.matching.pairing``): ``phi(p_i, p_j) = [1, p_i + p_j, p_i**2 + p_j**2,
+p_i * p_j]``, the same whichever agent comes first; ``directed`` (``[1, t, s,
+t - s, t * s]``) and ``concat`` (``[t, s]``) for rewards that depend on who
+teaches (``swarm.matching.directed``). A directed pair is scored and updated in
+one orientation, ``(teacher, student)``: ``select(..., orient=scores)`` takes
+the protocol's rule (the higher score teaches, ``orient_by_score``), and
+without it the smaller id teaches; ``update`` reads its pair as ``(teacher,
+student)``, which is how the coordinator reports a pair's reward.
 
 LinUCB. With ``A = lam*I + sum x x^T`` and ``b = sum r x`` over the pairs
 seen, ``theta = A^-1 b`` and a pair scores
@@ -36,6 +43,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from swarm.errors import MatchmakerError
+from swarm.matching.directed import (
+    DIRECTED_KINDS,
+    FEATURE_KINDS,
+    directed_features,
+    feature_dim,
+    oriented,
+    ucb_directed,
+)
 from swarm.matching.pairing import (
     greedy_disjoint_pairs,
     improve_pairs,
@@ -77,6 +92,8 @@ class Matchmaker(Protocol):
 
     def select(self, profiles: Mapping[str, np.ndarray], max_pairs: int,
                round: int) -> list[tuple[str, str]]: ...
+    # A matchmaker whose pair value depends on the order sets ``directed = True``;
+    # it is then called ``select(profiles, max_pairs, round, orient=scores)``.
     def choose(self, query: Query, profiles: Mapping[str, np.ndarray],
                round: int) -> list[tuple[str, float]]: ...
     def update(self, pair: tuple[str, str], profiles: Mapping[str, np.ndarray],
@@ -207,17 +224,22 @@ class LinUCBMatchmaker:
         reinvert_every: recompute ``A^-1`` from ``A`` after this many updates (0: never).
         refine: at most this many sweeps of ``improve_pairs`` after the greedy
             pairing (0: the greedy pairing as it is).
+        features: the pair context: ``symmetric``, ``directed`` or ``concat``.
     """
 
     kind: ClassVar[str] = "linucb"
 
     def __init__(self, dim: int, lam: float = 1.0, beta0: float = 1.0,
                  seed: int | np.random.Generator | None = 0, reinvert_every: int = 1000,
-                 refine: int = 4) -> None:
+                 refine: int = 4, features: str = "symmetric") -> None:
         if dim < 1 or not lam > 0 or not beta0 >= 0 or reinvert_every < 0 or refine < 0:
             raise MatchmakerError(f"need dim >= 1, lam > 0, beta0 >= 0, reinvert_every >= 0, "
                                   f"refine >= 0; got dim={dim}, lam={lam}, beta0={beta0}, "
                                   f"reinvert_every={reinvert_every}, refine={refine}")
+        if features not in FEATURE_KINDS:
+            raise MatchmakerError(f"unknown pair features {features!r}; "
+                                  f"allowed: {', '.join(FEATURE_KINDS)}")
+        self.features = features
         self.dim, self.lam, self.beta0 = int(dim), float(lam), float(beta0)
         self.reinvert_every, self.refine = int(reinvert_every), int(refine)
         # The pair model (A, A^-1, b) is allocated on first use: a swarm that only
@@ -229,7 +251,7 @@ class LinUCBMatchmaker:
 
     def _model(self) -> list[Array]:
         if self._pair is None:
-            size = pair_dim(self.dim)
+            size = feature_dim(self.features, self.dim)
             self._pair = [np.eye(size) * self.lam, np.eye(size) / self.lam, np.zeros(size)]
         return self._pair
 
@@ -265,23 +287,49 @@ class LinUCBMatchmaker:
         """The current reward model ``A^-1 b``."""
         return self.a_inv @ self.b
 
+    @property
+    def directed(self) -> bool:
+        """Whether a pair's value depends on its order (``select`` then takes ``orient``)."""
+        return self.features in DIRECTED_KINDS
+
     def scores(self, profiles: Mapping[str, np.ndarray], round: int) -> tuple[list[str], Array]:
-        """Every pair's score: sorted ids and the symmetric ``(n, n)`` matrix (diagonal ``-inf``)."""
+        """Every pair's score: sorted ids and the ``(n, n)`` matrix (diagonal ``-inf``).
+
+        Symmetric features: the symmetric matrix. Directed ones: ``S[t, s]`` with
+        ``t`` teaching ``s``.
+        """
         _check_select(0, round)
         ids, p = _stack(profiles, self.dim)
-        return ids, ucb_matrix(p, self.theta, self.a_inv, self._coef(round))
+        return ids, self._score(p, round)
 
-    def select(self, profiles: Mapping[str, np.ndarray], max_pairs: int,
-               round: int) -> list[tuple[str, str]]:
-        """Up to ``max_pairs`` disjoint pairs of available agents, best score first."""
+    def _score(self, p: Array, round: int) -> Array:
+        if self.directed:
+            return ucb_directed(self.features, p, self.theta, self.a_inv, self._coef(round))
+        return ucb_matrix(p, self.theta, self.a_inv, self._coef(round))
+
+    def select(self, profiles: Mapping[str, np.ndarray], max_pairs: int, round: int,
+               orient: Mapping[str, float] | None = None) -> list[tuple[str, str]]:
+        """Up to ``max_pairs`` disjoint pairs of available agents, best score first.
+
+        ``orient``: scores that decide who teaches in a pair (the higher;
+        equal: the smaller id); only directed features read it, and return
+        their pairs as ``(teacher, student)``.
+        """
         _check_select(max_pairs, round)
         ids, p = _stack(profiles, self.dim)
         if max_pairs == 0 or len(ids) < 2:
             return []
-        score = ucb_matrix(p, self.theta, self.a_inv, self._coef(round))
+        score = self._score(p, round)
+        keys = None
+        if self.directed:
+            keys = _orient_keys(ids, orient)
+            score = oriented(score, keys)
         chosen = greedy_disjoint_pairs(score, int(max_pairs), self.rng)
         chosen = improve_pairs(chosen, score, self.refine)
-        return [(ids[i], ids[j]) for i, j, _ in chosen]
+        if keys is None:
+            return [(ids[i], ids[j]) for i, j, _ in chosen]
+        return [(ids[i], ids[j]) if keys[i] >= keys[j] else (ids[j], ids[i])
+                for i, j, _ in chosen]  # i < j: equal keys, the smaller id teaches
 
     def choose(self, query: Query, profiles: Mapping[str, np.ndarray],
                round: int) -> list[tuple[str, float]]:
@@ -301,7 +349,11 @@ class LinUCBMatchmaker:
             answerer, asker = (np.asarray(profiles[a], dtype=np.float64) for a in pair)
             self.query.update(answerer, asker, np.asarray(context, dtype=np.float64), reward)
             return
-        x = pair_features(p[0], p[1])
+        if self.directed:  # _check_update's rows are in id order; the pair's order counts here
+            x = directed_features(self.features, *(np.asarray(profiles[a], dtype=np.float64)
+                                                   for a in pair))
+        else:
+            x = pair_features(p[0], p[1])
         ax = self.a_inv @ x
         self.a_inv -= np.outer(ax, ax) / (1.0 + float(x @ ax))
         self.a += np.outer(x, x)
@@ -318,7 +370,7 @@ class LinUCBMatchmaker:
     def state(self) -> dict[str, Any]:
         """Everything needed to resume exactly, as JSON-ready lists, numbers and strings."""
         return {"kind": self.kind, "version": STATE_VERSION, "dim": self.dim, "lam": self.lam,
-                "beta0": self.beta0, "reinvert_every": self.reinvert_every, "refine": self.refine,
+                "beta0": self.beta0, "features": self.features, "reinvert_every": self.reinvert_every, "refine": self.refine,
                 "updates": self.updates, **self._pair_state(),
                 "rng": _rng_state(self.rng), "query": self.query.state()}
 
@@ -335,11 +387,12 @@ class LinUCBMatchmaker:
             out = cls.__new__(cls)
             LinUCBMatchmaker.__init__(out, int(state["dim"]), float(state["lam"]),
                                       float(state["beta0"]), 0, int(state["reinvert_every"]),
-                                      int(state["refine"]))
+                                      int(state["refine"]),
+                                      str(state.get("features", "symmetric")))
             out.updates = int(state["updates"])
         except (KeyError, TypeError, ValueError) as exc:
             raise MatchmakerError(f"bad matchmaker state: {exc!r}") from exc
-        size = pair_dim(out.dim)
+        size = feature_dim(out.features, out.dim)
         if state.get("a") is not None or state.get("b") is not None:
             out.a = _matrix(state, "a", (size, size))
             out.a_inv = _matrix(state, "a_inv", (size, size))
@@ -359,8 +412,8 @@ class GreedyMatchmaker(LinUCBMatchmaker):
 
     def __init__(self, dim: int, lam: float = 1.0, beta0: float = 0.0,
                  seed: int | np.random.Generator | None = 0, reinvert_every: int = 1000,
-                 refine: int = 4) -> None:
-        super().__init__(dim, lam, 0.0, seed, reinvert_every, refine)
+                 refine: int = 4, features: str = "symmetric") -> None:
+        super().__init__(dim, lam, 0.0, seed, reinvert_every, refine, features)
 
 
 class RandomMatchmaker:
@@ -408,6 +461,19 @@ class RandomMatchmaker:
         out = cls(dim, 0)
         out.rng = _rng_from(state.get("rng", {}))
         return out
+
+
+def _orient_keys(ids: Sequence[str], orient: Mapping[str, float] | None) -> Array | None:
+    """The teaching keys of ``ids`` (sorted), or ``None`` for the canonical order."""
+    if orient is None:
+        return None
+    missing = [a for a in ids if a not in orient]
+    if missing:
+        raise MatchmakerError(f"orient has no score for agent(s) {missing[:5]}")
+    keys = np.array([float(orient[a]) for a in ids])
+    if not np.isfinite(keys).all():
+        raise MatchmakerError("orient holds NaN or infinity")
+    return keys
 
 
 def _pair(a: str, b: str) -> tuple[str, str]:

@@ -119,11 +119,12 @@ def restore_matchmaker(state: dict[str, Any]) -> Matchmaker:
 
 
 def _linucb(dim: int, settings: BanditSettings, seed: SeedLike) -> Matchmaker:
-    return LinUCBMatchmaker(dim, lam=settings.lam, beta0=settings.beta0, seed=seed)
+    return LinUCBMatchmaker(dim, lam=settings.lam, beta0=settings.beta0, seed=seed,
+                            features=settings.features)
 
 
 def _greedy(dim: int, settings: BanditSettings, seed: SeedLike) -> Matchmaker:
-    return GreedyMatchmaker(dim, lam=settings.lam, seed=seed)
+    return GreedyMatchmaker(dim, lam=settings.lam, seed=seed, features=settings.features)
 
 
 def _random(dim: int, settings: BanditSettings, seed: SeedLike) -> Matchmaker:

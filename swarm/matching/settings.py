@@ -8,7 +8,7 @@ validated against the schema it registered and held in
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -26,6 +26,10 @@ class BanditSettings(Settings, frozen=True):
 
     lam: Annotated[float, msgspec.Meta(gt=0.0, le=1e6)] = 1.0
     beta0: Annotated[float, msgspec.Meta(ge=0.0, le=1e6)] = 1.0
+    #: The pair context (``swarm.matching.directed``): ``symmetric`` ignores who
+    #: teaches; ``directed`` ([1, t, s, t - s, t * s]) and ``concat`` ([t, s])
+    #: score a pair as (teacher, student). ``random`` ignores it.
+    features: Literal["symmetric", "directed", "concat"] = "symmetric"
 
 
 class MatchmakerSection(Settings, frozen=True):
