@@ -3,8 +3,10 @@
 A registry maps a name to an object (usually a class). Names are registered
 in code with a decorator or by third parties through an entry-point group
 (``swarm.roles``, ``swarm.protocols``, ``swarm.backends``,
-``swarm.matchmakers``), loaded the first time a name is looked up. A name
-registered twice is an error, never a silent override.
+``swarm.matchmakers``, ``swarm.skills``), loaded the first time a name is
+looked up; a registry built with ``load=`` turns what an entry point loads
+into its item (the skill registry calls a factory). A name registered twice is
+an error, never a silent override.
 
 An entry may declare the settings it reads from its config section as a
 ``msgspec.Struct`` class: passed as ``settings=`` when registering, or as the
@@ -36,10 +38,19 @@ _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 class Registry(Generic[T]):
     """Names to objects of one kind, open to entry points of ``group``."""
 
-    def __init__(self, kind: str, group: str, *, reserved: Iterable[str] = ()) -> None:
+    def __init__(self, kind: str, group: str, *, reserved: Iterable[str] = (),
+                 load: Callable[[str, Any], T] | None = None) -> None:
+        """A registry of ``kind`` (named in errors) open to the entry-point ``group``.
+
+        Args:
+            reserved: keys of the section that names an entry (no setting may use one).
+            load: ``load(name, obj)`` turns what entry point ``name`` loads into the
+                registered item (raising to refuse it); default: the object as it is.
+        """
         self.kind = kind
         self.group = group
         self.reserved = frozenset(reserved)
+        self._load = load
         self._items: dict[str, T] = {}
         self._settings: dict[str, type[msgspec.Struct] | None] = {}
         self._entry_points_loaded = False
@@ -122,7 +133,8 @@ class Registry(Generic[T]):
             if entry.name in self._items:
                 continue
             try:
-                self.register(entry.name, entry.load())
+                item = entry.load()
+                self.register(entry.name, self._load(entry.name, item) if self._load else item)
             except Exception as exc:  # a broken plugin must not take the registry down
                 raise RegistryError(
                     f"{self.kind} {entry.name!r} from entry point {entry.value!r} failed to load: {exc}"
@@ -148,6 +160,8 @@ def _declared(item: object) -> Any:
 
 
 def _where(item: object) -> str:
+    if not hasattr(item, "__qualname__"):  # an instance (a skill): name its type
+        item = type(item)
     module = getattr(item, "__module__", "?")
     name = getattr(item, "__qualname__", repr(item))
     return f"{module}.{name}"

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from swarm.errors import RegistryError
+from swarm.registry import Registry
 from swarm.skills import (
     LETTERS,
     Example,
     Skill,
+    as_skill,
     evaluate,
     evaluate_by_skill,
     exact_match,
@@ -125,3 +131,87 @@ def test_exact_match_and_evaluate() -> None:
     assert evaluate(lambda ps: [], []) == 0.0
     with pytest.raises(ValueError, match="answers"):
         evaluate(lambda ps: [], data)
+
+
+def test_make_dataset_takes_skills_as_well_as_names() -> None:
+    upper = Skill("upper_test", lambda rng: (f"up: {'ab'[int(rng.integers(2))]} =", " X"))
+
+    data = make_dataset([upper, "add"], 6, np.random.default_rng(0))
+
+    assert [ex.skill for ex in data] == ["upper_test", "add"] * 3
+    assert all(ex.prompt in ("up: a =", "up: b =") for ex in data[::2])
+
+
+# -- skills from other packages: the entry-point group swarm.skills ---------------------------
+
+THIRD_PARTY_SKILLS = '''
+from swarm.skills import Skill
+
+SHOUT = Skill("shout", lambda rng: ("shout: a =", " A"), "upper-case one letter")
+
+
+def make_whisper():
+    return Skill("whisper", lambda rng: ("whisper: A =", " a"))
+'''
+
+
+def _distribution(root: Path, entries: str) -> None:
+    """A distribution in ``root`` (on the path) declaring ``entries`` of ``swarm.skills``."""
+    (root / "thirdparty_skills.py").write_text(THIRD_PARTY_SKILLS)
+    dist = root / "thirdparty_skills-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: thirdparty-skills\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(f"[swarm.skills]\n{entries}")
+
+
+def test_entry_point_skills_are_a_skill_or_a_factory(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    _distribution(tmp_path, "shout = thirdparty_skills:SHOUT\n"
+                            "whisper = thirdparty_skills:make_whisper\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry: Registry[Skill] = Registry("skill", "swarm.skills", load=as_skill)
+
+    shout, whisper = registry.get("shout"), registry.get("whisper")
+
+    assert shout.example(np.random.default_rng(0)) == Example("shout: a =", " A", "shout")
+    assert whisper.name == "whisper" and {"shout", "whisper"} <= set(registry.names())
+    sys.modules.pop("thirdparty_skills", None)
+
+
+def test_an_entry_point_that_is_not_its_skill_is_refused() -> None:
+    whisper = Skill("whisper", lambda rng: ("w =", " w"))
+
+    assert as_skill("whisper", lambda: whisper) is whisper
+    with pytest.raises(RegistryError, match="entry point must be named as its skill"):
+        as_skill("shout", whisper)
+    with pytest.raises(RegistryError, match="not a swarm.skills.Skill"):
+        as_skill("shout", lambda: "shout")
+    with pytest.raises(RegistryError, match="ASCII Python identifier"):
+        as_skill("a-b", Skill("a-b", lambda rng: ("x =", " y")))
+
+
+def test_a_config_names_an_entry_point_skill(tmp_path: Path) -> None:
+    # Prepare: a third party's skills, declared only by its distribution; a fresh process
+    _distribution(tmp_path, "shout = thirdparty_skills:SHOUT\n"
+                            "whisper = thirdparty_skills:make_whisper\n")
+    config = tmp_path / "swarm.yaml"
+    config.write_text(json.dumps({"swarm": {"name": "ep", "heldout": 4},
+                                  "agents": [{"name": "a", "skills": ["shout", "add"],
+                                              "examples": 4}]}))
+    script = ("import json, sys\n"
+              "from swarm.config import load_config\n"
+              "from swarm.runtime.population import build_population\n"
+              "from swarm.skills import skill_names\n"
+              "(spec,) = build_population(load_config(sys.argv[1]))\n"
+              "print(json.dumps([[e.skill for e in spec.train], skill_names()]))\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+
+    # Execute
+    done = subprocess.run([sys.executable, "-c", script, str(config)], capture_output=True,
+                          text=True, timeout=120, env=env, check=False)
+
+    # Assert: found by the config, drawn like a built-in one, listed with the others
+    assert done.returncode == 0, done.stderr
+    skills, names = json.loads(done.stdout)
+    assert skills == ["shout", "add", "shout", "add"]
+    assert names == ["add", "count", "reverse", "shout", "sort", "whisper"]

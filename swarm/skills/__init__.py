@@ -1,9 +1,10 @@
 """Skills: the synthetic data agents learn and are scored on.
 
-A skill is a registered, seeded generator of ``Example``s (``registry``); four
-are built in (``procedural``: reverse, sort, add, count); ``datasets`` draws
-mixtures and shards from them and ``scoring`` scores answers by exact match.
-Importing this package registers the built-ins.
+A skill is a registered, seeded generator of ``Example``s (``registry``, open
+to the entry-point group ``swarm.skills``); four are built in (``procedural``:
+reverse, sort, add, count); ``datasets`` draws mixtures and shards from them
+and ``scoring`` scores answers by exact match. Importing this package
+registers the built-ins.
 """
 
 from swarm.skills.datasets import (
@@ -14,13 +15,15 @@ from swarm.skills.datasets import (
     train_test_split,
 )
 from swarm.skills.procedural import BUILTIN_SKILLS, LETTERS
-from swarm.skills.registry import Skill, get_skill, register_skill, skill_names
+from swarm.skills.registry import SKILLS, Skill, as_skill, get_skill, register_skill, skill_names
 from swarm.skills.scoring import evaluate, evaluate_by_skill, exact_match
 from swarm.wire.messages import Example
 
 __all__ = [
     "Example",
     "Skill",
+    "SKILLS",
+    "as_skill",
     "register_skill",
     "get_skill",
     "skill_names",

@@ -1,6 +1,7 @@
 """Datasets drawn from skills: seeded mixtures, train/test splits, IID and non-IID shards.
 
-The same seed always gives the same data.
+The same seed always gives the same data. A skill is named (a registered one)
+or given as a ``Skill`` (a config's file skill, ``swarm.skills.files``).
 """
 
 from __future__ import annotations
@@ -9,14 +10,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from swarm.skills.registry import get_skill
+from swarm.skills.registry import Skill, get_skill
 from swarm.wire.messages import Example
 
 __all__ = ["make_dataset", "train_test_split", "split_iid", "split_by_skill", "split_dirichlet"]
 
 
-def make_dataset(skills: Sequence[str], n: int, rng: np.random.Generator) -> list[Example]:
-    """``n`` examples drawn round-robin from ``skills`` (by name), in a seeded order.
+def make_dataset(skills: Sequence[str | Skill], n: int, rng: np.random.Generator
+                 ) -> list[Example]:
+    """``n`` examples drawn round-robin from ``skills`` (names or ``Skill``s), in a seeded order.
 
     Raises:
         RegistryError: a skill name is unknown.
@@ -26,8 +28,17 @@ def make_dataset(skills: Sequence[str], n: int, rng: np.random.Generator) -> lis
         raise ValueError("make_dataset needs at least one skill")
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
-    resolved = [get_skill(name) for name in skills]
+    resolved = _resolve(skills)
     return [resolved[i % len(resolved)].example(rng) for i in range(n)]
+
+
+def _resolve(skills: Sequence[str | Skill]) -> list[Skill]:
+    """Each of ``skills`` as a ``Skill``: a name is looked up in the registry.
+
+    Raises:
+        RegistryError: a name is unknown.
+    """
+    return [s if isinstance(s, Skill) else get_skill(s) for s in skills]
 
 
 def train_test_split(
@@ -57,7 +68,7 @@ def split_iid(
 
 
 def split_by_skill(
-    skills: Sequence[str], parts: int, n_per_part: int, rng: np.random.Generator
+    skills: Sequence[str | Skill], parts: int, n_per_part: int, rng: np.random.Generator
 ) -> list[list[Example]]:
     """Non-IID shards: part ``k`` holds only skill ``skills[k % len(skills)]``."""
     _check_parts(parts)
@@ -65,7 +76,7 @@ def split_by_skill(
 
 
 def split_dirichlet(
-    skills: Sequence[str],
+    skills: Sequence[str | Skill],
     parts: int,
     n_per_part: int,
     alpha: float,
@@ -78,7 +89,7 @@ def split_dirichlet(
     _check_parts(parts)
     if alpha <= 0:
         raise ValueError(f"alpha must be > 0, got {alpha}")
-    resolved = [get_skill(name) for name in skills]
+    resolved = _resolve(skills)
     shards = []
     for _ in range(parts):
         mix = rng.dirichlet(np.full(len(resolved), alpha))
