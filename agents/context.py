@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
 import msgspec
@@ -42,7 +42,7 @@ from swarm.wire.messages import (
 )
 
 if TYPE_CHECKING:
-    from swarm.skills import Example
+    from swarm.skills import Example, Skill
 
 __all__ = ["AgentContext", "AgentRuntime", "OWN", "LOG_BODY_BYTES"]
 
@@ -85,6 +85,9 @@ class AgentRuntime(Protocol):
 
     @property
     def swarm_agents(self) -> list[str]: ...
+
+    @property
+    def swarm_skills(self) -> Mapping[str, Skill]: ...
 
     async def generate_requests(self, requests: Sequence[GenRequest]) -> list[GenOutput]: ...
 
@@ -132,6 +135,15 @@ class AgentContext:
     def swarm_agents(self) -> list[str]:
         """Every agent id of the swarm (as the config makes them), this one included."""
         return self.runtime.swarm_agents
+
+    @property
+    def swarm_skills(self) -> Mapping[str, Skill]:
+        """The skills the swarm's agents name, by name.
+
+        A file skill draws from its training share only: fresh prompts of it are
+        never held-out ones.
+        """
+        return self.runtime.swarm_skills
 
     @property
     def kg(self) -> Any:

@@ -84,7 +84,9 @@ async def _distill(
                            adapter=student.adapter)
     key = f"{student.id}|{teacher}|{len(student.history)}".encode()
     seed = int.from_bytes(hashlib.sha256(key).digest()[:8], "little")
-    prompts = [ex.prompt for ex in make_dataset(list(skills), 64, np.random.default_rng(seed))]
+    # A file skill draws from its training share (ctx.swarm_skills), never a held-out prompt.
+    drawn = [ctx.swarm_skills.get(name, name) for name in skills]
+    prompts = [ex.prompt for ex in make_dataset(drawn, 64, np.random.default_rng(seed))]
     answers = await ctx.complete_many(prompts, adapter=teacher_adapter, max_tokens=16)
     samples = [Example(p, " " + a.strip(), "distill") for p, a in zip(prompts, answers, strict=True)]
     candidate = await ctx.train(samples)

@@ -3,13 +3,16 @@
 ``load_config`` reads a file, applies ``--set key.path=value`` overrides and
 returns a frozen ``SwarmConfig``; every problem found is reported at once in
 one ``ConfigError`` whose lines name the key path, the bad value and what is
-allowed (with a "did you mean" for a close misspelling). ``to_dict`` is the
-way back: the resolved config as plain data, which ``parse_config`` reads
-again to the same config.
+allowed (with a "did you mean" for a close misspelling). A relative
+``skills[*].file`` is relative to the config file's folder (``load_config``
+makes it absolute, ``--set`` values too). ``to_dict`` is the way back: the
+resolved config as plain data, which ``parse_config`` reads again to the same
+config.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -55,6 +58,7 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> SwarmConfig:
             problems.extend(exc.problems)
     if problems:
         raise ConfigError(problems)
+    _resolve_skill_files(raw, path.parent)
     return parse_config(raw)
 
 
@@ -126,6 +130,17 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
 def to_dict(config: SwarmConfig) -> dict[str, Any]:
     """The resolved config as plain data (defaults filled in), ready for YAML or JSON."""
     return flatten(msgspec.to_builtins(config))
+
+
+def _resolve_skill_files(raw: dict[str, Any], folder: Path) -> None:
+    """Make each relative ``skills[*].file`` relative to ``folder`` (the config file's), absolute.
+
+    Absolute, so every process of the run reads the same file from ``config.json``.
+    """
+    skills = raw.get("skills")
+    for entry in skills if isinstance(skills, list) else ():
+        if isinstance(entry, dict) and isinstance(entry.get("file"), str) and entry["file"]:
+            entry["file"] = os.path.abspath(folder / Path(entry["file"]).expanduser())
 
 
 def _with_settings(config: SwarmConfig, picked: list[Picked],

@@ -3,7 +3,9 @@
 Each of these once passed ``swarm config check`` and failed at run time:
 names that become git branches (``agent/<group>-<i>``) but that git refuses,
 two groups that give the same agent ids, a backend, matchmaker, protocol,
-role or skill that no registry knows, ports past 65535, a path (``swarm.lineage``,
+role or skill that no registry knows (nor the config's ``skills`` section),
+a file skill whose file is malformed or too small for the examples the config
+asks of it, ports past 65535, a path (``swarm.lineage``,
 ``model.adapter_store``) with a placeholder other than ``{name}`` (``KeyError``
 at start) or with attribute access in it (``{name.__class__}``, which
 ``str.format`` evaluates). ``config_problems``
@@ -28,6 +30,7 @@ from swarm.lineage.names import check_id
 
 if TYPE_CHECKING:
     from swarm.config.schema import AgentGroup, SwarmConfig
+    from swarm.skills import FileSkill
 
 __all__ = ["MAX_AGENTS", "MAX_EXAMPLES", "config_problems", "agent_ids", "name_problem", "path_problem",
            "role_settings"]
@@ -47,6 +50,7 @@ def config_problems(config: SwarmConfig) -> list[str]:
     problems += _name_problems(config)
     problems += _agent_id_problems(config)
     problems += _registry_problems(config)
+    problems += _skill_file_problems(config)
     problems += _port_problems(config)
     problems += _model_problems(config)
     paths = {"swarm.lineage": config.swarm.lineage, "model.adapter_store": config.model.adapter_store}
@@ -149,20 +153,85 @@ def _agent_id_problems(config: SwarmConfig) -> Iterable[str]:
 
 def _registry_problems(config: SwarmConfig) -> Iterable[str]:
     from swarm.agents.registry import get_role
-    from swarm.skills import get_skill, skill_names
+    from swarm.skills import skill_names
 
     for choice in CHOICES:  # model.backend, matchmaker.kind, protocol.name
         name = getattr(getattr(config, choice.section), choice.key)
         yield from _lookup(f"{choice.section}.{choice.key}", name, choice.registry.get)
+    files = {s.name for s in config.skills}
     for i, group in enumerate(config.agents):
         found = list(_lookup(f"agents.{i}.role", group.role, get_role))
         yield from found
         if not found:
             yield from _role_settings_problems(i, group)
         if not group.skills:
-            yield f"agents.{i}.skills: empty; name at least one of {', '.join(skill_names())}"
+            known = ", ".join(sorted({*skill_names(), *files}))
+            yield f"agents.{i}.skills: empty; name at least one of {known}"
         for j, skill in enumerate(group.skills):
-            yield from _lookup(f"agents.{i}.skills.{j}", skill, get_skill)
+            yield from _skill_lookup(f"agents.{i}.skills.{j}", skill, files)
+
+
+def _skill_lookup(key: str, name: str, files: set[str]) -> Iterable[str]:
+    """``name`` is a skill of the config's ``skills`` section or a registered one."""
+    from swarm.skills import get_skill, skill_names
+
+    if name in files:
+        return
+    try:
+        get_skill(name)
+    except RegistryError:
+        known = sorted({*skill_names(), *files})
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        yield f"{key}: unknown skill {name!r}{hint} (known: {', '.join(known)})"
+
+
+def _skill_file_problems(config: SwarmConfig) -> Iterable[str]:
+    """Each file skill: an identifier no other skill has, a well-formed file, enough examples."""
+    from swarm.skills import FileSkill, get_skill, heldout_quota
+
+    used = sorted({s for g in config.agents for s in g.skills})
+    quota = heldout_quota(used, config.swarm.heldout)
+    taken: set[str] = set()
+    for k, section in enumerate(config.skills):
+        key, name = f"skills.{k}", section.name
+        if not (name.isidentifier() and name.isascii()):
+            yield f"{key}.name: {name!r} must be a Python identifier (letters, digits, '_')"
+            continue
+        if name in taken:
+            yield f"{key}.name: {name!r} is the name of an earlier skill of the section"
+        taken.add(name)
+        try:
+            get_skill(name)
+            yield f"{key}.name: {name!r} is a registered skill's name; choose another"
+        except RegistryError:
+            pass
+        try:
+            pool = FileSkill.read(name, Path(section.file), section.description)
+        except ConfigError as exc:
+            yield f"{key}.file: {exc.problems[0]}"
+            continue
+        if name in quota:
+            yield from _pool_problems(config, f"{key}.file: {section.file}", pool, quota[name])
+
+
+def _pool_problems(config: SwarmConfig, where: str, pool: FileSkill, heldout: int
+                   ) -> Iterable[str]:
+    """The file skill's pool must hold its held-out share and every agent's training slots."""
+    from swarm.skills import slot_counts
+
+    held, train = pool.split(heldout, config.swarm.seed)
+    asks = [(i, g.count, slot_counts(g.skills, g.examples)[pool.name])
+            for i, g in enumerate(config.agents) if pool.name in g.skills]
+    wanted = sum(count * each for _, count, each in asks)
+    if len(train) >= max(wanted, 1):
+        return
+    groups = ", ".join(f"agents.{i}: {count} x {each}" for i, count, each in asks)
+    lower = " or ".join(f"agents.{i}.examples" for i, *_ in asks)
+    yield (f"{where} holds {len(pool.examples)} examples, too few for skill {pool.name!r}: "
+           f"{len(held)} held out (its share of swarm.heldout {config.swarm.heldout}) leave "
+           f"{len(train)} to train on, and the agents ask {wanted} ({groups}); add examples, "
+           f"or lower {lower} or swarm.heldout")
 
 
 def _role_settings_problems(i: int, group: AgentGroup) -> Iterable[str]:

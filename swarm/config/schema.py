@@ -1,14 +1,15 @@
 """The one schema of a swarm config: ``SwarmConfig`` and its sections.
 
 A config is YAML with the sections ``swarm``, ``model``, ``agents``,
-``matchmaker``, ``protocol``, ``transport``, ``launcher`` and ``lineage``;
-``swarm.config.loader`` reads and validates it into a frozen ``SwarmConfig``.
+``skills``, ``matchmaker``, ``protocol``, ``transport``, ``launcher`` and
+``lineage``; ``swarm.config.loader`` reads and validates it into a frozen
+``SwarmConfig``.
 
 Each part declares its own section next to its code (``model`` and ``lora``
 in ``swarm.serving.settings``, ``transport`` in ``swarm.transport.settings``,
 ``matchmaker`` in ``swarm.matching.settings``, ``protocol`` in
-``swarm.protocols.settings``); this module assembles them with the sections
-only a whole swarm has. ``model.backend``, ``matchmaker.kind`` and
+``swarm.protocols.settings``, ``skills`` in ``swarm.skills.settings``); this
+module assembles them with the sections only a whole swarm has. ``model.backend``, ``matchmaker.kind`` and
 ``protocol.name`` name registered entries whose own settings schemas check
 the rest of their section (``swarm.config.choices``).
 """
@@ -24,6 +25,7 @@ from swarm.matching.settings import BanditSettings, MatchmakerSection
 from swarm.protocols.settings import ExchangeSettings, ProtocolSection
 from swarm.serving.settings import EngineSettings, LoraSection, ModelSection, TinyModelSection
 from swarm.settings import ModuleName, Name, PathText, PosInt, Seed, Settings
+from swarm.skills.settings import MAX_FILE_SKILLS, SkillFileSection
 from swarm.transport.settings import TransportSection
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "TransportSection",
     "LauncherSection",
     "LineageSection",
+    "SkillFileSection",
     "ModuleName",
     "Name",
 ]
@@ -98,6 +101,9 @@ class SwarmConfig(Settings, frozen=True):
 
     swarm: SwarmSection
     agents: Annotated[list[AgentGroup], msgspec.Meta(min_length=1)]
+    # the config's own skills, read from JSONL files (agents[*].skills name them)
+    skills: Annotated[list[SkillFileSection], msgspec.Meta(max_length=MAX_FILE_SKILLS)] = (
+        msgspec.field(default_factory=list))
     model: ModelSection = msgspec.field(default_factory=ModelSection)
     matchmaker: MatchmakerSection = msgspec.field(default_factory=MatchmakerSection)
     protocol: ProtocolSection = msgspec.field(default_factory=ProtocolSection)

@@ -101,7 +101,7 @@ class Host:
     ) -> None:
         from swarm.agents.registry import get_role
         from swarm.protocols.registry import get_protocol
-        from swarm.runtime.population import agent_skills
+        from swarm.runtime.population import agent_skills, resolve_skills
 
         self.host_id = host_id
         self.config = config
@@ -110,6 +110,8 @@ class Host:
         # Any agent's skills (a teacher's, to distil from) come from the config, as the
         # coordinator's do: both sides derive them, so no message carries them.
         self.skills = agent_skills(config)
+        # What a protocol draws fresh prompts from (a file skill: its training share only).
+        self.swarm_skills = resolve_skills(config)
         self.protocol = get_protocol(config.protocol.name)(config.protocol.settings)
         self.store_root = store_root
         self.peer_address = peer_address
