@@ -255,6 +255,8 @@ def _starter() -> dict[str, bytes]:
     files |= {f"notebooks/{p.name}": p.read_bytes() for p in (ROOT / "notebooks").glob("*.ipynb")}
     files |= {f"configs/artifacts/{p.parent.name}/{p.name}": p.read_bytes()
               for p in (ROOT / "configs" / "artifacts").glob("*/*") if p.suffix in (".py", ".txt")}
+    files |= {f"configs/skills/{p.name}": p.read_bytes()
+              for p in (ROOT / "configs" / "skills").glob("*.jsonl")}
     return files
 
 
@@ -273,6 +275,8 @@ def test_init_writes_the_quickstart_config_and_the_notebooks(
     assert f"cd {dest}" in out and "swarm run configs/quickstart.yaml" in out
     load_config(dest / "configs" / "quickstart.yaml")  # the starter config validates
     assert "configs/artifacts/packing/params.txt" in written  # evogit.yaml's seed artifact
+    assert load_config(dest / "configs" / "skills.yaml").skills[0].file == str(
+        dest / "configs" / "skills" / "largest.jsonl")  # its file skill, beside it
 
 
 def test_init_into_an_existing_folder_keeps_its_other_files(tmp_path: Path) -> None:

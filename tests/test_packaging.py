@@ -94,6 +94,10 @@ def test_swarm_init_from_the_wheel_writes_the_quickstart(installed: Path, tmp_pa
         assert (project / "notebooks" / book.name).read_bytes() == book.read_bytes()
     check = _run(script, "config", "check", "configs/quickstart.yaml", cwd=project, env=env)
     assert "name: quickstart" in check.stdout
+    skills = ROOT / "configs" / "skills" / "largest.jsonl"  # configs/skills.yaml's file skill
+    assert (project / "configs" / "skills" / skills.name).read_bytes() == skills.read_bytes()
+    check = _run(script, "config", "check", "configs/skills.yaml", cwd=project, env=env)
+    assert f"file: {project / 'configs' / 'skills' / skills.name}" in check.stdout
 
 
 def test_the_starter_files_are_the_checkouts_own() -> None:

@@ -21,6 +21,8 @@ from swarm.errors import ConfigError
 from swarm.runtime.population import build_population, resolve_skills
 from swarm.skills import Example, FileSkill, Skill, make_dataset, read_skill_file, slot_counts
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 def _lines(n: int, start: int = 0) -> str:
     return "".join(json.dumps({"prompt": f"capital of land{i}:", "completion": f" city{i}"}) + "\n"
@@ -240,3 +242,13 @@ def test_a_split_is_seeded_and_keeps_a_twice_held_prompt_out_of_training() -> No
     with pytest.raises(ValueError, match="no training examples"):
         skill.drawing([])
 
+
+def test_the_example_config_deals_its_file_skill() -> None:
+    config = load_config(ROOT / "configs" / "skills.yaml")
+
+    specs = build_population(config)
+
+    assert config.skills[0].file == str(ROOT / "configs" / "skills" / "largest.jsonl")
+    dealt = [ex for spec in specs for ex in spec.train if ex.skill == "largest"]
+    assert len(dealt) == len(set(dealt)) == 2 * 128 + 2 * 64
+    assert all(ex.completion == " " + max(ex.prompt.split()[1:-1]) for ex in dealt)

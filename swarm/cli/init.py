@@ -1,5 +1,5 @@
 """CLI command ``swarm init DIR``: a starter folder with the configs, their seed artifacts and
-the notebooks.
+skill files, and the notebooks.
 
 The starter files ship inside the package (``swarm/cli/starter/``: in a
 checkout, links to ``configs/`` and ``notebooks/``), so an installed swarm
@@ -60,6 +60,10 @@ def starter_files() -> list[tuple[str, Traversable]]:
             for entry in sorted(seed.iterdir(), key=lambda e: e.name) if seed.is_dir() else ():
                 if entry.is_file() and entry.name.endswith(_ARTIFACT_SUFFIXES):
                     files.append((f"configs/artifacts/{seed.name}/{entry.name}", entry))
+    skills = root / "configs" / "skills"  # the file skills of configs/skills.yaml
+    for entry in sorted(skills.iterdir(), key=lambda e: e.name) if skills.is_dir() else ():
+        if entry.is_file() and entry.name.endswith(".jsonl"):
+            files.append((f"configs/skills/{entry.name}", entry))
     return files
 
 
