@@ -199,8 +199,9 @@ def test_a_file_skill_needs_a_new_identifier_and_its_name_is_known(tmp_path: Pat
     dashed = _problems(path, ["skills.0.name=land-capitals", "agents.0.skills=[add]"])
     unknown_key = _problems(path, ["skills.0.answers=x"])
 
-    assert typo == ["agents.0.skills.0: unknown skill 'capitls'; did you mean 'capitals'? "
-                    "(known: add, capitals, count, reverse, sort)"]
+    (problem,) = typo  # other tests may have registered more skills in this process
+    assert problem.startswith("agents.0.skills.0: unknown skill 'capitls'; did you mean "
+                              "'capitals'? (known: add, capitals, count, reverse, ")
     assert builtin == ["skills.0.name: 'add' is a registered skill's name; choose another"]
     assert dashed == ["skills.0.name: 'land-capitals' must be a Python identifier "
                       "(letters, digits, '_')"]
