@@ -11,6 +11,7 @@ import warnings
 from typing import Any
 
 from swarm.agents.base import Agent, AgentReport, AgentSpec, PairOutcome
+from swarm.agents.byzantine import Byzantine, ByzantineSettings
 from swarm.agents.context import OWN, AgentContext
 from swarm.agents.registry import ROLES, get_role, role
 from swarm.agents.roles import Expert, Learner, Listener  # importing them registers them
@@ -22,6 +23,8 @@ __all__ = [
     "AgentContext",
     "AgentReport",
     "AgentSpec",
+    "Byzantine",
+    "ByzantineSettings",
     "Expert",
     "Learner",
     "Listener",

@@ -77,7 +77,8 @@ class Agent:
     #: message type -> name of the method that handles it (``@handles``), per class
     handlers: ClassVar[dict[type[msgspec.Struct], str]] = {}
 
-    __slots__ = ("spec", "adapter", "score", "history", "kg", "messages_received")
+    __slots__ = ("spec", "adapter", "score", "history", "kg", "messages_received", "skill_scores",
+                 "last_skills")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -90,6 +91,8 @@ class Agent:
         self.history: list[float] = []
         self.kg = KnowledgeGraph(spec.agent_id)
         self.messages_received = 0  # messages its handlers and ``on_chat`` took
+        self.skill_scores: dict[str, float] = {}  # held-out score per skill of ``adapter``
+        self.last_skills: dict[str, float] = {}  # per skill, of the last adapter evaluated
 
     @property
     def id(self) -> str:
@@ -151,28 +154,37 @@ class Agent:
     # -- the round ---------------------------------------------------------------------
 
     async def evaluate(self, ctx: AgentContext, adapter: str | None = None) -> float:
-        """Exact-match accuracy on the held-out set with ``adapter`` (default: the agent's own)."""
+        """Exact-match accuracy on the held-out set with ``adapter`` (default: the agent's own).
+
+        The accuracy per skill is left in ``last_skills``.
+        """
         heldout = self.spec.heldout
         if not heldout:
+            self.last_skills = {}
             return 0.0
         use = self.adapter if adapter is None else adapter
         width = max(len(s.completion) for s in heldout)
         outputs = await ctx.complete_many([s.prompt for s in heldout], adapter=use,
                                           max_tokens=width + 2)
-        hits = sum(
-            exact_match(_first_line(out), s.completion)
-            for out, s in zip(outputs, heldout, strict=True)
-        )
-        return hits / len(heldout)
+        hits: dict[str, list[bool]] = {}
+        for out, s in zip(outputs, heldout, strict=True):
+            hits.setdefault(s.skill, []).append(exact_match(_first_line(out), s.completion))
+        self.last_skills = {k: sum(v) / len(v) for k, v in sorted(hits.items())}
+        return sum(sum(v) for v in hits.values()) / len(heldout)
+
+    def skill_metrics(self) -> dict[str, float]:
+        """``skill.<name>``: the held-out score per skill of the agent's adapter (report metrics)."""
+        return {f"skill.{k}": v for k, v in self.skill_scores.items()}
 
     async def local_update(self, ctx: AgentContext) -> AgentReport:
         """The local step of a round: train on local data (if the role trains), then evaluate."""
         if self.trains and self.spec.train:
             self.adapter = await ctx.train(self.spec.train)
         self.score = await self.evaluate(ctx)
+        self.skill_scores = dict(self.last_skills)
         self.history.append(self.score)
         return AgentReport(agent_id=self.id, adapter=self.adapter, score=self.score,
-                           metrics={"score": self.score})
+                           metrics={"score": self.score, **self.skill_metrics()})
 
     async def learn_from(
         self, teacher: str, teacher_adapter: str | None, ctx: AgentContext, *, weight: float = 1.0
@@ -191,10 +203,10 @@ class Agent:
         keep = self.accepts(before, after)
         parents = tuple(p for p in (self.adapter, teacher_adapter) if p)
         if keep:
-            self.adapter, self.score = candidate, after
+            self.adapter, self.score, self.skill_scores = candidate, after, self.last_skills
         return PairOutcome(student=self.id, teacher=teacher, before=before, after=after,
                            adapter=candidate if keep else self.adapter, accepted=keep,
-                           parents=parents)
+                           parents=parents, skills=self.skill_scores)
 
     def accepts(self, before: float, after: float) -> bool:
         """Keep a learnt adapter only if the held-out score did not drop."""

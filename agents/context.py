@@ -94,7 +94,8 @@ class AgentRuntime(Protocol):
     async def train(self, agent_id: str, base_adapter: str | None,
                     examples: Sequence[Example], hyper: dict[str, Any]) -> str: ...
 
-    async def merge(self, student_adapter: str, teacher_adapter: str, weight: float) -> str: ...
+    async def merge(self, adapters: Sequence[str], weights: Sequence[float],
+                    method: str = "svd", density: float = 0.5) -> str: ...
 
     async def fetch_adapter(self, sha: str, owner: str) -> None: ...
 
@@ -205,9 +206,24 @@ class AgentContext:
         hyper = self.agent.spec.hyper if hyper is None else hyper
         return await self.runtime.train(self.id, self._adapter(base), examples, hyper)
 
-    async def merge(self, student_adapter: str, teacher_adapter: str, weight: float = 1.0) -> str:
-        """``student + weight * teacher`` (adapters by sha256); the merged sha256."""
-        return await self.runtime.merge(student_adapter, teacher_adapter, weight)
+    async def merge(self, student_adapter: str, teacher_adapter: str, weight: float = 1.0, *,
+                    method: str = "svd", density: float = 0.5) -> str:
+        """``student + weight * teacher`` (adapters by sha256) by ``method``; the merged sha256."""
+        return await self.runtime.merge([student_adapter, teacher_adapter], [1.0, weight],
+                                        method, density)
+
+    async def merge_many(self, adapters: Sequence[str], weights: Sequence[float] | None = None,
+                         *, method: str = "svd", density: float = 0.5) -> str:
+        """Merge many adapters (by sha256) into one; the merged sha256.
+
+        ``method``: one of peft's (``linear``, ``cat``, ``svd``, ``ties``, ``dare_ties``,
+        ...: ``swarm.serving.merging.PEFT_METHODS``), with ``weights`` (default: equal,
+        summing to 1), or a robust rule over the adapters' updates (``mean``,
+        ``median``, ``trimmed_mean``, ``clipped_mean``), which takes no weights.
+        """
+        if weights is None:
+            weights = [1.0 / len(adapters)] * len(adapters)
+        return await self.runtime.merge(list(adapters), list(weights), method, density)
 
     async def fetch_adapter(self, sha: str, owner: str) -> None:
         """Make adapter ``sha`` (held by agent ``owner``) available here, verified."""

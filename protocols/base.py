@@ -2,9 +2,11 @@
 
 A round is: every agent's local step (``Agent.local_update``), then the
 protocol's ``pairs`` hook chooses ``(teacher, student)`` pairs from the
-reports (``AgentReport``, usually through the matchmaker), then each student
-runs the protocol's ``exchange`` hook on its host, and the outcome's reward
-(``PairOutcome.reward``) goes back to the matchmaker. A protocol that exchanges nothing returns no pairs.
+reports (``AgentReport``, usually through the matchmaker; a student may have
+several teachers), then each student runs the protocol's ``exchange_group``
+hook on its host with all its teachers (default: ``exchange`` with each in
+turn), and each outcome's reward (``PairOutcome.reward``) goes back to the
+matchmaker. A protocol that exchanges nothing returns no pairs.
 
 A protocol's settings are the config's ``protocol`` keys other than ``name``:
 it declares their schema as ``settings_schema`` (a ``msgspec.Struct`` class,
@@ -28,7 +30,16 @@ if TYPE_CHECKING:
     from swarm.lineage.store import LineageStore
     from swarm.wire.messages import GenOutput, GenRequest
 
-__all__ = ["Protocol", "ProtocolService", "ServiceContext", "orient"]
+__all__ = ["Lesson", "Protocol", "ProtocolService", "ServiceContext", "orient"]
+
+
+@dataclass(frozen=True)
+class Lesson:
+    """One teacher of a student in a round: its id, its adapter, its skills (from the config)."""
+
+    teacher: str
+    adapter: str | None
+    skills: tuple[str, ...] = ()
 
 
 @dataclass
@@ -70,9 +81,11 @@ class Protocol:
     name: ClassVar[str] = ""
     settings_schema: ClassVar[type[msgspec.Struct] | None] = None
 
-    def __init__(self, settings: Any) -> None:
-        """``settings``: an instance of ``settings_schema`` (the config's ``protocol.settings``)."""
+    def __init__(self, settings: Any, rounds: int = 0) -> None:
+        """``settings``: an instance of ``settings_schema`` (the config's ``protocol.settings``);
+        ``rounds``: the run's number of rounds (``swarm.rounds``; 0: not known)."""
         self.settings = settings
+        self.rounds = rounds
 
     def service(self, ctx: ServiceContext) -> ProtocolService | None:
         """The protocol's coordinator-side service, or ``None`` (the default: it has none)."""
@@ -110,6 +123,17 @@ class Protocol:
         host derives them, as the coordinator does: no message carries them).
         """
         return await student.learn_from(teacher, teacher_adapter, ctx)
+
+    async def exchange_group(
+        self, student: Agent, lessons: Sequence[Lesson], ctx: AgentContext, round: int
+    ) -> list[PairOutcome]:
+        """Let ``student`` learn from all its teachers of ``round`` (the pairs naming it).
+
+        One ``PairOutcome`` per lesson. Default: ``exchange`` with each teacher in
+        turn, each from what the one before left.
+        """
+        return [await self.exchange(student, lesson.teacher, lesson.adapter, lesson.skills, ctx)
+                for lesson in lessons]
 
 
 def orient(pair: tuple[str, str], reports: Mapping[str, AgentReport]) -> tuple[str, str]:

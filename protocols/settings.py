@@ -13,15 +13,46 @@ import msgspec
 
 from swarm.settings import Name, Settings
 
-__all__ = ["ExchangeSettings", "ProtocolSection"]
+__all__ = ["ExchangeSettings", "MergeMethod", "ProtocolSection"]
+
+
+#: peft's merges (``swarm.serving.merging.PEFT_METHODS``) and the robust rules
+#: over adapter updates (``ROBUST_RULES``), as the config may name them.
+MergeMethod = Literal[
+    "linear", "cat", "svd", "ties", "ties_svd", "dare_linear", "dare_ties", "dare_linear_svd",
+    "dare_ties_svd", "magnitude_prune", "magnitude_prune_svd",
+    "mean", "median", "trimmed_mean", "clipped_mean",
+]
 
 
 class ExchangeSettings(Settings, frozen=True):
-    """How knowledge flows inside a pair (``knexa``; ``local`` takes them and pairs no one)."""
+    """How knowledge flows inside a pair (``knexa``; ``local`` takes them and pairs no one).
+
+    ``exchange``: ``merge`` (the teacher's adapter into the student's by
+    ``merge_method``: ``student + merge_weight * teacher`` for peft's methods)
+    or ``distill`` (fine-tune on the teacher's answers to ``distill_examples``
+    fresh prompts of its skills, mixed with a ``replay`` share of the student's
+    own data). ``teachers``: teachers per student and round (more than one:
+    each lesson is scored alone, then the ``validate``d ones are combined by
+    ``aggregate``, a robust rule or a peft merge, over the student and its
+    teachers). ``validate``: keep a lesson only if the student's held-out score
+    does not drop (``accept: better``: only if it rises). ``final_merge``: in the
+    last round every agent takes one merge of all agents' adapters ("a single
+    merging"), by that method (``none``: no global merge).
+    """
 
     exchange: Literal["merge", "distill"] = "merge"
     # merge: student + merge_weight * teacher (task arithmetic), SVD back to rank r
     merge_weight: Annotated[float, msgspec.Meta(gt=0.0, le=2.0)] = 1.0
+    merge_method: MergeMethod = "svd"
+    density: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)] = 0.5  # ties / dare / magnitude
+    distill_examples: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 64
+    replay: Annotated[float, msgspec.Meta(ge=0.0, lt=1.0)] = 0.0
+    teachers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
+    aggregate: MergeMethod = "mean"
+    validate: bool = True
+    accept: Literal["not_worse", "better"] = "not_worse"
+    final_merge: Literal["none"] | MergeMethod = "none"
 
 
 class ProtocolSection(Settings, frozen=True):

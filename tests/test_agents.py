@@ -32,8 +32,9 @@ class Services:
     async def fetch_adapter(self, sha: str, owner: str) -> None:
         return None
 
-    async def merge(self, student_adapter: str, teacher_adapter: str, weight: float) -> str:
-        assert (student_adapter, teacher_adapter) == (OLD, TEACHER)
+    async def merge(self, adapters: list[str], weights: list[float], method: str = "svd",
+                    density: float = 0.5) -> str:
+        assert adapters == [OLD, TEACHER]
         return MERGED
 
 
@@ -52,9 +53,10 @@ def test_what_an_agent_returns_is_what_its_host_sends() -> None:
     # Assert: the same values arrive in the same types, with no conversion between
     assert isinstance(sent, StepDone)
     assert sent.reports == [AgentReport(agent_id="s", adapter=OLD, score=0.0,
-                                        metrics={"score": 0.0})]
+                                        metrics={"score": 0.0, "skill.add": 0.0})]
     assert sent.outcomes == [PairOutcome(student="s", teacher="t", before=0.0, after=1.0,
-                                         adapter=MERGED, accepted=True, parents=(OLD, TEACHER))]
+                                         adapter=MERGED, accepted=True, parents=(OLD, TEACHER),
+                                         skills={"add": 1.0})]
     assert sent.outcomes[0].reward == 1.0 and agent.adapter == MERGED
 
 

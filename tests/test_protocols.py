@@ -47,7 +47,8 @@ class FixedServices:
     async def fetch_adapter(self, sha: str, owner: str) -> None:
         return None
 
-    async def merge(self, student_adapter: str, teacher_adapter: str, weight: float) -> str:
+    async def merge(self, adapters: list[str], weights: list[float], method: str = "svd",
+                    density: float = 0.5) -> str:
         return NEW
 
 

@@ -156,6 +156,9 @@ def _print_round(event: RoundFinished, console: Console) -> None:
     console.print(f"  pairs (teacher->student): {pairs}")
     console.print(f"  rewards: {rewards}")
     console.print(f"  scores: {scores}")
+    if event.skills:
+        console.print("  per skill (mean over agents): "
+                      + " ".join(f"{k}={v:.2f}" for k, v in event.skills.items()))
     if event.unavailable:
         console.print(f"  [yellow]unavailable: {', '.join(event.unavailable)}[/]")
     for host, why in event.rejected.items():
@@ -173,12 +176,34 @@ def _print_summary(name: str, summary: RunSummary, console: Console) -> None:
         table.add_row(agent, *(f"{rec['scores'].get(agent, float('nan')):.2f}" for rec in history))
     table.add_row("[bold]mean[/]", *(f"[bold]{rec['mean_score']:.3f}[/]" for rec in history))
     console.print(table)
+    if history and history[-1].get("skill_scores"):
+        console.print(_skill_table(history[0], history[-1]))
     lineage = summary["lineage"]
     console.print(f"lineage: {lineage}")
     console.print("inspect it with:")
     console.print(f"  swarm lineage log -C {lineage} {agents[0] if agents else 'AGENT'}")
     console.print(f"  swarm lineage graph -C {lineage} -o phylogeny.png")
     console.print(f"  git -C {lineage} log --graph --all --oneline")
+
+
+def _skill_table(first: dict[str, Any], last: dict[str, Any]) -> Table:
+    """Each agent's held-out score per skill after the last round (and after the first)."""
+    per_agent: dict[str, dict[str, float]] = last["skill_scores"]
+    before: dict[str, dict[str, float]] = first.get("skill_scores", {})
+    skills = sorted({k for v in per_agent.values() for k in v})
+    table = Table(title=f"held-out score per skill after round {last['round']} "
+                        f"(after round {first['round']} in brackets)")
+    table.add_column("agent")
+    for name in skills:
+        table.add_column(name, justify="right")
+    for agent, scores in sorted(per_agent.items()):
+        was = before.get(agent, {})
+        table.add_row(agent, *(f"{scores.get(k, float('nan')):.2f} "
+                               f"[dim]({was.get(k, float('nan')):.2f})[/]" for k in skills))
+    means = last.get("skill_means", {})
+    table.add_row("[bold]mean[/]", *(f"[bold]{means.get(k, float('nan')):.2f}[/]"
+                                     for k in skills))
+    return table
 
 
 def _chat(args: argparse.Namespace) -> int:

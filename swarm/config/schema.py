@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from swarm.agents.byzantine import ByzantineSettings
 from swarm.matching.settings import BanditSettings, MatchmakerSection
 from swarm.protocols.settings import ExchangeSettings, ProtocolSection
 from swarm.serving.settings import EngineSettings, LoraSection, ModelSection, TinyModelSection
@@ -96,6 +97,18 @@ class LauncherSection(Settings, frozen=True):
     max_restarts: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 3
 
 
+class ByzantineSection(Settings, frozen=True):
+    """Attacking agents placed in the swarm (for robustness benches): ``count`` of them.
+
+    They are spread over the groups, one per group in the config's order (the
+    group's last agents first), each taking the ``byzantine`` role with
+    ``settings`` (``swarm.agents.byzantine``: attack, scale, inflate, lie).
+    """
+
+    count: Annotated[int, msgspec.Meta(ge=0, le=4096)] = 0
+    settings: ByzantineSettings = msgspec.field(default_factory=ByzantineSettings)
+
+
 class SwarmConfig(Settings, frozen=True):
     """A whole swarm config."""
 
@@ -110,6 +123,7 @@ class SwarmConfig(Settings, frozen=True):
     transport: TransportSection = msgspec.field(default_factory=TransportSection)
     launcher: LauncherSection = msgspec.field(default_factory=LauncherSection)
     lineage: LineageSection = msgspec.field(default_factory=LineageSection)
+    byzantine: ByzantineSection = msgspec.field(default_factory=lambda: ByzantineSection())
 
     @property
     def agent_count(self) -> int:

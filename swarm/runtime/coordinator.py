@@ -58,7 +58,7 @@ from swarm.errors import PeerUnavailable, RemoteError, ReportError, SwarmError
 from swarm.matching.matchmaker import Matchmaker
 from swarm.matching.profiles import ProfileBuilder
 from swarm.matching.registry import create_matchmaker, restore_matchmaker
-from swarm.runtime.events import RunSummary
+from swarm.runtime.events import RunSummary, skill_means, skill_scores
 from swarm.runtime.ledger import AgentLedger
 from swarm.runtime.membership import Member, Membership
 from swarm.runtime.partners import PartnerService
@@ -123,7 +123,8 @@ class Coordinator:
         self.round_attempts = round_attempts
         self.silence_s = self.options.silence_s if silence_s is None else silence_s
         self.profiler = ProfileBuilder(skills=swarm_skills(config), agent_skills=agent_skills(config))
-        self.protocol = get_protocol(config.protocol.name)(config.protocol.settings)
+        self.protocol = get_protocol(config.protocol.name)(config.protocol.settings,
+                                                             config.swarm.rounds)
         published = self.protocol.profile_dim()
         self.matchmaker: Matchmaker = self._matchmaker(resume, published or self.profiler.dim)
         self.partners = PartnerService(lambda: self.matchmaker, published, lambda: self.round)
@@ -486,13 +487,20 @@ class Coordinator:
         failed = {a: short(why) for d in local.values() for a, why in d.failed.items()}
         missing = sorted(set(self.expected) - set(reports) - set(failed))
         scores = {a: r.score for a, r in sorted(reports.items())}
+        skills = {a: skill_scores(r.metrics) for a, r in sorted(reports.items())}
         for o in outcomes:
-            if o.accepted:
+            if o.kept_score is not None:
+                scores[o.student] = o.kept_score
+            elif o.accepted:
                 scores[o.student] = o.after
+            if o.accepted and o.skills:
+                skills[o.student] = dict(o.skills)
         return {
             "round": rnd,
             "scores": scores,
             "mean_score": float(np.mean(list(scores.values()))) if scores else 0.0,
+            "skill_scores": skills,
+            "skill_means": skill_means(skills),
             "local_scores": {a: r.score for a, r in sorted(reports.items())},
             "pairs": [list(p) for p in pairs],
             "rewards": [{"teacher": o.teacher, "student": o.student,

@@ -25,14 +25,35 @@ __all__ = [
     "RunFinished",
     "RunStarted",
     "RunSummary",
+    "skill_means",
+    "skill_scores",
 ]
+
+#: The prefix of a report metric that holds a held-out score per skill (``skill.add``).
+SKILL_METRIC = "skill."
+
+
+def skill_scores(metrics: Mapping[str, float]) -> dict[str, float]:
+    """The per-skill held-out scores among a report's metrics (``skill.<name>``), by skill."""
+    return {k[len(SKILL_METRIC):]: float(v) for k, v in sorted(metrics.items())
+            if k.startswith(SKILL_METRIC)}
+
+
+def skill_means(skills: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """Each skill's mean over the agents scored on it."""
+    sums: dict[str, list[float]] = {}
+    for per_agent in skills.values():
+        for name, value in per_agent.items():
+            sums.setdefault(name, []).append(float(value))
+    return {name: sum(v) / len(v) for name, v in sorted(sums.items())}
 
 
 class RunSummary(TypedDict):
     """What a finished run returns (also its ``summary.json``).
 
     ``history`` holds every round record, as committed to the lineage's
-    ``rounds/<nnnnn>.json`` (round, scores, mean_score, local_scores, pairs,
+    ``rounds/<nnnnn>.json`` (round, scores, mean_score, skill_scores (agent ->
+    skill -> held-out score after the round), skill_means, local_scores, pairs,
     rewards, unavailable, exchange_failures, rejected, seconds, messages).
     """
 
@@ -94,6 +115,7 @@ class RoundFinished:
     seconds: float
     messages_per_s: float
     record: Mapping[str, Any] = field(repr=False)  # the round record as committed
+    skills: Mapping[str, float] = field(default_factory=dict)  # skill -> mean over agents
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any], messages_per_s: float) -> RoundFinished:
@@ -105,7 +127,8 @@ class RoundFinished:
             rewards=tuple(Reward(r["teacher"], r["student"], float(r["reward"]),
                                  bool(r["accepted"])) for r in record["rewards"]),
             unavailable=tuple(record["unavailable"]), rejected=dict(record.get("rejected", {})),
-            seconds=float(record["seconds"]), messages_per_s=messages_per_s, record=record)
+            seconds=float(record["seconds"]), messages_per_s=messages_per_s, record=record,
+            skills=dict(record.get("skill_means", {})))
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,6 +46,7 @@ from swarm.errors import (
     error_for_code,
 )
 from swarm.knowledge import KnowledgeGraph
+from swarm.protocols.base import Lesson
 from swarm.runtime.messaging import PeerMessaging
 from swarm.serving.client import ModelClient
 from swarm.skills import Example
@@ -112,7 +113,8 @@ class Host:
         self.skills = agent_skills(config)
         # What a protocol draws fresh prompts from (a file skill: its training share only).
         self.swarm_skills = resolve_skills(config)
-        self.protocol = get_protocol(config.protocol.name)(config.protocol.settings)
+        self.protocol = get_protocol(config.protocol.name)(config.protocol.settings,
+                                                             config.swarm.rounds)
         self.store_root = store_root
         self.peer_address = peer_address
         # The socket identity of this process towards the coordinator and the model
@@ -349,22 +351,36 @@ class Host:
         return StepDone(sender=self.host_id, phase="local", reports=reports, failed=failed)
 
     async def _exchange(self, step: Step) -> StepDone:
-        todo = [a for a in step.assignments if a.student in self.agents]
-        results = await asyncio.gather(*(self._learn(a) for a in todo), return_exceptions=True)
-        outcomes, failed = [], {}
-        for item, result in zip(todo, results, strict=True):
+        groups: dict[str, list[Assignment]] = {}
+        for item in step.assignments:
+            if item.student in self.agents:
+                groups.setdefault(item.student, []).append(item)
+        students = list(groups)
+        results = await asyncio.gather(
+            *(self._learn(s, groups[s], step.round) for s in students), return_exceptions=True)
+        outcomes: list[PairOutcome] = []
+        failed = {}
+        for student, result in zip(students, results, strict=True):
             if isinstance(result, BaseException):
-                failed[item.student] = f"{type(result).__name__}: {result}"
+                failed[student] = f"{type(result).__name__}: {result}"
             else:
-                outcomes.append(result)
+                outcomes.extend(result)
         return StepDone(sender=self.host_id, phase="exchange", outcomes=outcomes, failed=failed)
 
-    async def _learn(self, item: Assignment) -> PairOutcome:
-        student = self.agents[item.student]
-        outcome: PairOutcome = await self.protocol.exchange(
-            student, item.teacher, item.teacher_adapter,
-            self.skills.get(item.teacher, ()), self.context(student))
-        return outcome
+    async def _learn(self, student_id: str, items: list[Assignment],
+                     rnd: int) -> list[PairOutcome]:
+        """One student's lessons of the round, all its teachers at once (``exchange_group``)."""
+        student = self.agents[student_id]
+        lessons = [Lesson(a.teacher, a.teacher_adapter, tuple(self.skills.get(a.teacher, ())))
+                   for a in items]
+        outcomes = await self.protocol.exchange_group(student, lessons, self.context(student),
+                                                      rnd)
+        given = {a.teacher for a in items}
+        stray = [o.teacher for o in outcomes if o.teacher not in given or o.student != student_id]
+        if stray or len(outcomes) != len(items):
+            raise SwarmError(f"the protocol answered {len(outcomes)} outcomes for "
+                             f"{len(items)} lessons of {student_id} (stray: {stray[:3]})")
+        return outcomes
 
     # -- AgentRuntime (what the agents' contexts call) ------------------------------------
 
@@ -393,10 +409,11 @@ class Host:
         if not AdapterStore(self.store_root).has(sha):
             raise AdapterError(f"adapter {sha[:12]} of {owner} is not in this machine's store")
 
-    async def merge(self, student_adapter: str, teacher_adapter: str, weight: float) -> str:
+    async def merge(self, adapters: Sequence[str], weights: Sequence[float],
+                    method: str = "svd", density: float = 0.5) -> str:
         """Merge on the model server (it holds the base model); returns the merged sha256."""
-        msg = Merge(sender=self.host_id, student_adapter=student_adapter,
-                    teacher_adapter=teacher_adapter, weight=weight)
+        msg = Merge(sender=self.host_id, adapters=tuple(adapters), weights=tuple(weights),
+                    method=method, density=density)
         reply = await self._ask(msg)
         if not isinstance(reply.msg, Merged):
             raise SwarmError(f"model server answered Merge with {type(reply.msg).__name__}")

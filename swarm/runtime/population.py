@@ -45,7 +45,7 @@ from swarm.skills import (
     slot_counts,
 )
 
-__all__ = ["build_population", "agent_skills", "resolve_skills", "assign_hosts"]
+__all__ = ["build_population", "agent_skills", "resolve_skills", "assign_hosts", "byzantine_ids"]
 
 
 class _Pool(NamedTuple):
@@ -78,9 +78,12 @@ def build_population(config: SwarmConfig) -> list[AgentSpec]:
     heldout = tuple(_heldout(config, pools, seen))
     lora = {g.name: asdict_lora(g.lora) for g in config.agents}
     settings = {g.name: role_settings(g) for g in config.agents}
+    attackers = set(byzantine_ids(config))
+    attack = config.byzantine.settings
     return [
-        AgentSpec(agent_id=aid, role=role, group=name, skills=tuple(skills), train=tuple(data),
-                  heldout=heldout, hyper=lora[name], settings=settings[name])
+        AgentSpec(agent_id=aid, role="byzantine" if aid in attackers else role, group=name,
+                  skills=tuple(skills), train=tuple(data), heldout=heldout, hyper=lora[name],
+                  settings=attack if aid in attackers else settings[name])
         for aid, role, name, skills, data in specs
     ]
 
@@ -171,6 +174,25 @@ def _heldout(config: SwarmConfig, pools: dict[str, _Pool], seen: set[str]) -> li
     heldout += [ex for name in sorted(pools) for ex in pools[name].heldout
                 if ex.prompt not in seen]
     return heldout
+
+
+def byzantine_ids(config: SwarmConfig) -> list[str]:
+    """The agents ``byzantine.count`` turns into attackers: one per group in turn, last first.
+
+    Raises:
+        ConfigError: more attackers than agents.
+    """
+    count = config.byzantine.count
+    if count > config.agent_count:
+        raise ConfigError(f"byzantine.count: {count} attackers in a swarm of "
+                          f"{config.agent_count} agents")
+    left = [[f"{g.name}-{k}" for k in reversed(range(g.count))] for g in config.agents]
+    chosen: list[str] = []
+    while len(chosen) < count:
+        for ids in left:
+            if ids and len(chosen) < count:
+                chosen.append(ids.pop(0))
+    return chosen
 
 
 def agent_skills(config: SwarmConfig) -> dict[str, tuple[str, ...]]:

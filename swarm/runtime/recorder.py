@@ -57,6 +57,7 @@ from swarm.lineage.repo import (
 )
 from swarm.lineage.store import LineageStore
 from swarm.lineage.writer import CommitSpec
+from swarm.runtime.events import skill_scores
 from swarm.wire.codec import AgentReport, AgentState, LogEntry, PairOutcome
 
 __all__ = ["Recorder"]
@@ -154,19 +155,26 @@ class Recorder:
                 parents = [committed[agent]] if agent in committed else []
                 pointer = self._pointer(report.adapter, agent, rnd, parents)
                 specs.append(CommitSpec(
-                    agent_branch(agent), self._files(agent, pointer, report.score, rnd),
+                    agent_branch(agent),
+                    self._files(agent, pointer, report.score, rnd, skill_scores(report.metrics)),
                     f"round {rnd}: {agent} trained on its local data (score {report.score:.3f})"))
                 committed[agent] = report.adapter
+        lessons: dict[str, list[PairOutcome]] = {}  # several teachers: one commit, many parents
         for o in outcomes:
-            if not (o.accepted and o.adapter) or o.adapter == committed.get(o.student):
-                continue
-            pointer = self._pointer(o.adapter, o.student, rnd, list(o.parents))
+            if o.accepted and o.adapter and o.adapter != committed.get(o.student):
+                lessons.setdefault(o.student, []).append(o)
+        for student, kept in lessons.items():
+            first = kept[0]
+            after = first.after if first.kept_score is None else first.kept_score
+            parents = list(dict.fromkeys(p for o in kept for p in o.parents))
+            pointer = self._pointer(first.adapter or "", student, rnd, parents)
+            teachers = ", ".join(o.teacher for o in kept)
             specs.append(CommitSpec(
-                agent_branch(o.student), self._files(o.student, pointer, o.after, rnd),
-                f"round {rnd}: {o.student} learnt from {o.teacher} "
-                f"(score {o.before:.3f} -> {o.after:.3f})",
-                parents=[agent_branch(o.student), agent_branch(o.teacher)]))
-            committed[o.student] = o.adapter
+                agent_branch(student), self._files(student, pointer, after, rnd, first.skills),
+                f"round {rnd}: {student} learnt from {teachers} "
+                f"(score {first.before:.3f} -> {after:.3f})",
+                parents=[agent_branch(student), *(agent_branch(o.teacher) for o in kept)]))
+            committed[student] = first.adapter or ""
         self._add_states(specs, states or {}, rnd)
         body = dict(record)
         kept = self._kept(messages)
@@ -222,10 +230,10 @@ class Recorder:
                                         "base_model": self.config.model.path})
 
     @staticmethod
-    def _files(agent: str, pointer: Mapping[str, Any], score: float,
-               rnd: int) -> dict[str, Any]:
-        return {adapter_path(agent): pointer,
-                profile_path(agent): {"round": rnd, "score": score}}
+    def _files(agent: str, pointer: Mapping[str, Any], score: float, rnd: int,
+               skills: Mapping[str, float]) -> dict[str, Any]:
+        profile = {"round": rnd, "score": score, **({"skills": dict(skills)} if skills else {})}
+        return {adapter_path(agent): pointer, profile_path(agent): profile}
 
     def close(self) -> None:
         """Flush and release the lineage."""

@@ -79,7 +79,14 @@ class ReportChecker:
         stray = [p for p in pairs if p not in given]
         if stray:
             raise ReportError(f"sent outcomes for pairs it was never assigned: {stray[:3]}")
-        _only(students, [s for _, s in pairs], "sent outcomes for")
+        twice = [p for p, n in Counter(pairs).items() if n > 1]
+        if twice:
+            raise ReportError(f"answered pairs {twice[:3]} twice")
+        kept = {}
+        for o in done.outcomes:  # a student with several teachers holds one adapter afterwards
+            if kept.setdefault(o.student, o.adapter) != o.adapter:
+                raise ReportError(f"{o.student}'s outcomes name different adapters it holds")
+        _only(students, list({s for _, s in pairs}), "sent outcomes for")
         _only(students, list(done.failed), "named as failed")
         if done.reports:
             raise ReportError("sent local reports in an exchange step")
@@ -90,6 +97,12 @@ class ReportChecker:
         who = f"{o.student} (from {o.teacher})"
         _score(o.before, f"{who}'s score before")
         _score(o.after, f"{who}'s score after")
+        if o.kept_score is not None:
+            _score(o.kept_score, f"{who}'s kept score")
+        if len(o.skills) > MAX_METRICS:
+            raise ReportError(f"{who} has {len(o.skills)} skill scores (at most {MAX_METRICS})")
+        for name, value in o.skills.items():
+            _score(value, f"{who}'s score on {name[:40]!r}")
         if o.adapter is not None:
             self._stored(o.adapter, f"{who}'s adapter")
         elif o.accepted:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from swarm.errors import TrainingError
+from swarm.errors import AdapterError, TrainingError
 from swarm.serving.server import MergeFn, TrainFn, TrainOutcome
 from swarm.serving.settings import LoraSection
 from swarm.wire.codec import Merge, Train
@@ -88,26 +88,43 @@ def lora_settings(defaults: LoraSection, hyper: dict[str, Any]) -> LoraSection:
 
 
 def store_merger(model: Path, store: AdapterStore, gate: threading.Lock | None = None) -> MergeFn:
-    """A ``MergeFn``: ``student + weight * teacher`` from ``store``, the result put back into it.
+    """A ``MergeFn``: the merge a ``Merge`` asks for from ``store``, the result put back into it.
 
-    The base model for peft's merge is loaded once, on the first merge; each
-    merge holds ``gate`` (the model server's) while it runs.
+    ``student + weight * teacher``, or with ``Merge.adapters`` all of them by
+    their ``weights``: peft's methods on the base model (loaded once, on the
+    first merge), or a robust rule (``ROBUST_RULES``) on the adapters' updates,
+    validated first. Each merge holds ``gate`` (the model server's) while it runs.
+
+    Raises:
+        AdapterError: an unknown method, weights that do not match the adapters,
+            or an adapter that fails validation.
     """
     state: dict[str, Any] = {}
     lock = threading.Lock()
     compute = gate or threading.Lock()
 
     def run(job: Merge) -> str:
-        from swarm.serving.merging import Merger
+        from swarm.serving.merging import ROBUST_RULES, Merger, robust_merge
 
+        adapters = list(job.adapters) or [job.student_adapter, job.teacher_adapter]
+        weights = list(job.weights) if job.adapters else [1.0, job.weight]
+        if job.method not in ROBUST_RULES and len(weights) != len(adapters):
+            raise AdapterError(f"a merge of {len(adapters)} adapters needs as many weights, "
+                               f"got {len(weights)}")
         with lock:  # loading the base model once is not engine work: the gate stays free
             if "merger" not in state:
                 state["merger"] = Merger(model)
             merger: Merger = state["merger"]
+        paths = [store.path(sha) for sha in adapters]
         with compute, tempfile.TemporaryDirectory(prefix=".merge-", dir=store.root) as tmp:
-            out = merger.merge([store.path(job.student_adapter), store.path(job.teacher_adapter)],
-                               [1.0, job.weight], Path(tmp) / "merged", job.method)
+            if job.method in ROBUST_RULES:
+                out = robust_merge(paths, job.method, Path(tmp) / "merged",
+                                   validator=merger.validator)
+            else:
+                out = merger.merge(paths, weights, Path(tmp) / "merged", job.method,
+                                   density=job.density)
             sha: str = store.put(out).sha256
         return sha
 
     return run
+

@@ -597,17 +597,29 @@ class Trained(Message, frozen=True, kw_only=True):
     metrics: _Metrics = {}
 
 
-class Merge(Message, frozen=True, kw_only=True):
-    """Merge a teacher's adapter into a student's: ``student + weight * teacher`` (task arithmetic).
+_Weight = Annotated[float, msgspec.Meta(ge=-100.0, le=100.0)]
 
-    Both adapters are content hashes in the machine's store; ``weight`` is -100 to 100.
+
+class Merge(Message, frozen=True, kw_only=True):
+    """Merge adapters on the model server: ``student + weight * teacher`` (task arithmetic) or many.
+
+    Adapters are content hashes in the machine's store; a weight is -100 to 100.
+    With ``adapters`` (and one weight per adapter in ``weights``) the merge takes
+    them all and ignores ``student_adapter``/``teacher_adapter``/``weight``.
+    ``method``: one of peft's (``swarm.serving.merging.PEFT_METHODS``) or a
+    robust rule over the adapters' updates (``mean``, ``median``,
+    ``trimmed_mean``, ``clipped_mean``: ``ROBUST_RULES``; weights unused);
+    ``density``: the share kept by ``ties``/``dare``/``magnitude_prune``.
     """
 
     agent_id: _Id = ""
     student_adapter: _Id = ""
     teacher_adapter: _Id = ""
-    weight: Annotated[float, msgspec.Meta(ge=-100.0, le=100.0)] = 1.0
+    weight: _Weight = 1.0
     method: _Id = "svd"
+    adapters: Annotated[tuple[_Id, ...], msgspec.Meta(max_length=MAX_ENTRIES)] = ()
+    weights: Annotated[tuple[_Weight, ...], msgspec.Meta(max_length=MAX_ENTRIES)] = ()
+    density: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)] = 0.5
 
 
 class Merged(Message, frozen=True, kw_only=True):
@@ -656,7 +668,10 @@ class PairOutcome(msgspec.Struct, frozen=True):
     return it, a host sends it in ``StepDone``, the coordinator records it.
     ``adapter`` is the student's adapter after the exchange (the candidate if
     ``accepted``, else the one it kept); ``parents`` (up to ``MAX_ENTRIES``
-    content hashes) are what the candidate was made from.
+    content hashes) are what the candidate was made from. With several
+    teachers a student sends one outcome per teacher: ``after`` is the score of
+    that teacher's lesson alone (its reward), ``accepted`` whether the lesson
+    went into what the student kept, ``adapter``/``kept_score`` what it kept.
     """
 
     student: _Id
@@ -666,6 +681,11 @@ class PairOutcome(msgspec.Struct, frozen=True):
     adapter: _Id | None = None
     accepted: bool = False
     parents: Annotated[tuple[_Id, ...], msgspec.Meta(max_length=MAX_ENTRIES)] = ()
+    #: the held-out score per skill of ``adapter`` (what the student holds afterwards)
+    skills: _Metrics = {}
+    #: the held-out score of ``adapter`` when it is neither ``after`` nor ``before``
+    #: (several teachers: ``after`` is this teacher's lesson alone, the student kept a mix)
+    kept_score: _Real | None = None
 
     @property
     def reward(self) -> float:
