@@ -35,9 +35,9 @@ pair is ``w^T [c_teacher ; c_student]`` (``w`` standard normal, scaled as
 above), so the same two agents are worth different amounts in the two orders.
 LinUCB runs there with each feature kind (``symmetric``, the default;
 ``directed``; ``concat``, KNEXA-FL's), beside random pairing and the floor
-(greedy + 2-opt given the true expected rewards). The goal figure is the
-regret of directed LinUCB (``concat``) over the floor's, summed over the
-seeds (on some seeds the floor's regret is 0: the pairing rule finds the best
+(greedy + 2-opt given the true expected rewards). The goal figure
+(``directed_linucb_regret_vs_floor``) is the regret of directed LinUCB
+(``concat``) over the floor's, summed over the seeds (on some seeds the floor's regret is 0: the pairing rule finds the best
 matching there).
 
 Timings (BLAS on one thread; the box is shared, so the median of repeated
@@ -263,8 +263,12 @@ def main() -> None:
     floor_total = max(sum(s["floor"] for s in directed), 1e-9)
     ratios |= {f"directed_{k}_regret_vs_floor": sum(s[k] for s in directed) / floor_total
                for k in directed_kinds[1:]}
+    # "directed LinUCB" is the concat kind (KNEXA-FL's); the other kinds are reported beside it
+    ratios["directed_linucb_regret_vs_floor"] = ratios["directed_linucb_concat_regret_vs_floor"]
+    ratios["directed_linucb_regret_vs_random_max"] = max(s["linucb_concat"] / s["random"]
+                                                         for s in directed)
     goals = {"linucb_regret_vs_random_max": "<= 0.25",
-             "directed_linucb_concat_regret_vs_floor": "<= 1.5", "select_ms_1000_agents": "<= 100",
+             "directed_linucb_regret_vs_floor": "<= 1.5", "select_ms_1000_agents": "<= 100",
              "update_ms_dim64": "<= 1"}
     params = {"agents": AGENTS, "context_dim": CONTEXT, "pairs_per_round": PAIRS,
               "rounds": ROUNDS, "noise_sigma": NOISE, "seeds": seeds, "lam": 1.0, "beta0": 1.0,

@@ -13,17 +13,36 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def main() -> None:
     result = json.loads((ROOT / "bench" / "results" / "swarm.json").read_text())
-    rows = ["| seed | after round 0 | linucb | random | local |", "| --- | --- | --- | --- | --- |"]
-    for r in result["figures"]["per_seed"]:
-        rows.append(f"| {r['seed']} | {r['linucb_round0']:.3f} | {r['linucb']:.3f} | "
-                    f"{r['random']:.3f} | {r['local']:.3f} |")
-    f = result["figures"]
-    rows.append(f"| **mean** | {f['score_round0']:.3f} | **{f['score_linucb']:.3f}** | "
-                f"{f['score_random']:.3f} | {f['score_local']:.3f} |")
-    ratios = result["ratios"]
-    note = (f"\nlinucb / random = {ratios['linucb_vs_random']:.2f}, linucb / local = "
-            f"{ratios['linucb_vs_local']:.2f} ({result['params']['seeds']} seed(s), "
-            f"{result['params']['rounds']} rounds, commit {result['git'][:10]}).\n")
+    f, ratios = result["figures"], result["ratios"]
+    names = [n for n in ("linucb", "random", "local", "centralized", "byzantine_defended",
+                         "byzantine_undefended") if f"score_{n}" in f]
+    head = {"byzantine_defended": "byzantine, defended*", "byzantine_undefended":
+            "byzantine, undefended*"}
+    rows = ["| seed | after round 0 | " + " | ".join(head.get(n, n) for n in names) + " |",
+            "| --- | --- |" + " --- |" * len(names)]
+    for r in f["per_seed"]:
+        rows.append(f"| {r['seed']} | {r['linucb_round0']:.3f} | "
+                    + " | ".join(f"{r[n]:.3f}" for n in names) + " |")
+    rows.append(f"| **mean** | {f['score_round0']:.3f} | "
+                + " | ".join(f"**{f[f'score_{n}']:.3f}**" for n in names) + " |")
+    skills = sorted(f.get("skills_linucb", {}))
+    if skills:
+        rows += ["", "| per skill (mean) | " + " | ".join(skills) + " |",
+                 "| --- |" + " --- |" * len(skills)]
+        for n in names:
+            rows.append(f"| {head.get(n, n)} | " + " | ".join(
+                f"{f[f'skills_{n}'].get(k, float('nan')):.3f}" for k in skills) + " |")
+    parts = [f"linucb / {other} = {ratios[f'linucb_vs_{other}']:.2f}"
+             for other in ("centralized", "random", "local") if f"linucb_vs_{other}" in ratios]
+    if "byzantine_defended_vs_clean" in ratios:
+        parts.append(f"*honest agents' mean with 2 of 8 Byzantine: defended "
+                     f"{ratios['byzantine_defended_vs_clean']:.2f}x the clean run, undefended "
+                     f"{ratios.get('byzantine_undefended_vs_clean', float('nan')):.2f}x; "
+                     f"lessons kept from an attacker: "
+                     f"{f.get('byzantine_defended_poisoned_kept', 'n/a')} defended")
+    note = (f"\n{', '.join(parts)} ({result['params']['seeds']} seed(s), "
+            f"{result['params']['rounds']} rounds, {f.get('heldout_examples', 64)} held-out "
+            f"examples, commit {result['git'][:10]}).\n")
     readme = ROOT / "README.md"
     text = readme.read_text()
     table = "<!-- swarm-table -->\n" + "\n".join(rows) + "\n" + note + "<!-- /swarm-table -->"

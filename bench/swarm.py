@@ -10,7 +10,7 @@ all runs so engine start-up is paid once:
 - ``centralized``: one adapter trained on the union of all agents' training
   data with as many training steps as the ``linucb`` run spent in all (local
   steps and distillation), evaluated on the same held-out mixture;
-- with ``--byzantine``: ``byzantine_on``/``byzantine_off``: the quickstart
+- with ``--byzantine``: ``byzantine_defended``/``byzantine_undefended``: the quickstart
   with 2 of its 8 agents Byzantine (``byzantine.count: 2``, spread over the
   groups), with the defences on (``DEFENCES``) and off (``NO_DEFENCES``);
   their figures are the honest agents' mean, beside the clean run's.
@@ -101,16 +101,19 @@ def main() -> None:
     parser.add_argument("--options", action="store_true", help="one run per exchange option")
     parser.add_argument("--only", default="", help="comma-separated settings or options")
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "quickstart.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        help="a config override for every run (KEY=VALUE), repeatable")
     args = parser.parse_args()
     seeds = list(range(1 if args.quick else args.seeds))
     rounds = args.rounds or (2 if args.quick else None)
     work = ROOT / "bench" / ".runs" / "swarm"
     shutil.rmtree(work, ignore_errors=True)
-    base = load_config(args.config, [f"swarm.rounds={rounds}"] if rounds else [])
+    extra = [*([f"swarm.rounds={rounds}"] if rounds else []), *args.overrides]
+    base = load_config(args.config, extra)
     runs = dict(OPTIONS) if args.options else dict(SETTINGS)
     if args.byzantine and not args.options:
-        runs["byzantine_on"] = [*SETTINGS["linucb"], *BYZANTINE, *DEFENCES]
-        runs["byzantine_off"] = [*SETTINGS["linucb"], *BYZANTINE, *NO_DEFENCES]
+        runs["byzantine_defended"] = [*SETTINGS["linucb"], *BYZANTINE, *DEFENCES]
+        runs["byzantine_undefended"] = [*SETTINGS["linucb"], *BYZANTINE, *NO_DEFENCES]
     if args.only:
         runs = {k: v for k, v in runs.items() if k in args.only.split(",")}
     server = _start_model_server(base, work / "server")
@@ -123,7 +126,7 @@ def main() -> None:
             row: dict[str, Any] = {"seed": seed}
             for name, overrides in runs.items():
                 config = load_config(args.config, [
-                    *([f"swarm.rounds={rounds}"] if rounds else []), *overrides, *shared,
+                    *extra, *overrides, *shared,
                     f"swarm.seed={seed}", f"swarm.name=bench-{name}-{seed}",
                     f"swarm.lineage={work / f'{name}-{seed}' / 'lineage'}",
                     f"transport.base_port={base.transport.base_port + 10}"])
@@ -139,7 +142,7 @@ def main() -> None:
                           f"{row['centralized']:.3f} ({time.time() - started:.0f} s)", flush=True)
             per_seed.append(row)
             _report(per_seed, base, rounds, time.time() - started, len(seeds), list(runs),
-                    "swarm-options" if args.options else "swarm")
+                    "swarm-options" if args.options else "swarm", args.overrides)
     finally:
         server.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -212,7 +215,7 @@ async def _centralized(config: Any, address: str, steps: int) -> tuple[float, di
 
 
 def _report(per_seed: list[dict[str, Any]], base: Any, rounds: int | None, seconds: float,
-            planned: int, names: list[str], bench: str) -> None:
+            planned: int, names: list[str], bench: str, base_overrides: list[str]) -> None:
     def avg(key: str) -> float:
         return float(np.mean([r[key] for r in per_seed]))
 
@@ -246,15 +249,15 @@ def _report(per_seed: list[dict[str, Any]], base: Any, rounds: int | None, secon
                                                           for r in per_seed))
         goals = {"linucb_vs_centralized": ">= 0.8", "linucb_vs_random": ">= 1.25",
                  "linucb_over_local_seeds": f">= {len(per_seed)}"}
-        for name in ("byzantine_on", "byzantine_off"):
+        for name in ("byzantine_defended", "byzantine_undefended"):
             if name in names:
                 ratios[f"{name}_vs_clean"] = ratio(name, "linucb")
-        if "byzantine_on" in names:
-            goals |= {"byzantine_on_vs_clean": ">= 0.9", "byzantine_on_poisoned_kept": "<= 0"}
-            ratios["byzantine_on_poisoned_kept"] = figures["byzantine_on_poisoned_kept"]
+        if "byzantine_defended" in names:
+            goals |= {"byzantine_defended_vs_clean": ">= 0.9", "byzantine_defended_poisoned_kept": "<= 0"}
+            ratios["byzantine_defended_poisoned_kept"] = figures["byzantine_defended_poisoned_kept"]
     params = {"seeds": len(per_seed), "seeds_planned": planned,
               "rounds": rounds or base.swarm.rounds, "agents": base.agent_count,
-              "config": "configs/quickstart.yaml", "settings": names,
+              "config": "configs/quickstart.yaml", "overrides": base_overrides, "settings": names,
               "defences": DEFENCES, "no_defences": NO_DEFENCES,
               "byzantine": BYZANTINE, "options": OPTIONS if bench == "swarm-options" else None,
               "centralized": "one adapter, union of the agents' training data, as many steps "
