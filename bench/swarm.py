@@ -76,7 +76,8 @@ BYZANTINE = ["byzantine.count=2"]
 #: one linucb run per option (``--options``), beside the quickstart as it is
 OPTIONS = {
     "quickstart": [],
-    "merge_svd": ["protocol.exchange=merge", "protocol.merge_method=svd", "protocol.final_merge=none"],
+    "merge_svd": ["protocol.exchange=merge", "protocol.merge_method=svd",
+                  "protocol.final_merge=none"],
     "merge_ties": ["protocol.exchange=merge", "protocol.merge_method=ties_svd",
                    "protocol.final_merge=none"],
     "merge_dare": ["protocol.exchange=merge", "protocol.merge_method=dare_ties_svd",
@@ -89,6 +90,12 @@ OPTIONS = {
                    "protocol.final_merge=none"],
     "final_merge_mean": ["protocol.exchange=merge", "protocol.final_merge=mean"],
     "final_merge_ties": ["protocol.exchange=merge", "protocol.final_merge=ties_svd"],
+    "distill_teachers_2": ["protocol.exchange=distill", "protocol.replay=0.5",
+                           "protocol.teachers=2", "protocol.final_merge=none"],
+    "distill_final_merge": ["protocol.exchange=distill", "protocol.replay=0.5",
+                            "protocol.final_merge=mean"],
+    "distill_teachers_2_final_merge": ["protocol.exchange=distill", "protocol.replay=0.5",
+                                       "protocol.teachers=2", "protocol.final_merge=mean"],
 }
 
 
