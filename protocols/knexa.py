@@ -132,7 +132,8 @@ class Knexa(Protocol):
         if not student.learns or not usable:
             return None
         if self.settings.exchange == "distill":
-            return await _distilled(student, usable, ctx, self.settings)
+            return await _distilled(student, await _screened(student, usable, ctx,
+                                                             self.settings), ctx, self.settings)
         for x in usable:
             await ctx.fetch_adapter(x.adapter or "", x.teacher)
         if student.adapter is None:
@@ -182,7 +183,11 @@ class Knexa(Protocol):
         if not student.learns or not usable:
             return [_unchanged(student, x.teacher) for x in lessons]
         if how == "distill":
-            candidate = await _distilled(student, usable, ctx, self.settings)
+            taught = await _screened(student, usable, ctx, self.settings)
+            usable = [x for x, _ in taught]
+            candidate = await _distilled(student, taught, ctx, self.settings)
+            if candidate is None:
+                return [_unchanged(student, x.teacher) for x in lessons]
         else:
             for x in usable:
                 await ctx.fetch_adapter(x.adapter or "", x.teacher)
@@ -216,20 +221,43 @@ async def _merge(ctx: AgentContext, own: str, teachers: Sequence[str], method: s
                                 method=method, density=settings.density)
 
 
-async def _distilled(student: Agent, lessons: Sequence[Lesson], ctx: AgentContext,
-                     settings: ExchangeSettings) -> str:
-    """Fine-tune the student on its teachers' greedy answers to fresh prompts of their skills,
-    mixed with a ``replay`` share of its own training data (seeded by student, teachers, round)."""
+async def _screened(student: Agent, lessons: Sequence[Lesson], ctx: AgentContext,
+                    settings: ExchangeSettings) -> list[tuple[Lesson, list[str]]]:
+    """Each lesson worth distilling with the skills to take from it.
+
+    ``screen``: the teacher's adapter is measured on the student's own held-out
+    set, skill by skill, and only the skills where it beats the student are
+    taught (a teacher better at nothing, a liar's inflated score, a poisoned
+    adapter: no lesson). Without it: the teacher's skills as the config gives them.
+    """
+    if not settings.screen:
+        return [(x, list(x.skills) or list(student.spec.skills)) for x in lessons]
+    mine = dict(student.skill_scores)
+    out = []
+    for lesson in lessons:
+        await student.evaluate(ctx, lesson.adapter)
+        better = [s for s, v in student.last_skills.items() if v > mine.get(s, 0.0)]
+        if better:
+            out.append((lesson, better))
+    return out
+
+
+async def _distilled(student: Agent, taught: Sequence[tuple[Lesson, list[str]]],
+                     ctx: AgentContext, settings: ExchangeSettings) -> str | None:
+    """Fine-tune the student on its teachers' greedy answers to fresh prompts of the skills each
+    teaches, mixed with a ``replay`` share of its own training data (seeded by student,
+    teachers, round); ``None`` when no teacher teaches anything."""
     from swarm.skills import Example, make_dataset
 
-    teachers = "|".join(x.teacher for x in lessons)
+    if not taught:
+        return None
+    teachers = "|".join(x.teacher for x, _ in taught)
     key = f"{student.id}|{teachers}|{len(student.history)}".encode()
     rng = np.random.default_rng(int.from_bytes(hashlib.sha256(key).digest()[:8], "little"))
     replayed = int(round(settings.distill_examples * settings.replay))
-    per_teacher = max(1, (settings.distill_examples - replayed) // len(lessons))
+    per_teacher = max(1, (settings.distill_examples - replayed) // len(taught))
     samples: list[Example] = []
-    for lesson in lessons:
-        skills = list(lesson.skills) or list(student.spec.skills)
+    for lesson, skills in taught:
         # A file skill draws from its training share (ctx.swarm_skills), never a held-out prompt.
         drawn = [ctx.swarm_skills.get(name, name) for name in skills]
         prompts = [ex.prompt for ex in make_dataset(drawn, per_teacher, rng)]

@@ -32,13 +32,16 @@ class ExchangeSettings(Settings, frozen=True):
     ``merge_method``: ``student + merge_weight * teacher`` for peft's methods)
     or ``distill`` (fine-tune on the teacher's answers to ``distill_examples``
     fresh prompts of its skills, mixed with a ``replay`` share of the student's
-    own data). ``teachers``: teachers per student and round (more than one:
-    each lesson is scored alone, then the ``validate``d ones are combined by
-    ``aggregate``, a robust rule or a peft merge, over the student and its
-    teachers). ``validate``: keep a lesson only if the student's held-out score
-    does not drop (``accept: better``: only if it rises). ``final_merge``: in the
-    last round every agent takes one merge of all agents' adapters ("a single
-    merging"), by that method (``none``: no global merge).
+    own data; ``screen``: only the skills where the teacher, measured on the
+    student's own held-out set, beats the student). ``teachers``: teachers per
+    student and round (more than one: each merged lesson is scored alone, the
+    ``validate``d ones are combined by ``aggregate``, a robust rule or a peft
+    merge, over the student and its teachers; distilled lessons are one
+    training). ``validate``: keep a lesson only if the student's held-out
+    score does not drop (``accept: better``: only if it rises).
+    ``final_merge``: in the last round every agent takes one merge of all
+    agents' adapters ("a single merging"), by that method (``none``: no
+    global merge).
     """
 
     exchange: Literal["merge", "distill"] = "merge"
@@ -48,6 +51,7 @@ class ExchangeSettings(Settings, frozen=True):
     density: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)] = 0.5  # ties / dare / magnitude
     distill_examples: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 64
     replay: Annotated[float, msgspec.Meta(ge=0.0, lt=1.0)] = 0.0
+    screen: bool = True
     teachers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
     aggregate: MergeMethod = "mean"
     validate: bool = True

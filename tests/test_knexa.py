@@ -151,7 +151,8 @@ def test_the_last_round_is_one_merge_of_every_agent() -> None:
 
 
 def test_distillation_mixes_the_teachers_answers_with_a_replay_of_own_data() -> None:
-    settings = ExchangeSettings(exchange="distill", distill_examples=8, replay=0.5, teachers=2)
+    settings = ExchangeSettings(exchange="distill", distill_examples=8, replay=0.5, teachers=2,
+                                screen=False)
     lessons = [Lesson("t1", GOOD, ("reverse",)), Lesson("t2", BETTER, ("sort",))]
 
     student, runtime, out = _run(settings, lessons)
@@ -164,3 +165,21 @@ def test_distillation_mixes_the_teachers_answers_with_a_replay_of_own_data() -> 
     assert {ex.prompt.split(":")[0] for ex in taught} == {"reverse", "sort"}
     assert runtime.asked[:2] == [GOOD, BETTER]  # each teacher answered its own skill's prompts
     assert all(o.accepted for o in out) and student.score == 0.5
+
+
+def test_screening_teaches_only_what_a_teacher_measures_better_at() -> None:
+    """A poisoned teacher (and a liar) measures 0 on the student's held-out set: no lesson."""
+    settings = ExchangeSettings(exchange="distill", distill_examples=8, replay=0.5, teachers=2)
+    lessons = [Lesson("good", GOOD, ("reverse",)), Lesson("byz", POISON, ("reverse",))]
+
+    student, runtime, out = _run(settings, lessons)
+
+    (samples,) = runtime.trained
+    taught = [ex for ex in samples if ex.skill == "distill"]
+    assert taught and all(ex.prompt.startswith("add:") for ex in taught)  # measured, not claimed
+    assert runtime.asked.count(POISON) == 1  # measured once, never asked to teach
+    by = {o.teacher: o for o in out}
+    assert by["good"].accepted and not by["byz"].accepted
+
+    _, runtime, out = _run(settings, [Lesson("byz", POISON, ("reverse",))])
+    assert runtime.trained == [] and not any(o.accepted for o in out)

@@ -54,7 +54,7 @@ class FixedServices:
 
 def test_distill_records_what_the_kept_adapter_was_made_from() -> None:
     # Prepare: a student with an adapter and no held-out set (every candidate is kept)
-    knexa = Knexa(ExchangeSettings(exchange="distill"))
+    knexa = Knexa(ExchangeSettings(exchange="distill", screen=False))
     student = Agent(AgentSpec(agent_id="s", skills=("add",)), adapter=OLD)
     services = FixedServices()
 
@@ -84,7 +84,7 @@ def test_distill_asks_the_teacher_only_training_prompts_of_a_file_skill(tmp_path
     ctx = AgentContext(student, services)  # type: ignore[arg-type]  (a model-only runtime)
 
     # Execute
-    out = asyncio.run(Knexa(ExchangeSettings(exchange="distill")).exchange(
+    out = asyncio.run(Knexa(ExchangeSettings(exchange="distill", screen=False)).exchange(
         student, "teach-0", TEACHER, host.skills["teach-0"], ctx))
 
     # Assert: 64 prompts of the file's training share, none of its held-out ones (which
