@@ -68,9 +68,9 @@ SETTINGS = {
     "local": ["protocol.name=local"],
 }
 #: the defences knexa can switch on against Byzantine teachers
-DEFENCES = ["protocol.validate=true", "protocol.accept=better", "protocol.teachers=2",
-            "protocol.aggregate=median", "matchmaker.features=concat"]
-NO_DEFENCES = ["protocol.validate=false", "protocol.teachers=2", "protocol.aggregate=mean",
+DEFENCES = ["protocol.validate=true", "protocol.accept=better", "protocol.screen=true",
+            "matchmaker.features=directed"]
+NO_DEFENCES = ["protocol.validate=false", "protocol.screen=false",
                "matchmaker.features=symmetric"]
 BYZANTINE = ["byzantine.count=2"]
 #: one linucb run per option (``--options``), beside the quickstart as it is

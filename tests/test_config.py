@@ -109,7 +109,7 @@ _QUICKSTART_TEXT = QUICKSTART.read_text()
 STRICT_YAML = [
     # (description, file text, expected fragments)
     ("duplicate section", _QUICKSTART_TEXT + "swarm: {name: other}\n",
-     ["line 48: swarm: duplicate key (also on line 2)"]),
+     [f"line {_QUICKSTART_TEXT.count(chr(10)) + 1}: swarm: duplicate key (also on line 2)"]),
     ("duplicate key", _QUICKSTART_TEXT.replace("  rounds: 4\n", "  rounds: 4\n  rounds: 400\n"),
      ["swarm.rounds: duplicate key"]),
     ("duplicate key in a list item's section",
@@ -126,7 +126,8 @@ STRICT_YAML = [
      ["nested more than 32 levels"]),
     ("a key that is a list", "? [a, b]\n: 1\n", ["a key must be a plain name"]),
     ("two documents", _QUICKSTART_TEXT + "---\nswarm: {name: x}\n",
-     ["not valid YAML: line 48, column 1:", "another document"]),
+     [f"not valid YAML: line {_QUICKSTART_TEXT.count(chr(10)) + 1}, column 1:",
+      "another document"]),
     ("unclosed flow", "swarm: {name: x\n", ["not valid YAML: line 2"]),
     ("control character", "swarm: {name: \x07}\n", ["not valid YAML", "#x0007"]),
 ]
@@ -370,8 +371,8 @@ def test_settings_of_the_chosen_entry_are_typed_by_its_schema() -> None:
     from swarm.protocols.settings import ExchangeSettings
     from swarm.serving.settings import EngineSettings
 
-    config = load_config(QUICKSTART, ["protocol.exchange=distill", "model.max_loras=4"])
+    config = load_config(QUICKSTART, ["protocol.exchange=merge", "model.max_loras=4"])
 
-    assert config.protocol.settings == ExchangeSettings(exchange="distill")
-    assert config.matchmaker.settings == BanditSettings(beta0=0.1)
+    assert config.protocol.settings == ExchangeSettings(exchange="merge", replay=0.5)
+    assert config.matchmaker.settings == BanditSettings(beta0=0.1, features="directed")
     assert config.model.settings == EngineSettings(max_loras=4, gpu_memory_utilization=0.3)

@@ -122,7 +122,9 @@ class Coordinator:
         self.options = options or TransportOptions.from_config(config.transport)
         self.round_attempts = round_attempts
         self.silence_s = self.options.silence_s if silence_s is None else silence_s
-        self.profiler = ProfileBuilder(skills=swarm_skills(config), agent_skills=agent_skills(config))
+        skills = swarm_skills(config)  # a profile holds each skill's held-out score and data share
+        self.profiler = ProfileBuilder(skills=skills, agent_skills=agent_skills(config),
+                                       metrics={f"skill.{s}": 1.0 for s in skills})
         self.protocol = get_protocol(config.protocol.name)(config.protocol.settings,
                                                              config.swarm.rounds)
         published = self.protocol.profile_dim()
