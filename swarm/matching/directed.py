@@ -143,8 +143,9 @@ def teacher_mask(keys: Array) -> NDArray[np.bool_]:
     """
     n = keys.shape[0]
     index = np.arange(n)
-    return (keys[:, None] > keys[None, :]) | (
+    mask: NDArray[np.bool_] = (keys[:, None] > keys[None, :]) | (
         (keys[:, None] == keys[None, :]) & (index[:, None] < index[None, :]))
+    return mask
 
 
 def oriented(directed: Array, keys: Array | None) -> Array:

@@ -163,17 +163,17 @@ class Recorder:
         for o in outcomes:
             if o.accepted and o.adapter and o.adapter != committed.get(o.student):
                 lessons.setdefault(o.student, []).append(o)
-        for student, kept in lessons.items():
-            first = kept[0]
+        for student, taken in lessons.items():
+            first = taken[0]
             after = first.after if first.kept_score is None else first.kept_score
-            parents = list(dict.fromkeys(p for o in kept for p in o.parents))
+            parents = list(dict.fromkeys(p for o in taken for p in o.parents))
             pointer = self._pointer(first.adapter or "", student, rnd, parents)
-            teachers = ", ".join(o.teacher for o in kept)
+            teachers = ", ".join(o.teacher for o in taken)
             specs.append(CommitSpec(
                 agent_branch(student), self._files(student, pointer, after, rnd, first.skills),
                 f"round {rnd}: {student} learnt from {teachers} "
                 f"(score {first.before:.3f} -> {after:.3f})",
-                parents=[agent_branch(student), *(agent_branch(o.teacher) for o in kept)]))
+                parents=[agent_branch(student), *(agent_branch(o.teacher) for o in taken)]))
             committed[student] = first.adapter or ""
         self._add_states(specs, states or {}, rnd)
         body = dict(record)

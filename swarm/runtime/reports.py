@@ -82,7 +82,7 @@ class ReportChecker:
         twice = [p for p, n in Counter(pairs).items() if n > 1]
         if twice:
             raise ReportError(f"answered pairs {twice[:3]} twice")
-        kept = {}
+        kept: dict[str, str | None] = {}
         for o in done.outcomes:  # a student with several teachers holds one adapter afterwards
             if kept.setdefault(o.student, o.adapter) != o.adapter:
                 raise ReportError(f"{o.student}'s outcomes name different adapters it holds")
