@@ -171,8 +171,8 @@ def _measure(name: str, label: str, config: Any) -> dict[str, Any]:
     if summary is None:
         raise SystemExit("interrupted")
     history = summary["history"]
-    refuse_unavailable(label, history, config.swarm.rounds)
     attackers = set(byzantine_ids(config))
+    round0, final = _scores(label, summary, config.swarm.rounds, attackers)
     honest = [a for a in history[-1]["scores"] if a not in attackers]
     last = history[-1]
     skills = {s: float(np.mean([last["skill_scores"][a][s] for a in honest
@@ -185,12 +185,27 @@ def _measure(name: str, label: str, config: Any) -> dict[str, Any]:
                              ) if config.protocol.settings.exchange == "distill" else 0
     trainings = sum(len(rec["local_scores"]) for rec in history) + exchange_trainings
     return {
-        f"{name}_round0": float(np.mean([history[0]["local_scores"][a] for a in honest])),
-        name: float(np.mean([last["scores"][a] for a in honest])),
+        f"{name}_round0": round0,
+        name: final,
         f"skills_{name}": skills,
         f"{name}_train_steps": trainings * steps,
         **({f"{name}_poisoned_kept": poisoned} if attackers else {}),
     }
+
+
+def _scores(label: str, summary: dict[str, Any], rounds: int,
+            exclude: set[str] | frozenset[str] = frozenset()) -> tuple[float, float]:
+    """Round 0's mean local score and the final mean score of the agents not in ``exclude``,
+    of a run where every agent reported.
+
+    Raises:
+        SystemExit: agents were unavailable or rounds are missing (``refuse_unavailable``).
+    """
+    history = summary["history"]
+    refuse_unavailable(label, history, rounds)
+    first = [v for a, v in history[0]["local_scores"].items() if a not in exclude]
+    last = [v for a, v in history[-1]["scores"].items() if a not in exclude]
+    return float(np.mean(first)), float(np.mean(last))
 
 
 async def _centralized(config: Any, address: str, steps: int) -> tuple[float, dict[str, float]]:
