@@ -59,6 +59,7 @@ import sys
 import time
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy: a loaded 2-core box
 
@@ -72,6 +73,7 @@ from swarm.matching.directed import directed_features, oriented  # noqa: E402
 from swarm.matching.matchmaker import (  # noqa: E402
     greedy_disjoint_pairs,
     improve_pairs,
+    orient_by_score,
     pair_features,
 )
 from swarm.matching.registry import create_matchmaker  # noqa: E402
@@ -121,21 +123,37 @@ def run_seed(seed: int, kinds: list[str]) -> dict[str, float]:
     contexts, reward = environment(seed)
     oracle = best_matching(reward)
     ids = [f"agent{i:02d}" for i in range(AGENTS)]
-    index = {a: i for i, a in enumerate(ids)}
     profiles = {a: contexts[i] for i, a in enumerate(ids)}
     out: dict[str, float] = {"oracle_per_round": oracle, **floors(reward, oracle)}
     for kind in kinds:
         mm = create_matchmaker(kind, CONTEXT, BanditSettings(lam=1.0, beta0=1.0), seed=seed)
-        noise = np.random.default_rng([seed, 1])
-        regret = 0.0
-        for rnd in range(ROUNDS):
-            pairs = mm.select(profiles, PAIRS, rnd)
-            expected = [reward[index[a], index[b]] for a, b in pairs]
-            regret += oracle - sum(expected)
-            for pair, mean in zip(pairs, expected, strict=True):
-                mm.update(pair, profiles, mean + NOISE * noise.standard_normal())
-        out[kind] = regret
+        out[kind] = regret_of(mm, profiles, reward, oracle, seed)
     return out
+
+
+def regret_of(mm: Any, profiles: dict[str, np.ndarray], reward: np.ndarray, oracle: float,
+              seed: int, teaching: dict[str, float] | None = None) -> float:
+    """Pseudo-regret of ``mm`` over ``ROUNDS`` rounds against the best matching's ``oracle``.
+
+    ``teaching``: the scores that orient each pair (``orient_by_score``); a directed
+    matchmaker is handed them at select time, every pair is scored and rewarded as
+    ``(teacher, student)``. Without it pairs are taken as returned (symmetric rewards).
+    """
+    index = {a: i for i, a in enumerate(profiles)}
+    noise = np.random.default_rng([seed, 1])
+    regret = 0.0
+    for rnd in range(ROUNDS):
+        if teaching is not None and getattr(mm, "directed", False):
+            pairs = mm.select(profiles, PAIRS, rnd, orient=teaching)
+        else:
+            pairs = mm.select(profiles, PAIRS, rnd)
+        if teaching is not None:
+            pairs = [orient_by_score(pair, teaching) for pair in pairs]
+        expected = [reward[index[a], index[b]] for a, b in pairs]
+        regret += oracle - sum(expected)
+        for pair, mean in zip(pairs, expected, strict=True):
+            mm.update(pair, profiles, mean + NOISE * noise.standard_normal())
+    return regret
 
 
 def directed_environment(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -156,7 +174,6 @@ def run_directed_seed(seed: int) -> dict[str, float]:
     contexts, keys, reward = directed_environment(seed)
     oracle = best_matching(reward)
     ids = [f"agent{i:02d}" for i in range(AGENTS)]
-    index = {a: i for i, a in enumerate(ids)}
     profiles = {a: contexts[i] for i, a in enumerate(ids)}
     teaching = {a: float(keys[i]) for i, a in enumerate(ids)}
     out: dict[str, float] = {"floor": floors(reward, oracle)["floor_greedy_2opt_true"]}
@@ -164,20 +181,7 @@ def run_directed_seed(seed: int) -> dict[str, float]:
     for name, kind, features in [*runs, ("random", "random", "symmetric")]:
         settings = BanditSettings(lam=1.0, beta0=1.0, features=features)  # type: ignore[arg-type]
         mm = create_matchmaker(kind, CONTEXT, settings, seed=seed)
-        noise = np.random.default_rng([seed, 1])
-        regret = 0.0
-        for rnd in range(ROUNDS):
-            if getattr(mm, "directed", False):
-                pairs = mm.select(profiles, PAIRS, rnd, orient=teaching)  # type: ignore[call-arg]
-            else:
-                pairs = mm.select(profiles, PAIRS, rnd)
-            oriented_pairs = [(a, b) if (keys[index[a]], b) > (keys[index[b]], a) else (b, a)
-                              for a, b in pairs]  # the higher score teaches; equal: smaller id
-            expected = [reward[index[a], index[b]] for a, b in oriented_pairs]
-            regret += oracle - sum(expected)
-            for pair, mean in zip(oriented_pairs, expected, strict=True):
-                mm.update(pair, profiles, mean + NOISE * noise.standard_normal())
-        out[name] = regret
+        out[name] = regret_of(mm, profiles, reward, oracle, seed, teaching)
     return out
 
 
