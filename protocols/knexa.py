@@ -285,20 +285,14 @@ def _several_teachers(round: int, reports: Mapping[str, AgentReport],
         return []
     k = min(k, len(ids) - 1)
     scores = getattr(matchmaker, "scores", None)
+    out = []
     if scores is None:
-        rng = np.random.default_rng([round, len(ids)])
-        if hasattr(matchmaker, "rng"):
-            rng = matchmaker.rng
-        out = []
+        rng = getattr(matchmaker, "rng", None) or np.random.default_rng([round, len(ids)])
         for s in ids:
             others = [t for t in ids if t != s]
             out += [(others[int(i)], s) for i in rng.choice(len(others), size=k, replace=False)]
         return out
-    order, matrix = scores({a: profiles[a] for a in ids}, round)
-    index = {a: i for i, a in enumerate(order)}
-    out = []
-    for s in ids:
-        column = np.array([matrix[index[t], index[s]] if t != s else -np.inf for t in ids])
-        for i in np.argsort(-column, kind="stable")[:k]:
-            out.append((ids[int(i)], s))
+    order, matrix = scores({a: profiles[a] for a in ids}, round)  # sorted ids, diagonal -inf
+    for j, s in enumerate(order):
+        out += [(order[int(i)], s) for i in np.argsort(-matrix[:, j], kind="stable")[:k]]
     return out
